@@ -1,0 +1,39 @@
+//! double-natpmp: NAT-PMP for LAN clients behind a MikroTik router, through a VPN gateway that
+//! itself speaks NAT-PMP (ProtonVPN-style). Two NAT layers, one request.
+//!
+//! A LAN client asks its gateway (the MikroTik) for a port over NAT-PMP; a dst-nat rule on the
+//! router hands the datagram to this daemon. For each mapping the daemon runs one transaction:
+//! add a dst-nat rule on the router over the RouterOS API (VPN interface, router port R →
+//! client:internal port), ask the upstream VPN gateway for the matching mapping (internal port
+//! R), and answer the client with the gateway's external port and lifetime, or roll the rule back.
+//!
+//! The major components are:
+//!
+//! * [`config`]: the environment variables and flags, validated with clear messages.
+//! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
+//! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
+//! * [`natpmp::server`]: the UDP front end LAN clients talk to.
+//! * [`natpmp::upstream`]: the NAT-PMP client toward the VPN gateway (retransmission, matching).
+//! * [`routeros::wire`]: RouterOS API words and sentences, shared by client and emulator.
+//! * [`routeros::conn`], [`routeros::tls`], [`routeros::pool`]: one API connection, api-ssl,
+//!   and the pool of connections.
+//! * [`routeros::api`]: the typed router operations (add/remove/list dst-nat, route check).
+//! * [`mapping`]: the transactions, the port allocator, expiry and the reconciler.
+//! * [`sim`]: emulators of the router API and of the VPN gateway, for tests and the demo.
+//! * [`cli`]: the `demo`, `client` and `check` subcommands.
+//!
+//! A request's trip: `natpmp::server` reads a datagram and parses it with `natpmp::wire`; an
+//! address request is answered from the cached upstream address; a mapping request goes to the
+//! `mapping` orchestrator, which locks the mapping's key, reserves a router port, adds the rule
+//! through `routeros::api`, asks `natpmp::upstream`, and hands the reply back to the server,
+//! which sends it from the same socket.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod mapping;
+pub mod natpmp;
+pub mod routeros;
+pub mod sim;

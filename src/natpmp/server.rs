@@ -1,0 +1,1 @@
+//! The UDP front end LAN clients talk to.

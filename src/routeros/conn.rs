@@ -1,0 +1,1 @@
+//! One RouterOS API connection: connect, log in, run one command at a time.

@@ -1,0 +1,8 @@
+//! The RouterOS binary API: framing shared with the emulator, one connection, TLS, the pool,
+//! and the typed operations the daemon needs.
+
+pub mod api;
+pub mod conn;
+pub mod pool;
+pub mod tls;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! The pool of RouterOS API connections (deadpool).

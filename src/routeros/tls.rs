@@ -1,0 +1,1 @@
+//! TLS for api-ssl (8729) with rustls.

@@ -1,0 +1,419 @@
+//! RouterOS API framing: words, sentences, commands and replies, without I/O.
+//!
+//! Shared by our client (`conn`) and our emulator (`sim::routeros`), so both speak exactly one
+//! encoding. A word is a 1..5-byte big-endian length prefix and that many bytes; a sentence is
+//! words ended by a zero-length word (ROUTEROS_API.md §1.1, §1.2). The decoder never scans for
+//! terminators: a 256-byte word's prefix `81 00` contains a zero byte.
+
+use thiserror::Error;
+
+/// Longest word the decoder accepts. RouterOS words are short (a NAT rule row is a few hundred
+/// bytes); this bound stops a hostile or broken peer from making us allocate gigabytes.
+pub const MAX_WORD_LEN: usize = 1 << 20;
+/// Most words one sentence may hold, for the same reason.
+pub const MAX_SENTENCE_WORDS: usize = 4096;
+
+/// A framing error: the byte stream cannot be read further and the connection must be dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum WireError {
+    /// A first length byte ≥ 0xF8: a reserved control byte (ROUTEROS_API.md §1.1).
+    #[error("reserved control byte 0x{0:02X} in the API stream")]
+    ControlByte(u8),
+    /// A word longer than [`MAX_WORD_LEN`].
+    #[error("API word of {0} bytes is longer than the {MAX_WORD_LEN}-byte limit")]
+    WordTooLong(usize),
+    /// A sentence with more than [`MAX_SENTENCE_WORDS`] words.
+    #[error("API sentence has more than {MAX_SENTENCE_WORDS} words")]
+    TooManyWords,
+    /// A reply sentence whose first word is not a known reply word.
+    #[error("unknown reply word {0:?}")]
+    UnknownReply(String),
+    /// A command sentence whose first word does not start with '/'.
+    #[error("command word {0:?} does not start with '/'")]
+    BadCommand(String),
+}
+
+/// Appends the length prefix of a `len`-byte word (all five forms of ROUTEROS_API.md §1.1).
+pub fn encode_length(len: usize, out: &mut Vec<u8>) {
+    // Lengths beyond u32 cannot be framed; words that long are never built here (MAX_WORD_LEN).
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    match len {
+        0..=0x7F => out.push(len as u8),
+        0x80..=0x3FFF => out.extend_from_slice(&((len | 0x8000) as u16).to_be_bytes()),
+        0x4000..=0x1F_FFFF => out.extend_from_slice(&(len | 0xC0_0000).to_be_bytes()[1..]),
+        0x20_0000..=0x0FFF_FFFF => out.extend_from_slice(&(len | 0xE000_0000).to_be_bytes()),
+        _ => {
+            out.push(0xF0);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+}
+
+/// Reads a length prefix. `Ok(None)`: more bytes are needed. `Ok(Some((len, used)))`.
+pub fn decode_length(buf: &[u8]) -> Result<Option<(usize, usize)>, WireError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let (extra, base) = match first {
+        0x00..=0x7F => (0, u32::from(first)),
+        0x80..=0xBF => (1, u32::from(first & 0x3F)),
+        0xC0..=0xDF => (2, u32::from(first & 0x1F)),
+        0xE0..=0xEF => (3, u32::from(first & 0x0F)),
+        0xF0..=0xF7 => {
+            if first != 0xF0 {
+                // 0xF1..0xF7 are not lengths either: only 0xF0 introduces the 5-byte form.
+                return Err(WireError::ControlByte(first));
+            }
+            (4, 0)
+        }
+        _ => return Err(WireError::ControlByte(first)),
+    };
+    let Some(rest) = buf.get(1..1 + extra) else {
+        return Ok(None);
+    };
+    let len = rest.iter().fold(base, |acc, b| (acc << 8) | u32::from(*b));
+    Ok(Some((len as usize, 1 + extra)))
+}
+
+/// Appends one word.
+pub fn encode_word(word: &[u8], out: &mut Vec<u8>) {
+    encode_length(word.len(), out);
+    out.extend_from_slice(word);
+}
+
+/// Appends one sentence: the words and the zero-length terminator.
+pub fn encode_sentence<W: AsRef<[u8]>>(words: &[W], out: &mut Vec<u8>) {
+    for w in words {
+        encode_word(w.as_ref(), out);
+    }
+    out.push(0);
+}
+
+/// Reads one sentence from the front of `buf`.
+///
+/// `Ok(None)`: the sentence is not complete yet. `Ok(Some((words, used)))`: `used` bytes were
+/// consumed. An empty sentence (a lone terminator) comes back as an empty word list; callers
+/// skip it (ROUTEROS_API.md §1.2). Words are bytes; RouterOS does not promise UTF-8.
+pub fn decode_sentence(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, WireError> {
+    let mut pos = 0;
+    let mut words = Vec::new();
+    loop {
+        let Some((len, used)) = decode_length(&buf[pos..])? else {
+            return Ok(None);
+        };
+        if len > MAX_WORD_LEN {
+            return Err(WireError::WordTooLong(len));
+        }
+        pos += used;
+        if len == 0 {
+            return Ok(Some((words, pos)));
+        }
+        let Some(word) = buf.get(pos..pos + len) else {
+            return Ok(None);
+        };
+        if words.len() == MAX_SENTENCE_WORDS {
+            return Err(WireError::TooManyWords);
+        }
+        words.push(word.to_vec());
+        pos += len;
+    }
+}
+
+/// Splits an attribute word `=name=value` on the first `=` after the leading one (§1.2).
+/// Returns `None` for words that are not attribute words. A bare `=name` gives an empty value.
+pub fn split_attribute(word: &str) -> Option<(&str, &str)> {
+    let body = word.strip_prefix('=')?;
+    Some(match body.split_once('=') {
+        Some((k, v)) => (k, v),
+        None => (body, ""),
+    })
+}
+
+fn lossy(word: &[u8]) -> String {
+    String::from_utf8_lossy(word).into_owned()
+}
+
+/// A command sentence, as a client sends it and the emulator reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Command {
+    /// The command word, e.g. `/ip/firewall/nat/add`.
+    pub path: String,
+    /// `=name=value` attribute words, in order.
+    pub attributes: Vec<(String, String)>,
+    /// `?` query words, verbatim without the leading `?`, in order (order matters, §1.5).
+    pub queries: Vec<String>,
+    /// The `.tag=` API attribute, if any.
+    pub tag: Option<String>,
+}
+
+impl Command {
+    /// A command with no attributes.
+    pub fn new(path: impl Into<String>) -> Command {
+        Command {
+            path: path.into(),
+            ..Command::default()
+        }
+    }
+
+    /// Adds `=name=value`.
+    pub fn attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Command {
+        self.attributes.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a query word (without its leading `?`).
+    pub fn query(mut self, q: impl Into<String>) -> Command {
+        self.queries.push(q.into());
+        self
+    }
+
+    /// Sets `.tag=`.
+    pub fn tagged(mut self, tag: impl Into<String>) -> Command {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// The value of attribute `name`, if present (the first one).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The words of this command, in the order we send them.
+    pub fn to_words(&self) -> Vec<String> {
+        let mut words = Vec::with_capacity(2 + self.attributes.len() + self.queries.len());
+        words.push(self.path.clone());
+        words.extend(self.attributes.iter().map(|(k, v)| format!("={k}={v}")));
+        words.extend(self.queries.iter().map(|q| format!("?{q}")));
+        if let Some(t) = &self.tag {
+            words.push(format!(".tag={t}"));
+        }
+        words
+    }
+
+    /// Encodes the command as one sentence.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_sentence(&self.to_words(), out);
+    }
+
+    /// Reads a command from a decoded sentence (emulator side). Unknown word kinds are kept
+    /// as attributes with an empty value so the caller can reject them by name.
+    pub fn from_words(words: &[Vec<u8>]) -> Result<Command, WireError> {
+        let mut it = words.iter().map(|w| lossy(w));
+        let path = it.next().unwrap_or_default();
+        if !path.starts_with('/') {
+            return Err(WireError::BadCommand(path));
+        }
+        let mut cmd = Command::new(path);
+        for w in it {
+            if let Some(t) = w.strip_prefix(".tag=") {
+                cmd.tag = Some(t.to_owned());
+            } else if let Some(q) = w.strip_prefix('?') {
+                cmd.queries.push(q.to_owned());
+            } else if let Some((k, v)) = split_attribute(&w) {
+                cmd.attributes.push((k.to_owned(), v.to_owned()));
+            } else {
+                cmd.attributes.push((w, String::new()));
+            }
+        }
+        Ok(cmd)
+    }
+}
+
+/// The first word of a reply sentence (§1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplyKind {
+    /// `!re`: one data row.
+    Re,
+    /// `!done`: the command finished (may carry `=ret=`).
+    Done,
+    /// `!trap`: an error; `!done` still follows.
+    Trap,
+    /// `!fatal`: the router closes the connection; the reason is a bare word.
+    Fatal,
+    /// `!empty` (RouterOS 7.18+): a print matched nothing; `!done` still follows.
+    Empty,
+}
+
+impl ReplyKind {
+    /// The reply word.
+    pub fn word(self) -> &'static str {
+        match self {
+            ReplyKind::Re => "!re",
+            ReplyKind::Done => "!done",
+            ReplyKind::Trap => "!trap",
+            ReplyKind::Fatal => "!fatal",
+            ReplyKind::Empty => "!empty",
+        }
+    }
+
+    fn parse(word: &str) -> Option<ReplyKind> {
+        Some(match word {
+            "!re" => ReplyKind::Re,
+            "!done" => ReplyKind::Done,
+            "!trap" => ReplyKind::Trap,
+            "!fatal" => ReplyKind::Fatal,
+            "!empty" => ReplyKind::Empty,
+            _ => return None,
+        })
+    }
+}
+
+/// A reply sentence, as the router sends it and our client reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Which reply.
+    pub kind: ReplyKind,
+    /// `.tag=` if present, wherever it stood in the sentence.
+    pub tag: Option<String>,
+    /// `=name=value` words, in order.
+    pub attributes: Vec<(String, String)>,
+    /// Bare words that are neither attributes nor the tag: the reason of a `!fatal`.
+    pub bare: Vec<String>,
+}
+
+impl Reply {
+    /// A reply with no words but its kind.
+    pub fn new(kind: ReplyKind) -> Reply {
+        Reply {
+            kind,
+            tag: None,
+            attributes: Vec::new(),
+            bare: Vec::new(),
+        }
+    }
+
+    /// Adds `=name=value`.
+    pub fn attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Reply {
+        self.attributes.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets `.tag=`.
+    pub fn tagged(mut self, tag: Option<String>) -> Reply {
+        self.tag = tag;
+        self
+    }
+
+    /// A `!fatal` with its bare reason word (§1.2: not `=message=`).
+    pub fn fatal(reason: impl Into<String>) -> Reply {
+        let mut r = Reply::new(ReplyKind::Fatal);
+        r.bare.push(reason.into());
+        r
+    }
+
+    /// The value of attribute `name` (the first one).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The words of this reply in the order real routers send them: reply word, `.tag`, then
+    /// attributes (LIBROS captures), then bare words.
+    pub fn to_words(&self) -> Vec<String> {
+        let mut words = vec![self.kind.word().to_owned()];
+        if let Some(t) = &self.tag {
+            words.push(format!(".tag={t}"));
+        }
+        words.extend(self.attributes.iter().map(|(k, v)| format!("={k}={v}")));
+        words.extend(self.bare.iter().cloned());
+        words
+    }
+
+    /// Encodes the reply as one sentence.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_sentence(&self.to_words(), out);
+    }
+
+    /// Reads a reply from a decoded, non-empty sentence. Words may come in any order.
+    pub fn from_words(words: &[Vec<u8>]) -> Result<Reply, WireError> {
+        let mut it = words.iter().map(|w| lossy(w));
+        let first = it.next().unwrap_or_default();
+        let kind = ReplyKind::parse(&first).ok_or(WireError::UnknownReply(first))?;
+        let mut reply = Reply::new(kind);
+        for w in it {
+            if let Some(t) = w.strip_prefix(".tag=") {
+                reply.tag = Some(t.to_owned());
+            } else if let Some((k, v)) = split_attribute(&w) {
+                reply.attributes.push((k.to_owned(), v.to_owned()));
+            } else {
+                reply.bare.push(w);
+            }
+        }
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ROUTEROS_API.md §1.1 test vectors.
+    #[test]
+    fn length_prefix_vectors() {
+        let cases: &[(usize, &[u8])] = &[
+            (0x7F, &[0x7F]),
+            (0x80, &[0x80, 0x80]),
+            (0xFF, &[0x80, 0xFF]),
+            (0x100, &[0x81, 0x00]),
+            (0x3FFF, &[0xBF, 0xFF]),
+            (0x4000, &[0xC0, 0x40, 0x00]),
+            (0x1F_FFFF, &[0xDF, 0xFF, 0xFF]),
+            (0x20_0000, &[0xE0, 0x20, 0x00, 0x00]),
+            (0x0FFF_FFFF, &[0xEF, 0xFF, 0xFF, 0xFF]),
+            (0x1000_0000, &[0xF0, 0x10, 0x00, 0x00, 0x00]),
+            (0xFFFF_FFFF, &[0xF0, 0xFF, 0xFF, 0xFF, 0xFF]),
+        ];
+        for (len, bytes) in cases {
+            let mut out = Vec::new();
+            encode_length(*len, &mut out);
+            assert_eq!(&out[..], *bytes, "encode {len:#x}");
+            assert_eq!(
+                decode_length(bytes),
+                Ok(Some((*len, bytes.len()))),
+                "decode {len:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn word_of_256_bytes_is_not_cut_at_the_zero_in_its_prefix() {
+        let word = vec![b'a'; 256];
+        let mut buf = Vec::new();
+        encode_sentence(&[b"/x".to_vec(), word.clone()], &mut buf);
+        let (words, used) = decode_sentence(&buf).unwrap().unwrap();
+        assert_eq!(used, buf.len());
+        assert_eq!(words, vec![b"/x".to_vec(), word]);
+    }
+
+    #[test]
+    fn incomplete_sentence_asks_for_more() {
+        let mut buf = Vec::new();
+        encode_sentence(&["!done", "=ret=*1"], &mut buf);
+        for cut in 0..buf.len() {
+            assert_eq!(decode_sentence(&buf[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn control_byte_is_an_error() {
+        assert_eq!(decode_sentence(&[0xF8]), Err(WireError::ControlByte(0xF8)));
+    }
+
+    #[test]
+    fn reply_reads_tag_anywhere_and_splits_on_first_equals() {
+        let words: Vec<Vec<u8>> = ["!re", "=comment=a=b", ".tag=7", "=x="]
+            .iter()
+            .map(|w| w.as_bytes().to_vec())
+            .collect();
+        let r = Reply::from_words(&words).unwrap();
+        assert_eq!(r.kind, ReplyKind::Re);
+        assert_eq!(r.tag.as_deref(), Some("7"));
+        assert_eq!(r.get("comment"), Some("a=b"));
+        assert_eq!(r.get("x"), Some(""));
+    }
+}

@@ -1,0 +1,1 @@
+//! A NAT-PMP gateway emulator with ProtonVPN-like behaviour.

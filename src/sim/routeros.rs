@@ -1,0 +1,1 @@
+//! A RouterOS API emulator that follows the real wire protocol and reply texts.
