@@ -10,6 +10,7 @@
 //! The major components are:
 //!
 //! * [`config`]: the environment variables and flags, validated with clear messages.
+//! * [`daemon`]: wires everything together and stops it in order; [`logging`]: LOG_LEVEL/LOG_FORMAT.
 //! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
 //! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
 //! * [`natpmp::server`]: the UDP front end LAN clients talk to.
@@ -33,6 +34,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod mapping;
 pub mod natpmp;
 pub mod routeros;

@@ -1,1 +1,71 @@
-fn main() {}
+//! `double-natpmp`: parse the configuration, set up logging, run the chosen subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use double_natpmp::config::{render_error, Cli, Command};
+use double_natpmp::{cli, daemon, logging};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{}", render_error(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        None => run_daemon(&runtime, cli.run),
+        Some(Command::Run(args)) => run_daemon(&runtime, args),
+        Some(Command::Demo(args)) => {
+            logging::init(args.log_level, double_natpmp::config::LogFormat::Text);
+            runtime
+                .block_on(cli::demo::run(args))
+                .map_err(|e| e.to_string())
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_daemon(
+    runtime: &tokio::runtime::Runtime,
+    args: double_natpmp::config::DaemonArgs,
+) -> Result<(), String> {
+    if let Err(e) = args.validate() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    logging::init(args.log_level, args.log_format);
+    runtime
+        .block_on(async {
+            let shutdown = daemon::shutdown_on_signals();
+            daemon::run(args, shutdown).await
+        })
+        .map_err(|e| e.to_string())
+}

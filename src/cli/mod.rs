@@ -1,1 +1,3 @@
 //! Subcommands other than the daemon itself.
+
+pub mod demo;

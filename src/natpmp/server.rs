@@ -1,11 +1,33 @@
 //! The UDP front end LAN clients talk to.
 //!
-//! CONTRACT: [`MapHandler`] and [`MapReply`] keep their names and shapes.
+//! One socket, bound to LISTEN_ADDR; every reply leaves from it, so the router's connection
+//! tracking rewrites the source back to the gateway address the client asked (RFC 6886 §3.1;
+//! NATPMP_CONFORMANCE.md 1K). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39).
+//!
+//! Concurrency is bounded by a semaphore of MAX_INFLIGHT permits. A datagram that arrives when
+//! every permit is taken is dropped, not queued: NAT-PMP clients retransmit (250 ms, doubling),
+//! so a burst is absorbed by the clients' own retry schedule and memory stays bounded.
+//!
+//! Opcode 0 is answered from a cached upstream address ([`AddressCache`]); mapping opcodes go to
+//! a [`MapHandler`].
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
-use crate::natpmp::wire::{MapRequest, ResultCode};
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::config::CidrList;
+use crate::natpmp::epoch::Epoch;
+use crate::natpmp::upstream::Upstream;
+use crate::natpmp::wire::{
+    self, MapRequest, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
+};
 
 /// The outcome of a mapping request, without the fields the server fills in itself (protocol,
 /// internal port and epoch are echoed/added by the server, C-18, C-24, C-44).
@@ -34,5 +56,358 @@ impl MapReply {
 pub trait MapHandler: Send + Sync + 'static {
     /// Create, renew or delete a mapping for `client` (the datagram's source address, C-25).
     /// Must always produce a reply: silence is never an answer (C-17).
-    fn handle_map(&self, client: Ipv4Addr, request: MapRequest) -> impl Future<Output = MapReply> + Send;
+    fn handle_map(
+        &self,
+        client: Ipv4Addr,
+        request: MapRequest,
+    ) -> impl Future<Output = MapReply> + Send;
+}
+
+/// A [`MapHandler`] for when no mapping backend is configured: every request gets result 3
+/// (network failure), never silence (C-17).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMappings;
+
+impl MapHandler for NoMappings {
+    async fn handle_map(&self, _client: Ipv4Addr, _request: MapRequest) -> MapReply {
+        MapReply::failure(ResultCode::NetworkFailure)
+    }
+}
+
+/// The upstream gateway's external address, asked once and cached.
+///
+/// A request finds the cached address, or (when there is none) asks the upstream itself, with
+/// concurrent askers sharing one exchange. A background refresh ([`AddressCache::refresh_loop`])
+/// asks again every `refresh` interval; a failed exchange clears the cache, so clients get
+/// result 3 with 0.0.0.0 (C-21) until the upstream answers again, and the next request retries.
+pub struct AddressCache<U> {
+    upstream: Arc<U>,
+    cached: StdMutex<Option<Ipv4Addr>>,
+    fetching: tokio::sync::Mutex<()>,
+    changed: tokio::sync::Notify,
+}
+
+impl<U: Upstream> AddressCache<U> {
+    /// An empty cache in front of `upstream`.
+    pub fn new(upstream: Arc<U>) -> AddressCache<U> {
+        AddressCache {
+            upstream,
+            cached: StdMutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The cached address, if any.
+    pub fn cached(&self) -> Option<Ipv4Addr> {
+        match self.cached.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
+    fn store(&self, value: Option<Ipv4Addr>) {
+        let old = match self.cached.lock() {
+            Ok(mut g) => std::mem::replace(&mut *g, value),
+            Err(p) => std::mem::replace(&mut *p.into_inner(), value),
+        };
+        if old != value {
+            match value {
+                Some(a) => info!(external_address = %a, "upstream external address"),
+                None => warn!("upstream external address unknown: answering result 3 until the VPN gateway answers"),
+            }
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The address, asking the upstream when none is cached. `None`: the upstream did not answer
+    /// with one.
+    pub async fn get(&self) -> Option<Ipv4Addr> {
+        if let Some(a) = self.cached() {
+            return Some(a);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        // Someone else may have fetched it while we waited.
+        if let Some(a) = self.cached() {
+            return Some(a);
+        }
+        self.fetch().await
+    }
+
+    /// Asks the upstream now and updates the cache.
+    pub async fn fetch(&self) -> Option<Ipv4Addr> {
+        match self.upstream.external_address().await {
+            Ok(reply) => {
+                self.store(Some(reply.address));
+                Some(reply.address)
+            }
+            Err(e) => {
+                warn!(error = %e, "upstream external address request failed");
+                self.store(None);
+                None
+            }
+        }
+    }
+
+    /// Refreshes every `every` until `shutdown` turns true.
+    pub async fn refresh_loop(&self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            {
+                let _one_at_a_time = self.fetching.lock().await;
+                self.fetch().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
+
+/// Settings of the front end.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Who may ask (C-39).
+    pub allowed_clients: CidrList,
+    /// Requests handled at once.
+    pub max_inflight: usize,
+    /// Upstream address refresh interval.
+    pub address_refresh: Duration,
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Replies sent.
+    pub replied: AtomicU64,
+    /// Datagrams dropped: sender outside ALLOWED_CLIENTS.
+    pub dropped_not_allowed: AtomicU64,
+    /// Datagrams dropped: every in-flight permit taken.
+    pub dropped_busy: AtomicU64,
+    /// Datagrams dropped by protocol rule (short, responses).
+    pub dropped_invalid: AtomicU64,
+    /// Version-≠0 probes answered (PCP clients fall back on this, P-02).
+    pub unsupported_version: AtomicU64,
+}
+
+/// Why the server could not run.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr} (LISTEN_ADDR): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket failed while receiving.
+    #[error("NAT-PMP socket on {addr} failed: {source}")]
+    Socket {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The NAT-PMP server.
+pub struct Server<U, H> {
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    config: ServerConfig,
+    epoch: Arc<Epoch>,
+    addresses: Arc<AddressCache<U>>,
+    handler: Arc<H>,
+    permits: Arc<Semaphore>,
+    stats: Arc<ServerStats>,
+}
+
+struct Shared<U, H> {
+    socket: Arc<UdpSocket>,
+    epoch: Arc<Epoch>,
+    addresses: Arc<AddressCache<U>>,
+    handler: Arc<H>,
+    stats: Arc<ServerStats>,
+}
+
+impl<U: Upstream, H: MapHandler> Server<U, H> {
+    /// Binds the socket.
+    pub async fn bind(
+        config: ServerConfig,
+        epoch: Arc<Epoch>,
+        upstream: Arc<U>,
+        handler: Arc<H>,
+    ) -> Result<Server<U, H>, ServerError> {
+        let socket = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = socket.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let permits = Arc::new(Semaphore::new(config.max_inflight.max(1)));
+        Ok(Server {
+            socket: Arc::new(socket),
+            local_addr,
+            epoch,
+            addresses: Arc::new(AddressCache::new(upstream)),
+            handler,
+            permits,
+            stats: Arc::new(ServerStats::default()),
+            config,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    /// The external-address cache.
+    pub fn addresses(&self) -> Arc<AddressCache<U>> {
+        self.addresses.clone()
+    }
+
+    /// Serves until `shutdown` turns true, then waits for the requests in flight and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
+        info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
+        let shared = Arc::new(Shared {
+            socket: self.socket.clone(),
+            epoch: self.epoch.clone(),
+            addresses: self.addresses.clone(),
+            handler: self.handler.clone(),
+            stats: self.stats.clone(),
+        });
+        let refresher = {
+            let addresses = self.addresses.clone();
+            let every = self.config.address_refresh;
+            let stop = shutdown.clone();
+            tokio::spawn(async move { addresses.refresh_loop(every, stop).await })
+        };
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        let result = loop {
+            let (len, peer) = tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    // ICMP errors from earlier replies surface here on Linux; they say nothing
+                    // about this socket's health.
+                    Err(e) if is_transient(&e) => continue,
+                    Err(source) => break Err(ServerError::Socket { addr: self.local_addr, source }),
+                },
+                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+            };
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            let client = match peer {
+                SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => *v4.ip(),
+                _ => {
+                    // C-39: only LAN clients; everyone else gets silence.
+                    self.stats
+                        .dropped_not_allowed
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, "dropped NAT-PMP request from outside ALLOWED_CLIENTS");
+                    continue;
+                }
+            };
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                self.stats.dropped_busy.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "dropped NAT-PMP request: MAX_INFLIGHT requests in progress");
+                continue;
+            };
+            let packet = buf[..len].to_vec();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                shared.serve(client, peer, &packet).await;
+                drop(permit);
+            });
+        };
+        refresher.abort();
+        // Finish what is in flight: every permit back means every task is done.
+        let all = u32::try_from(self.config.max_inflight.max(1)).unwrap_or(u32::MAX);
+        let _ = self.permits.acquire_many(all).await;
+        info!("NAT-PMP server stopped");
+        result
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::WouldBlock
+    )
+}
+
+impl<U: Upstream, H: MapHandler> Shared<U, H> {
+    async fn serve(&self, client: Ipv4Addr, peer: SocketAddr, packet: &[u8]) {
+        let mut out = [0u8; MAX_PACKET_LEN];
+        let len = match wire::parse_request(packet) {
+            Ok(Request::ExternalAddress) => {
+                let response = match self.addresses.get().await {
+                    Some(address) => Response::ExternalAddress {
+                        result: ResultCode::Success,
+                        epoch: self.epoch.sssoe(),
+                        address,
+                    },
+                    None => Response::ExternalAddress {
+                        result: ResultCode::NetworkFailure,
+                        epoch: self.epoch.sssoe(),
+                        address: Ipv4Addr::UNSPECIFIED,
+                    },
+                };
+                wire::encode_response(&response, &mut out)
+            }
+            Ok(Request::Map(request)) => {
+                let reply = self.handler.handle_map(client, request).await;
+                let response = Response::Map(MapResponse {
+                    protocol: request.protocol,
+                    result: reply.result,
+                    // Taken after the work: the reply reports the epoch at the time it is sent.
+                    epoch: self.epoch.sssoe(),
+                    internal_port: request.internal_port,
+                    external_port: reply.external_port,
+                    lifetime: reply.lifetime,
+                });
+                wire::encode_response(&response, &mut out)
+            }
+            Err(err) => {
+                if let RequestError::UnsupportedVersion { version } = err {
+                    self.stats
+                        .unsupported_version
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, version, "unsupported version (a PCP probe if 2): answering result 1");
+                }
+                match wire::error_reply(&err, packet, self.epoch.sssoe(), &mut out) {
+                    Some(len) => len,
+                    None => {
+                        self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                        debug!(%peer, error = %err, "dropped datagram");
+                        return;
+                    }
+                }
+            }
+        };
+        match self.socket.send_to(&out[..len], peer).await {
+            Ok(_) => {
+                self.stats.replied.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => warn!(%peer, error = %e, "cannot send NAT-PMP reply"),
+        }
+    }
 }
