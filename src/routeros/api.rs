@@ -5,9 +5,13 @@
 
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use thiserror::Error;
 
+use super::conn::{ApiConfig, Response};
+use super::pool::ApiPool;
+use super::wire::{Command, Reply};
 use crate::natpmp::wire::Protocol;
 
 /// A RouterOS item id such as `*1F`: opaque, as the router made it.
@@ -77,7 +81,7 @@ pub struct RouterInfo {
 }
 
 /// A failed RouterOS operation, in words a router owner understands.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum RouterError {
     /// The item does not exist (`no such item`).
     #[error("RouterOS: no such item {what}")]
@@ -158,4 +162,327 @@ pub trait Router: Send + Sync + 'static {
         &self,
         in_interface: &str,
     ) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
+}
+
+/// The `.proplist` of our NAT rule listing.
+const NAT_PROPLIST: &str =
+    ".id,chain,action,protocol,in-interface,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
+
+/// The policy a command probably needs, to name it when the router says `not enough
+/// permissions` (ROUTEROS_API.md §2.6).
+fn policy_for(path: &str) -> Option<&'static str> {
+    let verb = path.rsplit('/').next().unwrap_or("");
+    if path.starts_with("/ip/route/check") {
+        Some("test")
+    } else if matches!(
+        verb,
+        "add" | "remove" | "set" | "move" | "enable" | "disable"
+    ) {
+        Some("write")
+    } else if matches!(verb, "print" | "getall") {
+        Some("read")
+    } else {
+        None
+    }
+}
+
+/// Maps a `!trap` of command `path` to a typed error (ROUTEROS_API.md §2.1, §2.3, §2.6).
+pub fn trap_error(path: &str, trap: &Reply) -> RouterError {
+    let message = trap.get("message").unwrap_or("(no message)").to_owned();
+    let category = trap.get("category").and_then(|c| c.parse::<u8>().ok());
+    let command = path.to_owned();
+    if message.starts_with("no such item") {
+        return RouterError::NotFound {
+            what: format!("({message}) for {path}"),
+        };
+    }
+    if message.starts_with("not enough permissions") {
+        return RouterError::PermissionDenied {
+            command,
+            message,
+            policy: policy_for(path),
+        };
+    }
+    if path.starts_with("/ip/route/check") && message.starts_with("no such command") {
+        return RouterError::Trap {
+            command,
+            message: format!(
+                "{message}: this RouterOS has no /ip/route/check, so the VPN interface cannot be found by itself; set MIKROTIK_IN_INTERFACE"
+            ),
+            category,
+        };
+    }
+    if message.starts_with("input does not match any value of")
+        || message.starts_with("invalid value")
+        || message.starts_with("unknown parameter")
+        || category == Some(1)
+    {
+        return RouterError::InvalidValue { command, message };
+    }
+    RouterError::Trap {
+        command,
+        message,
+        category,
+    }
+}
+
+/// The response, or the first `!trap` as a typed error.
+fn checked(path: &str, resp: Response) -> Result<Response, RouterError> {
+    match resp.traps.first() {
+        Some(trap) => Err(trap_error(path, trap)),
+        None => Ok(resp),
+    }
+}
+
+fn flag(row: &Reply, name: &str) -> bool {
+    matches!(row.get(name), Some("true" | "yes"))
+}
+
+impl NatRule {
+    /// Reads a `/ip/firewall/nat/print` row.
+    pub fn from_reply(row: &Reply) -> NatRule {
+        let s = |name: &str| row.get(name).map(str::to_owned);
+        NatRule {
+            id: s(".id").map(RuleId),
+            chain: s("chain"),
+            action: s("action"),
+            protocol: s("protocol"),
+            in_interface: s("in-interface"),
+            dst_port: s("dst-port"),
+            to_addresses: s("to-addresses"),
+            to_ports: s("to-ports"),
+            comment: s("comment"),
+            disabled: flag(row, "disabled"),
+            dynamic: flag(row, "dynamic"),
+        }
+    }
+}
+
+/// The RouterOS API client the daemon uses: typed operations over a connection pool.
+#[derive(Clone, Debug)]
+pub struct RouterApi {
+    pool: ApiPool,
+    address: String,
+}
+
+impl RouterApi {
+    /// A client with up to `pool_size` connections (default [`super::pool::DEFAULT_POOL_SIZE`])
+    /// where a caller waits at most `wait_timeout` for a free one. Connects lazily; fails only
+    /// when the TLS settings cannot be used.
+    pub fn new(
+        cfg: ApiConfig,
+        pool_size: usize,
+        wait_timeout: Duration,
+    ) -> Result<RouterApi, RouterError> {
+        let address = cfg.address.clone();
+        Ok(RouterApi {
+            pool: ApiPool::new(cfg, pool_size, wait_timeout)?,
+            address,
+        })
+    }
+
+    /// The pool underneath, for status and raw commands.
+    pub fn pool(&self) -> &ApiPool {
+        &self.pool
+    }
+
+    /// Runs any command; a `!trap` becomes a typed error.
+    pub async fn run(&self, cmd: Command) -> Result<Response, RouterError> {
+        let path = cmd.path.clone();
+        checked(&path, self.pool.run(cmd).await?)
+    }
+
+    /// The interface the router would send traffic for `dst` out of
+    /// (`/ip/route/check =dst-ip=<dst> =once=`; needs the `test` policy).
+    pub async fn route_interface(&self, dst: Ipv4Addr) -> Result<String, RouterError> {
+        const PATH: &str = "/ip/route/check";
+        let resp = self
+            .run(
+                Command::new(PATH)
+                    .attr("dst-ip", dst.to_string())
+                    .attr("once", ""),
+            )
+            .await?;
+        let row = resp.rows.first().ok_or_else(|| RouterError::Trap {
+            command: PATH.into(),
+            message: format!("no answer rows for the route to {dst}"),
+            category: None,
+        })?;
+        let status = row.get("status").unwrap_or("");
+        match row.get("interface") {
+            Some(interface) if status == "ok" && !interface.is_empty() => Ok(interface.to_owned()),
+            _ => Err(RouterError::Trap {
+                command: PATH.into(),
+                message: format!(
+                    "the router has no usable route to {dst} (status {status:?}); set MIKROTIK_IN_INTERFACE"
+                ),
+                category: None,
+            }),
+        }
+    }
+
+    /// Identity, version and board, for the start-up log.
+    pub async fn info(&self) -> Result<RouterInfo, RouterError> {
+        let identity = self.run(Command::new("/system/identity/print")).await?;
+        let identity = identity
+            .rows
+            .first()
+            .and_then(|r| r.get("name"))
+            .unwrap_or("")
+            .to_owned();
+        let resource = self.run(Command::new("/system/resource/print")).await?;
+        let row = resource.rows.first();
+        let version = row
+            .and_then(|r| r.get("version"))
+            .ok_or_else(|| RouterError::Trap {
+                command: "/system/resource/print".into(),
+                message: "the router did not report its version".into(),
+                category: None,
+            })?
+            .to_owned();
+        let board = row.and_then(|r| r.get("board-name")).map(str::to_owned);
+        Ok(RouterInfo {
+            identity,
+            version,
+            board,
+        })
+    }
+
+    /// The address this client talks to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl Router for RouterApi {
+    async fn add_dstnat(&self, rule: &DstNatRule) -> Result<RuleId, RouterError> {
+        const PATH: &str = "/ip/firewall/nat/add";
+        let cmd = Command::new(PATH)
+            .attr("chain", "dstnat")
+            .attr("action", "dst-nat")
+            .attr("protocol", rule.protocol.as_str())
+            .attr("in-interface", rule.in_interface.as_str())
+            .attr("dst-port", rule.dst_port.to_string())
+            .attr("to-addresses", rule.to_address.to_string())
+            .attr("to-ports", rule.to_port.to_string())
+            .attr("comment", rule.comment.as_str());
+        let resp = self.run(cmd).await?;
+        match resp.ret() {
+            Some(id) if !id.is_empty() => Ok(RuleId(id.to_owned())),
+            _ => Err(RouterError::Trap {
+                command: PATH.into(),
+                message: "the router added the rule but did not return its id (=ret=)".into(),
+                category: None,
+            }),
+        }
+    }
+
+    async fn remove_rule(&self, id: &RuleId) -> Result<(), RouterError> {
+        let cmd = Command::new("/ip/firewall/nat/remove").attr(".id", id.0.as_str());
+        match self.run(cmd).await {
+            Ok(_) => Ok(()),
+            Err(RouterError::NotFound { .. }) => Err(RouterError::NotFound {
+                what: format!("NAT rule {id}"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_dstnat(&self, in_interface: &str) -> Result<Vec<NatRule>, RouterError> {
+        let cmd = Command::new("/ip/firewall/nat/print")
+            .attr(".proplist", NAT_PROPLIST)
+            .query("chain=dstnat")
+            .query(format!("in-interface={in_interface}"));
+        let resp = self.run(cmd).await?;
+        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routeros::wire::ReplyKind;
+
+    fn trap(message: &str, category: Option<&str>) -> Reply {
+        let r = Reply::new(ReplyKind::Trap).attr("message", message);
+        match category {
+            Some(c) => r.attr("category", c),
+            None => r,
+        }
+    }
+
+    #[test]
+    fn no_such_item_maps_to_not_found() {
+        let e = trap_error("/ip/firewall/nat/remove", &trap("no such item (4)", None));
+        assert!(matches!(e, RouterError::NotFound { .. }), "{e}");
+    }
+
+    #[test]
+    fn permission_denied_names_the_policy_by_command() {
+        for (path, policy) in [
+            ("/ip/firewall/nat/add", "write"),
+            ("/ip/firewall/nat/remove", "write"),
+            ("/ip/firewall/nat/print", "read"),
+            ("/ip/route/check", "test"),
+        ] {
+            let e = trap_error(path, &trap("not enough permissions (9)", None));
+            match &e {
+                RouterError::PermissionDenied { policy: p, .. } => assert_eq!(*p, Some(policy)),
+                other => panic!("{path}: {other}"),
+            }
+            assert!(e.to_string().contains(&format!("'{policy}' policy")), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_map_to_invalid_value() {
+        for (msg, cat) in [
+            ("input does not match any value of in-interface", Some("1")),
+            ("invalid value for argument dst-port", None),
+            ("unknown parameter foo", None),
+            ("something odd", Some("1")),
+        ] {
+            let e = trap_error("/ip/firewall/nat/add", &trap(msg, cat));
+            assert!(matches!(e, RouterError::InvalidValue { .. }), "{msg}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_route_check_says_to_set_the_interface() {
+        let e = trap_error("/ip/route/check", &trap("no such command", Some("0")));
+        assert!(e.to_string().contains("MIKROTIK_IN_INTERFACE"), "{e}");
+    }
+
+    #[test]
+    fn other_traps_keep_their_text_and_category() {
+        let e = trap_error(
+            "/x/add",
+            &trap("failure: already have such rule", Some("4")),
+        );
+        match e {
+            RouterError::Trap {
+                message, category, ..
+            } => {
+                assert_eq!(message, "failure: already have such rule");
+                assert_eq!(category, Some(4));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn nat_row_is_read_with_flags_and_missing_fields() {
+        let row = Reply::new(ReplyKind::Re)
+            .attr(".id", "*1F")
+            .attr("chain", "dstnat")
+            .attr("dst-port", "40001")
+            .attr("disabled", "false")
+            .attr("dynamic", "true");
+        let r = NatRule::from_reply(&row);
+        assert_eq!(r.id, Some(RuleId("*1F".into())));
+        assert_eq!(r.dst_port.as_deref(), Some("40001"));
+        assert_eq!(r.comment, None);
+        assert!(!r.disabled);
+        assert!(r.dynamic);
+    }
 }

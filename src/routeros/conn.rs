@@ -1,1 +1,665 @@
 //! One RouterOS API connection: connect, log in, run one command at a time.
+//!
+//! A [`Connector`] holds the settings ([`ApiConfig`]) and the prepared TLS client, and makes
+//! [`Connection`]s. A connection runs one tagged command at a time and collects its replies up
+//! to the `!done` (ROUTEROS_API.md §1.2). Anything unexpected on the wire (a framing error, an
+//! unknown reply word, a reply with a foreign tag, `!fatal`, a timeout, a dropped future) poisons
+//! the connection: [`Connection::is_broken`] then says so and the pool never reuses it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::api::RouterError;
+use super::tls::TlsClient;
+use super::wire::{decode_sentence, Command, Reply, ReplyKind};
+
+/// The API password. `Debug` and `Display` print `***` so it never reaches a log or an error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> Password {
+        Password(password.into())
+    }
+
+    /// The password itself, for the login command only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How the API connection is protected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (`/ip service api`, port 8728). The password crosses the wire in clear.
+    #[default]
+    Plain,
+    /// api-ssl (8729) with the router's certificate checked. At least one of `ca_file` and
+    /// `fingerprint_sha256` must be given; with both, both must match.
+    Verify {
+        /// PEM file with the CA (or the router's self-signed certificate) to trust: the chain
+        /// and the name (`server_name`, else the host of the address, IP or DNS) are verified.
+        ca_file: Option<PathBuf>,
+        /// SHA-256 of the router's leaf certificate (DER). Only the leaf is matched; its name
+        /// and chain are not checked (RouterOS certificates often have odd names).
+        fingerprint_sha256: Option<[u8; 32]>,
+        /// The name to verify instead of the address's host.
+        server_name: Option<String>,
+    },
+    /// api-ssl with no certificate check at all: only when the user asks for it explicitly
+    /// (MIKROTIK_API_TLS_INSECURE=true). A warning is logged when the connector is built.
+    Insecure,
+}
+
+/// Connection settings for the RouterOS API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// `host:port`, e.g. `192.168.88.1:8728`.
+    pub address: String,
+    /// The API user.
+    pub user: String,
+    /// The API user's password.
+    pub password: Password,
+    /// Plain or api-ssl.
+    pub tls: TlsMode,
+    /// Limit for the TCP connect and the TLS handshake together.
+    pub connect_timeout: Duration,
+    /// Limit for one command (login included), from the first byte sent to the `!done`.
+    pub command_timeout: Duration,
+}
+
+impl ApiConfig {
+    /// Settings with plain TCP and 5 s connect and command timeouts.
+    pub fn new(
+        address: impl Into<String>,
+        user: impl Into<String>,
+        password: Password,
+    ) -> ApiConfig {
+        ApiConfig {
+            address: address.into(),
+            user: user.into(),
+            password,
+            tls: TlsMode::Plain,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The replies to one command, up to and including its `!done`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The `!re` rows, in order.
+    pub rows: Vec<Reply>,
+    /// The `!trap`s, in order (usually none or one).
+    pub traps: Vec<Reply>,
+    /// The `!done` sentence (`=ret=` for `add`).
+    pub done: Reply,
+    /// Whether the router said `!empty` (RouterOS 7.18+, a print that matched nothing).
+    pub empty: bool,
+}
+
+impl Response {
+    /// The `=ret=` of the `!done`, if any.
+    pub fn ret(&self) -> Option<&str> {
+        self.done.get("ret")
+    }
+}
+
+/// A byte stream the API runs over: TCP or TLS over TCP.
+trait ApiStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ApiStream for T {}
+
+/// Makes logged-in [`Connection`]s from one [`ApiConfig`].
+#[derive(Clone)]
+pub struct Connector {
+    cfg: Arc<ApiConfig>,
+    tls: Option<Arc<TlsClient>>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("cfg", &self.cfg)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Connector {
+    /// Prepares the connector: reads the CA file and builds the TLS client if TLS is on.
+    /// Fails with [`RouterError::Connection`] when the TLS settings cannot be used.
+    pub fn new(cfg: ApiConfig) -> Result<Connector, RouterError> {
+        let tls = match &cfg.tls {
+            TlsMode::Plain => None,
+            mode => Some(Arc::new(TlsClient::new(mode, &cfg.address)?)),
+        };
+        Ok(Connector {
+            cfg: Arc::new(cfg),
+            tls,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ApiConfig {
+        &self.cfg
+    }
+
+    /// Connects (TCP, then TLS if configured) within `connect_timeout` and logs in within
+    /// `command_timeout`.
+    pub async fn connect(&self) -> Result<Connection, RouterError> {
+        let cfg = &self.cfg;
+        let started = Instant::now();
+        let stream: Box<dyn ApiStream> =
+            match tokio::time::timeout(cfg.connect_timeout, self.open()).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(RouterError::Timeout {
+                        address: cfg.address.clone(),
+                        what: "connect".into(),
+                        after: cfg.connect_timeout,
+                    })
+                }
+            };
+        let mut conn = Connection {
+            stream,
+            buf: Vec::with_capacity(4096),
+            next_tag: 1,
+            poisoned: false,
+            in_flight: false,
+            address: cfg.address.clone(),
+            command_timeout: cfg.command_timeout,
+        };
+        conn.login(&cfg.user, &cfg.password).await?;
+        tracing::debug!(address = %cfg.address, elapsed = ?started.elapsed(), tls = self.tls.is_some(), "RouterOS API connected and logged in");
+        Ok(conn)
+    }
+
+    async fn open(&self) -> Result<Box<dyn ApiStream>, RouterError> {
+        let address = &self.cfg.address;
+        let tcp =
+            TcpStream::connect(address.as_str())
+                .await
+                .map_err(|e| RouterError::Connection {
+                    address: address.clone(),
+                    message: format!("cannot connect: {e}"),
+                })?;
+        // Commands are small and answered one at a time; do not let Nagle delay them.
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Box::new(tcp)),
+            Some(tls) => Ok(Box::new(tls.handshake(tcp, address).await?)),
+        }
+    }
+}
+
+/// One logged-in API connection. Runs one command at a time.
+pub struct Connection {
+    stream: Box<dyn ApiStream>,
+    buf: Vec<u8>,
+    next_tag: u64,
+    poisoned: bool,
+    in_flight: bool,
+    address: String,
+    command_timeout: Duration,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("address", &self.address)
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// True when the connection must not be used again: a protocol error, a timeout, a
+    /// `!fatal`, a closed socket, or a command whose future was dropped half-way.
+    pub fn is_broken(&self) -> bool {
+        self.poisoned || self.in_flight
+    }
+
+    /// The API address this connection talks to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Without waiting: has the router closed this idle connection or sent something
+    /// unasked? Either makes it unusable (it is then poisoned). Used by the pool on recycle.
+    pub async fn check_idle(&mut self) -> bool {
+        if self.is_broken() {
+            return false;
+        }
+        let mut byte = [0u8; 64];
+        // `timeout` polls the read once before looking at the (already passed) deadline, so this
+        // sees an EOF, a reset or stray bytes that are already there, and never waits.
+        match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut byte)).await {
+            Err(_) => true,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.poisoned = true;
+                false
+            }
+            Ok(Ok(_)) => {
+                tracing::debug!(address = %self.address, "RouterOS API sent data on an idle connection; dropping it");
+                self.poisoned = true;
+                false
+            }
+        }
+    }
+
+    /// Runs `cmd` (its `.tag` is set here) and collects the replies up to `!done`.
+    ///
+    /// `!trap`s come back inside the [`Response`], not as errors: the caller maps them (see
+    /// `api`). Errors here are [`RouterError::Connection`] and [`RouterError::Timeout`], and
+    /// they poison the connection.
+    pub async fn run(&mut self, cmd: Command) -> Result<Response, RouterError> {
+        let path = cmd.path.clone();
+        let started = Instant::now();
+        let result = self.run_inner(cmd, &path).await;
+        match &result {
+            Ok(r) => tracing::debug!(
+                address = %self.address, command = %path, elapsed = ?started.elapsed(),
+                rows = r.rows.len(), traps = r.traps.len(), "RouterOS API command"
+            ),
+            Err(e) => tracing::debug!(
+                address = %self.address, command = %path, elapsed = ?started.elapsed(),
+                error = %e, "RouterOS API command failed"
+            ),
+        }
+        result
+    }
+
+    async fn run_inner(&mut self, cmd: Command, path: &str) -> Result<Response, RouterError> {
+        if self.is_broken() {
+            return Err(self.conn_error("connection is no longer usable after an earlier error"));
+        }
+        let tag = self.next_tag.to_string();
+        self.next_tag += 1;
+        let cmd = cmd.tagged(tag.clone());
+        let mut out = Vec::with_capacity(128);
+        cmd.encode(&mut out);
+        // Set before the first await: if the caller drops this future half-way, the connection
+        // stays marked and is never reused (its replies would answer the next command).
+        self.in_flight = true;
+        let deadline = Instant::now() + self.command_timeout;
+        let outcome = match tokio::time::timeout_at(deadline, self.exchange(&out, &tag)).await {
+            Ok(r) => r,
+            Err(_) => Err(RouterError::Timeout {
+                address: self.address.clone(),
+                what: format!("command {path}"),
+                after: self.command_timeout,
+            }),
+        };
+        match outcome {
+            Ok(resp) => {
+                self.in_flight = false;
+                Ok(resp)
+            }
+            Err(e) => {
+                self.poisoned = true;
+                self.in_flight = false;
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange(&mut self, out: &[u8], tag: &str) -> Result<Response, RouterError> {
+        self.stream
+            .write_all(out)
+            .await
+            .map_err(|e| self.conn_error(&format!("write failed: {e}")))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| self.conn_error(&format!("write failed: {e}")))?;
+        let mut rows = Vec::new();
+        let mut traps = Vec::new();
+        let mut empty = false;
+        loop {
+            let reply = self.read_reply().await?;
+            if reply.kind == ReplyKind::Fatal {
+                // `!fatal` is about the connection, not one command: no tag check.
+                let reason = if reply.bare.is_empty() {
+                    reply.get("message").unwrap_or("no reason given").to_owned()
+                } else {
+                    reply.bare.join(" ")
+                };
+                return Err(
+                    self.conn_error(&format!("router closed the session (!fatal): {reason}"))
+                );
+            }
+            if reply.tag.as_deref() != Some(tag) {
+                return Err(self.conn_error(&format!(
+                    "reply {} carries tag {:?} while waiting for tag {tag:?}; the connection is out of step",
+                    reply.kind.word(),
+                    reply.tag
+                )));
+            }
+            match reply.kind {
+                ReplyKind::Re => rows.push(reply),
+                ReplyKind::Trap => traps.push(reply),
+                ReplyKind::Empty => empty = true,
+                ReplyKind::Done => {
+                    return Ok(Response {
+                        rows,
+                        traps,
+                        done: reply,
+                        empty,
+                    })
+                }
+                // Handled above.
+                ReplyKind::Fatal => {}
+            }
+        }
+    }
+
+    /// Reads the next non-empty reply sentence.
+    async fn read_reply(&mut self) -> Result<Reply, RouterError> {
+        loop {
+            match decode_sentence(&self.buf) {
+                Ok(Some((words, used))) => {
+                    self.buf.drain(..used);
+                    if words.is_empty() {
+                        // ROUTEROS_API.md §1.2: empty sentences are ignored.
+                        continue;
+                    }
+                    return Reply::from_words(&words)
+                        .map_err(|e| self.conn_error(&format!("protocol error: {e}")));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.conn_error(&format!("protocol error: {e}"))),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| self.conn_error(&format!("read failed: {e}")))?;
+            if n == 0 {
+                return Err(
+                    self.conn_error("the router closed the connection in the middle of a reply")
+                );
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Plain login (RouterOS 6.43+ and v7, ROUTEROS_API.md §1.4).
+    async fn login(&mut self, user: &str, password: &Password) -> Result<(), RouterError> {
+        // Never log these attributes: the password is one of them.
+        let cmd = Command::new("/login")
+            .attr("name", user)
+            .attr("password", password.expose());
+        let address = self.address.clone();
+        let refused = |message: String| RouterError::LoginRefused {
+            user: user.to_owned(),
+            address: address.clone(),
+            message,
+        };
+        let resp = match self.run(cmd).await {
+            Ok(r) => r,
+            Err(RouterError::Timeout { address, after, .. }) => {
+                return Err(RouterError::Timeout {
+                    address,
+                    what: "login".into(),
+                    after,
+                })
+            }
+            Err(RouterError::Connection { message, .. }) if message.contains("!fatal") => {
+                return Err(refused(message))
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(trap) = resp.traps.first() {
+            self.poisoned = true;
+            let msg = trap.get("message").unwrap_or("login refused").to_owned();
+            return Err(refused(msg));
+        }
+        if resp.ret().is_some() {
+            self.poisoned = true;
+            return Err(refused(
+                "the router is older than RouterOS 6.43 and asks for the challenge login, which is not supported; upgrade RouterOS".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn conn_error(&self, message: &str) -> RouterError {
+        RouterError::Connection {
+            address: self.address.clone(),
+            message: message.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routeros::wire::encode_sentence;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn password_never_shows_in_debug_or_display() {
+        let cfg = ApiConfig::new("127.0.0.1:8728", "natpmp", Password::new("s3cret!"));
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        assert_eq!(format!("{}", cfg.password), "***");
+        assert_eq!(cfg.password.expose(), "s3cret!");
+    }
+
+    /// A fake router that answers the login with `!done` and then, for each command it reads,
+    /// writes whatever `script` returns for the command's tag.
+    async fn fake_router<F>(script: F) -> String
+    where
+        F: Fn(&str, &str) -> Vec<u8> + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            loop {
+                let mut chunk = [0u8; 1024];
+                let n = match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some((words, used)) = decode_sentence(&buf).unwrap() {
+                    buf.drain(..used);
+                    let cmd = Command::from_words(&words).unwrap();
+                    let tag = cmd.tag.clone().unwrap_or_default();
+                    let out = if cmd.path == "/login" {
+                        let mut o = Vec::new();
+                        encode_sentence(&["!done".to_owned(), format!(".tag={tag}")], &mut o);
+                        o
+                    } else {
+                        script(&cmd.path, &tag)
+                    };
+                    if sock.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn sentence(words: &[String]) -> Vec<u8> {
+        let mut o = Vec::new();
+        encode_sentence(words, &mut o);
+        o
+    }
+
+    async fn connect(addr: String) -> Connection {
+        let mut cfg = ApiConfig::new(addr, "u", Password::new("p"));
+        cfg.command_timeout = Duration::from_millis(500);
+        Connector::new(cfg).unwrap().connect().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn reads_replies_with_tag_last_and_skips_empty_sentences() {
+        let addr = fake_router(|_, tag| {
+            let mut o = vec![0u8]; // an empty sentence first
+            o.extend(sentence(&[
+                "!re".into(),
+                "=name=a=b".into(),
+                format!(".tag={tag}"),
+            ]));
+            o.extend(sentence(&[
+                "!done".into(),
+                "=ret=*1F".into(),
+                format!(".tag={tag}"),
+            ]));
+            o
+        })
+        .await;
+        let mut conn = connect(addr).await;
+        let resp = conn.run(Command::new("/x/print")).await.unwrap();
+        assert_eq!(resp.rows.len(), 1);
+        assert_eq!(resp.rows[0].get("name"), Some("a=b"));
+        assert_eq!(resp.ret(), Some("*1F"));
+        assert!(!conn.is_broken());
+        // The connection stays in step for a second command.
+        let resp = conn.run(Command::new("/x/print")).await.unwrap();
+        assert_eq!(resp.ret(), Some("*1F"));
+    }
+
+    #[tokio::test]
+    async fn trap_then_done_is_collected_and_connection_stays_usable() {
+        let addr = fake_router(|_, tag| {
+            let mut o = sentence(&[
+                "!trap".into(),
+                format!(".tag={tag}"),
+                "=message=no such item (4)".into(),
+            ]);
+            o.extend(sentence(&["!done".into(), format!(".tag={tag}")]));
+            o
+        })
+        .await;
+        let mut conn = connect(addr).await;
+        let resp = conn.run(Command::new("/x/remove")).await.unwrap();
+        assert_eq!(resp.traps.len(), 1);
+        assert_eq!(resp.traps[0].get("message"), Some("no such item (4)"));
+        assert!(!conn.is_broken());
+    }
+
+    #[tokio::test]
+    async fn empty_reply_is_seen_before_done() {
+        let addr = fake_router(|_, tag| {
+            let mut o = sentence(&["!empty".into(), format!(".tag={tag}")]);
+            o.extend(sentence(&["!done".into(), format!(".tag={tag}")]));
+            o
+        })
+        .await;
+        let mut conn = connect(addr).await;
+        let resp = conn.run(Command::new("/x/print")).await.unwrap();
+        assert!(resp.empty);
+        assert!(resp.rows.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bare_word_fatal_is_a_connection_error_and_poisons() {
+        let addr = fake_router(|_, _| sentence(&["!fatal".into(), "not logged in".into()])).await;
+        let mut conn = connect(addr).await;
+        let err = conn.run(Command::new("/x/print")).await.unwrap_err();
+        assert!(
+            matches!(&err, RouterError::Connection { message, .. } if message.contains("not logged in")),
+            "{err}"
+        );
+        assert!(conn.is_broken());
+    }
+
+    #[tokio::test]
+    async fn foreign_tag_poisons_the_connection() {
+        let addr = fake_router(|_, _| sentence(&["!done".into(), ".tag=999".into()])).await;
+        let mut conn = connect(addr).await;
+        let err = conn.run(Command::new("/x/print")).await.unwrap_err();
+        assert!(matches!(err, RouterError::Connection { .. }), "{err}");
+        assert!(conn.is_broken());
+    }
+
+    #[tokio::test]
+    async fn unknown_reply_word_poisons_the_connection() {
+        let addr = fake_router(|_, tag| sentence(&["!weird".into(), format!(".tag={tag}")])).await;
+        let mut conn = connect(addr).await;
+        let err = conn.run(Command::new("/x/print")).await.unwrap_err();
+        assert!(matches!(err, RouterError::Connection { .. }), "{err}");
+        assert!(conn.is_broken());
+    }
+
+    #[tokio::test]
+    async fn silent_router_gives_timeout_within_command_timeout() {
+        let addr = fake_router(|_, _| Vec::new()).await;
+        let mut conn = connect(addr).await;
+        let started = std::time::Instant::now();
+        let err = conn.run(Command::new("/x/print")).await.unwrap_err();
+        assert!(matches!(err, RouterError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(conn.is_broken());
+    }
+
+    #[tokio::test]
+    async fn dropped_command_future_poisons_the_connection() {
+        let addr = fake_router(|_, _| Vec::new()).await;
+        let mut conn = connect(addr).await;
+        {
+            let fut = conn.run(Command::new("/x/print"));
+            let _ = tokio::time::timeout(Duration::from_millis(50), fut).await;
+        }
+        assert!(conn.is_broken());
+    }
+
+    #[tokio::test]
+    async fn challenge_login_is_refused_with_a_clear_message() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            loop {
+                let mut chunk = [0u8; 1024];
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some((words, _)) = decode_sentence(&buf).unwrap() {
+                    let tag = Command::from_words(&words).unwrap().tag.unwrap_or_default();
+                    let out = sentence(&[
+                        "!done".into(),
+                        "=ret=0123456789abcdef0123456789abcdef".into(),
+                        format!(".tag={tag}"),
+                    ]);
+                    let _ = sock.write_all(&out).await;
+                    return;
+                }
+            }
+        });
+        let cfg = ApiConfig::new(addr, "u", Password::new("p"));
+        let err = Connector::new(cfg).unwrap().connect().await.unwrap_err();
+        assert!(
+            matches!(&err, RouterError::LoginRefused { message, .. } if message.contains("6.43")),
+            "{err}"
+        );
+    }
+}

@@ -1,1 +1,372 @@
-//! TLS for api-ssl (8729) with rustls.
+//! TLS for api-ssl (8729) with rustls (ring provider).
+//!
+//! Three ways to trust the router ([`TlsMode`]): a CA file (chain and name verified, the name
+//! being the address's host, IP or DNS, unless overridden), a pinned SHA-256 fingerprint of the
+//! leaf certificate (only the leaf is matched: RouterOS certificates often carry odd names), or
+//! no check at all when the user asks for it explicitly. In every mode the handshake signatures
+//! are still verified, so a pinned certificate cannot be replayed without its key.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::crypto::{
+    ring as ring_provider, verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore,
+    SignatureScheme,
+};
+use tokio_rustls::TlsConnector;
+
+use super::api::RouterError;
+use super::conn::TlsMode;
+
+/// A fingerprint string that is not 32 hex bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("TLS fingerprint {0:?} is not a SHA-256 fingerprint: expected 64 hex digits, with or without ':' between bytes")]
+pub struct FingerprintError(pub String);
+
+/// Parses a SHA-256 fingerprint written as 64 hex digits, with or without `:` (or spaces)
+/// between the bytes, in either case (as `openssl x509 -fingerprint -sha256` or RouterOS's
+/// `/certificate print` show it).
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], FingerprintError> {
+    let hex: Vec<u8> = text
+        .trim()
+        .bytes()
+        .filter(|b| *b != b':' && *b != b' ')
+        .collect();
+    let err = || FingerprintError(text.to_owned());
+    if hex.len() != 64 {
+        return Err(err());
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let digits = std::str::from_utf8(pair).map_err(|_| err())?;
+        out[i] = u8::from_str_radix(digits, 16).map_err(|_| err())?;
+    }
+    Ok(out)
+}
+
+/// SHA-256 of a certificate's DER: the fingerprint [`TlsMode::Verify`] pins.
+pub fn fingerprint_of(cert_der: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn hex_colons(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The prepared TLS client for one API address.
+pub struct TlsClient {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// Builds the client for `mode` (not [`TlsMode::Plain`]) and `address` (`host:port`). Reads
+    /// the CA file now, so a wrong path is reported at start-up. Logs a warning for
+    /// [`TlsMode::Insecure`].
+    pub fn new(mode: &TlsMode, address: &str) -> Result<TlsClient, RouterError> {
+        let fail = |message: String| RouterError::Connection {
+            address: address.to_owned(),
+            message,
+        };
+        let provider = Arc::new(ring_provider::default_provider());
+        let (verifier, name_override): (Arc<dyn ServerCertVerifier>, Option<&str>) = match mode {
+            TlsMode::Plain => {
+                return Err(fail(
+                    "internal error: TLS client asked for a plain connection".into(),
+                ))
+            }
+            TlsMode::Insecure => {
+                tracing::warn!(address, "RouterOS api-ssl certificate is NOT verified (MIKROTIK_API_TLS_INSECURE=true): anyone on the path can read the API password; set MIKROTIK_API_TLS_CA_FILE or MIKROTIK_API_TLS_FINGERPRINT instead");
+                (
+                    Arc::new(PinnedVerifier {
+                        provider: provider.clone(),
+                        chain: None,
+                        fingerprint: None,
+                    }),
+                    None,
+                )
+            }
+            TlsMode::Verify {
+                ca_file,
+                fingerprint_sha256,
+                server_name,
+            } => {
+                let chain = match ca_file {
+                    None => None,
+                    Some(path) => {
+                        let mut roots = RootCertStore::empty();
+                        let certs: Vec<CertificateDer<'static>> =
+                            CertificateDer::pem_file_iter(path)
+                                .and_then(|it| it.collect::<Result<_, _>>())
+                                .map_err(|e| {
+                                    fail(format!(
+                                        "cannot read the TLS CA file {}: {e}",
+                                        path.display()
+                                    ))
+                                })?;
+                        if certs.is_empty() {
+                            return Err(fail(format!(
+                                "the TLS CA file {} holds no PEM certificate",
+                                path.display()
+                            )));
+                        }
+                        for cert in certs {
+                            roots.add(cert).map_err(|e| {
+                                fail(format!(
+                                    "the TLS CA file {} holds an unusable certificate: {e}",
+                                    path.display()
+                                ))
+                            })?;
+                        }
+                        let v = WebPkiServerVerifier::builder_with_provider(
+                            Arc::new(roots),
+                            provider.clone(),
+                        )
+                        .build()
+                        .map_err(|e| fail(format!("cannot use the TLS CA file: {e}")))?;
+                        Some(v)
+                    }
+                };
+                if chain.is_none() && fingerprint_sha256.is_none() {
+                    return Err(fail("api-ssl needs a way to trust the router: set MIKROTIK_API_TLS_CA_FILE or MIKROTIK_API_TLS_FINGERPRINT (or, knowingly, MIKROTIK_API_TLS_INSECURE=true)".into()));
+                }
+                (
+                    Arc::new(PinnedVerifier {
+                        provider: provider.clone(),
+                        chain,
+                        fingerprint: *fingerprint_sha256,
+                    }),
+                    server_name.as_deref(),
+                )
+            }
+        };
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(format!("TLS set-up failed: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let host = name_override.unwrap_or_else(|| host_of(address));
+        let server_name = match host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(host.to_owned()).map_err(|_| {
+                fail(format!(
+                    "{host:?} is neither an IP address nor a DNS name usable for TLS"
+                ))
+            })?,
+        };
+        Ok(TlsClient {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+
+    /// Runs the TLS handshake on a connected socket. The caller bounds it with its connect
+    /// timeout.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        address: &str,
+    ) -> Result<TlsStream<TcpStream>, RouterError> {
+        self.connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| RouterError::Connection {
+                address: address.to_owned(),
+                message: format!("TLS handshake failed: {}", explain(&e)),
+            })
+    }
+}
+
+/// The host part of `host:port`, `[v6]:port` or a bare host.
+fn host_of(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+        _ => address,
+    }
+}
+
+/// Makes rustls's certificate errors read as advice for a router owner.
+fn explain(e: &std::io::Error) -> String {
+    let inner = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<TlsError>())
+        .cloned();
+    match inner {
+        Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "the router's certificate is not signed by the CA in MIKROTIK_API_TLS_CA_FILE (unknown issuer)".into()
+        }
+        Some(TlsError::InvalidCertificate(CertificateError::NotValidForName))
+        | Some(TlsError::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
+            "the router's certificate does not name the address we connect to; set the TLS server name or pin its fingerprint".into()
+        }
+        Some(TlsError::InvalidCertificate(CertificateError::Expired))
+        | Some(TlsError::InvalidCertificate(CertificateError::ExpiredContext { .. })) => {
+            "the router's certificate has expired".into()
+        }
+        Some(TlsError::InvalidCertificate(CertificateError::Other(o))) => o.to_string(),
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The leaf's fingerprint did not match the pinned one.
+#[derive(Debug, Error)]
+#[error(
+    "the router's certificate fingerprint {got} does not match MIKROTIK_API_TLS_FINGERPRINT {want}"
+)]
+struct FingerprintMismatch {
+    got: String,
+    want: String,
+}
+
+/// Checks the chain (if a CA is given) and the leaf fingerprint (if pinned); always checks
+/// the handshake signatures.
+#[derive(Debug)]
+struct PinnedVerifier {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    fingerprint: Option<[u8; 32]>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        if let Some(chain) = &self.chain {
+            chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        }
+        if let Some(want) = &self.fingerprint {
+            let got = fingerprint_of(end_entity.as_ref());
+            if &got != want {
+                return Err(TlsError::InvalidCertificate(CertificateError::Other(
+                    tokio_rustls::rustls::OtherError(Arc::new(FingerprintMismatch {
+                        got: hex_colons(&got),
+                        want: hex_colons(want),
+                    })),
+                )));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_parses_with_and_without_colons() {
+        let plain = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let colons = plain
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        let a = parse_fingerprint(plain).unwrap();
+        assert_eq!(a, parse_fingerprint(&colons).unwrap());
+        assert_eq!(a[0], 0x00);
+        assert_eq!(a[31], 0xFF);
+    }
+
+    #[test]
+    fn fingerprint_of_wrong_length_or_digits_is_rejected() {
+        assert!(parse_fingerprint("abcd").is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn host_is_taken_from_address_forms() {
+        assert_eq!(host_of("192.168.88.1:8729"), "192.168.88.1");
+        assert_eq!(host_of("router.lan:8729"), "router.lan");
+        assert_eq!(host_of("[fd00::1]:8729"), "fd00::1");
+        assert_eq!(host_of("router.lan"), "router.lan");
+    }
+
+    #[test]
+    fn verify_without_ca_or_fingerprint_is_refused_with_advice() {
+        let mode = TlsMode::Verify {
+            ca_file: None,
+            fingerprint_sha256: None,
+            server_name: None,
+        };
+        let err = TlsClient::new(&mode, "127.0.0.1:8729").err().unwrap();
+        assert!(
+            err.to_string().contains("MIKROTIK_API_TLS_CA_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_ca_file_is_reported_by_path() {
+        let mode = TlsMode::Verify {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            fingerprint_sha256: None,
+            server_name: None,
+        };
+        let err = TlsClient::new(&mode, "127.0.0.1:8729").err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}

@@ -416,4 +416,39 @@ mod tests {
         assert_eq!(r.get("comment"), Some("a=b"));
         assert_eq!(r.get("x"), Some(""));
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn word() -> impl Strategy<Value = Vec<u8>> {
+            // Mostly short words, some across the 1- and 2-byte prefix boundaries (0x7F, 0x80,
+            // 0x100 whose prefix holds a zero byte, 0x3FFF/0x4000).
+            prop_oneof![
+                4 => proptest::collection::vec(any::<u8>(), 1..200),
+                1 => proptest::collection::vec(any::<u8>(), 250..300),
+                1 => proptest::collection::vec(any::<u8>(), 0x3FF0..0x4010),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn decode_of_encode_gives_back_the_words(
+                words in proptest::collection::vec(word(), 0..8)
+            ) {
+                let mut buf = Vec::new();
+                encode_sentence(&words, &mut buf);
+                let (decoded, used) = decode_sentence(&buf).unwrap().unwrap();
+                prop_assert_eq!(used, buf.len());
+                prop_assert_eq!(decoded, words);
+            }
+
+            #[test]
+            fn length_prefix_round_trips(len in 0usize..=u32::MAX as usize) {
+                let mut out = Vec::new();
+                encode_length(len, &mut out);
+                prop_assert_eq!(decode_length(&out), Ok(Some((len, out.len()))));
+            }
+        }
+    }
 }
