@@ -89,12 +89,15 @@ pub fn encode_sentence<W: AsRef<[u8]>>(words: &[W], out: &mut Vec<u8>) {
     out.push(0);
 }
 
+/// A decoded sentence's words and how many bytes it took.
+pub type Decoded = (Vec<Vec<u8>>, usize);
+
 /// Reads one sentence from the front of `buf`.
 ///
 /// `Ok(None)`: the sentence is not complete yet. `Ok(Some((words, used)))`: `used` bytes were
 /// consumed. An empty sentence (a lone terminator) comes back as an empty word list; callers
 /// skip it (ROUTEROS_API.md §1.2). Words are bytes; RouterOS does not promise UTF-8.
-pub fn decode_sentence(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, WireError> {
+pub fn decode_sentence(buf: &[u8]) -> Result<Option<Decoded>, WireError> {
     let mut pos = 0;
     let mut words = Vec::new();
     loop {
