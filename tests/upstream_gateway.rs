@@ -398,3 +398,56 @@ async fn c45_lose_state_clears_mappings_and_restarts_the_epoch() {
     let after = client.external_address().await.expect("address").epoch;
     assert_eq!(after, 0);
 }
+
+#[tokio::test]
+async fn exhausted_port_range_is_out_of_resources() {
+    let (_gw, client) = gateway(GatewayConfig {
+        port_range: 50000..=50000,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let first = client.map(Protocol::Udp, 40012, 0, 60).await.expect("map");
+    assert_eq!(first.external_port, 50000);
+    let err = client
+        .map(Protocol::Udp, 40013, 0, 60)
+        .await
+        .expect_err("no port left");
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Rejected {
+                result: ResultCode::OutOfResources,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn c05_c16_emulator_answers_bad_version_and_opcode_like_the_codec() {
+    let (gw, _) = gateway(GatewayConfig::default()).await;
+    let raw = UdpSocket::bind(LOOPBACK).await.expect("bind");
+    raw.connect(gw.local_addr()).await.expect("connect");
+    let mut buf = [0u8; 64];
+    // Version 1: 8 bytes, op 128, result 1 (erratum 3618).
+    raw.send(&[1, 0]).await.expect("send");
+    let n = tokio::time::timeout(Duration::from_secs(1), raw.recv(&mut buf))
+        .await
+        .expect("answer")
+        .expect("recv");
+    assert_eq!(&buf[..4], &[0, 128, 0, 1]);
+    assert_eq!(n, 8);
+    // Opcode 7: echoed with the top bit set and result 5.
+    raw.send(&[0, 7, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .expect("send");
+    let n = tokio::time::timeout(Duration::from_secs(1), raw.recv(&mut buf))
+        .await
+        .expect("answer")
+        .expect("recv");
+    assert_eq!(n, 12);
+    assert_eq!(&buf[..4], &[0, 0x87, 0, 5]);
+    assert_eq!(gw.requests_received(), 2);
+    assert_eq!(gw.map_requests(), 0);
+}
