@@ -1,1 +1,0 @@
-//! A RouterOS API emulator that follows the real wire protocol and reply texts.
