@@ -1,0 +1,237 @@
+//! Why a mapping transaction failed, and the one place where failures become NAT-PMP result
+//! codes (RFC 6886 §3.5).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::natpmp::upstream::UpstreamError;
+use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::routeros::api::RouterError;
+
+/// A failed mapping transaction, in words a router owner understands.
+#[derive(Debug, Error)]
+pub enum MappingError {
+    /// The router refused or failed a command.
+    #[error("could not {what} on the router: {source}")]
+    Router {
+        /// What we tried.
+        what: &'static str,
+        /// The router's error.
+        #[source]
+        source: RouterError,
+    },
+    /// The router did not answer within our bound.
+    #[error("the router did not answer '{what}' within {after:?}")]
+    RouterTimeout {
+        /// What we tried.
+        what: &'static str,
+        /// The bound.
+        after: Duration,
+    },
+    /// The VPN gateway refused or failed an exchange.
+    #[error("could not {what} at the VPN gateway: {source}")]
+    Upstream {
+        /// What we tried.
+        what: &'static str,
+        /// The upstream error.
+        #[source]
+        source: UpstreamError,
+    },
+    /// The VPN gateway did not answer within our bound.
+    #[error("the VPN gateway did not answer '{what}' within {after:?}")]
+    UpstreamTimeout {
+        /// What we tried.
+        what: &'static str,
+        /// The bound.
+        after: Duration,
+    },
+    /// The VPN gateway answered success with an unusable mapping.
+    #[error("the VPN gateway granted an unusable mapping (external port {external_port}, lifetime {lifetime} s)")]
+    UpstreamUnusable {
+        /// The external port it gave.
+        external_port: u16,
+        /// The lifetime it gave.
+        lifetime: u32,
+    },
+    /// Every router port of the range is used.
+    #[error("no free router port for {protocol} in {start}-{end}: every port is used by a dst-nat rule on the VPN interface or by a mapping; widen the router port range")]
+    PortsExhausted {
+        /// The protocol.
+        protocol: Protocol,
+        /// Range start.
+        start: u16,
+        /// Range end.
+        end: u16,
+    },
+    /// Internal port 0 with a lifetime (C-37): not defined by RFC 6886, refused.
+    #[error("internal port 0 with a non-zero lifetime is not a valid NAT-PMP request (ProtonVPN's 'default port' form); ask for a real internal port")]
+    InternalPortZero,
+    /// The mapping is a dst-nat rule we did not create (C-35).
+    #[error("{protocol} mappings of {client}{} are dst-nat rules double-natpmp did not create; change them on the router", port.map(|p| format!(" port {p}")).unwrap_or_default())]
+    ForeignRule {
+        /// The client.
+        client: Ipv4Addr,
+        /// The protocol.
+        protocol: Protocol,
+        /// The internal port, or `None` for a delete-all.
+        port: Option<u16>,
+    },
+    /// The daemon is stopping.
+    #[error("double-natpmp is shutting down")]
+    ShuttingDown,
+    /// The mapping configuration is unusable.
+    #[error("invalid mapping configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl MappingError {
+    /// The NAT-PMP result code the client gets for this failure (the only mapping of errors to
+    /// codes): 2 for refusal by policy, 3 for network failure, 4 for no resources.
+    pub fn result_code(&self) -> ResultCode {
+        match self {
+            MappingError::Router {
+                source: RouterError::PermissionDenied { .. },
+                ..
+            } => ResultCode::NotAuthorized,
+            MappingError::Router { .. } | MappingError::RouterTimeout { .. } => {
+                ResultCode::NetworkFailure
+            }
+            MappingError::Upstream {
+                source: UpstreamError::Rejected { result, .. },
+                ..
+            } => match result {
+                ResultCode::OutOfResources => ResultCode::OutOfResources,
+                ResultCode::NotAuthorized => ResultCode::NotAuthorized,
+                _ => ResultCode::NetworkFailure,
+            },
+            MappingError::Upstream { .. }
+            | MappingError::UpstreamTimeout { .. }
+            | MappingError::UpstreamUnusable { .. } => ResultCode::NetworkFailure,
+            MappingError::PortsExhausted { .. } => ResultCode::OutOfResources,
+            MappingError::InternalPortZero | MappingError::ForeignRule { .. } => {
+                ResultCode::NotAuthorized
+            }
+            MappingError::ShuttingDown | MappingError::InvalidConfig(_) => {
+                ResultCode::NetworkFailure
+            }
+        }
+    }
+
+    /// The far side may have carried out the command although we got no answer (connection
+    /// lost, timeout): a rule or upstream mapping may exist.
+    pub fn is_uncertain(&self) -> bool {
+        matches!(
+            self,
+            MappingError::Router {
+                source: RouterError::Connection { .. } | RouterError::Timeout { .. },
+                ..
+            } | MappingError::RouterTimeout { .. }
+                | MappingError::Upstream {
+                    source: UpstreamError::Timeout { .. } | UpstreamError::Io { .. },
+                    ..
+                }
+                | MappingError::UpstreamTimeout { .. }
+                | MappingError::UpstreamUnusable { .. }
+        )
+    }
+
+    /// The router said the item does not exist (a remove of something already gone).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            MappingError::Router {
+                source: RouterError::NotFound { .. },
+                ..
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddrV4;
+
+    fn gw() -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5351)
+    }
+
+    #[test]
+    fn failures_map_to_the_result_codes_of_the_issue() {
+        let cases: Vec<(MappingError, ResultCode)> = vec![
+            (
+                MappingError::Router {
+                    what: "add",
+                    source: RouterError::PermissionDenied {
+                        command: "/ip/firewall/nat/add".into(),
+                        message: "not enough permissions (9)".into(),
+                        policy: Some("write"),
+                    },
+                },
+                ResultCode::NotAuthorized,
+            ),
+            (
+                MappingError::Router {
+                    what: "add",
+                    source: RouterError::Trap {
+                        command: "/ip/firewall/nat/add".into(),
+                        message: "failure".into(),
+                        category: None,
+                    },
+                },
+                ResultCode::NetworkFailure,
+            ),
+            (
+                MappingError::Upstream {
+                    what: "map",
+                    source: UpstreamError::Rejected {
+                        gateway: gw(),
+                        result: ResultCode::OutOfResources,
+                    },
+                },
+                ResultCode::OutOfResources,
+            ),
+            (
+                MappingError::Upstream {
+                    what: "map",
+                    source: UpstreamError::Rejected {
+                        gateway: gw(),
+                        result: ResultCode::NotAuthorized,
+                    },
+                },
+                ResultCode::NotAuthorized,
+            ),
+            (
+                MappingError::Upstream {
+                    what: "map",
+                    source: UpstreamError::Timeout {
+                        gateway: gw(),
+                        after: Duration::from_secs(1),
+                    },
+                },
+                ResultCode::NetworkFailure,
+            ),
+            (
+                MappingError::UpstreamTimeout {
+                    what: "map",
+                    after: Duration::from_secs(1),
+                },
+                ResultCode::NetworkFailure,
+            ),
+            (
+                MappingError::PortsExhausted {
+                    protocol: Protocol::Tcp,
+                    start: 1,
+                    end: 2,
+                },
+                ResultCode::OutOfResources,
+            ),
+            (MappingError::InternalPortZero, ResultCode::NotAuthorized),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.result_code(), code, "{err}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! A mapping's identity ([`MappingKey`]) and what it owns on both layers ([`Lease`]), with the
+//! lifetime arithmetic of C-30.
+
+use std::net::Ipv4Addr;
+
+use tokio::time::Instant;
+
+use crate::natpmp::wire::Protocol;
+use crate::routeros::api::RuleId;
+
+/// The NAT-PMP identity of a mapping (C-29): retransmits and renewals of the same key are the
+/// same mapping, whatever external port they suggest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MappingKey {
+    /// The LAN client (the request's source address, C-25).
+    pub client: Ipv4Addr,
+    /// UDP or TCP (the opcode).
+    pub protocol: Protocol,
+    /// The client's own port I.
+    pub internal_port: u16,
+}
+
+impl std::fmt::Display for MappingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}:{}",
+            self.protocol, self.client, self.internal_port
+        )
+    }
+}
+
+/// What a live mapping owns: the router port R and its dst-nat rule, the upstream external port
+/// E, and the lifetime last granted to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Router port R: dst-port of our rule on the VPN interface, and the internal port we map
+    /// upstream.
+    pub router_port: u16,
+    /// The rule's RouterOS `.id`.
+    pub rule: RuleId,
+    /// The external port E the VPN gateway mapped.
+    pub external_port: u16,
+    /// The lifetime last granted to the client (seconds).
+    pub lifetime: u32,
+    /// When both layers are removed unless the client renews: grant time + lifetime + grace.
+    pub deadline: Instant,
+}
+
+/// A snapshot of one live mapping, for metrics, logs and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The mapping's identity.
+    pub key: MappingKey,
+    /// What it owns.
+    pub lease: Lease,
+}
+
+/// The lifetime we ask the VPN gateway for: what the client asked, capped at `max_lifetime`
+/// (never more than asked, C-30).
+pub fn upstream_lifetime(asked: u32, max_lifetime: u32) -> u32 {
+    asked.min(max_lifetime)
+}
+
+/// The lifetime we grant the client: min(asked, upstream grant, local cap) (C-30).
+pub fn reply_lifetime(asked: u32, granted: u32, max_lifetime: u32) -> u32 {
+    asked.min(granted).min(max_lifetime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c30_reply_lifetime_never_exceeds_what_was_asked() {
+        assert_eq!(reply_lifetime(3600, 60, 3600), 60);
+        assert_eq!(reply_lifetime(30, 60, 3600), 30);
+        assert_eq!(reply_lifetime(7200, 7200, 3600), 3600);
+        assert_eq!(upstream_lifetime(7200, 3600), 3600);
+        assert_eq!(upstream_lifetime(30, 3600), 30);
+    }
+}
