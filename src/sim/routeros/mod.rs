@@ -742,3 +742,6 @@ async fn sleep(d: Duration) {
         tokio::time::sleep(d).await;
     }
 }
+
+#[cfg(test)]
+mod tests;
