@@ -383,7 +383,11 @@ impl Response {
 }
 
 /// Writes a reply datagram and returns its exact length: 12, 16 or 8 (C-03..C-05, C-07: never
-/// padded).
+/// padded). Bytes of `out` past that length are left untouched.
+///
+/// # Panics
+///
+/// If `out` is shorter than the reply; a buffer of [`MAP_REPLY_LEN`] bytes or more always fits.
 pub fn encode_response(resp: &Response, out: &mut [u8]) -> usize {
     out[0] = VERSION;
     match resp {
@@ -1206,6 +1210,42 @@ mod tests {
             ]
         }
 
+        /// Datagrams close to requests (random bytes are almost never version 0): versions
+        /// 0..=2, opcodes near every boundary, 0..=16 bytes in all.
+        fn near_request() -> impl Strategy<Value = Vec<u8>> {
+            (
+                0u8..=2,
+                prop_oneof![0u8..=4, 126u8..=131, Just(255u8)],
+                proptest::collection::vec(any::<u8>(), 14),
+                0usize..=16,
+            )
+                .prop_map(|(version, opcode, body, len)| {
+                    let mut p = vec![version, opcode];
+                    p.extend(body);
+                    p.truncate(len);
+                    p
+                })
+        }
+
+        /// Datagrams close to replies: versions 0..=1, opcodes 126..=132, result codes 0..=7,
+        /// 0..=20 bytes in all.
+        fn near_reply() -> impl Strategy<Value = Vec<u8>> {
+            (
+                0u8..=1,
+                126u8..=132,
+                0u16..=7,
+                proptest::collection::vec(any::<u8>(), 16),
+                0usize..=20,
+            )
+                .prop_map(|(version, opcode, code, body, len)| {
+                    let mut p = vec![version, opcode];
+                    p.extend(code.to_be_bytes());
+                    p.extend(body);
+                    p.truncate(len);
+                    p
+                })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -1285,6 +1325,95 @@ mod tests {
                     RequestError::TooShort { .. } | RequestError::IsResponse { .. }
                 );
                 prop_assert_eq!(reply.is_none(), silent, "{:?}", err);
+            }
+
+            #[test]
+            fn prop_near_valid_requests_are_classified_per_rfc(packet in near_request()) {
+                // An oracle written from NATPMP_CONFORMANCE.md, independent of parse_request.
+                let got = parse_request(&packet);
+                match packet[..] {
+                    [] | [_] => prop_assert!(
+                        matches!(got, Err(RequestError::TooShort { .. })), "C-08"
+                    ),
+                    [_, op, ..] if op >= 128 => {
+                        prop_assert_eq!(got, Err(RequestError::IsResponse { opcode: op }), "C-15")
+                    }
+                    [v, ..] if v != 0 => {
+                        prop_assert_eq!(got, Err(RequestError::UnsupportedVersion { version: v }))
+                    }
+                    [_, 0, ..] => prop_assert_eq!(got, Ok(Request::ExternalAddress), "C-09"),
+                    [_, op @ (1 | 2), ..] if packet.len() < 12 => {
+                        prop_assert_eq!(
+                            got,
+                            Err(RequestError::TooShort { len: packet.len(), opcode: Some(op) })
+                        )
+                    }
+                    [_, op @ (1 | 2), _, _, i0, i1, e0, e1, l0, l1, l2, l3, ..] => {
+                        prop_assert_eq!(
+                            got,
+                            Ok(Request::Map(MapRequest {
+                                protocol: if op == 1 { Protocol::Udp } else { Protocol::Tcp },
+                                internal_port: u16::from_be_bytes([i0, i1]),
+                                suggested_external_port: u16::from_be_bytes([e0, e1]),
+                                lifetime: u32::from_be_bytes([l0, l1, l2, l3]),
+                            })),
+                            "C-02, C-10"
+                        )
+                    }
+                    [_, op, ..] => prop_assert_eq!(
+                        got,
+                        Err(RequestError::UnsupportedOpcode { opcode: op }),
+                        "C-16"
+                    ),
+                }
+            }
+
+            #[test]
+            fn prop_near_valid_replies_are_read_and_reencode_to_themselves(packet in near_reply()) {
+                let got = parse_response(&packet);
+                if packet.len() < 8 {
+                    prop_assert_eq!(got, Err(ResponseError::TooShort { len: packet.len() }));
+                    return Ok(());
+                }
+                let (version, opcode) = (packet[0], packet[1]);
+                let code = u16::from_be_bytes([packet[2], packet[3]]);
+                let full = if opcode == 128 { 12 } else { 16 };
+                if version != 0 {
+                    prop_assert_eq!(got, Err(ResponseError::BadVersion { version }));
+                } else if !(128..=130).contains(&opcode) {
+                    prop_assert_eq!(got, Err(ResponseError::BadOpcode { opcode }));
+                } else if code > 5 {
+                    prop_assert_eq!(got, Err(ResponseError::UnknownResultCode { code }));
+                } else if code == 0 && packet.len() < full {
+                    prop_assert_eq!(got, Err(ResponseError::TooShort { len: packet.len() }));
+                } else {
+                    let resp = got.expect("a well-formed reply is read");
+                    prop_assert_eq!(resp.result().to_u16(), code);
+                    let mut out = [0u8; MAX_PACKET_LEN];
+                    let n = encode_response(&resp, &mut out);
+                    let len = if packet.len() < full { 8 } else { full };
+                    prop_assert_eq!(n, len, "C-07: re-encoded at its exact size");
+                    let hidden_address = opcode == 128 && code != 0 && n == 12;
+                    if !hidden_address {
+                        prop_assert_eq!(&out[..n], &packet[..n]);
+                        prop_assert_eq!(parse_response(&out[..n]), Ok(resp));
+                    } else {
+                        // C-21: a failed address reply is written with 0.0.0.0.
+                        prop_assert_eq!(&out[..8], &packet[..8]);
+                        prop_assert_eq!(&out[8..12], &[0u8; 4][..], "C-21");
+                        let Response::ExternalAddress { result, epoch, .. } = resp else {
+                            return Err(TestCaseError::fail("op 128 reads as an address reply"));
+                        };
+                        prop_assert_eq!(
+                            parse_response(&out[..n]),
+                            Ok(Response::ExternalAddress {
+                                result,
+                                epoch,
+                                address: Ipv4Addr::UNSPECIFIED
+                            })
+                        );
+                    }
+                }
             }
         }
     }
