@@ -33,9 +33,28 @@ pub struct Cli {
     /// What to run; the daemon when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// The daemon's settings, when no subcommand is given.
+    /// The daemon's settings, when no subcommand is given. `None` when every value came from the
+    /// environment (clap counts only flags as present here): use [`Cli::daemon_args`].
     #[command(flatten)]
-    pub run: DaemonArgs,
+    pub run: Option<DaemonArgs>,
+}
+
+/// The daemon's settings alone, parsed again when [`Cli::run`] is `None`.
+#[derive(Debug, Parser)]
+#[command(name = "double-natpmp")]
+struct DaemonOnly {
+    #[command(flatten)]
+    run: DaemonArgs,
+}
+
+impl Cli {
+    /// The daemon's settings when no subcommand was given, from flags and environment alike.
+    pub fn daemon_args(run: Option<DaemonArgs>) -> Result<DaemonArgs, clap::Error> {
+        match run {
+            Some(args) => Ok(args),
+            None => DaemonOnly::try_parse().map(|d| d.run),
+        }
+    }
 }
 
 /// Subcommands.
@@ -45,6 +64,61 @@ pub enum Command {
     Run(DaemonArgs),
     /// Run the daemon against built-in RouterOS and VPN-gateway emulators on loopback.
     Demo(DemoArgs),
+    /// (testing) Run only the NAT-PMP gateway emulator.
+    #[command(hide = true)]
+    SimGateway(SimGatewayArgs),
+    /// (testing) Run only the RouterOS API emulator.
+    #[command(hide = true)]
+    SimRouter(SimRouterArgs),
+}
+
+/// `double-natpmp sim-router`: the RouterOS API emulator alone, for tests in namespaces.
+#[derive(Debug, Clone, Args)]
+pub struct SimRouterArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8728", value_parser = parse_listen_addr)]
+    pub listen: SocketAddr,
+    /// API user.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+    /// API password.
+    #[arg(long, default_value = "admin")]
+    pub password: String,
+    /// The user's policies, comma-separated.
+    #[arg(long, default_value = "read,write,api,test")]
+    pub policies: String,
+    /// Interfaces the router has (repeatable).
+    #[arg(long = "interface", default_values = ["ether1", "bridge", "wg-proton"])]
+    pub interfaces: Vec<String>,
+    /// A route for /ip/route/check: `network/len,interface,gateway` (repeatable).
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Mirror dst-nat rules into nftables in this network namespace.
+    #[arg(long)]
+    pub nft_netns: Option<String>,
+    /// The nftables table (family ip) of the mirror.
+    #[arg(long, default_value = "mikrotik")]
+    pub nft_table: String,
+    /// The nftables chain of the mirror.
+    #[arg(long, default_value = "dstnat")]
+    pub nft_chain: String,
+}
+
+/// `double-natpmp sim-gateway`: the NAT-PMP gateway emulator alone, for tests in namespaces.
+#[derive(Debug, Clone, Args)]
+pub struct SimGatewayArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:5351", value_parser = parse_listen_addr)]
+    pub listen: SocketAddr,
+    /// The external address it reports.
+    #[arg(long, default_value = "198.51.101.7")]
+    pub external_address: Ipv4Addr,
+    /// Lifetime cap in seconds.
+    #[arg(long, default_value = "60")]
+    pub max_lifetime: u32,
+    /// Ports per peer before result 4.
+    #[arg(long, default_value = "5")]
+    pub quota: usize,
 }
 
 /// How to reach the RouterOS API.
@@ -617,7 +691,11 @@ pub fn render_error(err: &clap::Error) -> String {
             } else {
                 ""
             };
-            format!("error: {} is not set{extra}; see --help", names.join(", "))
+            let verb = if names.len() == 1 { "is" } else { "are" };
+            format!(
+                "error: {} {verb} not set{extra}; see --help",
+                names.join(", ")
+            )
         }
         _ => err.to_string().trim_end().to_owned(),
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use double_natpmp::config::{render_error, Cli, Command};
+use double_natpmp::config::{render_error, Cli, Command, LogFormat, LogLevel};
 use double_natpmp::{cli, daemon, logging};
 
 fn main() -> ExitCode {
@@ -35,12 +35,30 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        None => run_daemon(&runtime, cli.run),
+        None => match Cli::daemon_args(cli.run) {
+            Ok(args) => run_daemon(&runtime, args),
+            Err(e) => {
+                eprintln!("{}", render_error(&e));
+                return ExitCode::from(2);
+            }
+        },
         Some(Command::Run(args)) => run_daemon(&runtime, args),
         Some(Command::Demo(args)) => {
-            logging::init(args.log_level, double_natpmp::config::LogFormat::Text);
+            logging::init(args.log_level, LogFormat::Text);
             runtime
                 .block_on(cli::demo::run(args))
+                .map_err(|e| e.to_string())
+        }
+        Some(Command::SimRouter(args)) => {
+            logging::init(LogLevel::Info, LogFormat::Text);
+            runtime
+                .block_on(async { cli::sim::router(args, daemon::shutdown_on_signals()).await })
+                .map_err(|e| e.to_string())
+        }
+        Some(Command::SimGateway(args)) => {
+            logging::init(LogLevel::Info, LogFormat::Text);
+            runtime
+                .block_on(async { cli::sim::gateway(args, daemon::shutdown_on_signals()).await })
                 .map_err(|e| e.to_string())
         }
     };

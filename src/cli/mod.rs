@@ -1,3 +1,4 @@
 //! Subcommands other than the daemon itself.
 
 pub mod demo;
+pub mod sim;
