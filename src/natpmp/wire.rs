@@ -1078,6 +1078,19 @@ mod tests {
     }
 
     #[test]
+    fn c19_result_codes_travel_with_their_rfc_values() {
+        for (code, value) in ALL_RESULTS.iter().zip(0u16..) {
+            assert_eq!(code.to_u16(), value);
+            assert_eq!(ResultCode::from_u16(value), Some(*code));
+        }
+        assert_eq!(ResultCode::from_u16(6), None);
+        assert_eq!(
+            ResultCode::NetworkFailure.to_string(),
+            "3 (network failure)"
+        );
+    }
+
+    #[test]
     fn c20_reply_with_undefined_result_code_is_rejected() {
         let packet = concat(&[&[0x00, 0x80, 0x00, 0x06], &EPOCH_BYTES, &[1, 2, 3, 4]]);
         assert_eq!(
