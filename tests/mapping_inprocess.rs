@@ -1,0 +1,1110 @@
+//! The mapping orchestrator against in-process fakes of the router and the VPN gateway: every
+//! transaction of ARCHITECTURE.md "Transactions", failure handling, the reconciler, expiry and
+//! shutdown. Time is tokio's paused clock, so expiry and timeouts run instantly and exactly.
+//! Rule numbers (C-xx) refer to NATPMP_CONFORMANCE.md.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use double_natpmp::mapping::rule::RuleComment;
+use double_natpmp::mapping::{MappingConfig, Orchestrator};
+use double_natpmp::natpmp::epoch::Epoch;
+use double_natpmp::natpmp::server::{MapHandler, MapReply};
+use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
+use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
+use double_natpmp::routeros::api::{DstNatRule, NatRule, Router, RouterError, RuleId};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+const IFACE: &str = "wg-proton";
+
+fn lan(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 88, host)
+}
+
+fn gw() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5351)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fake router
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AddFault {
+    /// `!trap` with a generic message: nothing added.
+    Trap,
+    /// `not enough permissions`: nothing added.
+    PermissionDenied,
+    /// The rule is added, then the connection breaks before the answer.
+    ExecuteThenCut,
+}
+
+#[derive(Default)]
+struct RouterState {
+    rules: Vec<NatRule>,
+    next_id: u32,
+    adds: usize,
+    removes: usize,
+    lists: usize,
+    add_fault: Option<AddFault>,
+    remove_fails: bool,
+    delay: Duration,
+}
+
+/// A router that holds NAT rules, counts commands and injects faults.
+#[derive(Clone, Default)]
+struct FakeRouter(Arc<Mutex<RouterState>>);
+
+impl FakeRouter {
+    fn state(&self) -> MutexGuard<'_, RouterState> {
+        lock(&self.0)
+    }
+
+    fn commands(&self) -> usize {
+        let s = self.state();
+        s.adds + s.removes + s.lists
+    }
+
+    fn rules(&self) -> Vec<NatRule> {
+        self.state().rules.clone()
+    }
+
+    /// Rules on our interface whose comment is ours.
+    fn our_rules(&self) -> Vec<NatRule> {
+        self.rules()
+            .into_iter()
+            .filter(|r| {
+                r.comment
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("double-natpmp"))
+            })
+            .collect()
+    }
+
+    /// Puts a rule in place as an administrator would (no command counted).
+    fn seed(
+        &self,
+        protocol: &str,
+        dst_port: &str,
+        to: Ipv4Addr,
+        to_port: Option<&str>,
+        comment: Option<&str>,
+    ) -> RuleId {
+        let mut s = self.state();
+        s.next_id += 1;
+        let id = RuleId(format!("*{:X}", s.next_id));
+        s.rules.push(NatRule {
+            id: Some(id.clone()),
+            chain: Some("dstnat".into()),
+            action: Some("dst-nat".into()),
+            protocol: Some(protocol.into()),
+            in_interface: Some(IFACE.into()),
+            dst_port: Some(dst_port.into()),
+            to_addresses: Some(to.to_string()),
+            to_ports: to_port.map(str::to_owned),
+            comment: comment.map(str::to_owned),
+            disabled: false,
+            dynamic: false,
+        });
+        id
+    }
+
+    /// Deletes a rule behind the daemon's back.
+    fn delete_by_hand(&self, id: &RuleId) {
+        self.state().rules.retain(|r| r.id.as_ref() != Some(id));
+    }
+}
+
+impl Router for FakeRouter {
+    async fn add_dstnat(&self, rule: &DstNatRule) -> Result<RuleId, RouterError> {
+        let delay = self.state().delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut s = self.state();
+        s.adds += 1;
+        match s.add_fault {
+            Some(AddFault::Trap) => {
+                return Err(RouterError::Trap {
+                    command: "/ip/firewall/nat/add".into(),
+                    message: "failure: out of memory".into(),
+                    category: None,
+                })
+            }
+            Some(AddFault::PermissionDenied) => {
+                return Err(RouterError::PermissionDenied {
+                    command: "/ip/firewall/nat/add".into(),
+                    message: "not enough permissions (9)".into(),
+                    policy: Some("write"),
+                })
+            }
+            _ => {}
+        }
+        s.next_id += 1;
+        let id = RuleId(format!("*{:X}", s.next_id));
+        s.rules.push(NatRule {
+            id: Some(id.clone()),
+            chain: Some("dstnat".into()),
+            action: Some("dst-nat".into()),
+            protocol: Some(rule.protocol.as_str().into()),
+            in_interface: Some(rule.in_interface.clone()),
+            dst_port: Some(rule.dst_port.to_string()),
+            to_addresses: Some(rule.to_address.to_string()),
+            to_ports: Some(rule.to_port.to_string()),
+            comment: Some(rule.comment.clone()),
+            disabled: false,
+            dynamic: false,
+        });
+        if s.add_fault == Some(AddFault::ExecuteThenCut) {
+            return Err(RouterError::Connection {
+                address: "127.0.0.1:8728".into(),
+                message: "connection reset by peer".into(),
+            });
+        }
+        Ok(id)
+    }
+
+    async fn remove_rule(&self, id: &RuleId) -> Result<(), RouterError> {
+        let delay = self.state().delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut s = self.state();
+        s.removes += 1;
+        if s.remove_fails {
+            return Err(RouterError::Connection {
+                address: "127.0.0.1:8728".into(),
+                message: "connection reset by peer".into(),
+            });
+        }
+        let before = s.rules.len();
+        s.rules.retain(|r| r.id.as_ref() != Some(id));
+        if s.rules.len() == before {
+            return Err(RouterError::NotFound {
+                what: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_dstnat(&self, in_interface: &str) -> Result<Vec<NatRule>, RouterError> {
+        let mut s = self.state();
+        s.lists += 1;
+        Ok(s.rules
+            .iter()
+            .filter(|r| r.in_interface.as_deref() == Some(in_interface))
+            .cloned()
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fake VPN gateway
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UpFault {
+    /// Never answers.
+    Silent,
+    /// Answers result 4 (per-tunnel port quota).
+    Quota,
+}
+
+struct UpState {
+    /// (protocol, internal port R) -> (external port, lifetime).
+    maps: HashMap<(Protocol, u16), (u16, u32)>,
+    exchanges: usize,
+    /// Lifetimes asked for in mapping (non-delete) requests.
+    asked: Vec<u32>,
+    fault: Option<UpFault>,
+    next_external: u16,
+    max_lifetime: u32,
+    /// Gives a fresh external port on every renewal.
+    move_on_renewal: bool,
+    origin: Instant,
+    epoch_offset: i64,
+}
+
+/// A ProtonVPN-like gateway: random-ish external ports, 60 s at most, counts exchanges.
+#[derive(Clone)]
+struct FakeUpstream(Arc<Mutex<UpState>>);
+
+impl FakeUpstream {
+    fn new() -> FakeUpstream {
+        FakeUpstream(Arc::new(Mutex::new(UpState {
+            maps: HashMap::new(),
+            exchanges: 0,
+            asked: Vec::new(),
+            fault: None,
+            next_external: 50000,
+            max_lifetime: 60,
+            move_on_renewal: false,
+            origin: Instant::now(),
+            epoch_offset: 100_000,
+        })))
+    }
+
+    fn state(&self) -> MutexGuard<'_, UpState> {
+        lock(&self.0)
+    }
+
+    fn exchanges(&self) -> usize {
+        self.state().exchanges
+    }
+
+    fn mapped(&self) -> HashMap<(Protocol, u16), (u16, u32)> {
+        self.state().maps.clone()
+    }
+}
+
+impl Upstream for FakeUpstream {
+    async fn external_address(&self) -> Result<AddressReply, UpstreamError> {
+        Ok(AddressReply {
+            epoch: 0,
+            address: Ipv4Addr::new(203, 0, 113, 7),
+        })
+    }
+
+    async fn map(
+        &self,
+        protocol: Protocol,
+        internal_port: u16,
+        _suggested_external_port: u16,
+        lifetime: u32,
+    ) -> Result<MapGrant, UpstreamError> {
+        let fault = {
+            let mut s = self.state();
+            s.exchanges += 1;
+            s.fault
+        };
+        match fault {
+            Some(UpFault::Silent) => std::future::pending::<()>().await,
+            Some(UpFault::Quota) => {
+                return Err(UpstreamError::Rejected {
+                    gateway: gw(),
+                    result: ResultCode::OutOfResources,
+                })
+            }
+            None => {}
+        }
+        let mut s = self.state();
+        let elapsed = i64::try_from(s.origin.elapsed().as_secs()).unwrap_or(0);
+        let epoch = u32::try_from(s.epoch_offset + elapsed).unwrap_or(0);
+        if lifetime == 0 {
+            s.maps.remove(&(protocol, internal_port));
+            return Ok(MapGrant {
+                epoch,
+                internal_port,
+                external_port: 0,
+                lifetime: 0,
+            });
+        }
+        s.asked.push(lifetime);
+        let granted = lifetime.min(s.max_lifetime);
+        let existing = s.maps.get(&(protocol, internal_port)).map(|m| m.0);
+        let external = match existing {
+            Some(e) if !s.move_on_renewal => e,
+            _ => {
+                s.next_external += 1;
+                s.next_external
+            }
+        };
+        s.maps
+            .insert((protocol, internal_port), (external, granted));
+        Ok(MapGrant {
+            epoch,
+            internal_port,
+            external_port: external,
+            lifetime: granted,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+type Orch = Orchestrator<FakeRouter, FakeUpstream>;
+
+fn config() -> MappingConfig {
+    MappingConfig {
+        in_interface: IFACE.into(),
+        router_ports: 40000..=40999,
+        upstream_timeout: Duration::from_secs(5),
+        router_timeout: Duration::from_secs(5),
+        ..MappingConfig::default()
+    }
+}
+
+async fn start_with(router: &FakeRouter, upstream: &FakeUpstream, config: MappingConfig) -> Orch {
+    match Orchestrator::start(
+        router.clone(),
+        upstream.clone(),
+        Arc::new(Epoch::new()),
+        config,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => panic!("orchestrator did not start: {e}"),
+    }
+}
+
+async fn start(router: &FakeRouter, upstream: &FakeUpstream) -> Orch {
+    start_with(router, upstream, config()).await
+}
+
+fn map(protocol: Protocol, internal: u16, suggested: u16, lifetime: u32) -> MapRequest {
+    MapRequest {
+        protocol,
+        internal_port: internal,
+        suggested_external_port: suggested,
+        lifetime,
+    }
+}
+
+fn delete(protocol: Protocol, internal: u16) -> MapRequest {
+    map(protocol, internal, 0, 0)
+}
+
+fn success(reply: MapReply) -> MapReply {
+    assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
+    reply
+}
+
+fn deleted() -> MapReply {
+    MapReply {
+        result: ResultCode::Success,
+        external_port: 0,
+        lifetime: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// New mappings, renewals, lifetimes
+
+#[tokio::test(start_paused = true)]
+async fn new_mapping_costs_one_router_command_and_one_upstream_exchange() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let commands = router.commands();
+
+    let reply = success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 6881, 60))
+            .await,
+    );
+
+    assert_eq!(
+        router.commands() - commands,
+        1,
+        "exactly one router command"
+    );
+    assert_eq!(router.state().adds, 1);
+    assert_eq!(upstream.exchanges(), 1, "exactly one upstream exchange");
+    let rules = router.rules();
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    // C-25/C-26: the rule forwards to the request's source, for the requested protocol only.
+    assert_eq!(rule.protocol.as_deref(), Some("tcp"));
+    assert_eq!(rule.in_interface.as_deref(), Some(IFACE));
+    assert_eq!(rule.to_addresses.as_deref(), Some("192.168.88.10"));
+    assert_eq!(rule.to_ports.as_deref(), Some("6881"));
+    let router_port: u16 = rule
+        .dst_port
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // The gateway maps R and the client gets the gateway's external port.
+    let up = upstream.mapped();
+    assert_eq!(
+        up.get(&(Protocol::Tcp, router_port)).map(|m| m.0),
+        Some(reply.external_port)
+    );
+    assert_eq!(reply.lifetime, 60);
+    // The comment carries what a restart needs.
+    let comment = RuleComment::parse(rule.comment.as_deref().unwrap_or_default());
+    assert_eq!(
+        comment.map(|c| (c.key.client, c.key.internal_port, c.router_port)),
+        Some((lan(10), 6881, router_port))
+    );
+    assert_eq!(orch.lease_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn c29_retransmit_and_renewal_return_same_external_port_with_no_router_command() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let first = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 6881, 3600))
+            .await,
+    );
+    let commands = router.commands();
+
+    // A retransmit, then a renewal suggesting a different port (Transmission suggests its local port).
+    let again = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 6881, 3600))
+            .await,
+    );
+    let renewal = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 1234, 3600))
+            .await,
+    );
+
+    assert_eq!(again.external_port, first.external_port);
+    assert_eq!(renewal.external_port, first.external_port);
+    assert_eq!(
+        router.commands(),
+        commands,
+        "a renewal costs zero router commands"
+    );
+    assert_eq!(router.rules().len(), 1, "no second rule");
+    assert_eq!(
+        upstream.exchanges(),
+        3,
+        "each renewal is one upstream exchange"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewal_reports_a_new_external_port_when_the_gateway_moves_it() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let first = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    upstream.state().move_on_renewal = true;
+    let renewal = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    assert_ne!(renewal.external_port, first.external_port);
+    assert_eq!(orch.leases()[0].lease.external_port, renewal.external_port);
+}
+
+#[tokio::test(start_paused = true)]
+async fn c30_lifetime_is_never_more_than_asked_granted_or_capped() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start_with(
+        &router,
+        &upstream,
+        MappingConfig {
+            max_lifetime: 45,
+            ..config()
+        },
+    )
+    .await;
+    // Upstream grants 60 at most; our cap is 45.
+    assert_eq!(
+        success(
+            orch.handle_map(lan(10), map(Protocol::Tcp, 1000, 0, 3600))
+                .await
+        )
+        .lifetime,
+        45
+    );
+    assert_eq!(
+        success(
+            orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 30))
+                .await
+        )
+        .lifetime,
+        30
+    );
+    // We never ask the gateway for more than the client asked or than our cap.
+    assert_eq!(upstream.state().asked, vec![45, 30]);
+
+    let orch = start(&FakeRouter::default(), &FakeUpstream::new()).await;
+    assert_eq!(
+        success(
+            orch.handle_map(lan(10), map(Protocol::Tcp, 1000, 0, 3600))
+                .await
+        )
+        .lifetime,
+        60
+    );
+    assert_eq!(
+        success(
+            orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 30))
+                .await
+        )
+        .lifetime,
+        30
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn c37_internal_port_zero_with_a_lifetime_answers_2_and_changes_nothing() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let commands = router.commands();
+    let reply = orch.handle_map(lan(10), map(Protocol::Udp, 0, 1, 60)).await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NotAuthorized));
+    assert_eq!(router.commands(), commands);
+    assert_eq!(upstream.exchanges(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures: answered, never half made
+
+#[tokio::test(start_paused = true)]
+async fn router_trap_on_add_answers_3_and_never_asks_upstream() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    router.state().add_fault = Some(AddFault::Trap);
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    assert_eq!(upstream.exchanges(), 0, "no upstream mapping");
+    assert!(router.rules().is_empty());
+    assert_eq!(orch.lease_count(), 0);
+
+    // The port was freed: once the router works again the same preferred port is used.
+    router.state().add_fault = None;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    assert_eq!(router.rules()[0].dst_port.as_deref(), Some("6881"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn router_permission_refusal_answers_2_and_never_asks_upstream() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    router.state().add_fault = Some(AddFault::PermissionDenied);
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NotAuthorized));
+    assert_eq!(upstream.exchanges(), 0);
+    assert!(router.rules().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_silent_answers_3_and_leaves_no_rule() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    upstream.state().fault = Some(UpFault::Silent);
+    let started = Instant::now();
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    assert!(
+        started.elapsed() <= config().upstream_timeout + Duration::from_secs(1),
+        "answered within the bound"
+    );
+    assert!(router.rules().is_empty(), "rule rolled back");
+    assert_eq!(orch.lease_count(), 0);
+    assert!(upstream.mapped().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_timeout_sends_a_delete_for_a_mapping_it_may_have_made() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    upstream.state().fault = Some(UpFault::Silent);
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply.result, ResultCode::NetworkFailure);
+    // The gateway comes back; the background delete gets through before the port is reused.
+    upstream.state().fault = None;
+    tokio::time::sleep(config().upstream_timeout * 2).await;
+    assert_eq!(upstream.exchanges(), 2, "one map, one delete");
+    assert!(
+        !orch.ports().is_used(Protocol::Udp, 6881),
+        "port freed after the delete"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_quota_answers_4_and_leaves_no_rule() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    upstream.state().fault = Some(UpFault::Quota);
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::OutOfResources));
+    assert!(router.rules().is_empty(), "rule rolled back");
+    assert_eq!(orch.lease_count(), 0);
+    assert_eq!(
+        upstream.exchanges(),
+        1,
+        "a definite refusal needs no upstream delete"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_next_reconcile() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    router.state().add_fault = Some(AddFault::ExecuteThenCut);
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    assert_eq!(upstream.exchanges(), 0);
+    assert_eq!(
+        router.rules().len(),
+        1,
+        "the router made the rule although the answer was lost"
+    );
+    // Until the reconciler looked, the port is not handed out again.
+    assert!(orch.ports().is_used(Protocol::Tcp, 6881));
+
+    router.state().add_fault = None;
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(report.map(|r| r.orphans_removed), Ok(1));
+    assert!(router.rules().is_empty(), "orphan removed");
+    assert!(!orch.ports().is_used(Protocol::Tcp, 6881));
+}
+
+#[tokio::test(start_paused = true)]
+async fn router_ports_exhausted_answers_4() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start_with(
+        &router,
+        &upstream,
+        MappingConfig {
+            router_ports: 40000..=40001,
+            ..config()
+        },
+    )
+    .await;
+    // Ports below 1024 are never used as preferences, so these draw from the range.
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 80, 0, 60))
+            .await,
+    );
+    success(
+        orch.handle_map(lan(11), map(Protocol::Tcp, 80, 0, 60))
+            .await,
+    );
+    let reply = orch
+        .handle_map(lan(12), map(Protocol::Tcp, 80, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::OutOfResources));
+    assert_eq!(router.rules().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+#[tokio::test(start_paused = true)]
+async fn two_hundred_concurrent_requests_get_two_hundred_distinct_router_ports() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    router.state().delay = Duration::from_millis(3);
+    let orch = start(&router, &upstream).await;
+    let mut set = JoinSet::new();
+    for i in 0..200u16 {
+        let orch = orch.clone();
+        // Everyone wants the same port, so every preference collides.
+        let client = Ipv4Addr::new(
+            192,
+            168,
+            88 + u8::try_from(i / 100).unwrap_or(0),
+            u8::try_from(i % 100).unwrap_or(0) + 2,
+        );
+        set.spawn(async move {
+            orch.handle_map(client, map(Protocol::Udp, 6881, 6881, 60))
+                .await
+        });
+    }
+    let mut external = HashSet::new();
+    while let Some(reply) = set.join_next().await {
+        let reply = success(reply.unwrap_or_else(|e| panic!("task failed: {e}")));
+        external.insert(reply.external_port);
+    }
+    let ports: HashSet<String> = router
+        .rules()
+        .iter()
+        .filter_map(|r| r.dst_port.clone())
+        .collect();
+    assert_eq!(router.rules().len(), 200, "no duplicate rule");
+    assert_eq!(ports.len(), 200, "200 distinct router ports");
+    assert_eq!(external.len(), 200);
+    assert_eq!(orch.lease_count(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_identical_requests_are_serialized_into_one_rule() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    router.state().delay = Duration::from_millis(20);
+    let orch = start(&router, &upstream).await;
+    let (a, b) = tokio::join!(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60)),
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60)),
+    );
+    assert_eq!(success(a).external_port, success(b).external_port);
+    assert_eq!(router.rules().len(), 1);
+    assert_eq!(router.state().adds, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletes
+
+#[tokio::test(start_paused = true)]
+async fn c33_delete_removes_both_layers() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 6881, 9999, 0))
+        .await;
+    assert_eq!(reply, deleted());
+    assert!(router.rules().is_empty());
+    assert!(upstream.mapped().is_empty());
+    assert_eq!(orch.lease_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn c34_delete_of_a_mapping_that_does_not_exist_succeeds() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let commands = router.commands();
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Udp, 6881)).await,
+        deleted()
+    );
+    assert_eq!(router.commands(), commands);
+    assert_eq!(upstream.exchanges(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn c35_delete_of_a_port_held_by_a_foreign_rule_answers_2_and_keeps_the_rule() {
+    let router = FakeRouter::default();
+    let upstream = FakeUpstream::new();
+    router.seed(
+        "tcp",
+        "2222",
+        lan(10),
+        Some("22"),
+        Some("ssh for my laptop"),
+    );
+    let orch = start(&router, &upstream).await;
+    let reply = orch.handle_map(lan(10), delete(Protocol::Tcp, 22)).await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NotAuthorized));
+    assert_eq!(router.rules().len(), 1, "foreign rule untouched");
+    // Another client's delete of the same port is not about that rule.
+    assert_eq!(
+        orch.handle_map(lan(11), delete(Protocol::Tcp, 22)).await,
+        deleted()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn c36_delete_all_removes_only_that_protocol_of_that_client() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 1000, 0, 60))
+            .await,
+    );
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 1001, 0, 60))
+            .await,
+    );
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 2000, 0, 60))
+            .await,
+    );
+    success(
+        orch.handle_map(lan(11), map(Protocol::Udp, 1000, 0, 60))
+            .await,
+    );
+    let exchanges = upstream.exchanges();
+
+    let reply = orch.handle_map(lan(10), delete(Protocol::Udp, 0)).await;
+    assert_eq!(reply, deleted());
+
+    let left: Vec<(Ipv4Addr, Protocol, u16)> = orch
+        .leases()
+        .iter()
+        .map(|l| (l.key.client, l.key.protocol, l.key.internal_port))
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            (lan(10), Protocol::Tcp, 2000),
+            (lan(11), Protocol::Udp, 1000)
+        ]
+    );
+    assert_eq!(router.rules().len(), 2);
+    assert_eq!(upstream.mapped().len(), 2);
+    // One upstream delete per mapping, never an upstream delete-all (internal port 0).
+    assert_eq!(upstream.exchanges() - exchanges, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn c36_delete_all_with_a_foreign_rule_deletes_ours_and_answers_2() {
+    let router = FakeRouter::default();
+    let upstream = FakeUpstream::new();
+    router.seed("udp", "3000", lan(10), None, None);
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 1000, 0, 60))
+            .await,
+    );
+    let reply = orch.handle_map(lan(10), delete(Protocol::Udp, 0)).await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NotAuthorized));
+    assert_eq!(orch.lease_count(), 0);
+    assert_eq!(router.rules().len(), 1, "only the foreign rule is left");
+}
+
+#[tokio::test(start_paused = true)]
+async fn delete_when_the_router_fails_answers_3_and_keeps_the_mapping_whole() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    router.state().remove_fails = true;
+    let reply = orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    assert_eq!(orch.lease_count(), 1);
+    assert_eq!(
+        upstream.mapped().len(),
+        1,
+        "upstream untouched while the rule stays"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry
+
+#[tokio::test(start_paused = true)]
+async fn c32_expiry_removes_both_layers_of_a_mapping_not_renewed() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let reply = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    let grace = config().expiry_grace;
+
+    tokio::time::sleep(
+        Duration::from_secs(u64::from(reply.lifetime)) + grace - Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        orch.lease_count(),
+        1,
+        "still alive just before the deadline"
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(orch.lease_count(), 0);
+    assert!(router.rules().is_empty());
+    assert!(upstream.mapped().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewal_postpones_expiry() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    for _ in 0..4 {
+        success(
+            orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+                .await,
+        );
+        tokio::time::sleep(Duration::from_secs(45)).await;
+    }
+    assert_eq!(orch.lease_count(), 1);
+    assert_eq!(router.rules().len(), 1);
+    assert_eq!(router.state().adds, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconciler
+
+#[tokio::test(start_paused = true)]
+async fn start_reconcile_removes_our_old_rules_and_never_touches_foreign_ones() {
+    let router = FakeRouter::default();
+    let upstream = FakeUpstream::new();
+    router.seed(
+        "tcp",
+        "40010",
+        lan(10),
+        Some("6881"),
+        Some("double-natpmp:v1 tcp 192.168.88.10:6881 r=40010"),
+    );
+    router.seed(
+        "udp",
+        "40011",
+        lan(10),
+        Some("6881"),
+        Some("double-natpmp-udp-192.168.88.10-6881"),
+    );
+    router.seed("tcp", "8080", lan(20), Some("80"), Some("web server"));
+    router.seed("udp", "40000-40005,40007", lan(21), None, None);
+    let orch = start(&router, &upstream).await;
+
+    let comments: Vec<Option<String>> = router.rules().into_iter().map(|r| r.comment).collect();
+    assert_eq!(comments, vec![Some("web server".to_owned()), None]);
+    // The foreign range is skipped when choosing router ports.
+    for port in [40000, 40003, 40005, 40007] {
+        assert!(orch.ports().is_used(Protocol::Udp, port), "{port}");
+    }
+    success(
+        orch.handle_map(lan(30), map(Protocol::Udp, 100, 0, 60))
+            .await,
+    );
+    assert_eq!(router.our_rules()[0].dst_port.as_deref(), Some("40006"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciler_recreates_a_live_rule_someone_deleted() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    let old = orch.leases()[0].lease.rule.clone();
+    router.delete_by_hand(&old);
+
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(report.map(|r| r.recreated), Ok(1));
+    let rules = router.our_rules();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].dst_port.as_deref(), Some("6881"));
+    assert_eq!(rules[0].to_addresses.as_deref(), Some("192.168.88.10"));
+    assert_eq!(
+        rules[0].id.as_ref(),
+        Some(&orch.leases()[0].lease.rule),
+        "lease follows the new id"
+    );
+
+    // A second pass changes nothing.
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(report.map(|r| (r.recreated, r.orphans_removed)), Ok((0, 0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciler_runs_on_its_own_every_interval() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start_with(
+        &router,
+        &upstream,
+        MappingConfig {
+            reconcile_interval: Duration::from_secs(600),
+            ..config()
+        },
+    )
+    .await;
+    // An orphan appears (left by a crashed earlier run, say).
+    router.seed(
+        "tcp",
+        "40500",
+        lan(10),
+        Some("6881"),
+        Some("double-natpmp:v1 tcp 192.168.88.10:6881 r=40500"),
+    );
+    let lists = router.state().lists;
+    tokio::time::sleep(Duration::from_secs(601)).await;
+    assert_eq!(router.state().lists, lists + 1);
+    assert!(router.rules().is_empty());
+    drop(orch);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown and epoch
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_removes_everything_and_refuses_new_requests() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    for port in 1000..1010 {
+        success(
+            orch.handle_map(lan(10), map(Protocol::Udp, port, 0, 60))
+                .await,
+        );
+    }
+    let report = orch.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        (
+            report.removed,
+            report.failed,
+            report.remaining,
+            report.timed_out
+        ),
+        (10, 0, 0, false)
+    );
+    assert!(router.rules().is_empty());
+    assert!(upstream.mapped().is_empty());
+
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Udp, 2000, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    assert!(router.rules().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_an_in_flight_transaction_and_removes_its_mapping() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    router.state().delay = Duration::from_secs(1);
+    let orch = start(&router, &upstream).await;
+    let in_flight = {
+        let orch = orch.clone();
+        tokio::spawn(async move {
+            orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let report = orch.shutdown(Duration::from_secs(30)).await;
+    let reply = in_flight.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        reply.result,
+        ResultCode::Success,
+        "the in-flight request finished"
+    );
+    assert_eq!(report.removed, 1);
+    assert!(router.rules().is_empty());
+    assert!(upstream.mapped().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn c48_upstream_epoch_going_backwards_resets_our_epoch() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let epoch = Arc::new(Epoch::starting_at(
+        std::time::Instant::now() - Duration::from_secs(5000),
+    ));
+    let orch = match Orchestrator::start(
+        router.clone(),
+        upstream.clone(),
+        Arc::clone(&epoch),
+        config(),
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    assert!(epoch.sssoe() >= 5000);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // The gateway restarted: its epoch is near zero.
+    upstream.state().epoch_offset = -29;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    assert!(epoch.sssoe() <= 1, "our epoch was reset");
+}
