@@ -183,6 +183,8 @@ pub(crate) struct Shared {
     sessions: AtomicUsize,
     /// Session and streaming tasks; aborted on `go_down` and drop.
     tasks: Mutex<JoinSet<()>>,
+    /// The nftables mirror, when configured.
+    nft: Option<nft::Mirror>,
 }
 
 /// Locks a std mutex, ignoring poisoning: every critical section here leaves the data
@@ -193,8 +195,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn mirror(&self, changes: Vec<RuleChange>) {
-        if let Some(m) = &self.config.nft_mirror {
-            nft::apply(m, changes);
+        if let Some(m) = &self.nft {
+            m.send(changes);
         }
     }
 }
@@ -219,7 +221,12 @@ impl RouterSim {
     pub async fn start(config: RouterSimConfig, bind: SocketAddr) -> io::Result<RouterSim> {
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
+        let nft = match &config.nft_mirror {
+            Some(m) => Some(nft::Mirror::start(m.clone())?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            nft,
             version: Mutex::new(config.version.clone()),
             config,
             table: Mutex::new(NatTable::new()),
@@ -354,6 +361,14 @@ impl RouterSim {
     /// Changes the reported version; `!empty` follows it (on from 7.18).
     pub fn set_version(&self, version: &str) {
         *lock(&self.shared.version) = version.to_owned();
+    }
+
+    /// Resolves once every NAT change so far has been applied to the nftables mirror
+    /// (at once when there is no mirror).
+    pub async fn nft_synced(&self) {
+        if let Some(m) = &self.shared.nft {
+            m.synced().await;
+        }
     }
 
     /// Closes the listener and every session; new connections are refused until
