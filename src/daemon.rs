@@ -1,23 +1,55 @@
 //! The daemon: wires the configuration to the server, the upstream client, the router pool and
 //! the mapping orchestrator, and stops them in order on SIGTERM/SIGINT.
+//!
+//! Start-up order: connect to the router (retrying while it is unreachable, stopping at once on
+//! a refused login or a missing policy, which no retry fixes), find the VPN in-interface, run
+//! the start reconcile, then open the NAT-PMP socket. Shutdown order: stop reading requests,
+//! finish the ones in flight, then remove every mapping from both layers within
+//! SHUTDOWN_TIMEOUT.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::DaemonArgs;
+use crate::config::{ConfigError, DaemonArgs, RouterArgs};
+use crate::mapping::{MappingConfig, MappingError, Orchestrator};
 use crate::natpmp::epoch::Epoch;
-use crate::natpmp::server::{NoMappings, Server, ServerConfig, ServerError};
+use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
+use crate::routeros::api::{RouterApi, RouterError};
+use crate::routeros::conn::{ApiConfig, Password, TlsMode};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    /// The configuration does not hold together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The NAT-PMP front end failed.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The router refused us in a way no retry fixes.
+    #[error("{0}")]
+    Router(RouterError),
+    /// The VPN in-interface could not be found.
+    #[error("cannot find the router's VPN interface toward {gateway}: {source}. Set MIKROTIK_IN_INTERFACE to the VPN interface (e.g. wg-proton), or give the API user's group the 'test' policy so /ip/route/check can find it")]
+    InInterface {
+        /// The VPN gateway.
+        gateway: Ipv4Addr,
+        /// What the router said.
+        #[source]
+        source: RouterError,
+    },
+    /// The orchestrator could not start.
+    #[error("cannot start the mapping orchestrator: {0}")]
+    Mapping(#[from] MappingError),
+    /// Stopped before start-up finished.
+    #[error("stopped while waiting for the router")]
+    Interrupted,
 }
 
 /// A receiver that turns true at the first SIGTERM or SIGINT.
@@ -65,10 +97,148 @@ pub fn upstream_config(args: &DaemonArgs) -> UpstreamConfig {
     }
 }
 
-/// Runs the daemon until `shutdown` turns true.
-pub async fn run(args: DaemonArgs, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+/// The RouterOS API settings from the configuration (reads the password file if one is given).
+pub fn api_config(router: &RouterArgs) -> Result<ApiConfig, ConfigError> {
+    let tls = if !router.mikrotik_api_tls {
+        TlsMode::Plain
+    } else if router.mikrotik_api_tls_insecure {
+        TlsMode::Insecure
+    } else {
+        TlsMode::Verify {
+            ca_file: router.mikrotik_api_tls_ca_file.clone(),
+            fingerprint_sha256: router.mikrotik_api_tls_fingerprint.map(|f| f.0),
+            server_name: None,
+        }
+    };
+    Ok(ApiConfig {
+        address: router
+            .mikrotik_api_address
+            .with_default_port(router.mikrotik_api_tls),
+        user: router.mikrotik_api_user.clone(),
+        password: Password::new(router.password()?),
+        tls,
+        connect_timeout: router.mikrotik_api_timeout,
+        command_timeout: router.mikrotik_api_timeout,
+    })
+}
+
+/// The router client from the configuration (connects lazily).
+pub fn router_api(router: &RouterArgs) -> Result<RouterApi, DaemonError> {
+    let cfg = api_config(router)?;
+    RouterApi::new(
+        cfg,
+        usize::from(router.mikrotik_pool_size),
+        router.mikrotik_api_timeout,
+    )
+    .map_err(DaemonError::Router)
+}
+
+/// The orchestrator settings from the configuration and the resolved in-interface.
+pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig {
+    MappingConfig {
+        in_interface,
+        router_ports: args.router_port_min..=args.router_port_max,
+        max_lifetime: args.max_lifetime,
+        reconcile_interval: args.reconcile_interval,
+        // Bounds on top of the clients' own timeouts: a little more than their budgets.
+        router_timeout: args.router.mikrotik_api_timeout * 2,
+        upstream_timeout: args.upstream_timeout + Duration::from_secs(1),
+        shutdown_timeout: args.shutdown_timeout,
+        ..MappingConfig::default()
+    }
+}
+
+/// Errors no retry can fix: wrong password, missing policy, bad TLS settings or certificate.
+fn is_permanent(e: &RouterError) -> bool {
+    match e {
+        RouterError::LoginRefused { .. } | RouterError::PermissionDenied { .. } => true,
+        RouterError::Connection { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("certificate") || m.contains("tls")
+        }
+        _ => false,
+    }
+}
+
+/// Waits until the router answers (logging identity and version), retrying with back-off while
+/// it is unreachable.
+async fn wait_for_router(
+    router: &RouterApi,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match router.info().await {
+            Ok(info) => {
+                info!(
+                    address = router.address(),
+                    identity = %info.identity,
+                    version = %info.version,
+                    board = info.board.as_deref().unwrap_or("-"),
+                    "connected to RouterOS"
+                );
+                return Ok(());
+            }
+            Err(e) if is_permanent(&e) => return Err(DaemonError::Router(e)),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "RouterOS API not reachable yet");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return Err(DaemonError::Interrupted),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// What a running daemon exposes to the code that started it (tests, the demo).
+pub struct Running {
+    /// The NAT-PMP socket's address.
+    pub listen: std::net::SocketAddr,
+    /// The server's counters.
+    pub stats: Arc<ServerStats>,
+    /// The orchestrator (lease table, reconcile on demand).
+    pub orchestrator: Orchestrator<RouterApi, UpstreamClient>,
+    /// Resolves when the daemon has stopped.
+    pub done: tokio::task::JoinHandle<Result<(), DaemonError>>,
+}
+
+/// Starts the daemon and returns once it serves requests; it stops when `shutdown` turns true
+/// (await [`Running::done`]).
+pub async fn start(
+    args: DaemonArgs,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Running, DaemonError> {
+    args.validate()?;
+    let router = router_api(&args.router)?;
+    if args.router.mikrotik_api_tls && args.router.mikrotik_api_tls_insecure {
+        warn!("MIKROTIK_API_TLS_INSECURE=true: the router's certificate is not verified; anyone on the path can read the API password");
+    }
+    wait_for_router(&router, &mut shutdown).await?;
+    let gateway_ip = *args.vpn_gateway.ip();
+    let in_interface = match &args.mikrotik_in_interface {
+        Some(name) => name.clone(),
+        None => {
+            let found = router.route_interface(gateway_ip).await.map_err(|source| {
+                DaemonError::InInterface {
+                    gateway: gateway_ip,
+                    source,
+                }
+            })?;
+            info!(in_interface = %found, gateway = %gateway_ip, "VPN interface found with /ip/route/check");
+            found
+        }
+    };
     let epoch = Arc::new(Epoch::new());
-    let upstream = Arc::new(UpstreamClient::new(upstream_config(&args)));
+    let upstream = UpstreamClient::new(upstream_config(&args));
+    let orchestrator = Orchestrator::start(
+        router,
+        upstream.clone(),
+        epoch.clone(),
+        mapping_config(&args, in_interface),
+    )
+    .await?;
     let server = Server::bind(
         ServerConfig {
             listen: args.listen_addr,
@@ -77,10 +247,45 @@ pub async fn run(args: DaemonArgs, shutdown: watch::Receiver<bool>) -> Result<()
             address_refresh: args.address_refresh,
         },
         epoch,
-        upstream,
-        Arc::new(NoMappings),
+        Arc::new(upstream),
+        Arc::new(orchestrator.clone()),
     )
     .await?;
-    server.run(shutdown).await?;
-    Ok(())
+    let listen = server.local_addr();
+    let stats = server.stats();
+    let bound = args.shutdown_timeout;
+    let stopping = orchestrator.clone();
+    let done = tokio::spawn(async move {
+        let served = server.run(shutdown).await;
+        let report = stopping.shutdown(bound).await;
+        if report.failed > 0 || report.remaining > 0 {
+            error!(
+                removed = report.removed,
+                failed = report.failed,
+                remaining = report.remaining,
+                "some mappings could not be removed at shutdown; the next start's reconcile removes their rules"
+            );
+        } else {
+            info!(removed = report.removed, "all mappings removed; stopped");
+        }
+        served.map_err(DaemonError::from)
+    });
+    Ok(Running {
+        listen,
+        stats,
+        orchestrator,
+        done,
+    })
+}
+
+/// Runs the daemon until `shutdown` turns true and every mapping is removed.
+pub async fn run(args: DaemonArgs, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let running = start(args, shutdown).await?;
+    match running.done.await {
+        Ok(result) => result,
+        Err(join) => {
+            error!(error = %join, "the server task failed");
+            Ok(())
+        }
+    }
 }

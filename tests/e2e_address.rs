@@ -4,26 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::lab::{self, Host, Lab, EXT_IP, GW_IP, ROUTER_LAN_IP};
 
-/// Starts the daemon in the router namespace and waits until it listens.
-fn start_daemon(lab: &mut Lab, extra: &[(&str, &str)]) {
-    let mut env = vec![
-        ("VPN_GATEWAY", GW_IP),
-        ("MIKROTIK_API_ADDRESS", "127.0.0.1:8728"),
-        ("MIKROTIK_API_USER", "admin"),
-        ("MIKROTIK_API_PASSWORD", "admin"),
-        ("MIKROTIK_IN_INTERFACE", "rtr-v"),
-        ("LISTEN_ADDR", "192.168.88.250:5351"),
-        ("ALLOWED_CLIENTS", "192.168.88.0/24"),
-        ("LOG_LEVEL", "debug"),
-    ];
-    env.extend_from_slice(extra);
-    let logs = lab.spawn(Host::Router, &[lab::daemon_bin()], &env);
-    lab::wait_for_line(&logs, "NAT-PMP server listening", Duration::from_secs(20));
-    lab.wait_udp_listener(Host::Router, &format!("{ROUTER_LAN_IP}:5351"));
+fn start_daemon(lab: &mut Lab) {
+    lab.start_router_emulator(&[]);
+    lab.start_daemon(&[]);
 }
 
 #[test]
@@ -34,20 +19,8 @@ fn natpmpc_gets_the_upstream_address_through_the_daemon_with_the_gateway_emulato
         return;
     }
     let mut lab = Lab::up();
-    let gw = lab.spawn(
-        Host::Vpn,
-        &[
-            lab::daemon_bin(),
-            "sim-gateway",
-            "--listen",
-            "10.2.0.1:5351",
-            "--external-address",
-            "198.51.101.77",
-        ],
-        &[],
-    );
-    lab::wait_for_line(&gw, "gateway emulator listening", Duration::from_secs(10));
-    start_daemon(&mut lab, &[]);
+    lab.start_gateway_emulator(&["--external-address", "198.51.101.77"]);
+    start_daemon(&mut lab);
     let out = lab.natpmpc(&[]);
     assert!(out.success, "natpmpc failed: {out:?}");
     assert_eq!(
@@ -76,7 +49,7 @@ fn natpmpc_gets_the_upstream_address_through_the_daemon_with_miniupnpd() {
         "miniupnpd does not answer in the lab: {direct:?}"
     );
     // ...and the LAN client gets the same address from the daemon.
-    start_daemon(&mut lab, &[]);
+    start_daemon(&mut lab);
     let out = lab.natpmpc(&[]);
     assert!(out.success, "natpmpc failed: {out:?}");
     assert_eq!(out.public_address().as_deref(), Some(EXT_IP), "{out:?}");
@@ -88,18 +61,8 @@ fn pcp_probe_from_the_lan_gets_the_8_byte_unsupported_version_reply() {
         return;
     }
     let mut lab = Lab::up();
-    let gw = lab.spawn(
-        Host::Vpn,
-        &[
-            lab::daemon_bin(),
-            "sim-gateway",
-            "--listen",
-            "10.2.0.1:5351",
-        ],
-        &[],
-    );
-    lab::wait_for_line(&gw, "gateway emulator listening", Duration::from_secs(10));
-    start_daemon(&mut lab, &[]);
+    lab.start_gateway_emulator(&[]);
+    start_daemon(&mut lab);
     // A 60-byte PCP v2 MAP probe from the LAN host; print the reply as hex.
     let script = "import socket,sys\n\
         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\

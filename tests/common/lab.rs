@@ -354,6 +354,69 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Starts our RouterOS API emulator in the router namespace on 127.0.0.1:8728 (user admin,
+    /// password admin), mirroring its dst-nat rules into the router's `table ip mikrotik` chain
+    /// `dstnat`. Its interface `rtr-v` is the VPN interface; `/ip/route/check` finds it toward
+    /// the gateway.
+    pub fn start_router_emulator(&mut self, extra: &[&str]) -> mpsc::Receiver<String> {
+        let ns = self.ns(Host::Router);
+        let mut argv = vec![
+            daemon_bin(),
+            "sim-router",
+            "--listen",
+            "127.0.0.1:8728",
+            "--interface",
+            "rtr-v",
+            "--interface",
+            "rtr-l",
+            "--route",
+            "10.2.0.0/24,rtr-v,10.2.0.1",
+            "--route",
+            "192.168.88.0/24,rtr-l,192.168.88.250",
+            "--nft-netns",
+            &ns,
+        ];
+        argv.extend_from_slice(extra);
+        let logs = self.spawn(Host::Router, &argv, &[]);
+        wait_for_line(
+            &logs,
+            "RouterOS API emulator listening",
+            Duration::from_secs(10),
+        );
+        logs
+    }
+
+    /// Starts the daemon in the router namespace (listening on the router's LAN address, the
+    /// gateway at 10.2.0.1, the router emulator at 127.0.0.1:8728) and waits until it serves.
+    pub fn start_daemon(&mut self, extra: &[(&str, &str)]) -> mpsc::Receiver<String> {
+        let mut env = vec![
+            ("VPN_GATEWAY", GW_IP),
+            ("MIKROTIK_API_ADDRESS", "127.0.0.1:8728"),
+            ("MIKROTIK_API_USER", "admin"),
+            ("MIKROTIK_API_PASSWORD", "admin"),
+            ("LISTEN_ADDR", "192.168.88.250:5351"),
+            ("ALLOWED_CLIENTS", "192.168.88.0/24"),
+            ("LOG_LEVEL", "debug"),
+        ];
+        env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        env.extend_from_slice(extra);
+        let logs = self.spawn(Host::Router, &[daemon_bin()], &env);
+        wait_for_line(&logs, "NAT-PMP server listening", Duration::from_secs(20));
+        self.wait_udp_listener(Host::Router, &format!("{ROUTER_LAN_IP}:5351"));
+        logs
+    }
+
+    /// Starts our NAT-PMP gateway emulator at 10.2.0.1:5351 in the VPN namespace.
+    pub fn start_gateway_emulator(&mut self, extra: &[&str]) -> mpsc::Receiver<String> {
+        let mut argv = vec![daemon_bin(), "sim-gateway", "--listen", "10.2.0.1:5351"];
+        argv.extend_from_slice(extra);
+        let logs = self.spawn(Host::Vpn, &argv, &[]);
+        wait_for_line(&logs, "gateway emulator listening", Duration::from_secs(10));
+        logs
+    }
+}
+
 /// What natpmpc printed.
 #[derive(Debug)]
 pub struct NatpmpcOutput {
