@@ -166,7 +166,12 @@ fn python() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg}");
     }
-    eprintln!("SKIPPED: routeros_emulator_librouteros: {msg}");
+    // Straight to the process's stderr: eprintln! would be captured by the test harness.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: routeros_emulator_librouteros: {msg}"
+    );
     None
 }
 
