@@ -643,6 +643,31 @@ async fn upstream_quota_answers_4_and_leaves_no_rule() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn failed_rollback_is_answered_and_the_reconciler_removes_the_rule_later() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    upstream.state().fault = Some(UpFault::Quota);
+    router.state().remove_fails = true;
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::OutOfResources));
+    assert_eq!(
+        router.rules().len(),
+        1,
+        "the rollback could not remove the rule"
+    );
+    // The port is not handed to anyone else while that rule may still forward it.
+    assert!(orch.ports().is_used(Protocol::Tcp, 6881));
+
+    router.state().remove_fails = false;
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(report.map(|r| r.orphans_removed), Ok(1));
+    assert!(router.rules().is_empty());
+    assert!(!orch.ports().is_used(Protocol::Tcp, 6881));
+}
+
+#[tokio::test(start_paused = true)]
 async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_next_reconcile() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start(&router, &upstream).await;

@@ -862,3 +862,97 @@ impl<R: Router, U: Upstream> Inner<R, U> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::natpmp::upstream::{AddressReply, UpstreamError};
+    use crate::routeros::api::NatRule;
+    use std::sync::atomic::AtomicU32;
+
+    #[derive(Default)]
+    struct OkRouter(AtomicU32);
+
+    impl Router for OkRouter {
+        async fn add_dstnat(&self, _rule: &DstNatRule) -> Result<RuleId, RouterError> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(RuleId(format!(
+                "*{:X}",
+                self.0.fetch_add(1, Ordering::Relaxed)
+            )))
+        }
+        async fn remove_rule(&self, _id: &RuleId) -> Result<(), RouterError> {
+            Ok(())
+        }
+        async fn list_dstnat(&self, _in_interface: &str) -> Result<Vec<NatRule>, RouterError> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct OkUpstream;
+
+    impl Upstream for OkUpstream {
+        async fn external_address(&self) -> Result<AddressReply, UpstreamError> {
+            Ok(AddressReply {
+                epoch: 1,
+                address: Ipv4Addr::LOCALHOST,
+            })
+        }
+        async fn map(
+            &self,
+            _protocol: Protocol,
+            internal_port: u16,
+            _suggested: u16,
+            lifetime: u32,
+        ) -> Result<MapGrant, UpstreamError> {
+            Ok(MapGrant {
+                epoch: 1,
+                internal_port,
+                external_port: if lifetime == 0 { 0 } else { internal_port },
+                lifetime: lifetime.min(60),
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn key_locks_are_dropped_when_nobody_needs_them() {
+        let orch = match Orchestrator::new(
+            OkRouter::default(),
+            OkUpstream,
+            Arc::new(Epoch::new()),
+            MappingConfig::default(),
+        ) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        let request = MapRequest {
+            protocol: Protocol::Udp,
+            internal_port: 6881,
+            suggested_external_port: 0,
+            lifetime: 60,
+        };
+        let mut set = JoinSet::new();
+        for i in 0..20u8 {
+            let orch = orch.clone();
+            set.spawn(async move {
+                orch.handle_map(Ipv4Addr::new(192, 168, 88, i % 4), request)
+                    .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            assert!(matches!(
+                r,
+                Ok(MapReply {
+                    result: ResultCode::Success,
+                    ..
+                })
+            ));
+        }
+        assert_eq!(orch.lease_count(), 4);
+        assert_eq!(
+            orch.inner.locks.len(),
+            0,
+            "no lock entry outlives its transactions"
+        );
+    }
+}
