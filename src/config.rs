@@ -64,6 +64,13 @@ pub enum Command {
     Run(DaemonArgs),
     /// Run the daemon against built-in RouterOS and VPN-gateway emulators on loopback.
     Demo(DemoArgs),
+    /// Ask a NAT-PMP gateway for the external address, or map or delete a port (like natpmpc).
+    Client(crate::cli::client::ClientArgs),
+    /// Diagnose a set-up: router API, login, policies, VPN interface, upstream NAT-PMP, and a
+    /// test mapping made and removed on both layers.
+    Check(crate::cli::check::CheckArgs),
+    /// Exit 0 when the daemon answers NAT-PMP (for a container HEALTHCHECK; needs no shell).
+    Health(crate::cli::health::HealthArgs),
     /// (testing) Run only the NAT-PMP gateway emulator.
     #[command(hide = true)]
     SimGateway(SimGatewayArgs),

@@ -49,6 +49,15 @@ fn main() -> ExitCode {
                 .block_on(cli::demo::run(args))
                 .map_err(|e| e.to_string())
         }
+        Some(Command::Client(args)) => {
+            logging::init(LogLevel::Warn, LogFormat::Text);
+            return runtime.block_on(cli::client::run(args));
+        }
+        Some(Command::Check(args)) => {
+            logging::init(LogLevel::Error, LogFormat::Text);
+            return runtime.block_on(cli::check::run(args));
+        }
+        Some(Command::Health(args)) => return runtime.block_on(cli::health::run(args)),
         Some(Command::SimRouter(args)) => {
             logging::init(LogLevel::Info, LogFormat::Text);
             runtime

@@ -1,4 +1,7 @@
 //! Subcommands other than the daemon itself.
 
+pub mod check;
+pub mod client;
 pub mod demo;
+pub mod health;
 pub mod sim;

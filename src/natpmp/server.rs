@@ -283,6 +283,11 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
         self.addresses.clone()
     }
 
+    /// A source address on this host: loopback, or the address the socket is bound to.
+    fn is_local(&self, ip: Ipv4Addr) -> bool {
+        ip.is_loopback() || self.local_addr.ip() == std::net::IpAddr::V4(ip)
+    }
+
     /// Serves until `shutdown` turns true, then waits for the requests in flight and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
         info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
@@ -314,6 +319,13 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             let client = match peer {
                 SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => *v4.ip(),
+                // The host itself may ask for the address (`double-natpmp health`), whatever
+                // ALLOWED_CLIENTS says; it cannot map ports.
+                SocketAddr::V4(v4)
+                    if self.is_local(*v4.ip()) && buf[..len].starts_with(&[0, 0]) =>
+                {
+                    *v4.ip()
+                }
                 _ => {
                     // C-39: only LAN clients; everyone else gets silence.
                     self.stats
