@@ -218,6 +218,9 @@ fn explain(e: &std::io::Error) -> String {
         Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer)) => {
             "the router's certificate is not signed by the CA in MIKROTIK_API_TLS_CA_FILE (unknown issuer)".into()
         }
+        Some(TlsError::InvalidCertificate(CertificateError::BadSignature)) => {
+            "the router's certificate is not signed by the CA in MIKROTIK_API_TLS_CA_FILE (a CA of the same name, but another key)".into()
+        }
         Some(TlsError::InvalidCertificate(CertificateError::NotValidForName))
         | Some(TlsError::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
             "the router's certificate does not name the address we connect to; set the TLS server name or pin its fingerprint".into()
