@@ -453,6 +453,32 @@ async fn pool_serves_again_after_the_router_was_down_for_5_seconds() {
     api.add_dstnat(&rule(40002)).await.unwrap();
 }
 
+#[tokio::test]
+async fn failed_connects_back_off_instead_of_hammering_the_router() {
+    let sim = sim(RouterSimConfig::default()).await;
+    sim.set_refuse_logins(true);
+    let api = admin(&sim);
+    // Ten calls in quick succession: one login attempt, the rest get the same error at once
+    // inside the 100 ms backoff window.
+    let started = Instant::now();
+    for _ in 0..10 {
+        let err = api.info().await.unwrap_err();
+        assert!(matches!(err, RouterError::LoginRefused { .. }), "{err}");
+    }
+    // Normally exactly 1; a stalled machine may let a 100 ms window pass between calls.
+    let windows_passed = started.elapsed().as_millis() as u64 / 100;
+    assert!(
+        sim.login_attempt_count() <= 1 + windows_passed,
+        "{} login attempts in {:?}",
+        sim.login_attempt_count(),
+        started.elapsed()
+    );
+    // Once the cause is gone, the next attempt after the window succeeds and resets it.
+    sim.set_refuse_logins(false);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    api.info().await.unwrap();
+}
+
 // ---------------------------------------------------------------- api-ssl
 
 struct Pki {
