@@ -262,6 +262,11 @@ pub struct DaemonArgs {
     #[arg(long, env = "ROUTER_PORT_MAX", value_name = "ROUTER_PORT_MAX", default_value = "65000", value_parser = clap::value_parser!(u16).range(1..))]
     pub router_port_max: u16,
 
+    /// Extra time after a granted lifetime before an unrenewed mapping is removed, so a client
+    /// renewing a little late keeps its ports.
+    #[arg(long, env = "EXPIRY_GRACE", value_name = "EXPIRY_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub expiry_grace: Duration,
+
     /// How often orphaned rules are removed and missing ones restored.
     #[arg(long, env = "RECONCILE_INTERVAL", value_name = "RECONCILE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub reconcile_interval: Duration,

@@ -140,6 +140,7 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
         router_ports: args.router_port_min..=args.router_port_max,
         max_lifetime: args.max_lifetime,
         reconcile_interval: args.reconcile_interval,
+        expiry_grace: args.expiry_grace,
         // Bounds on top of the clients' own timeouts: a little more than their budgets.
         router_timeout: args.router.mikrotik_api_timeout * 2,
         upstream_timeout: args.upstream_timeout + Duration::from_secs(1),
