@@ -98,6 +98,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct Lab {
     prefix: String,
     children: Vec<Child>,
+    daemon_pid: Option<u32>,
     /// Scratch folder for configs, pid files and logs.
     pub dir: tempfile::TempDir,
 }
@@ -110,6 +111,7 @@ impl Lab {
         let lab = Lab {
             prefix,
             children: Vec::new(),
+            daemon_pid: None,
             dir: tempfile::tempdir().expect("tempdir"),
         };
         for h in [Host::Inet, Host::Vpn, Host::Router, Host::Lan] {
@@ -402,9 +404,38 @@ impl Lab {
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         env.extend_from_slice(extra);
         let logs = self.spawn(Host::Router, &[daemon_bin()], &env);
+        // `ip netns exec` execs the program, so the child is the daemon itself.
+        self.daemon_pid = self.children.last().map(Child::id);
         wait_for_line(&logs, "NAT-PMP server listening", Duration::from_secs(20));
         self.wait_udp_listener(Host::Router, &format!("{ROUTER_LAN_IP}:5351"));
         logs
+    }
+
+    /// Sends SIGTERM to the daemon this lab started (and no other process) and waits, bounded,
+    /// until it exits; returns its exit code.
+    pub fn stop_daemon(&mut self) -> Option<i32> {
+        let pid = self.daemon_pid.take().expect("no daemon started");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "cannot signal the daemon {pid}");
+        let child = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("the daemon is our child");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the daemon") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts our NAT-PMP gateway emulator at 10.2.0.1:5351 in the VPN namespace.

@@ -1,0 +1,218 @@
+//! The product, end to end, in network namespaces with real peers: `natpmpc` on the LAN host asks
+//! the daemon for a port; the daemon adds a dst-nat rule through our RouterOS emulator (mirrored
+//! into real nftables in the router namespace) and maps the port at a real `miniupnpd` gateway;
+//! then traffic from the "internet" namespace to the gateway's public address and the returned
+//! port really crosses both NAT layers and reaches a listener on the LAN host.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::lab::{self, Host, Lab, EXT_IP};
+
+/// The lab with miniupnpd as the VPN gateway, the router emulator and the daemon.
+fn lab_with_daemon(extra_env: &[(&str, &str)]) -> Lab {
+    let mut lab = Lab::up();
+    lab.start_miniupnpd("1024-65535 10.2.0.0/24 1024-65535");
+    lab.start_router_emulator(&[]);
+    lab.start_daemon(extra_env);
+    lab
+}
+
+/// The router's dst-nat rules (the mirror of the emulator's table).
+fn router_rules(lab: &Lab) -> Vec<String> {
+    let out = lab.exec(
+        Host::Router,
+        &["nft", "list", "chain", "ip", "mikrotik", "dstnat"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("dnat to"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// The gateway's port forwards (miniupnpd's nft rules).
+fn gateway_rules(lab: &Lab) -> Vec<String> {
+    let out = lab.exec(
+        Host::Vpn,
+        &[
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "filter",
+            "prerouting_miniupnpd",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("dnat"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// Waits (bounded) until `cond` holds on the lab's state.
+fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A one-shot listener on the LAN host that prints what it receives.
+fn lan_listener(lab: &mut Lab, proto: &str, port: u16) -> std::sync::mpsc::Receiver<String> {
+    let script = match proto {
+        "tcp" => format!(
+            "import socket\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0',{port})); s.listen(1); print('listening', flush=True)\n\
+             c,a=s.accept(); print('got', c.recv(100).decode(), 'from', a[0], flush=True)\n"
+        ),
+        _ => format!(
+            "import socket\n\
+             s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0',{port})); print('listening', flush=True)\n\
+             d,a=s.recvfrom(100); print('got', d.decode(), 'from', a[0], flush=True)\n"
+        ),
+    };
+    let rx = lab.spawn(Host::Lan, &["python3", "-c", &script], &[]);
+    lab::wait_for_line(&rx, "listening", Duration::from_secs(10));
+    rx
+}
+
+/// Sends one message from the internet host to the VPN's public address and `port`.
+fn send_from_internet(lab: &Lab, proto: &str, port: u16, message: &str) {
+    let script = match proto {
+        "tcp" => format!(
+            "import socket\n\
+             s=socket.create_connection(('{EXT_IP}',{port}), timeout=5)\n\
+             s.sendall(b'{message}'); s.close()\n"
+        ),
+        _ => format!(
+            "import socket\n\
+             s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.sendto(b'{message}', ('{EXT_IP}',{port}))\n"
+        ),
+    };
+    let out = lab.exec(Host::Inet, &["python3", "-c", &script]);
+    assert!(
+        out.status.success(),
+        "sending from the internet failed: {out:?}"
+    );
+}
+
+fn map(lab: &Lab, args: &[&str]) -> (u16, u16, u32) {
+    let out = lab.natpmpc(args);
+    assert!(out.success, "natpmpc {args:?} failed: {out:?}");
+    out.mapping()
+        .unwrap_or_else(|| panic!("natpmpc printed no mapping: {out:?}"))
+}
+
+#[test]
+fn tcp_from_the_internet_reaches_the_lan_client_through_both_nat_layers() {
+    if !lab::available("tcp_from_the_internet_reaches_the_lan_client_through_both_nat_layers") {
+        return;
+    }
+    let mut lab = lab_with_daemon(&[]);
+    let listener = lan_listener(&mut lab, "tcp", 6881);
+    let (public, local, lifetime) = map(&lab, &["-a", "0", "6881", "tcp", "3600"]);
+    assert_eq!(local, 6881);
+    assert_eq!(
+        lifetime, 3600,
+        "miniupnpd echoes the asked lifetime; we never grant more"
+    );
+    assert_eq!(
+        router_rules(&lab).len(),
+        1,
+        "one dst-nat rule on the router"
+    );
+    assert_eq!(
+        gateway_rules(&lab).len(),
+        1,
+        "one port forward at the gateway"
+    );
+    send_from_internet(&lab, "tcp", public, "hello-through-both-nats");
+    let line = lab::wait_for_line(&listener, "got", Duration::from_secs(10));
+    assert!(line.contains("hello-through-both-nats"), "{line}");
+    assert!(
+        line.contains("198.51.101.1"),
+        "the client sees the real internet peer: {line}"
+    );
+
+    // C-29: a renewal gets the same port, and the router still has one rule.
+    let (again, _, _) = map(&lab, &["-a", "0", "6881", "tcp", "3600"]);
+    assert_eq!(again, public);
+    assert_eq!(
+        router_rules(&lab).len(),
+        1,
+        "renewal added no rule: {:?}",
+        router_rules(&lab)
+    );
+    assert_eq!(gateway_rules(&lab).len(), 1);
+
+    // C-33: delete removes both layers.
+    let out = lab.natpmpc(&["-a", "0", "6881", "tcp", "0"]);
+    assert!(out.success, "delete failed: {out:?}");
+    eventually("router rule removed", Duration::from_secs(5), || {
+        router_rules(&lab).is_empty()
+    });
+    eventually("gateway forward removed", Duration::from_secs(5), || {
+        gateway_rules(&lab).is_empty()
+    });
+}
+
+#[test]
+fn udp_from_the_internet_reaches_the_lan_client_through_both_nat_layers() {
+    if !lab::available("udp_from_the_internet_reaches_the_lan_client_through_both_nat_layers") {
+        return;
+    }
+    let mut lab = lab_with_daemon(&[]);
+    let listener = lan_listener(&mut lab, "udp", 6882);
+    let (public, local, _) = map(&lab, &["-a", "0", "6882", "udp", "3600"]);
+    assert_eq!(local, 6882);
+    let rules = router_rules(&lab);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(rules[0].contains("udp"), "C-26: only a UDP rule: {rules:?}");
+    send_from_internet(&lab, "udp", public, "udp-through-both-nats");
+    let line = lab::wait_for_line(&listener, "got", Duration::from_secs(10));
+    assert!(line.contains("udp-through-both-nats"), "{line}");
+}
+
+#[test]
+fn unrenewed_mapping_expires_from_both_layers() {
+    if !lab::available("unrenewed_mapping_expires_from_both_layers") {
+        return;
+    }
+    let lab = lab_with_daemon(&[("EXPIRY_GRACE", "1s")]);
+    let (_, _, lifetime) = map(&lab, &["-a", "0", "6883", "tcp", "2"]);
+    assert_eq!(lifetime, 2);
+    assert_eq!(router_rules(&lab).len(), 1);
+    assert_eq!(gateway_rules(&lab).len(), 1);
+    eventually(
+        "both layers removed after expiry",
+        Duration::from_secs(15),
+        || router_rules(&lab).is_empty() && gateway_rules(&lab).is_empty(),
+    );
+}
+
+#[test]
+fn stopping_the_daemon_removes_every_mapping() {
+    if !lab::available("stopping_the_daemon_removes_every_mapping") {
+        return;
+    }
+    let mut lab = lab_with_daemon(&[]);
+    map(&lab, &["-a", "0", "7000", "tcp", "3600"]);
+    map(&lab, &["-a", "0", "7001", "udp", "3600"]);
+    assert_eq!(router_rules(&lab).len(), 2);
+    let code = lab.stop_daemon();
+    assert_eq!(code, Some(0), "graceful stop exits 0");
+    // The daemon removed both layers before it exited (the emulator's nft mirror applies its
+    // table changes a moment later, hence the bounded wait).
+    eventually(
+        "both layers empty after SIGTERM",
+        Duration::from_secs(5),
+        || router_rules(&lab).is_empty() && gateway_rules(&lab).is_empty(),
+    );
+}
