@@ -153,9 +153,11 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
 fn is_permanent(e: &RouterError) -> bool {
     match e {
         RouterError::LoginRefused { .. } | RouterError::PermissionDenied { .. } => true,
+        // A certificate that does not verify stays wrong; a TLS handshake cut short by a
+        // rebooting router ("connection reset") is worth another try.
         RouterError::Connection { message, .. } => {
             let m = message.to_ascii_lowercase();
-            m.contains("certificate") || m.contains("tls")
+            m.contains("certificate") || m.contains("ca file") || m.contains("fingerprint")
         }
         _ => false,
     }

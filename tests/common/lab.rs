@@ -529,3 +529,49 @@ pub fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration)
 pub fn daemon_bin() -> &'static str {
     env!("CARGO_BIN_EXE_double-natpmp")
 }
+
+/// One empty network namespace with only loopback up, deleted (with every process in it) on
+/// drop: a private 127.0.0.1 where fixed ports such as 5351 are free.
+pub struct Netns {
+    /// The namespace's name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates it.
+    pub fn new() -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("dnp{}x{}-solo", std::process::id() % 100_000, n);
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        run(
+            "ip",
+            &["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"],
+        );
+        ns
+    }
+
+    /// A command that runs `argv` inside the namespace.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(argv);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
