@@ -1,15 +1,79 @@
-//! `double-natpmp health` (being written).
+//! `double-natpmp health`: is the daemon answering NAT-PMP? For a container HEALTHCHECK in exec
+//! form (the image is `FROM scratch`, there is no shell).
+//!
+//! It sends an external-address request (op 0) to the daemon's own LISTEN_ADDR (127.0.0.1 when
+//! that is 0.0.0.0); the server answers op 0 from the host itself whatever ALLOWED_CLIENTS says.
+//! Exit 0 when the answer has result 0, 1 otherwise; one line of output either way.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
+use crate::config::{parse_duration, parse_listen_addr};
+use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig};
+
 /// `double-natpmp health` options.
 #[derive(Debug, Clone, Args)]
-pub struct HealthArgs {}
+pub struct HealthArgs {
+    /// The daemon's NAT-PMP address (the same LISTEN_ADDR the daemon uses).
+    #[arg(long, env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value = ":5351", value_parser = parse_listen_addr)]
+    pub listen_addr: SocketAddr,
+    /// How long to wait for the answer, retransmissions included.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Where to send the probe: LISTEN_ADDR, with an unspecified address replaced by 127.0.0.1.
+pub fn probe_target(listen: SocketAddr) -> Option<SocketAddrV4> {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, listen.port()))
+        }
+        IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, listen.port())),
+        IpAddr::V6(_) => None,
+    }
+}
 
 /// Runs `health`.
-pub async fn run(_args: HealthArgs) -> ExitCode {
-    eprintln!("error: 'health' is not available yet");
-    ExitCode::FAILURE
+pub async fn run(args: HealthArgs) -> ExitCode {
+    let Some(target) = probe_target(args.listen_addr) else {
+        println!("unhealthy: LISTEN_ADDR={} is not IPv4", args.listen_addr);
+        return ExitCode::FAILURE;
+    };
+    let client = UpstreamClient::new(UpstreamConfig {
+        budget: args.timeout,
+        ..UpstreamConfig::new(target)
+    });
+    match client.external_address().await {
+        Ok(reply) => {
+            println!(
+                "healthy: double-natpmp at {target} answers, public address {}",
+                reply.address
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_address_is_probed_on_loopback() {
+        assert_eq!(
+            probe_target("0.0.0.0:5351".parse().unwrap()),
+            Some("127.0.0.1:5351".parse().unwrap())
+        );
+        assert_eq!(
+            probe_target("172.30.254.2:5351".parse().unwrap()),
+            Some("172.30.254.2:5351".parse().unwrap())
+        );
+    }
 }
