@@ -254,6 +254,13 @@ pub async fn start(
         Arc::new(orchestrator.clone()),
     )
     .await?;
+    // C-48: a gateway whose epoch goes backwards in an address reply lost its mappings too.
+    let watcher = orchestrator.clone();
+    server
+        .addresses()
+        .set_epoch_observer(Arc::new(move |sssoe| {
+            watcher.observe_upstream_epoch(sssoe);
+        }));
     let listen = server.local_addr();
     let stats = server.stats();
     let bound = args.shutdown_timeout;

@@ -323,3 +323,32 @@ async fn shutdown_finishes_and_returns() {
     srv.stop.send(true).unwrap();
     tokio::time::timeout(WAIT, srv.task).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn c48_address_replies_feed_the_upstream_epoch_to_the_observer() {
+    let up = upstream_at(Some("198.51.101.7"));
+    let server = Server::bind(
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            allowed_clients: parse_cidr_list("127.0.0.0/8").unwrap(),
+            max_inflight: 4,
+            address_refresh: Duration::from_secs(3600),
+        },
+        Arc::new(Epoch::new()),
+        up,
+        Arc::new(NoMappings),
+    )
+    .await
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    server
+        .addresses()
+        .set_epoch_observer(Arc::new(move |e| record.lock().unwrap().push(e)));
+    let addr = server.local_addr();
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(server.run(rx));
+    let sock = client(addr).await;
+    assert_eq!(exchange(&sock, &[0, 0]).await.len(), 12);
+    assert_eq!(seen.lock().unwrap().first(), Some(&1), "the upstream's SSSoE was observed");
+}

@@ -83,9 +83,14 @@ impl MapHandler for NoMappings {
 pub struct AddressCache<U> {
     upstream: Arc<U>,
     cached: StdMutex<Option<Ipv4Addr>>,
+    epoch_observer: StdMutex<Option<EpochObserver>>,
     fetching: tokio::sync::Mutex<()>,
     changed: tokio::sync::Notify,
 }
+
+/// Called with the upstream's SSSoE from each address reply (C-48: the mapping layer watches it
+/// for a gateway that lost its state).
+pub type EpochObserver = Arc<dyn Fn(u32) + Send + Sync>;
 
 impl<U: Upstream> AddressCache<U> {
     /// An empty cache in front of `upstream`.
@@ -93,6 +98,7 @@ impl<U: Upstream> AddressCache<U> {
         AddressCache {
             upstream,
             cached: StdMutex::new(None),
+            epoch_observer: StdMutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
         }
@@ -134,10 +140,25 @@ impl<U: Upstream> AddressCache<U> {
         self.fetch().await
     }
 
+    /// Sets the function that sees the upstream's SSSoE of every address reply.
+    pub fn set_epoch_observer(&self, observer: EpochObserver) {
+        match self.epoch_observer.lock() {
+            Ok(mut g) => *g = Some(observer),
+            Err(p) => *p.into_inner() = Some(observer),
+        }
+    }
+
     /// Asks the upstream now and updates the cache.
     pub async fn fetch(&self) -> Option<Ipv4Addr> {
         match self.upstream.external_address().await {
             Ok(reply) => {
+                let observer = match self.epoch_observer.lock() {
+                    Ok(g) => g.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                if let Some(observe) = observer {
+                    observe(reply.epoch);
+                }
                 self.store(Some(reply.address));
                 Some(reply.address)
             }
