@@ -1,0 +1,829 @@
+//! The whole daemon (`daemon::start`) over real sockets against both emulators: a NAT-PMP client
+//! socket on 127.0.0.x -> the daemon on 127.0.0.1:0 -> the RouterOS API emulator and the
+//! ProtonVPN-like gateway emulator, each on 127.0.0.1:0. The same scenarios as
+//! `mapping_inprocess.rs`, but every layer speaks its real wire protocol, and what a user would
+//! see is read from the emulators' tables (`nat_rules()`, `mappings()`) and command counters.
+//! Rule numbers (C-xx) refer to NATPMP_CONFORMANCE.md.
+//!
+//! Network safety: everything is bound to and sent to loopback only.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use double_natpmp::config::DaemonArgs;
+use double_natpmp::daemon::{self, DaemonError, Running};
+use double_natpmp::mapping::rule::RuleComment;
+use double_natpmp::natpmp::wire::{
+    encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
+    ResultCode, MAP_REQUEST_LEN, MAX_PACKET_LEN,
+};
+use double_natpmp::sim::gateway::{Gateway, GatewayConfig, Mode};
+use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimRoute, SimUser};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+const IFACE: &str = "wg-proton";
+const ADD: &str = "/ip/firewall/nat/add";
+/// The daemon's upstream budget in these tests (UPSTREAM_TIMEOUT).
+const UPSTREAM_BUDGET: Duration = Duration::from_secs(1);
+/// How long a test client waits for one answer it must get.
+const REPLY_WAIT: Duration = Duration::from_secs(6);
+
+fn localhost(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, host)
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `limit`.
+async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no result within {limit:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lab: both emulators and the daemon, all on loopback
+
+#[derive(clap::Parser)]
+struct Flags {
+    #[command(flatten)]
+    args: DaemonArgs,
+}
+
+/// How to set the lab up.
+struct Setup {
+    router: RouterSimConfig,
+    gateway: GatewayConfig,
+    /// MIKROTIK_IN_INTERFACE; `None` lets the daemon discover it.
+    in_interface: Option<&'static str>,
+    /// Extra `--flag value` pairs.
+    flags: Vec<(&'static str, String)>,
+    /// Rules the admin typed before the daemon started.
+    foreign_rules: Vec<Vec<(&'static str, &'static str)>>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            router: RouterSimConfig::default(),
+            // A quota large enough not to matter unless a test lowers it.
+            gateway: GatewayConfig {
+                quota_per_peer: 1000,
+                ..GatewayConfig::default()
+            },
+            in_interface: Some(IFACE),
+            flags: Vec::new(),
+            foreign_rules: Vec::new(),
+        }
+    }
+}
+
+struct Lab {
+    router: RouterSim,
+    gateway: Gateway,
+    daemon: Running,
+    stop: watch::Sender<bool>,
+}
+
+fn daemon_args(setup: &Setup, router: SocketAddr, gateway: SocketAddr) -> DaemonArgs {
+    let mut argv: Vec<String> = vec!["double-natpmp".into()];
+    let mut flag = |name: &str, value: String| {
+        argv.push(format!("--{name}"));
+        argv.push(value);
+    };
+    flag("vpn-gateway", gateway.to_string());
+    flag("mikrotik-api-address", router.to_string());
+    flag("mikrotik-api-user", "admin".into());
+    flag("mikrotik-api-password", "admin".into());
+    flag("mikrotik-api-timeout", "1s".into());
+    flag("listen-addr", "127.0.0.1:0".into());
+    flag("allowed-clients", "127.0.0.0/8".into());
+    flag("upstream-timeout", format!("{}ms", UPSTREAM_BUDGET.as_millis()));
+    flag("upstream-retry", "250ms".into());
+    flag("shutdown-timeout", "5s".into());
+    if let Some(iface) = setup.in_interface {
+        flag("mikrotik-in-interface", iface.into());
+    }
+    for (name, value) in &setup.flags {
+        flag(name, value.clone());
+    }
+    match Flags::try_parse_from(&argv) {
+        Ok(f) => f.args,
+        Err(e) => panic!("test flags do not parse: {e}"),
+    }
+}
+
+/// Starts the emulators and the daemon; on a failed start, the emulators come back with the
+/// error (so they outlive the daemon's attempt).
+async fn try_start(setup: Setup) -> Result<Lab, (RouterSim, Gateway, DaemonError)> {
+    let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+    let router = match RouterSim::start(setup.router.clone(), any).await {
+        Ok(r) => r,
+        Err(e) => panic!("router emulator: {e}"),
+    };
+    let gateway = match Gateway::start(setup.gateway.clone(), any).await {
+        Ok(g) => g,
+        Err(e) => panic!("gateway emulator: {e}"),
+    };
+    for rule in &setup.foreign_rules {
+        router.insert_nat_rule(rule);
+    }
+    let args = daemon_args(&setup, router.local_addr(), gateway.local_addr());
+    let (stop, stopped) = watch::channel(false);
+    let started = within(
+        Duration::from_secs(10),
+        "daemon start",
+        daemon::start(args, stopped),
+    )
+    .await;
+    match started {
+        Ok(daemon) => {
+            // The start (identity, resource, reconcile) is not what the tests measure.
+            router.reset_counters();
+            Ok(Lab {
+                router,
+                gateway,
+                daemon,
+                stop,
+            })
+        }
+        Err(e) => Err((router, gateway, e)),
+    }
+}
+
+async fn start(setup: Setup) -> Lab {
+    match try_start(setup).await {
+        Ok(lab) => lab,
+        Err((_, _, e)) => panic!("daemon did not start: {e}"),
+    }
+}
+
+/// Our rules on the router (comment with our marker).
+fn our_rules(router: &RouterSim) -> Vec<SimNatRule> {
+    router
+        .nat_rules()
+        .into_iter()
+        .filter(|r| {
+            r.fields
+                .get("comment")
+                .is_some_and(|c| c.starts_with("double-natpmp:"))
+        })
+        .collect()
+}
+
+fn field<'a>(rule: &'a SimNatRule, name: &str) -> &'a str {
+    rule.fields.get(name).map(String::as_str).unwrap_or("")
+}
+
+fn router_port(rule: &SimNatRule) -> u16 {
+    field(rule, "dst-port").parse().unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A NAT-PMP client on loopback
+
+struct Client {
+    sock: UdpSocket,
+    daemon: SocketAddr,
+}
+
+impl Client {
+    /// A client socket on 127.0.0.`host`, a fresh port.
+    async fn on(host: u8, daemon: SocketAddr) -> Client {
+        match UdpSocket::bind((localhost(host), 0)).await {
+            Ok(sock) => Client { sock, daemon },
+            Err(e) => panic!("client socket on 127.0.0.{host}: {e}"),
+        }
+    }
+
+    async fn send(&self, req: MapRequest) {
+        let mut buf = [0u8; MAP_REQUEST_LEN];
+        let len = encode_request(&Request::Map(req), &mut buf);
+        if let Err(e) = self.sock.send_to(&buf[..len], self.daemon).await {
+            panic!("send to the daemon: {e}");
+        }
+    }
+
+    /// The next mapping reply for `req`, or `None` when `wait` passes first.
+    async fn reply_for(&self, req: MapRequest, wait: Duration) -> Option<MapResponse> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        loop {
+            let got = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await;
+            let (n, from) = match got {
+                Err(_) => return None,
+                Ok(Err(e)) => panic!("client receive: {e}"),
+                Ok(Ok(v)) => v,
+            };
+            if from != self.daemon {
+                continue;
+            }
+            if let Ok(Response::Map(m)) = parse_response(&buf[..n]) {
+                if m.protocol == req.protocol && m.internal_port == req.internal_port {
+                    return Some(m);
+                }
+            }
+        }
+    }
+
+    /// One request, one wait long enough for the daemon's own budgets (no retransmission, so
+    /// command and exchange counts are exact).
+    async fn ask(&self, req: MapRequest) -> MapResponse {
+        self.send(req).await;
+        match self.reply_for(req, REPLY_WAIT).await {
+            Some(m) => m,
+            None => panic!("no reply to {req:?} within {REPLY_WAIT:?}"),
+        }
+    }
+
+    /// Like a real client (RFC 6886 §3.1): retransmits after 250 ms, doubling, until answered.
+    async fn ask_retransmitting(&self, req: MapRequest) -> MapResponse {
+        let mut interval = Duration::from_millis(250);
+        for _ in 0..6 {
+            self.send(req).await;
+            if let Some(m) = self.reply_for(req, interval).await {
+                return m;
+            }
+            interval *= 2;
+        }
+        panic!("no reply to {req:?} after 6 tries");
+    }
+}
+
+fn map(protocol: Protocol, internal: u16, suggested: u16, lifetime: u32) -> MapRequest {
+    MapRequest {
+        protocol,
+        internal_port: internal,
+        suggested_external_port: suggested,
+        lifetime,
+    }
+}
+
+fn success(reply: MapResponse) -> MapResponse {
+    assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
+    assert_ne!(reply.external_port, 0, "{reply:?}");
+    reply
+}
+
+// ---------------------------------------------------------------------------------------------
+// New mappings, renewals, lifetimes
+
+#[tokio::test]
+async fn new_mapping_costs_one_router_command_and_one_upstream_exchange_and_writes_the_exact_rule()
+{
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let exchanges = lab.gateway.map_requests();
+
+    let reply = success(client.ask(map(Protocol::Tcp, 6881, 6881, 60)).await);
+
+    assert_eq!(lab.router.command_count(), 1, "exactly one RouterOS command");
+    assert_eq!(lab.router.command_count_for(ADD), 1);
+    assert_eq!(
+        lab.gateway.map_requests() - exchanges,
+        1,
+        "exactly one upstream exchange"
+    );
+    assert_eq!(reply.lifetime, 60);
+
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let rule = &rules[0];
+    let r = router_port(rule);
+    // C-25/C-26: the rule forwards the router port to the request's source, that protocol only.
+    assert_eq!(field(rule, "chain"), "dstnat");
+    assert_eq!(field(rule, "action"), "dst-nat");
+    assert_eq!(field(rule, "protocol"), "tcp");
+    assert_eq!(field(rule, "in-interface"), IFACE);
+    assert_eq!(r, 6881, "the suggested port was free on the router");
+    assert_eq!(field(rule, "to-addresses"), "127.0.0.10");
+    assert_eq!(field(rule, "to-ports"), "6881");
+    assert_eq!(field(rule, "disabled"), "false");
+    let comment = RuleComment::parse(field(rule, "comment"));
+    assert_eq!(
+        comment.map(|c| (c.key.client, c.key.protocol, c.key.internal_port, c.router_port)),
+        Some((localhost(10), Protocol::Tcp, 6881, r)),
+        "comment: {}",
+        field(rule, "comment")
+    );
+
+    // The gateway maps the router port, and the client gets the gateway's external port.
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].peer, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(up[0].protocol, Protocol::Tcp);
+    assert_eq!(up[0].internal_port, r);
+    assert_eq!(up[0].external_port, reply.external_port);
+}
+
+#[tokio::test]
+async fn c29_retransmit_and_renewal_keep_the_external_port_with_zero_router_commands() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let first = success(client.ask(map(Protocol::Udp, 6881, 6881, 3600)).await);
+    lab.router.reset_counters();
+    let exchanges = lab.gateway.map_requests();
+
+    // A retransmit, then a renewal suggesting another port, then one from a new source port.
+    let again = success(client.ask(map(Protocol::Udp, 6881, 6881, 3600)).await);
+    let renewal = success(client.ask(map(Protocol::Udp, 6881, 1234, 3600)).await);
+    let other_socket = Client::on(10, lab.daemon.listen).await;
+    let from_new_port = success(other_socket.ask(map(Protocol::Udp, 6881, 0, 3600)).await);
+
+    for r in [again, renewal, from_new_port] {
+        assert_eq!(r.external_port, first.external_port, "{r:?}");
+    }
+    assert_eq!(
+        lab.router.command_count(),
+        0,
+        "a renewal costs zero RouterOS commands"
+    );
+    assert_eq!(our_rules(&lab.router).len(), 1, "still one rule");
+    assert_eq!(lab.gateway.mappings().len(), 1, "still one upstream mapping");
+    assert_eq!(
+        lab.gateway.map_requests() - exchanges,
+        3,
+        "one upstream exchange per renewal"
+    );
+}
+
+#[tokio::test]
+async fn c30_lifetime_3600_is_answered_as_the_gateways_60() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let reply = success(client.ask(map(Protocol::Tcp, 7000, 0, 3600)).await);
+    assert_eq!(reply.lifetime, 60);
+    let short = success(client.ask(map(Protocol::Tcp, 7001, 0, 30)).await);
+    assert_eq!(short.lifetime, 30, "never more than asked");
+    let up = lab.gateway.mappings();
+    assert!(
+        up.iter().all(|m| m.expires_in <= Duration::from_secs(60)),
+        "{up:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletes
+
+#[tokio::test]
+async fn c33_delete_removes_the_rule_and_the_upstream_mapping_and_answers_zero() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    assert_eq!(our_rules(&lab.router).len(), 1);
+
+    // The suggested external port is ignored on deletion (C-33).
+    let reply = client.ask(map(Protocol::Tcp, 6881, 9999, 0)).await;
+    assert_eq!(
+        (reply.result, reply.external_port, reply.lifetime),
+        (ResultCode::Success, 0, 0)
+    );
+    assert!(our_rules(&lab.router).is_empty(), "rule gone");
+    assert!(lab.gateway.mappings().is_empty(), "upstream mapping gone");
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+}
+
+#[tokio::test]
+async fn c36_delete_all_removes_only_that_protocol_of_that_client() {
+    let lab = start(Setup::default()).await;
+    let a = Client::on(10, lab.daemon.listen).await;
+    let b = Client::on(11, lab.daemon.listen).await;
+    success(a.ask(map(Protocol::Udp, 21000, 0, 60)).await);
+    success(a.ask(map(Protocol::Udp, 21001, 0, 60)).await);
+    let a_tcp = success(a.ask(map(Protocol::Tcp, 22000, 0, 60)).await);
+    let b_udp = success(b.ask(map(Protocol::Udp, 21000, 0, 60)).await);
+    assert_eq!(our_rules(&lab.router).len(), 4);
+
+    let reply = a.ask(map(Protocol::Udp, 0, 0, 0)).await;
+    assert_eq!(
+        (reply.result, reply.external_port, reply.lifetime),
+        (ResultCode::Success, 0, 0)
+    );
+
+    let mut left: Vec<(String, String, String)> = our_rules(&lab.router)
+        .iter()
+        .map(|r| {
+            (
+                field(r, "protocol").to_owned(),
+                field(r, "to-addresses").to_owned(),
+                field(r, "to-ports").to_owned(),
+            )
+        })
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            ("tcp".into(), "127.0.0.10".into(), "22000".into()),
+            ("udp".into(), "127.0.0.11".into(), "21000".into()),
+        ]
+    );
+    let mut up: Vec<(Protocol, u16)> = lab
+        .gateway
+        .mappings()
+        .iter()
+        .map(|m| (m.protocol, m.external_port))
+        .collect();
+    up.sort();
+    let mut want = vec![
+        (Protocol::Udp, b_udp.external_port),
+        (Protocol::Tcp, a_tcp.external_port),
+    ];
+    want.sort();
+    assert_eq!(up, want, "only the deleted client's UDP mappings left upstream");
+}
+
+#[tokio::test]
+async fn c35_delete_of_a_port_held_by_a_foreign_rule_answers_2_and_keeps_the_rule() {
+    let lab = start(Setup {
+        foreign_rules: vec![vec![
+            ("chain", "dstnat"),
+            ("action", "dst-nat"),
+            ("protocol", "tcp"),
+            ("in-interface", IFACE),
+            ("dst-port", "2222"),
+            ("to-addresses", "127.0.0.10"),
+            ("to-ports", "22"),
+            ("comment", "ssh for my laptop"),
+        ]],
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let reply = client.ask(map(Protocol::Tcp, 22, 0, 0)).await;
+    assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
+    let rules = lab.router.nat_rules();
+    assert_eq!(rules.len(), 1, "the foreign rule is untouched: {rules:?}");
+    assert_eq!(field(&rules[0], "comment"), "ssh for my laptop");
+    assert_eq!(lab.router.command_count(), 0, "nothing asked of the router");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry
+
+#[tokio::test]
+async fn c32_expiry_of_a_short_lifetime_removes_both_layers() {
+    let lab = start(Setup {
+        flags: vec![("expiry-grace", "0s".into())],
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let reply = success(client.ask(map(Protocol::Udp, 6881, 0, 2)).await);
+    assert_eq!(reply.lifetime, 2);
+    assert_eq!(our_rules(&lab.router).len(), 1);
+    let exchanges = lab.gateway.map_requests();
+    lab.router.reset_counters();
+
+    // Poll the router's table (the expiry runs in the background), bounded.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while !our_rules(&lab.router).is_empty() {
+        assert!(Instant::now() < deadline, "rule still there 6 s after a 2 s lifetime");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
+    assert!(
+        lab.gateway
+            .wait_for_requests(lab.gateway.requests_received(), Duration::from_secs(1))
+            .await
+    );
+    assert!(
+        lab.gateway
+            .wait_for_mappings(|m| m.is_empty(), Duration::from_secs(2))
+            .await,
+        "upstream mapping gone"
+    );
+    // The expiry deleted it upstream too (not just left it to run out there).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while lab.gateway.map_requests() == exchanges {
+        assert!(Instant::now() < deadline, "no upstream delete after expiry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures: answered, never half made
+
+#[tokio::test]
+async fn upstream_silent_answers_3_within_the_budget_and_leaves_no_rule() {
+    let lab = start(Setup::default()).await;
+    within(
+        Duration::from_secs(2),
+        "gateway mode",
+        lab.gateway.set_mode(Mode::Silent),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = Client::on(10, lab.daemon.listen).await;
+
+    let started = Instant::now();
+    let reply = client.ask(map(Protocol::Udp, 6881, 0, 60)).await;
+    let took = started.elapsed();
+
+    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    assert_eq!((reply.external_port, reply.lifetime), (0, 0));
+    // The daemon's bound is UPSTREAM_TIMEOUT plus one second of slack; a rollback follows.
+    assert!(
+        took <= UPSTREAM_BUDGET + Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    assert!(lab.gateway.map_requests() >= 1, "the daemon did ask upstream");
+    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+    assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+}
+
+#[tokio::test]
+async fn upstream_quota_answers_4_and_leaves_no_rule() {
+    let lab = start(Setup {
+        gateway: GatewayConfig {
+            quota_per_peer: 1,
+            ..GatewayConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let first = success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+
+    let reply = client.ask(map(Protocol::Tcp, 6882, 0, 60)).await;
+
+    assert_eq!(reply.result, ResultCode::OutOfResources, "{reply:?}");
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1, "the refused mapping's rule was rolled back");
+    assert_eq!(field(&rules[0], "to-ports"), "6881");
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].external_port, first.external_port);
+}
+
+#[tokio::test]
+async fn router_trap_on_add_answers_3_and_makes_no_upstream_mapping() {
+    let lab = start(Setup::default()).await;
+    lab.router
+        .set_trap_on_add(Some("failure: out of memory".into()));
+    let client = Client::on(10, lab.daemon.listen).await;
+    let exchanges = lab.gateway.map_requests();
+
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
+
+    assert!(
+        matches!(
+            reply.result,
+            ResultCode::NetworkFailure | ResultCode::NotAuthorized
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(lab.gateway.map_requests(), exchanges, "upstream never asked");
+    assert!(lab.gateway.mappings().is_empty());
+    assert!(lab.router.nat_rules().is_empty());
+
+    // The router works again: the same port is used, so nothing was left reserved.
+    lab.router.set_trap_on_add(None);
+    success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(router_port(&rules[0]), 6881);
+}
+
+#[tokio::test]
+async fn router_permission_refusal_answers_2() {
+    let lab = start(Setup {
+        router: RouterSimConfig {
+            users: vec![SimUser::new("admin", "admin", &["read", "api", "test"])],
+            ..RouterSimConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let exchanges = lab.gateway.map_requests();
+
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
+
+    assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
+    assert_eq!(lab.gateway.map_requests(), exchanges, "upstream never asked");
+    assert!(lab.router.nat_rules().is_empty());
+}
+
+#[tokio::test]
+async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_the_next_reconcile() {
+    let lab = start(Setup::default()).await;
+    lab.router.cut_after_execute_next(ADD);
+    let client = Client::on(10, lab.daemon.listen).await;
+    let exchanges = lab.gateway.map_requests();
+
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
+
+    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    assert_eq!(lab.gateway.map_requests(), exchanges, "upstream never asked");
+    assert_eq!(lab.router.command_count_for(ADD), 1, "the add was not repeated");
+    assert_eq!(
+        our_rules(&lab.router).len(),
+        1,
+        "the router made the rule although the answer was lost"
+    );
+
+    let report = within(
+        Duration::from_secs(5),
+        "reconcile",
+        lab.daemon.orchestrator.reconcile(),
+    )
+    .await;
+    assert_eq!(report.map(|r| r.orphans_removed).map_err(|e| e.to_string()), Ok(1));
+    assert!(our_rules(&lab.router).is_empty(), "orphan removed");
+
+    // And the port is usable again.
+    success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(router_port(&rules[0]), 6881);
+}
+
+#[tokio::test]
+async fn router_down_answers_3_promptly_and_mappings_work_again_after_it_comes_up() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    success(client.ask(map(Protocol::Tcp, 6000, 0, 60)).await);
+
+    within(Duration::from_secs(5), "go_down", lab.router.go_down()).await;
+    let started = Instant::now();
+    let reply = client.ask(map(Protocol::Tcp, 6001, 0, 60)).await;
+    let took = started.elapsed();
+    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    // MIKROTIK_API_TIMEOUT is 1 s and a refused connection is known at once.
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+
+    within(Duration::from_secs(5), "come_up", lab.router.come_up())
+        .await
+        .unwrap_or_else(|e| panic!("come_up: {e}"));
+    // The pool may wait out its connect backoff (at most 5 s): retry, bounded.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let reply = loop {
+        let reply = client.ask(map(Protocol::Tcp, 6002, 0, 60)).await;
+        if reply.result == ResultCode::Success || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    success(reply);
+    assert!(
+        our_rules(&lab.router)
+            .iter()
+            .any(|r| field(r, "to-ports") == "6002"),
+        "the new mapping's rule is on the router"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_get_two_hundred_distinct_router_ports_and_no_duplicate_rule(
+) {
+    let lab = start(Setup::default()).await;
+    let exchanges = lab.gateway.map_requests();
+    let mut set = JoinSet::new();
+    for i in 0..200u16 {
+        let daemon = lab.daemon.listen;
+        set.spawn(async move {
+            let client = Client::on(1, daemon).await;
+            // Each suggests the next one's internal port, so router-port preferences collide.
+            let req = map(Protocol::Udp, 30000 + i, 30000 + (i + 1) % 200, 60);
+            client.ask_retransmitting(req).await
+        });
+    }
+    let mut external = HashSet::new();
+    let replies = within(Duration::from_secs(15), "200 replies", async {
+        let mut n = 0;
+        while let Some(reply) = set.join_next().await {
+            let reply = success(reply.unwrap_or_else(|e| panic!("client task: {e}")));
+            external.insert(reply.external_port);
+            n += 1;
+        }
+        n
+    })
+    .await;
+    assert_eq!(replies, 200);
+
+    let rules = our_rules(&lab.router);
+    let ports: HashSet<u16> = rules.iter().map(router_port).collect();
+    let targets: HashSet<&str> = rules.iter().map(|r| field(r, "to-ports")).collect();
+    assert_eq!(rules.len(), 200, "no duplicate rule");
+    assert_eq!(ports.len(), 200, "200 distinct router ports");
+    assert_eq!(targets.len(), 200);
+    assert_eq!(
+        lab.router.command_count_for(ADD),
+        200,
+        "one add per mapping, even when a client retransmitted"
+    );
+    assert_eq!(external.len(), 200, "200 distinct external ports");
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 200);
+    let up_ports: HashSet<u16> = up.iter().map(|m| m.internal_port).collect();
+    assert_eq!(up_ports, ports, "the gateway maps exactly the router ports");
+    assert!(lab.gateway.map_requests() - exchanges >= 200);
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+#[tokio::test]
+async fn graceful_shutdown_removes_every_rule_and_upstream_mapping_and_keeps_foreign_rules() {
+    let lab = start(Setup {
+        foreign_rules: vec![vec![
+            ("chain", "dstnat"),
+            ("action", "dst-nat"),
+            ("protocol", "tcp"),
+            ("in-interface", IFACE),
+            ("dst-port", "8080"),
+            ("to-addresses", "127.0.0.20"),
+            ("to-ports", "80"),
+            ("comment", "web server"),
+        ]],
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    for port in [5000, 5001, 5002] {
+        success(client.ask(map(Protocol::Udp, port, 0, 60)).await);
+    }
+    success(client.ask(map(Protocol::Tcp, 5000, 0, 60)).await);
+    assert_eq!(our_rules(&lab.router).len(), 4);
+    assert_eq!(lab.gateway.mappings().len(), 4);
+
+    let _ = lab.stop.send(true);
+    let done = within(Duration::from_secs(10), "daemon stop", lab.daemon.done).await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("daemon stopped with an error: {e}"),
+        Err(e) => panic!("daemon task failed: {e}"),
+    }
+
+    assert!(our_rules(&lab.router).is_empty(), "every rule of ours removed");
+    assert!(lab.gateway.mappings().is_empty(), "every upstream mapping removed");
+    let rules = lab.router.nat_rules();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(field(&rules[0], "comment"), "web server");
+    // The socket is closed: a request now goes unanswered.
+    client.send(map(Protocol::Udp, 5003, 0, 60)).await;
+    assert!(client
+        .reply_for(map(Protocol::Udp, 5003, 0, 60), Duration::from_millis(300))
+        .await
+        .is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-interface discovery
+
+fn with_loopback_route_on_vpn() -> RouterSimConfig {
+    let mut cfg = RouterSimConfig::default();
+    // Longer than the default route (0.0.0.0/0 on ether1): the gateway 127.0.0.1 is "on the VPN".
+    cfg.routes.push(SimRoute {
+        dst: Ipv4Addr::new(127, 0, 0, 0),
+        prefix_len: 8,
+        interface: IFACE.into(),
+        gateway: Ipv4Addr::LOCALHOST,
+    });
+    cfg
+}
+
+#[tokio::test]
+async fn without_mikrotik_in_interface_the_rule_uses_the_interface_found_by_route_check() {
+    let lab = start(Setup {
+        router: with_loopback_route_on_vpn(),
+        in_interface: None,
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(field(&rules[0], "in-interface"), IFACE);
+}
+
+#[tokio::test]
+async fn without_mikrotik_in_interface_and_without_test_policy_start_fails_with_a_hint() {
+    let started = try_start(Setup {
+        router: RouterSimConfig {
+            users: vec![SimUser::new("admin", "admin", &["read", "write", "api"])],
+            ..with_loopback_route_on_vpn()
+        },
+        in_interface: None,
+        ..Setup::default()
+    })
+    .await;
+    let err = match started {
+        Ok(_) => panic!("the daemon started without a usable in-interface"),
+        Err((_router, _gateway, e)) => e.to_string(),
+    };
+    assert!(err.contains("MIKROTIK_IN_INTERFACE"), "{err}");
+    assert!(err.contains("'test'"), "{err}");
+}
