@@ -145,7 +145,6 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
         router_timeout: args.router.mikrotik_api_timeout * 2,
         upstream_timeout: args.upstream_timeout + Duration::from_secs(1),
         shutdown_timeout: args.shutdown_timeout,
-        ..MappingConfig::default()
     }
 }
 
