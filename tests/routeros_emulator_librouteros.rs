@@ -301,3 +301,117 @@ async fn librouteros_sees_the_emulator_as_a_router() {
     assert_eq!(sim.command_count_for("/ip/firewall/nat/remove"), 2);
     sim.shutdown().await;
 }
+
+/// Our client and librouteros against one emulator: each sees what the other did, with the
+/// same ids, fields and error texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_and_librouteros_see_the_same_router() {
+    use double_natpmp::natpmp::wire::Protocol;
+    use double_natpmp::routeros::api::Router as _;
+    use double_natpmp::routeros::api::{DstNatRule, RouterApi, RouterError, RuleId};
+    use double_natpmp::routeros::conn::{ApiConfig, Password};
+
+    let Some(py) = python() else { return };
+    let sim = RouterSim::start(RouterSimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let port = sim.local_addr().port();
+    let ours = RouterApi::new(
+        ApiConfig::new(
+            sim.local_addr().to_string(),
+            "admin",
+            Password::new("admin"),
+        ),
+        2,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+
+    // librouteros adds two rules; our listing of wg-proton shows exactly its first one.
+    let added = step(&py, port, &["add"]).await;
+    let ids: Vec<String> = added
+        .get("ids")
+        .list()
+        .iter()
+        .map(|j| j.str().to_owned())
+        .collect();
+    let listed = ours.list_dstnat("wg-proton").await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let rule = &listed[0];
+    assert_eq!(
+        rule.id.as_ref().map(|i| i.0.as_str()),
+        Some(ids[0].as_str())
+    );
+    let q = step(&py, port, &["query"]).await;
+    let theirs = q.get("wg").list()[0].row();
+    assert_eq!(rule.dst_port.as_deref(), Some(theirs["dst-port"].as_str()));
+    assert_eq!(
+        rule.to_addresses.as_deref(),
+        Some(theirs["to-addresses"].as_str())
+    );
+    assert_eq!(rule.to_ports.as_deref(), Some(theirs["to-ports"].as_str()));
+    assert_eq!(rule.comment.as_deref(), Some(theirs["comment"].as_str()));
+    assert_eq!(rule.protocol.as_deref(), Some(theirs["protocol"].as_str()));
+
+    // We add one; librouteros's full print shows it with the id our add returned.
+    let id = ours
+        .add_dstnat(&DstNatRule {
+            protocol: Protocol::Tcp,
+            in_interface: "wg-proton".into(),
+            dst_port: 40002,
+            to_address: "192.168.88.24".parse().unwrap(),
+            to_port: 51413,
+            comment: "double-natpmp:v1 tcp 192.168.88.24:51413 r=40002".into(),
+        })
+        .await
+        .unwrap();
+    let q = step(&py, port, &["query"]).await;
+    let all: Vec<_> = q.get("all").list().iter().map(Json::row).collect();
+    let mine = all
+        .iter()
+        .find(|r| r[".id"] == id.0)
+        .unwrap_or_else(|| panic!("librouteros does not see {id}: {all:?}"));
+    assert_eq!(mine["protocol"], "tcp");
+    assert_eq!(mine["dst-port"], "40002");
+    assert_eq!(mine["to-addresses"], "192.168.88.24");
+    assert_eq!(mine["to-ports"], "51413");
+    assert_eq!(mine["chain"], "dstnat");
+    assert_eq!(mine["action"], "dst-nat");
+
+    // We remove librouteros's rule; it is gone for librouteros, and removing it again is
+    // "no such item" for both clients.
+    ours.remove_rule(&RuleId(ids[0].clone())).await.unwrap();
+    let removed_again = step(&py, port, &["remove_missing", &ids[0]]).await;
+    assert!(removed_again.get("error").str().starts_with("no such item"));
+    match ours.remove_rule(&RuleId(ids[0].clone())).await {
+        Err(RouterError::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+
+    // A bad password: the same router text reaches both.
+    let bad = step(&py, port, &["badlogin"]).await;
+    assert!(bad
+        .get("error")
+        .str()
+        .contains("invalid user name or password"));
+    let wrong = RouterApi::new(
+        ApiConfig::new(
+            sim.local_addr().to_string(),
+            "admin",
+            Password::new("wrong"),
+        ),
+        1,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    match wrong.info().await {
+        Err(e @ RouterError::LoginRefused { .. }) => {
+            assert!(
+                e.to_string().contains("invalid user name or password"),
+                "{e}"
+            );
+        }
+        other => panic!("expected LoginRefused, got {other:?}"),
+    }
+    sim.shutdown().await;
+}
