@@ -45,7 +45,7 @@ const TEST_LIFETIME: u32 = 60;
 
 /// The fix for the group's policies, as a RouterOS command.
 const POLICY_COMMAND: &str =
-    "/user group set [find name=<group of MIKROTIK_API_USER>] policy=read,write,api,test";
+    "/user group set <group of MIKROTIK_API_USER> policy=read,write,api,test";
 
 /// One line per step; remembers whether any failed.
 #[derive(Debug, Default)]
@@ -109,7 +109,7 @@ fn router_fix(e: &RouterError) -> String {
             "check MIKROTIK_API_TLS_CA_FILE or MIKROTIK_API_TLS_FINGERPRINT against the router's api-ssl certificate (/ip service print; /certificate print)".to_owned()
         }
         RouterError::Connection { .. } | RouterError::Timeout { .. } => {
-            "check MIKROTIK_API_ADDRESS; enable the API on the router (/ip service set api disabled=no, or api-ssl with MIKROTIK_API_TLS=true) with an address= list that includes this host, and let the input firewall accept it (routeros/natpmp-firewall.rsc)".to_owned()
+            "check MIKROTIK_API_ADDRESS; enable the API on the router (/ip service set api disabled=no, or api-ssl with MIKROTIK_API_TLS=true) with an address= list that includes this host, and let the input firewall accept it (routeros/03-firewall.rsc)".to_owned()
         }
         RouterError::InvalidValue { .. } => {
             "check MIKROTIK_IN_INTERFACE: it must name the router's VPN interface exactly (/interface print)".to_owned()
@@ -124,7 +124,7 @@ fn router_fix(e: &RouterError) -> String {
 fn upstream_fix(e: &UpstreamError) -> String {
     match e {
         UpstreamError::Refused { .. } => "the gateway refuses NAT-PMP: enable port forwarding (NAT-PMP) for this VPN connection at the provider (ProtonVPN: a WireGuard config with NAT-PMP on, or the +pmp OpenVPN user name); also check VPN_GATEWAY".to_owned(),
-        UpstreamError::Timeout { .. } => "no answer: check the route to the gateway through the VPN interface (/ip route check <VPN_GATEWAY>) and the srcnat masquerade of the container's traffic out the VPN interface (routeros/natpmp-firewall.rsc); also check that port forwarding is enabled at the VPN provider".to_owned(),
+        UpstreamError::Timeout { gateway, .. } => format!("no answer: check the route to the gateway through the VPN interface (/ip route check dst-ip={} once) and the srcnat masquerade of the container's traffic out the VPN interface (routeros/03-firewall.rsc); also check that port forwarding is enabled at the VPN provider", gateway.ip()),
         UpstreamError::Rejected { result: ResultCode::NotAuthorized, .. } => "the gateway does not allow mappings: enable port forwarding for this VPN connection at the provider".to_owned(),
         UpstreamError::Rejected { result: ResultCode::OutOfResources, .. } => "the gateway's port quota is used up: delete unused mappings (restarting the daemon removes its own) and try again".to_owned(),
         UpstreamError::Rejected { .. } | UpstreamError::UnknownResult { .. } => "check that VPN_GATEWAY is the provider's NAT-PMP gateway (ProtonVPN: 10.2.0.1)".to_owned(),
@@ -418,7 +418,7 @@ async fn test_mapping(
         to_port: port,
         comment,
     };
-    let what = format!("write policy: test dst-nat rule udp {in_interface}:{port} added");
+    let what = format!("write policy: add test dst-nat rule udp {in_interface}:{port}");
     let id = match bounded(
         limit,
         &address,
