@@ -102,7 +102,10 @@ fn daemon_args(setup: &Setup, router: SocketAddr, gateway: SocketAddr) -> Daemon
     flag("mikrotik-api-timeout", "1s".into());
     flag("listen-addr", "127.0.0.1:0".into());
     flag("allowed-clients", "127.0.0.0/8".into());
-    flag("upstream-timeout", format!("{}ms", UPSTREAM_BUDGET.as_millis()));
+    flag(
+        "upstream-timeout",
+        format!("{}ms", UPSTREAM_BUDGET.as_millis()),
+    );
     flag("upstream-retry", "250ms".into());
     flag("shutdown-timeout", "5s".into());
     if let Some(iface) = setup.in_interface {
@@ -132,27 +135,34 @@ async fn try_start(setup: Setup) -> Result<Lab, (RouterSim, Gateway, DaemonError
     for rule in &setup.foreign_rules {
         router.insert_nat_rule(rule);
     }
-    let args = daemon_args(&setup, router.local_addr(), gateway.local_addr());
+    match start_daemon(&setup, &router, &gateway).await {
+        Ok((daemon, stop)) => Ok(Lab {
+            router,
+            gateway,
+            daemon,
+            stop,
+        }),
+        Err(e) => Err((router, gateway, e)),
+    }
+}
+
+/// Starts a daemon against running emulators (a first start, or a restart) and zeroes the
+/// router's counters: the start (identity, resource, reconcile) is not what tests measure.
+async fn start_daemon(
+    setup: &Setup,
+    router: &RouterSim,
+    gateway: &Gateway,
+) -> Result<(Running, watch::Sender<bool>), DaemonError> {
+    let args = daemon_args(setup, router.local_addr(), gateway.local_addr());
     let (stop, stopped) = watch::channel(false);
-    let started = within(
+    let daemon = within(
         Duration::from_secs(10),
         "daemon start",
         daemon::start(args, stopped),
     )
-    .await;
-    match started {
-        Ok(daemon) => {
-            // The start (identity, resource, reconcile) is not what the tests measure.
-            router.reset_counters();
-            Ok(Lab {
-                router,
-                gateway,
-                daemon,
-                stop,
-            })
-        }
-        Err(e) => Err((router, gateway, e)),
-    }
+    .await?;
+    router.reset_counters();
+    Ok((daemon, stop))
 }
 
 async fn start(setup: Setup) -> Lab {
@@ -281,7 +291,11 @@ async fn new_mapping_costs_one_router_command_and_one_upstream_exchange_and_writ
 
     let reply = success(client.ask(map(Protocol::Tcp, 6881, 6881, 60)).await);
 
-    assert_eq!(lab.router.command_count(), 1, "exactly one RouterOS command");
+    assert_eq!(
+        lab.router.command_count(),
+        1,
+        "exactly one RouterOS command"
+    );
     assert_eq!(lab.router.command_count_for(ADD), 1);
     assert_eq!(
         lab.gateway.map_requests() - exchanges,
@@ -305,7 +319,12 @@ async fn new_mapping_costs_one_router_command_and_one_upstream_exchange_and_writ
     assert_eq!(field(rule, "disabled"), "false");
     let comment = RuleComment::parse(field(rule, "comment"));
     assert_eq!(
-        comment.map(|c| (c.key.client, c.key.protocol, c.key.internal_port, c.router_port)),
+        comment.map(|c| (
+            c.key.client,
+            c.key.protocol,
+            c.key.internal_port,
+            c.router_port
+        )),
         Some((localhost(10), Protocol::Tcp, 6881, r)),
         "comment: {}",
         field(rule, "comment")
@@ -343,7 +362,11 @@ async fn c29_retransmit_and_renewal_keep_the_external_port_with_zero_router_comm
         "a renewal costs zero RouterOS commands"
     );
     assert_eq!(our_rules(&lab.router).len(), 1, "still one rule");
-    assert_eq!(lab.gateway.mappings().len(), 1, "still one upstream mapping");
+    assert_eq!(
+        lab.gateway.mappings().len(),
+        1,
+        "still one upstream mapping"
+    );
     assert_eq!(
         lab.gateway.map_requests() - exchanges,
         3,
@@ -434,7 +457,10 @@ async fn c36_delete_all_removes_only_that_protocol_of_that_client() {
         (Protocol::Tcp, a_tcp.external_port),
     ];
     want.sort();
-    assert_eq!(up, want, "only the deleted client's UDP mappings left upstream");
+    assert_eq!(
+        up, want,
+        "only the deleted client's UDP mappings left upstream"
+    );
 }
 
 #[tokio::test]
@@ -482,15 +508,13 @@ async fn c32_expiry_of_a_short_lifetime_removes_both_layers() {
     // Poll the router's table (the expiry runs in the background), bounded.
     let deadline = Instant::now() + Duration::from_secs(6);
     while !our_rules(&lab.router).is_empty() {
-        assert!(Instant::now() < deadline, "rule still there 6 s after a 2 s lifetime");
+        assert!(
+            Instant::now() < deadline,
+            "rule still there 6 s after a 2 s lifetime"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
-    assert!(
-        lab.gateway
-            .wait_for_requests(lab.gateway.requests_received(), Duration::from_secs(1))
-            .await
-    );
     assert!(
         lab.gateway
             .wait_for_mappings(|m| m.is_empty(), Duration::from_secs(2))
@@ -532,7 +556,10 @@ async fn upstream_silent_answers_3_within_the_budget_and_leaves_no_rule() {
         took <= UPSTREAM_BUDGET + Duration::from_millis(1500),
         "answered after {took:?}"
     );
-    assert!(lab.gateway.map_requests() >= 1, "the daemon did ask upstream");
+    assert!(
+        lab.gateway.map_requests() >= 1,
+        "the daemon did ask upstream"
+    );
     assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
     assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
@@ -579,7 +606,11 @@ async fn router_trap_on_add_answers_3_and_makes_no_upstream_mapping() {
         ),
         "{reply:?}"
     );
-    assert_eq!(lab.gateway.map_requests(), exchanges, "upstream never asked");
+    assert_eq!(
+        lab.gateway.map_requests(),
+        exchanges,
+        "upstream never asked"
+    );
     assert!(lab.gateway.mappings().is_empty());
     assert!(lab.router.nat_rules().is_empty());
 
@@ -607,7 +638,11 @@ async fn router_permission_refusal_answers_2() {
     let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
 
     assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
-    assert_eq!(lab.gateway.map_requests(), exchanges, "upstream never asked");
+    assert_eq!(
+        lab.gateway.map_requests(),
+        exchanges,
+        "upstream never asked"
+    );
     assert!(lab.router.nat_rules().is_empty());
 }
 
@@ -621,8 +656,16 @@ async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_the_next
     let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
 
     assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
-    assert_eq!(lab.gateway.map_requests(), exchanges, "upstream never asked");
-    assert_eq!(lab.router.command_count_for(ADD), 1, "the add was not repeated");
+    assert_eq!(
+        lab.gateway.map_requests(),
+        exchanges,
+        "upstream never asked"
+    );
+    assert_eq!(
+        lab.router.command_count_for(ADD),
+        1,
+        "the add was not repeated"
+    );
     assert_eq!(
         our_rules(&lab.router).len(),
         1,
@@ -635,7 +678,10 @@ async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_the_next
         lab.daemon.orchestrator.reconcile(),
     )
     .await;
-    assert_eq!(report.map(|r| r.orphans_removed).map_err(|e| e.to_string()), Ok(1));
+    assert_eq!(
+        report.map(|r| r.orphans_removed).map_err(|e| e.to_string()),
+        Ok(1)
+    );
     assert!(our_rules(&lab.router).is_empty(), "orphan removed");
 
     // And the port is usable again.
@@ -766,8 +812,14 @@ async fn graceful_shutdown_removes_every_rule_and_upstream_mapping_and_keeps_for
         Err(e) => panic!("daemon task failed: {e}"),
     }
 
-    assert!(our_rules(&lab.router).is_empty(), "every rule of ours removed");
-    assert!(lab.gateway.mappings().is_empty(), "every upstream mapping removed");
+    assert!(
+        our_rules(&lab.router).is_empty(),
+        "every rule of ours removed"
+    );
+    assert!(
+        lab.gateway.mappings().is_empty(),
+        "every upstream mapping removed"
+    );
     let rules = lab.router.nat_rules();
     assert_eq!(rules.len(), 1);
     assert_eq!(field(&rules[0], "comment"), "web server");
@@ -826,4 +878,359 @@ async fn without_mikrotik_in_interface_and_without_test_policy_start_fails_with_
     };
     assert!(err.contains("MIKROTIK_IN_INTERFACE"), "{err}");
     assert!(err.contains("'test'"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// More upstream faults, requests that change nothing, the reconciler
+
+#[tokio::test]
+async fn upstream_answering_too_late_leaves_no_mapping_at_the_gateway() {
+    let lab = start(Setup::default()).await;
+    // The gateway makes the mapping at once but answers after the daemon's budget.
+    lab.gateway.set_latency(UPSTREAM_BUDGET * 3);
+    let client = Client::on(10, lab.daemon.listen).await;
+
+    let reply = client.ask(map(Protocol::Udp, 6881, 0, 60)).await;
+
+    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+    // The daemon cannot know whether the gateway made it, so it deletes it there too.
+    assert!(
+        lab.gateway
+            .wait_for_mappings(|m| m.is_empty(), Duration::from_secs(3))
+            .await,
+        "the gateway still forwards a port nobody owns: {:?}",
+        lab.gateway.mappings()
+    );
+}
+
+#[tokio::test]
+async fn c40_gateway_not_listening_answers_3_promptly_and_leaves_no_rule() {
+    let lab = start(Setup::default()).await;
+    within(
+        Duration::from_secs(2),
+        "gateway mode",
+        lab.gateway.set_mode(Mode::Unreachable),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = Client::on(10, lab.daemon.listen).await;
+
+    let started = Instant::now();
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
+    let took = started.elapsed();
+
+    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    assert!(
+        took <= UPSTREAM_BUDGET + Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+}
+
+#[tokio::test]
+async fn gateway_refusal_2_is_passed_on_and_leaves_no_rule() {
+    let lab = start(Setup::default()).await;
+    within(
+        Duration::from_secs(2),
+        "gateway mode",
+        lab.gateway
+            .set_mode(Mode::Refuse(ResultCode::NotAuthorized)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = Client::on(10, lab.daemon.listen).await;
+
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
+
+    assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
+    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+}
+
+#[tokio::test]
+async fn c34_delete_of_a_mapping_that_does_not_exist_succeeds_without_any_command() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let exchanges = lab.gateway.map_requests();
+    let reply = client.ask(map(Protocol::Udp, 6881, 0, 0)).await;
+    assert_eq!(
+        (reply.result, reply.external_port, reply.lifetime),
+        (ResultCode::Success, 0, 0)
+    );
+    assert_eq!(lab.router.command_count(), 0);
+    assert_eq!(lab.gateway.map_requests(), exchanges);
+}
+
+#[tokio::test]
+async fn c37_internal_port_zero_with_a_lifetime_answers_2_and_changes_nothing() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let exchanges = lab.gateway.map_requests();
+    let reply = client.ask(map(Protocol::Udp, 0, 1, 60)).await;
+    assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
+    assert_eq!(lab.router.command_count(), 0);
+    assert_eq!(lab.gateway.map_requests(), exchanges);
+    assert!(lab.router.nat_rules().is_empty());
+}
+
+#[tokio::test]
+async fn a_port_used_by_a_foreign_rule_is_never_taken_for_a_mapping() {
+    let lab = start(Setup {
+        foreign_rules: vec![vec![
+            ("chain", "dstnat"),
+            ("action", "dst-nat"),
+            ("protocol", "tcp"),
+            ("in-interface", IFACE),
+            ("dst-port", "6881"),
+            ("to-addresses", "127.0.0.20"),
+            ("to-ports", "6881"),
+            ("comment", "someone else's torrent client"),
+        ]],
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    success(client.ask(map(Protocol::Tcp, 6881, 6881, 60)).await);
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1);
+    let r = router_port(&rules[0]);
+    assert_ne!(r, 6881, "the foreign rule's port was taken");
+    assert!(
+        (40000..=65000).contains(&r),
+        "router port {r} outside ROUTER_PORT_MIN..MAX"
+    );
+    assert_eq!(lab.router.nat_rules().len(), 2, "the foreign rule stays");
+}
+
+#[tokio::test]
+async fn start_removes_rules_left_by_an_earlier_run_and_keeps_foreign_ones() {
+    let lab = start(Setup {
+        foreign_rules: vec![
+            vec![
+                ("chain", "dstnat"),
+                ("action", "dst-nat"),
+                ("protocol", "udp"),
+                ("in-interface", IFACE),
+                ("dst-port", "40010"),
+                ("to-addresses", "127.0.0.10"),
+                ("to-ports", "6881"),
+                ("comment", "double-natpmp:v1 udp 127.0.0.10:6881 r=40010"),
+            ],
+            vec![
+                ("chain", "dstnat"),
+                ("action", "dst-nat"),
+                ("protocol", "tcp"),
+                ("in-interface", IFACE),
+                ("dst-port", "40011"),
+                ("to-addresses", "127.0.0.10"),
+                ("to-ports", "6881"),
+                ("comment", "double-natpmp-tcp-127.0.0.10-6881"),
+            ],
+            vec![
+                ("chain", "dstnat"),
+                ("action", "dst-nat"),
+                ("protocol", "tcp"),
+                ("in-interface", IFACE),
+                ("dst-port", "8080"),
+                ("to-addresses", "127.0.0.20"),
+                ("to-ports", "80"),
+                ("comment", "web server"),
+            ],
+        ],
+        ..Setup::default()
+    })
+    .await;
+    let comments: Vec<String> = lab
+        .router
+        .nat_rules()
+        .iter()
+        .map(|r| field(r, "comment").to_owned())
+        .collect();
+    assert_eq!(comments, vec!["web server".to_owned()]);
+}
+
+#[tokio::test]
+async fn reconcile_recreates_a_live_rule_the_admin_deleted_and_renewal_still_costs_no_command() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let first = success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    let old = our_rules(&lab.router)[0].id.clone();
+    assert!(lab.router.delete_nat_rule(&old));
+
+    let report = within(
+        Duration::from_secs(5),
+        "reconcile",
+        lab.daemon.orchestrator.reconcile(),
+    )
+    .await;
+    assert_eq!(
+        report.map(|r| r.recreated).map_err(|e| e.to_string()),
+        Ok(1)
+    );
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1);
+    assert_ne!(rules[0].id, old);
+    assert_eq!(router_port(&rules[0]), 6881);
+    assert_eq!(field(&rules[0], "to-addresses"), "127.0.0.10");
+
+    lab.router.reset_counters();
+    let renewal = success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    assert_eq!(renewal.external_port, first.external_port);
+    assert_eq!(lab.router.command_count(), 0);
+    // A later delete removes the recreated rule (the lease follows the new id).
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 0)).await;
+    assert_eq!(reply.result, ResultCode::Success);
+    assert!(our_rules(&lab.router).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The router misbehaving, the gateway losing state, other clients
+
+#[tokio::test]
+async fn shutdown_while_the_router_is_down_still_ends_and_the_next_start_removes_the_rules() {
+    let setup = Setup::default();
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    success(client.ask(map(Protocol::Udp, 5000, 0, 60)).await);
+    success(client.ask(map(Protocol::Tcp, 5001, 0, 60)).await);
+
+    within(Duration::from_secs(5), "go_down", lab.router.go_down()).await;
+    let _ = lab.stop.send(true);
+    // SHUTDOWN_TIMEOUT is 5 s.
+    let done = within(Duration::from_secs(7), "daemon stop", lab.daemon.done).await;
+    assert!(matches!(done, Ok(Ok(()))), "daemon stopped badly: {done:?}");
+    assert!(
+        lab.gateway.mappings().is_empty(),
+        "upstream mappings removed although the router was down"
+    );
+    assert_eq!(
+        our_rules(&lab.router).len(),
+        2,
+        "the router could not be told"
+    );
+
+    within(Duration::from_secs(5), "come_up", lab.router.come_up())
+        .await
+        .unwrap_or_else(|e| panic!("come_up: {e}"));
+    let restarted = start_daemon(&setup, &lab.router, &lab.gateway).await;
+    assert!(restarted.is_ok(), "restart failed: {:?}", restarted.err());
+    assert!(
+        our_rules(&lab.router).is_empty(),
+        "the restart's reconcile removes the rules left behind"
+    );
+}
+
+#[tokio::test]
+async fn router_hanging_answers_3_within_the_api_timeout_and_recovers() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    lab.router.set_hang(true);
+
+    let started = Instant::now();
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
+    let took = started.elapsed();
+    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    // MIKROTIK_API_TIMEOUT is 1 s; the orchestrator's own bound is twice that.
+    assert!(
+        took <= Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    assert!(lab.gateway.mappings().is_empty(), "upstream never asked");
+
+    lab.router.set_hang(false);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let reply = loop {
+        let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
+        if reply.result == ResultCode::Success || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    success(reply);
+    assert_eq!(our_rules(&lab.router).len(), 1, "exactly one rule");
+}
+
+#[tokio::test]
+async fn renewal_after_the_gateway_lost_its_state_reports_the_new_external_port_with_one_rule() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let first = success(client.ask(map(Protocol::Udp, 6881, 0, 60)).await);
+    lab.gateway.lose_state();
+    lab.router.reset_counters();
+
+    let renewal = success(client.ask(map(Protocol::Udp, 6881, 0, 60)).await);
+
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 1, "mapped again upstream: {up:?}");
+    assert_eq!(
+        renewal.external_port, up[0].external_port,
+        "the client is told the port that really forwards (was {})",
+        first.external_port
+    );
+    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(lab.router.command_count(), 0);
+}
+
+#[tokio::test]
+async fn delete_while_the_router_is_down_answers_3_and_keeps_the_mapping_whole() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let first = success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    within(Duration::from_secs(5), "go_down", lab.router.go_down()).await;
+
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 0)).await;
+
+    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    assert_eq!(our_rules(&lab.router).len(), 1);
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 1, "upstream untouched while the rule stays");
+    assert_eq!(up[0].external_port, first.external_port);
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 1);
+}
+
+#[tokio::test]
+async fn another_client_cannot_delete_a_mapping_that_is_not_its_own() {
+    let lab = start(Setup::default()).await;
+    let owner = Client::on(10, lab.daemon.listen).await;
+    let other = Client::on(11, lab.daemon.listen).await;
+    success(owner.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+
+    let one = other.ask(map(Protocol::Tcp, 6881, 0, 0)).await;
+    let all = other.ask(map(Protocol::Tcp, 0, 0, 0)).await;
+
+    // Nothing of its own to delete: success (C-34), and the owner's mapping is untouched.
+    assert_eq!(one.result, ResultCode::Success, "{one:?}");
+    assert_eq!(all.result, ResultCode::Success, "{all:?}");
+    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(lab.gateway.mappings().len(), 1);
+}
+
+#[tokio::test]
+async fn router_port_range_exhausted_answers_4() {
+    let lab = start(Setup {
+        flags: vec![
+            ("router-port-min", "40000".into()),
+            ("router-port-max", "40001".into()),
+        ],
+        ..Setup::default()
+    })
+    .await;
+    // Ports below 1024 are never used as preferences, so these draw from the range.
+    let mut replies = Vec::new();
+    for host in [10, 11, 12] {
+        let client = Client::on(host, lab.daemon.listen).await;
+        replies.push(client.ask(map(Protocol::Tcp, 80, 0, 60)).await.result);
+    }
+    assert_eq!(
+        replies,
+        vec![
+            ResultCode::Success,
+            ResultCode::Success,
+            ResultCode::OutOfResources
+        ]
+    );
+    let mut ports: Vec<u16> = our_rules(&lab.router).iter().map(router_port).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![40000, 40001]);
 }
