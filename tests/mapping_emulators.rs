@@ -1234,3 +1234,72 @@ async fn router_port_range_exhausted_answers_4() {
     ports.sort_unstable();
     assert_eq!(ports, vec![40000, 40001]);
 }
+
+#[tokio::test]
+async fn shutdown_finishes_a_request_in_flight_then_removes_its_mapping() {
+    let lab = start(Setup::default()).await;
+    lab.gateway.set_latency(Duration::from_millis(400));
+    let client = Client::on(10, lab.daemon.listen).await;
+    let req = map(Protocol::Tcp, 6881, 0, 60);
+    client.send(req).await;
+    // Wait (bounded poll) until the transaction is past the router: it now waits for the
+    // gateway's late answer.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while our_rules(&lab.router).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the router"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = lab.stop.send(true);
+
+    let reply = client.reply_for(req, REPLY_WAIT).await;
+    let done = within(Duration::from_secs(10), "daemon stop", lab.daemon.done).await;
+    assert!(matches!(done, Ok(Ok(()))), "daemon stopped badly: {done:?}");
+    let reply = reply.unwrap_or_else(|| panic!("the request in flight was never answered"));
+    assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
+    assert!(
+        our_rules(&lab.router).is_empty(),
+        "its rule was removed at stop"
+    );
+    assert!(
+        lab.gateway
+            .wait_for_mappings(|m| m.is_empty(), Duration::from_secs(1))
+            .await,
+        "its upstream mapping was removed at stop: {:?}",
+        lab.gateway.mappings()
+    );
+}
+
+#[tokio::test]
+async fn c17_retransmits_while_the_gateway_is_silent_are_each_answered_3_and_leave_no_rule() {
+    let lab = start(Setup::default()).await;
+    within(
+        Duration::from_secs(2),
+        "gateway mode",
+        lab.gateway.set_mode(Mode::Silent),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = Client::on(10, lab.daemon.listen).await;
+    let req = map(Protocol::Udp, 6881, 0, 60);
+
+    // A real client retransmits after 250 ms while the first try is still in flight.
+    client.send(req).await;
+    let early = client.reply_for(req, Duration::from_millis(250)).await;
+    assert!(
+        early.is_none(),
+        "answered before the upstream budget: {early:?}"
+    );
+    client.send(req).await;
+    for n in 1..=2 {
+        let reply = client
+            .reply_for(req, REPLY_WAIT)
+            .await
+            .unwrap_or_else(|| panic!("datagram {n} never answered"));
+        assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    }
+    assert!(our_rules(&lab.router).is_empty(), "no rule left behind");
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+}
