@@ -84,6 +84,13 @@ pub enum MappingError {
     /// The mapping configuration is unusable.
     #[error("invalid mapping configuration: {0}")]
     InvalidConfig(String),
+    /// An identical request failed while this one waited for it (a client's retransmission);
+    /// answered with the same result instead of repeating the transaction.
+    #[error("the same request failed a moment ago ({result}); answered again without retrying")]
+    FailedJustNow {
+        /// The result that request got.
+        result: ResultCode,
+    },
 }
 
 impl MappingError {
@@ -116,6 +123,7 @@ impl MappingError {
             MappingError::ShuttingDown | MappingError::InvalidConfig(_) => {
                 ResultCode::NetworkFailure
             }
+            MappingError::FailedJustNow { result } => *result,
         }
     }
 

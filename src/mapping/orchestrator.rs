@@ -117,7 +117,7 @@ pub(super) struct Inner<R, U> {
     pub(super) config: MappingConfig,
     pub(super) ports: Arc<PortIndex>,
     pub(super) leases: DashMap<MappingKey, Lease>,
-    locks: DashMap<MappingKey, Arc<tokio::sync::Mutex<()>>>,
+    locks: DashMap<MappingKey, Arc<tokio::sync::Mutex<KeyState>>>,
     gate: RwLock<()>,
     closing: AtomicBool,
     expiry_wake: Notify,
@@ -126,11 +126,49 @@ pub(super) struct Inner<R, U> {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// What a key's lock remembers while requests for the key are queued on it.
+#[derive(Debug, Default)]
+pub(super) struct KeyState {
+    /// The last mapping request that failed with a network failure, when it finished, and its
+    /// result code.
+    last_failure: Option<(Instant, MapRequest, ResultCode)>,
+}
+
 /// The per-key lock; the lock's map entry goes away when nobody holds or waits for it.
 pub(super) struct KeyLock<'a> {
-    locks: &'a DashMap<MappingKey, Arc<tokio::sync::Mutex<()>>>,
+    locks: &'a DashMap<MappingKey, Arc<tokio::sync::Mutex<KeyState>>>,
     key: MappingKey,
-    guard: Option<OwnedMutexGuard<()>>,
+    guard: Option<OwnedMutexGuard<KeyState>>,
+}
+
+impl KeyLock<'_> {
+    /// The result of an identical request that failed while this one waited for the lock.
+    ///
+    /// A client retransmits (250 ms, doubling) while its first try is still waiting for a
+    /// silent gateway; without this, every queued copy would repeat the whole transaction (a
+    /// router add and remove each) only to fail the same way. Answering the copies with the
+    /// failure they waited for keeps a dead gateway from turning into router load.
+    fn failed_while_waiting(&self, arrived: Instant, request: &MapRequest) -> Option<ResultCode> {
+        let state = self.guard.as_ref()?;
+        match state.last_failure {
+            Some((finished, ref failed, result)) if finished >= arrived && failed == request => {
+                Some(result)
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers how this request ended, for the copies queued behind it.
+    fn record(&mut self, request: MapRequest, outcome: &Result<MapReply, MappingError>) {
+        if let Some(state) = self.guard.as_mut() {
+            state.last_failure = match outcome {
+                Err(e) if e.result_code() == ResultCode::NetworkFailure => {
+                    Some((Instant::now(), request, e.result_code()))
+                }
+                _ => None,
+            };
+        }
+    }
 }
 
 impl Drop for KeyLock<'_> {
@@ -476,11 +514,17 @@ impl<R: Router, U: Upstream> Inner<R, U> {
         key: MappingKey,
         request: MapRequest,
     ) -> Result<MapReply, MappingError> {
-        let _lock = self.lock_key(key).await;
-        match self.lease(&key) {
+        let arrived = Instant::now();
+        let mut lock = self.lock_key(key).await;
+        if let Some(result) = lock.failed_while_waiting(arrived, &request) {
+            return Err(MappingError::FailedJustNow { result });
+        }
+        let outcome = match self.lease(&key) {
             Some(lease) => self.renew(key, lease, request).await,
             None => self.create(key, request).await,
-        }
+        };
+        lock.record(request, &outcome);
+        outcome
     }
 
     async fn create(
