@@ -271,3 +271,91 @@ async fn unreachable_api_names_the_service_and_firewall_fix() {
     assert!(text.contains("OK   VPN gateway"), "{text}");
     lab.assert_clean();
 }
+
+// ---------------------------------------------------------------------------------------------
+// `double-natpmp health` (the container HEALTHCHECK)
+
+async fn health(listen: &str) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_double-natpmp"));
+    cmd.args(["health", "--timeout", "1s"])
+        .env_clear()
+        .env("LISTEN_ADDR", listen)
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("health finished within 30 s")
+        .expect("run the binary")
+}
+
+/// A loopback UDP port that was free a moment ago.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn health_passes_against_a_running_daemon() {
+    // The real daemon, against its built-in emulators (`demo`), on a loopback port.
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_double-natpmp"));
+    demo.args(["demo", "--listen", &listen, "--duration", "60s"])
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut demo = demo.spawn().expect("start the demo daemon");
+    // The daemon needs a moment to log in and open its socket; each probe itself waits up to
+    // 1 s for an answer, so this polls the event "the socket answers", bounded by 20 probes.
+    let mut last = None;
+    for _ in 0..20 {
+        let out = health(&listen).await;
+        if out.status.success() {
+            last = Some(out);
+            break;
+        }
+        last = Some(out);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = last.unwrap();
+    let _ = demo.kill().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("healthy: double-natpmp at"), "{text}");
+    assert!(text.contains("198.51.100.7"), "{text}");
+}
+
+#[tokio::test]
+async fn health_fails_in_one_line_when_nothing_listens() {
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let out = health(&listen).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("unhealthy: nothing listens for NAT-PMP"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn health_fails_when_the_daemon_cannot_reach_the_vpn() {
+    // Anything that answers op 0 with result 3 looks like a daemon whose upstream is down.
+    let lab = lab().await;
+    lab.gateway
+        .set_mode(Mode::Refuse(
+            double_natpmp::natpmp::wire::ResultCode::NetworkFailure,
+        ))
+        .await
+        .unwrap();
+    let out = health(&lab.gateway.local_addr().to_string()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("cannot reach the VPN gateway (result 3)"),
+        "{}",
+        stdout(&out)
+    );
+}

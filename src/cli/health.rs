@@ -12,7 +12,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::{parse_duration, parse_listen_addr};
-use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig};
+use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
+use crate::natpmp::wire::ResultCode;
 
 /// `double-natpmp health` options.
 #[derive(Debug, Clone, Args)]
@@ -55,9 +56,34 @@ pub async fn run(args: HealthArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("unhealthy: {e}");
+            println!("unhealthy: {}", describe(target, &e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The failure in the daemon's terms (the upstream client's texts speak of a VPN gateway).
+fn describe(target: SocketAddrV4, e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::Refused { .. } => {
+            format!("nothing listens for NAT-PMP at {target}: is the daemon running, and is LISTEN_ADDR the same as the daemon's?")
+        }
+        UpstreamError::Timeout { after, .. } => {
+            format!("double-natpmp at {target} did not answer within {after:?}")
+        }
+        UpstreamError::Rejected {
+            result: ResultCode::NetworkFailure,
+            ..
+        } => format!(
+            "double-natpmp at {target} answers, but cannot reach the VPN gateway (result 3); run double-natpmp check"
+        ),
+        UpstreamError::Rejected { result, .. } => {
+            format!("double-natpmp at {target} answered result {result}")
+        }
+        UpstreamError::UnknownResult { code, .. } => {
+            format!("{target} answered an undefined result code {code}")
+        }
+        UpstreamError::Io { source, .. } => format!("cannot ask {target}: {source}"),
     }
 }
 
