@@ -18,7 +18,9 @@
 # address and hostMode to "yes" (no input rule: the host is on the LAN and may reach the API
 # already). The redirect then exempts the host itself (src-address=!containerIp), so the
 # daemon's own upstream traffic is never sent back to it; the srcnat rule still applies, since
-# the host's traffic to the VPN gateway is routed by this router.
+# the host's traffic to the VPN gateway is routed by this router. The host must sit on its own
+# subnet, not the clients': otherwise its replies reach the clients directly from its own
+# address instead of through this router's un-DNAT, and the clients drop them.
 #
 # Edit the variables, then:  /import file-name=03-firewall.rsc
 {
