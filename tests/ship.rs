@@ -184,8 +184,7 @@ fn containerfile_builds_a_static_non_root_shellless_image_for_three_architecture
     let text = read("Containerfile");
     let last_from = text
         .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .last()
+        .rfind(|l| l.starts_with("FROM "))
         .expect("a FROM line");
     assert_eq!(last_from.trim(), "FROM scratch");
     assert!(text.contains("USER 65532:65532"), "runs as non-root");
