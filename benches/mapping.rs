@@ -279,9 +279,18 @@ struct Throughput {
     retransmits: u64,
 }
 
+/// Resident memory of the daemon, KiB (`threads` is a count).
+#[derive(Clone, Copy)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+    threads: u64,
+}
+
 struct MemoryResult {
-    idle_kib: u64,
-    points: Vec<(usize, u64)>,
+    idle: Rss,
+    points: Vec<(usize, Rss)>,
     fill_rate: f64,
 }
 
@@ -329,15 +338,23 @@ impl Daemon {
         format!("{} (last lines:\n{tail}\n)", self.log.display())
     }
 
-    /// Resident set size in KiB, from /proc/<pid>/status.
-    fn rss_kib(&self) -> Result<u64, BenchError> {
+    /// Resident set size, from /proc/<pid>/status.
+    fn rss(&self) -> Result<Rss, BenchError> {
         let path = format!("/proc/{}/status", self.child.id());
         let text = std::fs::read_to_string(&path)
             .map_err(|e| BenchError::Setup(format!("cannot read {path}: {e}")))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| BenchError::Setup(format!("no VmRSS line in {path}")))
+        let field = |name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Ok(Rss {
+            total: field("VmRSS:")
+                .ok_or_else(|| BenchError::Setup(format!("no VmRSS line in {path}")))?,
+            anon: field("RssAnon:").unwrap_or(0),
+            file: field("RssFile:").unwrap_or(0),
+            threads: field("Threads:").unwrap_or(0),
+        })
     }
 }
 
@@ -673,7 +690,7 @@ async fn measure_memory(opts: &Options) -> Result<MemoryResult, BenchError> {
     // Let start-up work (reconcile, first address refresh) settle; this is a measurement pause,
     // not synchronisation.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_kib = bench.daemon.rss_kib()?;
+    let idle = bench.daemon.rss()?;
     let mut points = Vec::new();
     let mut live = 0usize;
     let mut fill_time = Duration::ZERO;
@@ -682,10 +699,10 @@ async fn measure_memory(opts: &Options) -> Result<MemoryResult, BenchError> {
         let (_, _, elapsed) = map_concurrently(bench.daemon.listen, ports, FILL_CLIENTS).await?;
         fill_time += elapsed;
         live = target;
-        points.push((live, bench.daemon.rss_kib()?));
+        points.push((live, bench.daemon.rss()?));
     }
     Ok(MemoryResult {
-        idle_kib,
+        idle,
         points,
         fill_rate: live as f64 / fill_time.as_secs_f64().max(1e-9),
     })
@@ -868,12 +885,22 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
     let _ = writeln!(s, "\n### Memory and size\n");
     let _ = writeln!(s, "| what | value |");
     let _ = writeln!(s, "|---|---|");
-    let _ = writeln!(s, "| RSS idle | {:.2} MiB |", mib(memory.idle_kib));
-    for (n, kib) in &memory.points {
-        let _ = writeln!(s, "| RSS with {n} live mappings | {:.2} MiB |", mib(*kib));
+    let rss_row = |s: &mut String, what: &str, r: &Rss| {
+        let _ = writeln!(
+            s,
+            "| RSS {what} | {:.2} MiB (anonymous {:.2}, file-backed {:.2}; {} threads) |",
+            mib(r.total),
+            mib(r.anon),
+            mib(r.file),
+            r.threads
+        );
+    };
+    rss_row(&mut s, "idle", &memory.idle);
+    for (n, r) in &memory.points {
+        rss_row(&mut s, &format!("with {n} live mappings"), r);
     }
-    if let Some((n, kib)) = memory.points.last() {
-        let per = (*kib as f64 - memory.idle_kib as f64) * 1024.0 / *n as f64;
+    if let Some((n, r)) = memory.points.last() {
+        let per = (r.total as f64 - memory.idle.total as f64) * 1024.0 / *n as f64;
         let _ = writeln!(s, "| RSS growth per mapping | {per:.0} bytes |");
     }
     let _ = writeln!(
@@ -885,64 +912,78 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
     let _ = writeln!(s, "| release binary | {} |", binary.describe());
 
     let _ = writeln!(s, "\n### Targets\n");
-    let _ = writeln!(s, "| target | measured | verdict |");
-    let _ = writeln!(s, "|---|---|---|");
+    let _ = writeln!(
+        s,
+        "Nominal: against the injected RTTs. Realised: against the emulators' own round trips \
+         measured without the daemon (the best any daemon could do on this machine).\n"
+    );
+    let _ = writeln!(s, "| target | measured | vs nominal | vs realised |");
+    let _ = writeln!(s, "|---|---|---|---|");
     for r in scenarios
         .iter()
         .filter(|r| r.router_ms == 5 && r.upstream_ms == 20)
     {
         let floor = 25.0;
+        let real_router = r.router_rtt.p(50.0);
+        let real_up = r.upstream_rtt.p(50.0);
+        let real_floor = real_router + real_up;
+        let (p50, p99) = (r.new.p(50.0), r.new.p(99.0));
         let _ = writeln!(
             s,
-            "| new mapping p50 ≤ floor + 1 ms (5/20) | {:.2} ms (floor {floor:.0}) | {} |",
-            r.new.p(50.0),
-            verdict(r.new.p(50.0) <= floor + 1.0)
+            "| new mapping p50 ≤ floor + 1 ms (5/20) | {p50:.2} ms | {} (floor 25, {:+.2} ms) | {} (floor {real_floor:.2}, {:+.2} ms) |",
+            verdict(p50 <= floor + 1.0),
+            p50 - floor,
+            verdict(p50 <= real_floor + 1.0),
+            p50 - real_floor,
         );
         let _ = writeln!(
             s,
-            "| new mapping p99 ≤ floor + 5 ms (5/20) | {:.2} ms | {} |",
-            r.new.p(99.0),
-            verdict(r.new.p(99.0) <= floor + 5.0)
+            "| new mapping p99 ≤ floor + 5 ms (5/20) | {p99:.2} ms | {} ({:+.2} ms) | {} ({:+.2} ms) |",
+            verdict(p99 <= floor + 5.0),
+            p99 - floor,
+            verdict(p99 <= real_floor + 5.0),
+            p99 - real_floor,
         );
+        let rp50 = r.renew.p(50.0);
+        let zero = r.cmds_per_renewal == 0.0;
         let _ = writeln!(
             s,
-            "| renewal p50 ≤ upstream RTT + 1 ms, 0 RouterOS commands (5/20) | {:.2} ms, {:.2} commands | {} |",
-            r.renew.p(50.0),
+            "| renewal p50 ≤ upstream RTT + 1 ms, 0 RouterOS commands (5/20) | {rp50:.2} ms, {:.2} commands | {} ({:+.2} ms) | {} (upstream {real_up:.2}, {:+.2} ms) |",
             r.cmds_per_renewal,
-            verdict(r.renew.p(50.0) <= 21.0 && r.cmds_per_renewal == 0.0)
+            verdict(rp50 <= 21.0 && zero),
+            rp50 - 20.0,
+            verdict(rp50 <= real_up + 1.0 && zero),
+            rp50 - real_up,
         );
         if let Some(t) = r.throughput.iter().find(|t| t.clients == 256) {
             let rate = t.mappings as f64 / t.elapsed.as_secs_f64().max(1e-9);
             let ideal = pool * 1000.0 / 5.0;
+            let real_ideal = pool * 1000.0 / real_router.max(1e-9);
             let _ = writeln!(
                 s,
-                "| 256 clients ≥ 80 % of pool / router RTT ({ideal:.0}/s) (5/20) | {rate:.0}/s ({:.0} %) | {} |",
+                "| 256 clients ≥ 80 % of pool / router RTT (5/20) | {rate:.0}/s | {} ({:.0} % of {ideal:.0}/s) | {} ({:.0} % of {real_ideal:.0}/s) |",
+                verdict(rate >= 0.8 * ideal),
                 100.0 * rate / ideal,
-                verdict(rate >= 0.8 * ideal)
+                verdict(rate >= 0.8 * real_ideal),
+                100.0 * rate / real_ideal,
             );
         }
     }
-    let _ = writeln!(
-        s,
-        "| RSS idle ≤ 5 MiB | {:.2} MiB | {} |",
-        mib(memory.idle_kib),
-        verdict(mib(memory.idle_kib) <= 5.0)
-    );
-    if let Some((_, kib)) = memory.points.iter().find(|(n, _)| *n == 10_000) {
+    let idle = mib(memory.idle.total);
+    let v = verdict(idle <= 5.0);
+    let _ = writeln!(s, "| RSS idle ≤ 5 MiB | {idle:.2} MiB | {v} | {v} |");
+    if let Some((_, rss)) = memory.points.iter().find(|(n, _)| *n == 10_000) {
+        let m = mib(rss.total);
+        let v = verdict(m <= 12.0);
         let _ = writeln!(
             s,
-            "| RSS ≤ 12 MiB with 10,000 mappings | {:.2} MiB | {} |",
-            mib(*kib),
-            verdict(mib(*kib) <= 12.0)
+            "| RSS ≤ 12 MiB with 10,000 mappings | {m:.2} MiB | {v} | {v} |"
         );
     }
     if let Some(size) = binary.size {
-        let _ = writeln!(
-            s,
-            "| stripped binary ≤ 4 MiB | {:.2} MiB | {} |",
-            size as f64 / 1048576.0,
-            verdict(size as f64 / 1048576.0 <= 4.0 && binary.stripped == Some(true))
-        );
+        let m = size as f64 / 1048576.0;
+        let v = verdict(m <= 4.0 && binary.stripped == Some(true));
+        let _ = writeln!(s, "| stripped binary ≤ 4 MiB | {m:.2} MiB | {v} | {v} |");
     }
     if !DAEMON_EXE.contains("/release/") {
         let _ = writeln!(
