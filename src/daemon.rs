@@ -289,7 +289,12 @@ pub async fn start(
 
 /// Runs the daemon until `shutdown` turns true and every mapping is removed.
 pub async fn run(args: DaemonArgs, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
-    let running = start(args, shutdown).await?;
+    let running = match start(args, shutdown).await {
+        Ok(r) => r,
+        // Asked to stop before the router ever answered: nothing was made, a clean stop.
+        Err(DaemonError::Interrupted) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     match running.done.await {
         Ok(result) => result,
         Err(join) => {
