@@ -264,6 +264,7 @@ struct ScenarioResult {
     cmds_per_new: f64,
     adds_per_new: f64,
     cmds_per_renewal: f64,
+    /// Retransmissions during the sequential new-mapping and renewal phases.
     retransmits: u64,
     throughput: Vec<Throughput>,
     /// The emulators' own round trips measured from this process, without the daemon.
@@ -619,12 +620,11 @@ async fn measure_scenario(
     let cmds_renew = bench.router.command_count();
 
     let mut throughput = Vec::new();
-    let mut retransmits = re_new + re_renew;
+    let retransmits = re_new + re_renew;
     for clients in CONCURRENCY {
         let total = opts.mode.throughput_total(clients);
         let ports = bench.ports(total)?;
         let (lat, re, elapsed) = map_concurrently(to, ports, clients).await?;
-        retransmits += re;
         throughput.push(Throughput {
             clients,
             mappings: total,
