@@ -15,6 +15,8 @@
 //! - `cargo bench --bench mapping` — the full run (release build), 0/0 and 5/20 ms;
 //! - `cargo bench --bench mapping -- --quick` (or `BENCH_QUICK=1`) — a short run;
 //! - `cargo bench --bench mapping -- --rtt 2/10 --rtt 5/20 --pool 8` — chosen scenarios;
+//! - `BENCH_DAEMON=path/to/double-natpmp cargo bench --bench mapping` — measure another build
+//!   of the daemon (e.g. the static musl binary) instead of the one cargo built;
 //! - `cargo test --bench mapping` (and `cargo test --all-targets`) run the smoke mode: cargo
 //!   passes no `--bench` flag then, so the bench runs a few seconds against the debug binary.
 //!
@@ -43,6 +45,16 @@ use tokio::net::UdpSocket;
 
 /// The daemon binary cargo built for this bench (release profile under `cargo bench`).
 const DAEMON_EXE: &str = env!("CARGO_BIN_EXE_double-natpmp");
+/// Environment variable naming another daemon binary to measure (e.g. the static musl build).
+const DAEMON_ENV: &str = "BENCH_DAEMON";
+
+/// The daemon binary to run: `BENCH_DAEMON` when set, else the one cargo built.
+fn daemon_exe() -> String {
+    std::env::var(DAEMON_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DAEMON_EXE.to_owned())
+}
 /// Lifetime every client asks for: long enough that nothing expires during a run.
 const LIFETIME: u32 = 3600;
 /// How long one client exchange may take, retransmissions included (the daemon answers a
@@ -222,8 +234,9 @@ fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "bench mapping: {} run, daemon binary {DAEMON_EXE}",
-        opts.mode.name()
+        "bench mapping: {} run, daemon binary {}",
+        opts.mode.name(),
+        daemon_exe()
     );
     match runtime.block_on(run(&opts)) {
         Ok(report) => {
@@ -380,7 +393,8 @@ impl Bench {
         let log = target_dir().join(format!("bench-daemon-{router_ms}-{upstream_ms}.log"));
         let log_file = std::fs::File::create(&log)
             .map_err(|e| BenchError::Setup(format!("cannot create {}: {e}", log.display())))?;
-        let child = std::process::Command::new(DAEMON_EXE)
+        let exe = daemon_exe();
+        let child = std::process::Command::new(&exe)
             .env_clear()
             .env("VPN_GATEWAY", gateway.local_addr().to_string())
             .env("MIKROTIK_API_ADDRESS", router.local_addr().to_string())
@@ -398,7 +412,7 @@ impl Bench {
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
-            .map_err(|e| BenchError::Setup(format!("cannot start {DAEMON_EXE}: {e}")))?;
+            .map_err(|e| BenchError::Setup(format!("cannot start {exe}: {e}")))?;
         let mut daemon = Daemon { child, listen, log };
         wait_until_answering(&mut daemon).await?;
         Ok(Bench {
@@ -435,7 +449,7 @@ async fn wait_until_answering(daemon: &mut Daemon) -> Result<(), BenchError> {
     while started.elapsed() < START_BUDGET {
         if let Some(status) = daemon.child.try_wait()? {
             return Err(BenchError::DaemonExited {
-                exe: DAEMON_EXE.into(),
+                exe: daemon_exe(),
                 status: status.to_string(),
                 log: daemon.log_tail(),
             });
@@ -763,9 +777,10 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
     let _ = writeln!(s, "- machine: {}", machine());
     let _ = writeln!(
         s,
-        "- daemon: `{DAEMON_EXE}`, RouterOS pool {} connections, LOG_LEVEL=WARN; emulators in \
+        "- daemon: `{}`, RouterOS pool {} connections, LOG_LEVEL=WARN; emulators in \
          the bench process on 127.0.0.1, one injected router RTT per API command and one \
          upstream RTT per NAT-PMP exchange",
+        daemon_exe(),
         opts.pool
     );
     let _ = writeln!(
@@ -985,7 +1000,7 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
         let v = verdict(m <= 4.0 && binary.stripped == Some(true));
         let _ = writeln!(s, "| stripped binary ≤ 4 MiB | {m:.2} MiB | {v} | {v} |");
     }
-    if !DAEMON_EXE.contains("/release/") {
+    if !daemon_exe().contains("/release/") && std::env::var_os(DAEMON_ENV).is_none() {
         let _ = writeln!(
             s,
             "\nThis run used a debug build of the daemon (smoke mode): its latencies and memory \
