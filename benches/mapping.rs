@@ -37,11 +37,12 @@ use double_natpmp::natpmp::wire::{
 };
 use double_natpmp::routeros::api::RouterApi;
 use double_natpmp::routeros::conn::{ApiConfig, Password};
-use double_natpmp::routeros::wire::Command;
+use double_natpmp::routeros::wire::{decode_sentence, encode_sentence, Command};
 use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
 use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig};
 use thiserror::Error;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 
 /// The daemon binary cargo built for this bench (release profile under `cargo bench`).
 const DAEMON_EXE: &str = env!("CARGO_BIN_EXE_double-natpmp");
@@ -283,6 +284,9 @@ struct ScenarioResult {
     /// The emulators' own round trips measured from this process, without the daemon.
     router_rtt: Stats,
     upstream_rtt: Stats,
+    /// The same RouterOS command through the daemon's own client (`RouterApi`: pool checkout
+    /// with its idle check, tagged command); the difference to `router_rtt` is that client's cost.
+    router_api_rtt: Stats,
 }
 
 struct Throughput {
@@ -622,7 +626,7 @@ async fn measure_scenario(
     let n = opts.mode.samples();
     let ports = bench.ports(n)?;
     let client = Ipv4Addr::new(127, 0, 0, 2);
-    let (router_rtt, upstream_rtt) = measure_emulators(&bench, n.min(100)).await?;
+    let (router_rtt, router_api_rtt, upstream_rtt) = measure_emulators(&bench, n.min(100)).await?;
 
     bench.router.reset_counters();
     let (new_lat, re_new) = map_sequentially(client, to, ports.clone()).await?;
@@ -659,23 +663,29 @@ async fn measure_scenario(
         throughput,
         router_rtt,
         upstream_rtt,
+        router_api_rtt,
     })
 }
 
 /// The emulators' realised round trips, measured directly from this process: one RouterOS
-/// command (`/system/identity/print`) on a logged-in connection, and one NAT-PMP mapping
-/// exchange with the gateway (as peer 127.0.0.3, so the daemon's own mappings are untouched).
-/// Timer granularity makes these a little longer than the injected latency; the difference
-/// is part of any floor measured on this machine.
-async fn measure_emulators(bench: &Bench, n: usize) -> Result<(Stats, Stats), BenchError> {
-    let cfg = ApiConfig::new(
-        bench.router.local_addr().to_string(),
-        "admin",
-        Password::new("admin"),
-    );
+/// command (`/system/identity/print`) on a bare logged-in TCP session, the same command through
+/// the daemon's RouterOS client (`RouterApi`), and one NAT-PMP mapping exchange with the gateway
+/// (as peer 127.0.0.3, so the daemon's own mappings are untouched). Timer granularity makes the
+/// bare ones a little longer than the injected latency; that difference is part of any floor
+/// measured on this machine.
+async fn measure_emulators(bench: &Bench, n: usize) -> Result<(Stats, Stats, Stats), BenchError> {
+    let addr = bench.router.local_addr();
+    let mut raw = RawApi::login(addr).await?;
+    let mut router = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        raw.call(&["/system/identity/print"]).await?;
+        router.push(t.elapsed());
+    }
+    let cfg = ApiConfig::new(addr.to_string(), "admin", Password::new("admin"));
     let api = RouterApi::new(cfg, 1, Duration::from_secs(5))
         .map_err(|e| BenchError::Baseline(e.to_string()))?;
-    let mut router = Vec::with_capacity(n);
+    let mut via_api = Vec::with_capacity(n);
     // The first command also connects and logs in: not a sample.
     for i in 0..=n {
         let t = Instant::now();
@@ -683,7 +693,7 @@ async fn measure_emulators(bench: &Bench, n: usize) -> Result<(Stats, Stats), Be
             .await
             .map_err(|e| BenchError::Baseline(e.to_string()))?;
         if i > 0 {
-            router.push(t.elapsed());
+            via_api.push(t.elapsed());
         }
     }
     let sock = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 3), 0)).await?;
@@ -693,7 +703,81 @@ async fn measure_emulators(bench: &Bench, n: usize) -> Result<(Stats, Stats), Be
         let x = map(&sock, bench.gateway.local_addr(), 1024 + i as u16).await?;
         upstream.push(x.latency);
     }
-    Ok((Stats::of(router), Stats::of(upstream)))
+    Ok((Stats::of(router), Stats::of(via_api), Stats::of(upstream)))
+}
+
+/// A bare RouterOS API session (plain TCP, one command at a time, only the shared word codec),
+/// so the emulator's round trip is measured without the daemon's client code.
+struct RawApi {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawApi {
+    async fn login(addr: SocketAddr) -> Result<RawApi, BenchError> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .map_err(|_| BenchError::Baseline(format!("connect to {addr} timed out")))??;
+        stream.set_nodelay(true)?;
+        let mut api = RawApi {
+            stream,
+            buf: Vec::new(),
+        };
+        api.call(&["/login", "=name=admin", "=password=admin"])
+            .await?;
+        Ok(api)
+    }
+
+    /// Sends one sentence and reads replies up to `!done`; a `!trap` or `!fatal` is an error.
+    async fn call(&mut self, words: &[&str]) -> Result<(), BenchError> {
+        let mut out = Vec::new();
+        encode_sentence(words, &mut out);
+        let fut = async {
+            self.stream.write_all(&out).await?;
+            let mut failed = None;
+            loop {
+                match decode_sentence(&self.buf)
+                    .map_err(|e| BenchError::Baseline(format!("bad reply: {e}")))?
+                {
+                    Some((reply, used)) => {
+                        self.buf.drain(..used);
+                        match reply.first().map(Vec::as_slice) {
+                            Some(b"!done") => {
+                                return match failed {
+                                    None => Ok(()),
+                                    Some(w) => Err(BenchError::Baseline(w)),
+                                }
+                            }
+                            Some(b"!trap") | Some(b"!fatal") => {
+                                let text: Vec<String> = reply
+                                    .iter()
+                                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                                    .collect();
+                                failed = Some(format!("{} answered {}", words[0], text.join(" ")));
+                                if reply.first().map(Vec::as_slice) == Some(b"!fatal") {
+                                    return Err(BenchError::Baseline(failed.unwrap_or_default()));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    None => {
+                        let mut chunk = [0u8; 4096];
+                        let n = self.stream.read(&mut chunk).await?;
+                        if n == 0 {
+                            return Err(BenchError::Baseline(
+                                "the emulator closed the connection".into(),
+                            ));
+                        }
+                        self.buf.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .map_err(|_| BenchError::Baseline(format!("{} timed out", words[0])))?
+    }
 }
 
 /// RSS of a fresh daemon (0/0 ms: memory does not depend on latency), idle and with live
@@ -829,23 +913,27 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
     );
     let _ = writeln!(
         s,
-        "The injected latency is a tokio sleep (1 ms timer granularity), so the realised \
-         floor is a little above the nominal one. Daemon overhead = daemon p50 − realised p50.\n"
+        "Router cmd: `/system/identity/print` on a bare API session; the same through the \
+         daemon's RouterOS client (pool checkout with its idle check) beside it. The injected \
+         latency is a tokio sleep (1 ms timer granularity), so the realised floor (bare router \
+         cmd + upstream) is a little above the nominal one. Daemon overhead = daemon p50 − \
+         realised floor.\n"
     );
     let _ = writeln!(
         s,
-        "| router/upstream RTT | router cmd p50 | router cmd p99 | upstream p50 | upstream p99 | realised floor p50 | new p50 − realised floor | renew p50 − realised upstream |"
+        "| router/upstream RTT | router cmd p50 | router cmd p99 | same via the daemon's RouterApi p50 | upstream p50 | upstream p99 | realised floor p50 | new p50 − realised floor | renew p50 − realised upstream |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for r in scenarios {
         let floor = r.router_rtt.p(50.0) + r.upstream_rtt.p(50.0);
         let _ = writeln!(
             s,
-            "| {}/{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:+.2} | {:+.2} |",
+            "| {}/{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:+.2} | {:+.2} |",
             r.router_ms,
             r.upstream_ms,
             r.router_rtt.p(50.0),
             r.router_rtt.p(99.0),
+            r.router_api_rtt.p(50.0),
             r.upstream_rtt.p(50.0),
             r.upstream_rtt.p(99.0),
             floor,
