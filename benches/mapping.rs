@@ -1012,7 +1012,7 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
         memory.fill_rate
     );
     let binary = release_binary();
-    let _ = writeln!(s, "| release binary | {} |", binary.describe());
+    let _ = writeln!(s, "| daemon binary | {} |", binary.describe());
 
     let _ = writeln!(s, "\n### Targets\n");
     let _ = writeln!(
@@ -1113,7 +1113,8 @@ impl Binary {
                 self.path.display()
             ),
             Some(size) => format!(
-                "{:.2} MiB ({size} bytes), {}; profile.release: opt-level s, lto, codegen-units 1, panic abort, strip",
+                "`{}`: {:.2} MiB ({size} bytes), {}; profile.release: opt-level s, lto, codegen-units 1, panic abort, strip",
+                self.path.display(),
                 size as f64 / 1048576.0,
                 match self.stripped {
                     Some(true) => "stripped (no .symtab)",
@@ -1125,8 +1126,12 @@ impl Binary {
     }
 }
 
+/// The release binary, or the `BENCH_DAEMON` one when that is set.
 fn release_binary() -> Binary {
-    let path = target_dir().join("release").join("double-natpmp");
+    let path = match std::env::var_os(DAEMON_ENV).filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => target_dir().join("release").join("double-natpmp"),
+    };
     let bytes = std::fs::read(&path).ok();
     Binary {
         size: bytes.as_ref().map(|b| b.len() as u64),
