@@ -251,15 +251,26 @@ impl Connection {
             return false;
         }
         let mut byte = [0u8; 64];
-        // `timeout` polls the read once before looking at the (already passed) deadline, so this
-        // sees an EOF, a reset or stray bytes that are already there, and never waits.
-        match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut byte)).await {
-            Err(_) => true,
-            Ok(Ok(0)) | Ok(Err(_)) => {
+        // Poll the read exactly once: an EOF, a reset or stray bytes that are already there
+        // show up; "pending" means idle and healthy. (A zero `timeout` would do the same but
+        // waits for the timer's next 1 ms tick on every checkout.) Dropping a pending read is
+        // cancel-safe: nothing was consumed.
+        let read = self.stream.read(&mut byte);
+        let mut read = std::pin::pin!(read);
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::future::Future::poll(read.as_mut(), cx) {
+                std::task::Poll::Pending => None,
+                std::task::Poll::Ready(r) => Some(r),
+            })
+        })
+        .await;
+        match polled {
+            None => true,
+            Some(Ok(0)) | Some(Err(_)) => {
                 self.poisoned = true;
                 false
             }
-            Ok(Ok(_)) => {
+            Some(Ok(_)) => {
                 tracing::debug!(address = %self.address, "RouterOS API sent data on an idle connection; dropping it");
                 self.poisoned = true;
                 false
