@@ -771,6 +771,14 @@ async fn concurrent_identical_requests_are_serialized_into_one_rule() {
     assert_eq!(success(a).external_port, success(b).external_port);
     assert_eq!(router.rules().len(), 1);
     assert_eq!(router.state().adds, 1);
+    // The copy that waited got the first request's answer: no renewal exchange upstream.
+    assert_eq!(upstream.exchanges(), 1);
+    // A request that arrives after the first finished is a real renewal again.
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    assert_eq!(upstream.exchanges(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -129,9 +129,8 @@ pub(super) struct Inner<R, U> {
 /// What a key's lock remembers while requests for the key are queued on it.
 #[derive(Debug, Default)]
 pub(super) struct KeyState {
-    /// The last mapping request that failed with a network failure, when it finished, and its
-    /// result code.
-    last_failure: Option<(Instant, MapRequest, ResultCode)>,
+    /// The last mapping request served under this lock, when it finished, and its answer.
+    last: Option<(Instant, MapRequest, MapReply)>,
 }
 
 /// The per-key lock; the lock's map entry goes away when nobody holds or waits for it.
@@ -142,17 +141,17 @@ pub(super) struct KeyLock<'a> {
 }
 
 impl KeyLock<'_> {
-    /// The result of an identical request that failed while this one waited for the lock.
+    /// The answer of an identical request that finished while this one waited for the lock.
     ///
-    /// A client retransmits (250 ms, doubling) while its first try is still waiting for a
-    /// silent gateway; without this, every queued copy would repeat the whole transaction (a
-    /// router add and remove each) only to fail the same way. Answering the copies with the
-    /// failure they waited for keeps a dead gateway from turning into router load.
-    fn failed_while_waiting(&self, arrived: Instant, request: &MapRequest) -> Option<ResultCode> {
+    /// A client retransmits (250 ms, doubling) while its first try is still in flight (a slow
+    /// or silent gateway, a busy router pool). The copy asks exactly what the first try asked,
+    /// so it gets that answer: repeating the transaction would cost a second upstream exchange
+    /// (a renewal), or a router add and remove for a failure, and change nothing.
+    fn answered_while_waiting(&self, arrived: Instant, request: &MapRequest) -> Option<MapReply> {
         let state = self.guard.as_ref()?;
-        match state.last_failure {
-            Some((finished, ref failed, result)) if finished >= arrived && failed == request => {
-                Some(result)
+        match state.last {
+            Some((finished, ref served, reply)) if finished >= arrived && served == request => {
+                Some(reply)
             }
             _ => None,
         }
@@ -161,12 +160,11 @@ impl KeyLock<'_> {
     /// Remembers how this request ended, for the copies queued behind it.
     fn record(&mut self, request: MapRequest, outcome: &Result<MapReply, MappingError>) {
         if let Some(state) = self.guard.as_mut() {
-            state.last_failure = match outcome {
-                Err(e) if e.result_code() == ResultCode::NetworkFailure => {
-                    Some((Instant::now(), request, e.result_code()))
-                }
-                _ => None,
+            let reply = match outcome {
+                Ok(reply) => *reply,
+                Err(e) => MapReply::failure(e.result_code()),
             };
+            state.last = Some((Instant::now(), request, reply));
         }
     }
 }
@@ -516,8 +514,14 @@ impl<R: Router, U: Upstream> Inner<R, U> {
     ) -> Result<MapReply, MappingError> {
         let arrived = Instant::now();
         let mut lock = self.lock_key(key).await;
-        if let Some(result) = lock.failed_while_waiting(arrived, &request) {
-            return Err(MappingError::FailedJustNow { result });
+        if let Some(reply) = lock.answered_while_waiting(arrived, &request) {
+            if reply.result != ResultCode::Success {
+                return Err(MappingError::FailedJustNow {
+                    result: reply.result,
+                });
+            }
+            debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "retransmission answered with the reply it waited for");
+            return Ok(reply);
         }
         let outcome = match self.lease(&key) {
             Some(lease) => self.renew(key, lease, request).await,
