@@ -8,9 +8,16 @@
 //! every permit is taken is dropped, not queued: NAT-PMP clients retransmit (250 ms, doubling),
 //! so a burst is absorbed by the clients' own retry schedule and memory stays bounded.
 //!
+//! A datagram identical to one still being served for the same peer (address and port) is a
+//! client's retransmission: it is dropped without taking a permit, since the reply to the first
+//! copy goes to the same peer and answers both ([`InFlight`]). Otherwise, under load (a busy
+//! router pool), every waiting request's retransmissions would take permits, push fresh
+//! requests out, and leave their clients in retransmission back-off (up to seconds).
+//!
 //! Opcode 0 is answered from a cached upstream address ([`AddressCache`]); mapping opcodes go to
 //! a [`MapHandler`].
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -209,6 +216,9 @@ pub struct ServerStats {
     pub dropped_not_allowed: AtomicU64,
     /// Datagrams dropped: every in-flight permit taken.
     pub dropped_busy: AtomicU64,
+    /// Datagrams dropped: a copy of a request from the same peer that is still being served
+    /// (a retransmission); the first copy's reply answers it.
+    pub coalesced: AtomicU64,
     /// Datagrams dropped by protocol rule (short, responses).
     pub dropped_invalid: AtomicU64,
     /// Version-≠0 probes answered (PCP clients fall back on this, P-02).
@@ -247,7 +257,49 @@ pub struct Server<U, H> {
     addresses: Arc<AddressCache<U>>,
     handler: Arc<H>,
     permits: Arc<Semaphore>,
+    in_flight: InFlight,
     stats: Arc<ServerStats>,
+}
+
+/// The requests being served, by peer and exact bytes, so a retransmission that arrives while
+/// its first copy is still in progress is recognised.
+#[derive(Clone, Default)]
+struct InFlight(Arc<StdMutex<HashSet<InFlightKey>>>);
+
+/// A request's identity: its sender and its exact bytes.
+type InFlightKey = (SocketAddr, Vec<u8>);
+
+/// A request's entry in [`InFlight`]; removed on drop, after the reply was sent.
+struct InFlightEntry {
+    set: InFlight,
+    key: Option<InFlightKey>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<InFlightKey>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the set is still valid.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `packet` from `peer`, or `None` when an identical one is still being served.
+    fn claim(&self, peer: SocketAddr, packet: &[u8]) -> Option<InFlightEntry> {
+        let key = (peer, packet.to_vec());
+        if !self.lock().insert(key.clone()) {
+            return None;
+        }
+        Some(InFlightEntry {
+            set: self.clone(),
+            key: Some(key),
+        })
+    }
+}
+
+impl Drop for InFlightEntry {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.set.lock().remove(&key);
+        }
+    }
 }
 
 struct Shared<U, H> {
@@ -284,6 +336,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             addresses: Arc::new(AddressCache::new(upstream)),
             handler,
             permits,
+            in_flight: InFlight::default(),
             stats: Arc::new(ServerStats::default()),
             config,
         })
@@ -356,6 +409,11 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                     continue;
                 }
             };
+            let Some(entry) = self.in_flight.claim(peer, &buf[..len]) else {
+                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "dropped a retransmission of a request still in progress; its reply answers both");
+                continue;
+            };
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 self.stats.dropped_busy.fetch_add(1, Ordering::Relaxed);
                 debug!(%peer, "dropped NAT-PMP request: MAX_INFLIGHT requests in progress");
@@ -365,6 +423,8 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             let shared = shared.clone();
             tokio::spawn(async move {
                 shared.serve(client, peer, &packet).await;
+                // After the reply left: a copy arriving until now was answered by it.
+                drop(entry);
                 drop(permit);
             });
         };
@@ -442,5 +502,163 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
             }
             Err(e) => warn!(%peer, error = %e, "cannot send NAT-PMP reply"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_cidr_list;
+    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
+    use crate::natpmp::wire::{encode_request, parse_response, Protocol, MAP_REQUEST_LEN};
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Notify;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    struct NoUpstream;
+
+    impl Upstream for NoUpstream {
+        async fn external_address(&self) -> Result<AddressReply, UpstreamError> {
+            Err(UpstreamError::Timeout {
+                gateway: "127.0.0.1:1".parse().unwrap(),
+                after: Duration::from_millis(1),
+            })
+        }
+        async fn map(
+            &self,
+            _: Protocol,
+            _: u16,
+            _: u16,
+            _: u32,
+        ) -> Result<MapGrant, UpstreamError> {
+            unreachable!("the server never maps by itself")
+        }
+    }
+
+    /// Grants every request, but only once the test releases it; counts the calls.
+    #[derive(Default)]
+    struct Gated {
+        calls: AtomicUsize,
+        entered: Notify,
+        release: Notify,
+    }
+
+    impl MapHandler for Arc<Gated> {
+        async fn handle_map(&self, _client: Ipv4Addr, request: MapRequest) -> MapReply {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.entered.notify_one();
+            self.release.notified().await;
+            MapReply {
+                result: ResultCode::Success,
+                external_port: request.internal_port,
+                lifetime: 60,
+            }
+        }
+    }
+
+    fn map_packet(internal_port: u16) -> Vec<u8> {
+        let mut out = [0u8; MAP_REQUEST_LEN];
+        let req = Request::Map(MapRequest {
+            protocol: Protocol::Udp,
+            internal_port,
+            suggested_external_port: 0,
+            lifetime: 60,
+        });
+        let len = encode_request(&req, &mut out);
+        out[..len].to_vec()
+    }
+
+    async fn recv_map_port(sock: &UdpSocket) -> u16 {
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        let n = tokio::time::timeout(WAIT, sock.recv(&mut buf))
+            .await
+            .expect("no reply from the server")
+            .unwrap();
+        match parse_response(&buf[..n]).unwrap() {
+            Response::Map(m) => m.internal_port,
+            other => panic!("not a map reply: {other:?}"),
+        }
+    }
+
+    /// Sends `packet` and waits until the server has counted it as received.
+    async fn send_counted(sock: &UdpSocket, packet: &[u8], stats: &ServerStats) {
+        let before = stats.received.load(Ordering::SeqCst);
+        sock.send(packet).await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            while stats.received.load(Ordering::SeqCst) == before {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the server did not receive the datagram");
+    }
+
+    /// C-29: a client's retransmission of a request still in progress is not served a second
+    /// time and takes no permit (here there is only one); the first copy's reply answers it.
+    /// Once answered, the same request is served again (a renewal), and the same bytes from
+    /// another socket are a request of their own.
+    #[tokio::test]
+    async fn c29_retransmission_of_a_request_in_progress_waits_for_its_reply_without_a_permit() {
+        let gated = Arc::new(Gated::default());
+        let server = Server::bind(
+            ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                allowed_clients: parse_cidr_list("127.0.0.0/8").unwrap(),
+                max_inflight: 1,
+                address_refresh: Duration::from_secs(3600),
+            },
+            Arc::new(Epoch::new()),
+            Arc::new(NoUpstream),
+            Arc::new(gated.clone()),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let stats = server.stats();
+        let in_flight = server.in_flight.clone();
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(addr).await.unwrap();
+        let packet = map_packet(5000);
+
+        sock.send(&packet).await.unwrap();
+        tokio::time::timeout(WAIT, gated.entered.notified())
+            .await
+            .unwrap();
+        send_counted(&sock, &packet, &stats).await;
+        send_counted(&sock, &packet, &stats).await;
+        assert_eq!(stats.coalesced.load(Ordering::SeqCst), 2);
+        assert_eq!(stats.dropped_busy.load(Ordering::SeqCst), 0);
+        gated.release.notify_one();
+        assert_eq!(recv_map_port(&sock).await, 5000);
+        assert_eq!(gated.calls.load(Ordering::SeqCst), 1);
+
+        // Answered and forgotten: the same request again is a new one (a renewal).
+        tokio::time::timeout(WAIT, async {
+            while !in_flight.lock().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        sock.send(&packet).await.unwrap();
+        tokio::time::timeout(WAIT, gated.entered.notified())
+            .await
+            .unwrap();
+        assert_eq!(gated.calls.load(Ordering::SeqCst), 2);
+        // The same bytes from another socket are another client's request: not a copy (it
+        // finds the only permit taken).
+        let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        other.connect(addr).await.unwrap();
+        send_counted(&other, &packet, &stats).await;
+        assert_eq!(stats.coalesced.load(Ordering::SeqCst), 2);
+        assert_eq!(stats.dropped_busy.load(Ordering::SeqCst), 1);
+        gated.release.notify_one();
+        assert_eq!(recv_map_port(&sock).await, 5000);
+
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(WAIT, task).await;
     }
 }
