@@ -56,6 +56,20 @@ fn daemon_exe() -> String {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| DAEMON_EXE.to_owned())
 }
+/// Environment variable with extra `NAME=value` settings for the daemon, separated by
+/// whitespace (e.g. `MAX_INFLIGHT=1024 LOG_LEVEL=DEBUG`); they override the bench's own.
+const DAEMON_ENV_EXTRA: &str = "BENCH_DAEMON_ENV";
+
+/// The `BENCH_DAEMON_ENV` settings.
+fn extra_daemon_env() -> Vec<(String, String)> {
+    std::env::var(DAEMON_ENV_EXTRA)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// Lifetime every client asks for: long enough that nothing expires during a run.
 const LIFETIME: u32 = 3600;
 /// How long one client exchange may take, retransmissions included (the daemon answers a
@@ -112,6 +126,11 @@ struct Options {
     scenarios: Vec<(u64, u64)>,
     /// RouterOS connection pool size given to the daemon.
     pool: u16,
+    /// Concurrency levels of the throughput measurement (`--clients N`, repeatable).
+    clients: Vec<usize>,
+    /// `--throughput-only`: skip memory and the sequential phases, and print where the
+    /// throughput phase spends its time (completions over time, retransmissions, router adds).
+    throughput_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +191,8 @@ fn parse_options() -> Result<Options, BenchError> {
     };
     let mut scenarios = Vec::new();
     let mut pool = 4u16;
+    let mut clients = Vec::new();
+    let mut throughput_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -189,6 +210,17 @@ fn parse_options() -> Result<Options, BenchError> {
                     .filter(|p| (1..=64).contains(p))
                     .ok_or_else(|| BenchError::Setup("--pool needs a number 1..=64".into()))?;
             }
+            "--clients" => {
+                clients.push(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|c| (1..=4096).contains(c))
+                        .ok_or_else(|| {
+                            BenchError::Setup("--clients needs a number 1..=4096".into())
+                        })?,
+                );
+            }
+            "--throughput-only" => throughput_only = true,
             // cargo's own flags (--bench) and test-harness flags are not ours.
             _ => {}
         }
@@ -196,10 +228,15 @@ fn parse_options() -> Result<Options, BenchError> {
     if scenarios.is_empty() {
         scenarios = vec![(0, 0), (5, 20)];
     }
+    if clients.is_empty() {
+        clients = CONCURRENCY.to_vec();
+    }
     Ok(Options {
         mode,
         scenarios,
         pool,
+        clients,
+        throughput_only,
     })
 }
 
@@ -242,7 +279,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&opts)) {
         Ok(report) => {
             println!("{report}");
-            let out = target_dir().join(if opts.mode == Mode::Full {
+            let out = target_dir().join(if opts.throughput_only {
+                "bench-throughput.md"
+            } else if opts.mode == Mode::Full {
                 "bench-mapping.md"
             } else {
                 "bench-mapping-quick.md"
@@ -295,6 +334,12 @@ struct Throughput {
     elapsed: Duration,
     latency: Stats,
     retransmits: u64,
+    /// When each mapping was answered, from the start, sorted.
+    done_at: Vec<Duration>,
+    /// Mappings that took 0, 1, 2 and 3 or more retransmissions.
+    retransmit_histogram: [u64; 4],
+    /// `/ip/firewall/nat/add` commands the router saw during this phase.
+    adds: u64,
 }
 
 /// Resident memory of the daemon, KiB (`threads` is a count).
@@ -313,13 +358,20 @@ struct MemoryResult {
 }
 
 async fn run(opts: &Options) -> Result<String, BenchError> {
-    let memory = measure_memory(opts).await?;
+    let memory = if opts.throughput_only {
+        None
+    } else {
+        Some(measure_memory(opts).await?)
+    };
     let mut scenarios = Vec::new();
     for &(r, u) in &opts.scenarios {
         eprintln!("bench mapping: scenario router {r} ms / upstream {u} ms");
         scenarios.push(measure_scenario(opts, r, u).await?);
     }
-    Ok(render(opts, &scenarios, &memory))
+    Ok(match memory {
+        Some(memory) => render(opts, &scenarios, &memory),
+        None => render_throughput(opts, &scenarios),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,6 +464,7 @@ impl Bench {
             .env("ROUTER_PORT_MIN", "1024")
             .env("ROUTER_PORT_MAX", "65535")
             .env("LOG_LEVEL", "WARN")
+            .envs(extra_daemon_env())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -566,13 +619,27 @@ async fn map_sequentially(
     Ok((lat, retransmits))
 }
 
+/// What [`map_concurrently`] saw.
+struct Concurrent {
+    /// Every mapping's latency.
+    latencies: Vec<Duration>,
+    /// Retransmissions in total.
+    retransmits: u64,
+    /// Wall time from the start to the last reply.
+    elapsed: Duration,
+    /// When each mapping was answered, from the start, sorted.
+    done_at: Vec<Duration>,
+    /// How many mappings took 0, 1, 2 and 3 or more retransmissions.
+    retransmit_histogram: [u64; 4],
+}
+
 /// Maps `ports` with `clients` concurrent clients (client i on 127.0.0.(10 + i % 200)), and
-/// returns every latency, the retransmissions and the wall time.
+/// returns every latency, the retransmissions, the wall time and when each reply came.
 async fn map_concurrently(
     to: SocketAddr,
     ports: Vec<u16>,
     clients: usize,
-) -> Result<(Vec<Duration>, u64, Duration), BenchError> {
+) -> Result<Concurrent, BenchError> {
     let clients = clients.max(1);
     let mut shares: Vec<Vec<u16>> = vec![Vec::new(); clients];
     for (i, p) in ports.into_iter().enumerate() {
@@ -591,26 +658,34 @@ async fn map_concurrently(
         let barrier = barrier.clone();
         tasks.spawn(async move {
             barrier.wait().await;
-            let mut lat = Vec::with_capacity(share.len());
-            let mut retransmits = 0u64;
+            let mut done = Vec::with_capacity(share.len());
             for port in share {
                 let x = map(&sock, to, port).await?;
-                lat.push(x.latency);
-                retransmits += u64::from(x.retransmits);
+                done.push((x, Instant::now()));
             }
-            Ok::<_, BenchError>((lat, retransmits))
+            Ok::<_, BenchError>(done)
         });
     }
     barrier.wait().await;
     let started = Instant::now();
-    let mut all = Vec::new();
-    let mut retransmits = 0;
+    let mut out = Concurrent {
+        latencies: Vec::new(),
+        retransmits: 0,
+        elapsed: Duration::ZERO,
+        done_at: Vec::new(),
+        retransmit_histogram: [0; 4],
+    };
     while let Some(r) = tasks.join_next().await {
-        let (lat, re) = r??;
-        all.extend(lat);
-        retransmits += re;
+        for (x, at) in r?? {
+            out.latencies.push(x.latency);
+            out.retransmits += u64::from(x.retransmits);
+            out.retransmit_histogram[(x.retransmits as usize).min(3)] += 1;
+            out.done_at.push(at.saturating_duration_since(started));
+        }
     }
-    Ok((all, retransmits, started.elapsed()))
+    out.elapsed = started.elapsed();
+    out.done_at.sort();
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -628,27 +703,35 @@ async fn measure_scenario(
     let client = Ipv4Addr::new(127, 0, 0, 2);
     let (router_rtt, router_api_rtt, upstream_rtt) = measure_emulators(&bench, n.min(100)).await?;
 
-    bench.router.reset_counters();
-    let (new_lat, re_new) = map_sequentially(client, to, ports.clone()).await?;
-    let cmds_new = bench.router.command_count();
-    let adds_new = bench.router.command_count_for("/ip/firewall/nat/add");
+    let (mut new_lat, mut re_new, mut cmds_new, mut adds_new) = (Vec::new(), 0, 0, 0);
+    let (mut renew_lat, mut re_renew, mut cmds_renew) = (Vec::new(), 0, 0);
+    if !opts.throughput_only {
+        bench.router.reset_counters();
+        (new_lat, re_new) = map_sequentially(client, to, ports.clone()).await?;
+        cmds_new = bench.router.command_count();
+        adds_new = bench.router.command_count_for("/ip/firewall/nat/add");
 
-    bench.router.reset_counters();
-    let (renew_lat, re_renew) = map_sequentially(client, to, ports).await?;
-    let cmds_renew = bench.router.command_count();
+        bench.router.reset_counters();
+        (renew_lat, re_renew) = map_sequentially(client, to, ports).await?;
+        cmds_renew = bench.router.command_count();
+    }
 
     let mut throughput = Vec::new();
     let retransmits = re_new + re_renew;
-    for clients in CONCURRENCY {
+    for &clients in &opts.clients {
         let total = opts.mode.throughput_total(clients);
         let ports = bench.ports(total)?;
-        let (lat, re, elapsed) = map_concurrently(to, ports, clients).await?;
+        bench.router.reset_counters();
+        let c = map_concurrently(to, ports, clients).await?;
         throughput.push(Throughput {
             clients,
             mappings: total,
-            elapsed,
-            latency: Stats::of(lat),
-            retransmits: re,
+            elapsed: c.elapsed,
+            latency: Stats::of(c.latencies),
+            retransmits: c.retransmits,
+            done_at: c.done_at,
+            retransmit_histogram: c.retransmit_histogram,
+            adds: bench.router.command_count_for("/ip/firewall/nat/add"),
         });
     }
     Ok(ScenarioResult {
@@ -794,8 +877,8 @@ async fn measure_memory(opts: &Options) -> Result<MemoryResult, BenchError> {
     let mut fill_time = Duration::ZERO;
     for &target in opts.mode.memory_points() {
         let ports = bench.ports(target - live)?;
-        let (_, _, elapsed) = map_concurrently(bench.daemon.listen, ports, FILL_CLIENTS).await?;
-        fill_time += elapsed;
+        let filled = map_concurrently(bench.daemon.listen, ports, FILL_CLIENTS).await?;
+        fill_time += filled.elapsed;
         live = target;
         points.push((live, bench.daemon.rss()?));
     }
@@ -1094,6 +1177,74 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
             "\nThis run used a debug build of the daemon (smoke mode): its latencies and memory \
              say nothing about the targets; run `cargo bench --bench mapping`."
         );
+    }
+    s
+}
+
+/// The `--throughput-only` report: for each scenario and concurrency level, the rate overall
+/// and in the steady middle (10th to 90th percentile of the replies), how long the last 10 %
+/// took, completions per 250 ms window, retransmissions, and the router's `nat/add` count.
+fn render_throughput(opts: &Options, scenarios: &[ScenarioResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## double-natpmp throughput diagnosis\n");
+    let _ = writeln!(s, "- machine: {}", machine());
+    let extra = std::env::var(DAEMON_ENV_EXTRA).unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "- daemon: `{}`, RouterOS pool {}, extra environment `{extra}`\n",
+        daemon_exe(),
+        opts.pool
+    );
+    for r in scenarios {
+        let router = r.router_rtt.p(50.0);
+        let _ = writeln!(
+            s,
+            "### {}/{} ms: bare router cmd p50 {router:.2} ms, via RouterApi {:.2} ms, upstream {:.2} ms\n",
+            r.router_ms,
+            r.upstream_ms,
+            r.router_api_rtt.p(50.0),
+            r.upstream_rtt.p(50.0)
+        );
+        for t in &r.throughput {
+            let n = t.done_at.len();
+            let at = |q: f64| {
+                let i = ((q * n as f64) as usize).min(n.saturating_sub(1));
+                t.done_at.get(i).copied().unwrap_or_default()
+            };
+            let (t10, t90) = (at(0.1), at(0.9));
+            let steady = 0.8 * n as f64 / (t90 - t10).as_secs_f64().max(1e-9);
+            let rate = n as f64 / t.elapsed.as_secs_f64().max(1e-9);
+            let realised = f64::from(opts.pool) * 1000.0 / router.max(1e-9);
+            let _ = writeln!(
+                s,
+                "- {} clients, {} mappings in {:.2} s: {rate:.0}/s overall, {steady:.0}/s \
+                 between the 10th and 90th percentile reply ({:.0} % of the realised {realised:.0}/s); \
+                 first 10 % took {:.2} s, last 10 % took {:.2} s; latency p50 {:.1} ms, p99 {:.1} ms; \
+                 retransmissions per mapping 0/1/2/3+: {:?}; router nat/add commands: {}",
+                t.clients,
+                t.mappings,
+                t.elapsed.as_secs_f64(),
+                100.0 * steady / realised,
+                t10.as_secs_f64(),
+                (t.elapsed - t90.min(t.elapsed)).as_secs_f64(),
+                t.latency.p(50.0),
+                t.latency.p(99.0),
+                t.retransmit_histogram,
+                t.adds,
+            );
+            let window = Duration::from_millis(250);
+            let mut counts = Vec::new();
+            for d in &t.done_at {
+                let i = (d.as_millis() / window.as_millis()) as usize;
+                if counts.len() <= i {
+                    counts.resize(i + 1, 0u32);
+                }
+                counts[i] += 1;
+            }
+            let per_s: Vec<String> = counts.iter().map(|c| format!("{}", c * 4)).collect();
+            let _ = writeln!(s, "  - replies/s per 250 ms window: {}", per_s.join(" "));
+        }
+        let _ = writeln!(s);
     }
     s
 }
