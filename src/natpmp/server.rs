@@ -9,15 +9,16 @@
 //! so a burst is absorbed by the clients' own retry schedule and memory stays bounded.
 //!
 //! A datagram identical to one still being served for the same peer (address and port) is a
-//! client's retransmission: it is dropped without taking a permit, since the reply to the first
-//! copy goes to the same peer and answers both ([`InFlight`]). Otherwise, under load (a busy
-//! router pool), every waiting request's retransmissions would take permits, push fresh
-//! requests out, and leave their clients in retransmission back-off (up to seconds).
+//! client's retransmission: it takes no permit and starts no work; it is only counted, and the
+//! first copy's reply is sent once more for it ([`InFlight`], C-17: every datagram is answered).
+//! Otherwise, under load (a busy router pool), every waiting request's retransmissions would
+//! take permits, push fresh requests out, and leave their clients in retransmission back-off
+//! (up to seconds).
 //!
 //! Opcode 0 is answered from a cached upstream address ([`AddressCache`]); mapping opcodes go to
 //! a [`MapHandler`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -216,8 +217,8 @@ pub struct ServerStats {
     pub dropped_not_allowed: AtomicU64,
     /// Datagrams dropped: every in-flight permit taken.
     pub dropped_busy: AtomicU64,
-    /// Datagrams dropped: a copy of a request from the same peer that is still being served
-    /// (a retransmission); the first copy's reply answers it.
+    /// Datagrams that were a copy of a request from the same peer still being served (a
+    /// retransmission): no work of their own; the first copy's reply is sent again for each.
     pub coalesced: AtomicU64,
     /// Datagrams dropped by protocol rule (short, responses).
     pub dropped_invalid: AtomicU64,
@@ -261,32 +262,41 @@ pub struct Server<U, H> {
     stats: Arc<ServerStats>,
 }
 
-/// The requests being served, by peer and exact bytes, so a retransmission that arrives while
-/// its first copy is still in progress is recognised.
+/// The requests being served, by peer and exact bytes, with how many copies of each arrived
+/// meanwhile, so a retransmission that arrives while its first copy is in progress is
+/// recognised and answered with that copy's reply.
 #[derive(Clone, Default)]
-struct InFlight(Arc<StdMutex<HashSet<InFlightKey>>>);
+struct InFlight(Arc<StdMutex<HashMap<InFlightKey, u32>>>);
 
 /// A request's identity: its sender and its exact bytes.
 type InFlightKey = (SocketAddr, Vec<u8>);
 
-/// A request's entry in [`InFlight`]; removed on drop, after the reply was sent.
+/// Most extra replies sent for copies of one request: a client following RFC 6886 §3.1
+/// retransmits at most 8 times, and a flood of copies must not turn into a burst of replies.
+const MAX_COPIES_ANSWERED: u32 = 8;
+
+/// A request's entry in [`InFlight`]; removed when the reply is sent, or on drop.
 struct InFlightEntry {
     set: InFlight,
     key: Option<InFlightKey>,
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<InFlightKey>> {
-        // A poisoned lock only means a panic elsewhere while holding it; the set is still valid.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InFlightKey, u32>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the map is still valid.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `packet` from `peer`, or `None` when an identical one is still being served.
+    /// Registers `packet` from `peer`; `None` (and the copy counted) when an identical one is
+    /// still being served.
     fn claim(&self, peer: SocketAddr, packet: &[u8]) -> Option<InFlightEntry> {
         let key = (peer, packet.to_vec());
-        if !self.lock().insert(key.clone()) {
+        let mut map = self.lock();
+        if let Some(copies) = map.get_mut(&key) {
+            *copies = copies.saturating_add(1);
             return None;
         }
+        map.insert(key.clone(), 0);
         Some(InFlightEntry {
             set: self.clone(),
             key: Some(key),
@@ -294,11 +304,21 @@ impl InFlight {
     }
 }
 
+impl InFlightEntry {
+    /// Removes the entry (a copy arriving from now on is a request of its own) and returns how
+    /// many copies arrived while it was served, at most [`MAX_COPIES_ANSWERED`].
+    fn finish(&mut self) -> u32 {
+        let copies = match self.key.take() {
+            Some(key) => self.set.lock().remove(&key).unwrap_or(0),
+            None => 0,
+        };
+        copies.min(MAX_COPIES_ANSWERED)
+    }
+}
+
 impl Drop for InFlightEntry {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.set.lock().remove(&key);
-        }
+        self.finish();
     }
 }
 
@@ -409,9 +429,9 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                     continue;
                 }
             };
-            let Some(entry) = self.in_flight.claim(peer, &buf[..len]) else {
+            let Some(mut entry) = self.in_flight.claim(peer, &buf[..len]) else {
                 self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "dropped a retransmission of a request still in progress; its reply answers both");
+                debug!(%peer, "retransmission of a request still in progress: it gets that request's reply");
                 continue;
             };
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -422,9 +442,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             let packet = buf[..len].to_vec();
             let shared = shared.clone();
             tokio::spawn(async move {
-                shared.serve(client, peer, &packet).await;
-                // After the reply left: a copy arriving until now was answered by it.
-                drop(entry);
+                shared.serve(client, peer, &packet, &mut entry).await;
                 drop(permit);
             });
         };
@@ -448,7 +466,15 @@ fn is_transient(e: &std::io::Error) -> bool {
 }
 
 impl<U: Upstream, H: MapHandler> Shared<U, H> {
-    async fn serve(&self, client: Ipv4Addr, peer: SocketAddr, packet: &[u8]) {
+    /// Serves one request and sends its reply, once for the request and once more for each
+    /// copy of it that arrived meanwhile (`entry`).
+    async fn serve(
+        &self,
+        client: Ipv4Addr,
+        peer: SocketAddr,
+        packet: &[u8],
+        entry: &mut InFlightEntry,
+    ) {
         let mut out = [0u8; MAX_PACKET_LEN];
         let len = match wire::parse_request(packet) {
             Ok(Request::ExternalAddress) => {
@@ -496,11 +522,16 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
                 }
             }
         };
-        match self.socket.send_to(&out[..len], peer).await {
-            Ok(_) => {
-                self.stats.replied.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..=entry.finish() {
+            match self.socket.send_to(&out[..len], peer).await {
+                Ok(_) => {
+                    self.stats.replied.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    warn!(%peer, error = %e, "cannot send NAT-PMP reply");
+                    break;
+                }
             }
-            Err(e) => warn!(%peer, error = %e, "cannot send NAT-PMP reply"),
         }
     }
 }
@@ -594,12 +625,12 @@ mod tests {
         .expect("the server did not receive the datagram");
     }
 
-    /// C-29: a client's retransmission of a request still in progress is not served a second
-    /// time and takes no permit (here there is only one); the first copy's reply answers it.
+    /// C-17, C-29: a client's retransmission of a request still in progress is not served a
+    /// second time and takes no permit (here there is only one); it gets the first copy's reply.
     /// Once answered, the same request is served again (a renewal), and the same bytes from
     /// another socket are a request of their own.
     #[tokio::test]
-    async fn c29_retransmission_of_a_request_in_progress_waits_for_its_reply_without_a_permit() {
+    async fn c17_c29_retransmission_of_a_request_in_progress_gets_its_reply_without_a_permit() {
         let gated = Arc::new(Gated::default());
         let server = Server::bind(
             ServerConfig {
@@ -632,7 +663,9 @@ mod tests {
         assert_eq!(stats.coalesced.load(Ordering::SeqCst), 2);
         assert_eq!(stats.dropped_busy.load(Ordering::SeqCst), 0);
         gated.release.notify_one();
-        assert_eq!(recv_map_port(&sock).await, 5000);
+        for _ in 0..3 {
+            assert_eq!(recv_map_port(&sock).await, 5000, "one reply per datagram");
+        }
         assert_eq!(gated.calls.load(Ordering::SeqCst), 1);
 
         // Answered and forgotten: the same request again is a new one (a renewal).
