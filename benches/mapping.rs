@@ -131,6 +131,9 @@ struct Options {
     /// `--throughput-only`: skip memory and the sequential phases, and print where the
     /// throughput phase spends its time (completions over time, retransmissions, router adds).
     throughput_only: bool,
+    /// `--calibrate`: inject each delay minus the emulator's measured overshoot (whole
+    /// milliseconds), so the emulators' own round trips come close to the nominal RTTs.
+    calibrate: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +196,7 @@ fn parse_options() -> Result<Options, BenchError> {
     let mut pool = 4u16;
     let mut clients = Vec::new();
     let mut throughput_only = false;
+    let mut calibrate = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -221,6 +225,7 @@ fn parse_options() -> Result<Options, BenchError> {
                 );
             }
             "--throughput-only" => throughput_only = true,
+            "--calibrate" => calibrate = true,
             // cargo's own flags (--bench) and test-harness flags are not ours.
             _ => {}
         }
@@ -237,6 +242,7 @@ fn parse_options() -> Result<Options, BenchError> {
         pool,
         clients,
         throughput_only,
+        calibrate,
     })
 }
 
@@ -281,6 +287,8 @@ fn main() -> ExitCode {
             println!("{report}");
             let out = target_dir().join(if opts.throughput_only {
                 "bench-throughput.md"
+            } else if opts.calibrate {
+                "bench-mapping-calibrated.md"
             } else if opts.mode == Mode::Full {
                 "bench-mapping.md"
             } else {
@@ -312,6 +320,9 @@ fn target_dir() -> PathBuf {
 struct ScenarioResult {
     router_ms: u64,
     upstream_ms: u64,
+    /// The delays injected into the router and gateway emulators, ms (the nominal RTTs unless
+    /// `--calibrate`).
+    injected: (f64, f64),
     new: Stats,
     renew: Stats,
     cmds_per_new: f64,
@@ -701,7 +712,24 @@ async fn measure_scenario(
     let n = opts.mode.samples();
     let ports = bench.ports(n)?;
     let client = Ipv4Addr::new(127, 0, 0, 2);
-    let (router_rtt, router_api_rtt, upstream_rtt) = measure_emulators(&bench, n.min(100)).await?;
+    let (mut router_rtt, mut router_api_rtt, mut upstream_rtt) =
+        measure_emulators(&bench, n.min(100)).await?;
+    let mut injected = (router_ms as f64, upstream_ms as f64);
+    if opts.calibrate {
+        // The emulators sleep for the injected delay, and the timer overshoots by about a
+        // millisecond; subtract the measured overshoot (whole milliseconds: the timer's
+        // granularity) and measure again.
+        let less = |nominal: u64, realised: f64| {
+            let over = (realised - nominal as f64).round().max(0.0) as u64;
+            nominal.saturating_sub(over)
+        };
+        let r = less(router_ms, router_rtt.p(50.0));
+        let u = less(upstream_ms, upstream_rtt.p(50.0));
+        bench.router.set_latency(Duration::from_millis(r));
+        bench.gateway.set_latency(Duration::from_millis(u));
+        injected = (r as f64, u as f64);
+        (router_rtt, router_api_rtt, upstream_rtt) = measure_emulators(&bench, n.min(100)).await?;
+    }
 
     let (mut new_lat, mut re_new, mut cmds_new, mut adds_new) = (Vec::new(), 0, 0, 0);
     let (mut renew_lat, mut re_renew, mut cmds_renew) = (Vec::new(), 0, 0);
@@ -737,6 +765,7 @@ async fn measure_scenario(
     Ok(ScenarioResult {
         router_ms,
         upstream_ms,
+        injected,
         new: Stats::of(new_lat),
         renew: Stats::of(renew_lat),
         cmds_per_new: cmds_new as f64 / n as f64,
@@ -950,6 +979,24 @@ fn render(opts: &Options, scenarios: &[ScenarioResult], memory: &MemoryResult) -
         daemon_exe(),
         opts.pool
     );
+    if opts.calibrate {
+        let injected: Vec<String> = scenarios
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{} → {}/{}",
+                    r.router_ms, r.upstream_ms, r.injected.0, r.injected.1
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "- `--calibrate`: each injected delay is the nominal RTT minus the emulator's measured \
+             timer overshoot (whole ms), so the realised round trips come close to the nominal \
+             ones; nominal → injected: {}",
+            injected.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "- {} sequential samples per latency; floor = router RTT + upstream RTT\n",
@@ -1194,6 +1241,15 @@ fn render_throughput(opts: &Options, scenarios: &[ScenarioResult]) -> String {
         "- daemon: `{}`, RouterOS pool {}, extra environment `{extra}`\n",
         daemon_exe(),
         opts.pool
+    );
+    let _ = writeln!(
+        s,
+        "- injected router/upstream delay (ms): {}\n",
+        scenarios
+            .iter()
+            .map(|r| format!("{}/{}", r.injected.0, r.injected.1))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for r in scenarios {
         let router = r.router_rtt.p(50.0);
