@@ -293,7 +293,9 @@ async fn c39_requests_from_outside_allowed_clients_are_dropped_silently() {
     // The host itself may ask for the address (health checks)...
     assert_eq!(exchange(&sock, &[0, 0]).await.len(), 12);
     // ...but a mapping request from outside ALLOWED_CLIENTS gets silence.
-    sock.send(&[0, 2, 0, 0, 0x1A, 0xE1, 0, 0, 0, 0, 0x0E, 0x10]).await.unwrap();
+    sock.send(&[0, 2, 0, 0, 0x1A, 0xE1, 0, 0, 0, 0, 0x0E, 0x10])
+        .await
+        .unwrap();
     // The drop is counted when the datagram is read; wait for that event, then check that no
     // reply is queued on the client socket.
     let deadline = Instant::now() + WAIT;
@@ -306,7 +308,11 @@ async fn c39_requests_from_outside_allowed_clients_are_dropped_silently() {
         sock.try_recv(&mut buf).is_err(),
         "a reply was sent to a disallowed client"
     );
-    assert_eq!(srv.stats.replied.load(Ordering::SeqCst), 1, "only the address request was answered");
+    assert_eq!(
+        srv.stats.replied.load(Ordering::SeqCst),
+        1,
+        "only the address request was answered"
+    );
 }
 
 #[tokio::test]
@@ -350,5 +356,9 @@ async fn c48_address_replies_feed_the_upstream_epoch_to_the_observer() {
     tokio::spawn(server.run(rx));
     let sock = client(addr).await;
     assert_eq!(exchange(&sock, &[0, 0]).await.len(), 12);
-    assert_eq!(seen.lock().unwrap().first(), Some(&1), "the upstream's SSSoE was observed");
+    assert_eq!(
+        seen.lock().unwrap().first(),
+        Some(&1),
+        "the upstream's SSSoE was observed"
+    );
 }

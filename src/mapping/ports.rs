@@ -331,7 +331,7 @@ impl PortIndex {
         st.router.targets.iter().any(|t| {
             t.protocols[slot(protocol)]
                 && t.address == client
-                && port.map_or(true, |p| t.ports.iter().any(|r| r.contains(&p)))
+                && port.is_none_or(|p| t.ports.iter().any(|r| r.contains(&p)))
         })
     }
 

@@ -269,7 +269,7 @@ fn match_reply(packet: &[u8], expect: Expect) -> Option<Matched> {
     match parse_response(packet) {
         Ok(Response::Map(m)) => {
             let opcode_ok = 0x80 | m.protocol.opcode() == expect.reply_opcode;
-            let port_ok = expect.internal_port.map_or(true, |p| p == m.internal_port);
+            let port_ok = expect.internal_port.is_none_or(|p| p == m.internal_port);
             (opcode_ok && port_ok).then_some(Matched::Reply(Response::Map(m)))
         }
         Ok(r @ Response::ExternalAddress { .. }) => {

@@ -303,7 +303,7 @@ fn print(
     for row in rows {
         let mut re = Reply::new(ReplyKind::Re).tagged(tag.clone());
         for (k, v) in row {
-            if proplist.as_ref().map_or(true, |p| p.contains(&k.as_str())) {
+            if proplist.as_ref().is_none_or(|p| p.contains(&k.as_str())) {
                 re = re.attr(k, v);
             }
         }
