@@ -66,6 +66,17 @@ async fn start<H: MapHandler>(
     allowed: &str,
     epoch: Arc<Epoch>,
 ) -> Running {
+    start_with(upstream, handler, allowed, epoch, |_| {}).await
+}
+
+/// [`start`], with a look at the bound server before it runs.
+async fn start_with<H: MapHandler>(
+    upstream: Arc<ScriptedUpstream>,
+    handler: H,
+    allowed: &str,
+    epoch: Arc<Epoch>,
+    before_run: impl FnOnce(&Server<ScriptedUpstream, H>),
+) -> Running {
     let server = Server::bind(
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -79,6 +90,7 @@ async fn start<H: MapHandler>(
     )
     .await
     .unwrap();
+    before_run(&server);
     let addr = server.local_addr();
     let stats = server.stats();
     let (stop, rx) = watch::channel(false);
@@ -332,28 +344,21 @@ async fn shutdown_finishes_and_returns() {
 
 #[tokio::test]
 async fn c48_address_replies_feed_the_upstream_epoch_to_the_observer() {
-    let up = upstream_at(Some("198.51.101.7"));
-    let server = Server::bind(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            allowed_clients: parse_cidr_list("127.0.0.0/8").unwrap(),
-            max_inflight: 4,
-            address_refresh: Duration::from_secs(3600),
-        },
-        Arc::new(Epoch::new()),
-        up,
-        Arc::new(NoMappings),
-    )
-    .await
-    .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    server
-        .addresses()
-        .set_epoch_observer(Arc::new(move |e| record.lock().unwrap().push(e)));
-    let addr = server.local_addr();
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(server.run(rx));
+    let srv = start_with(
+        upstream_at(Some("198.51.101.7")),
+        NoMappings,
+        "127.0.0.0/8",
+        Arc::new(Epoch::new()),
+        move |server| {
+            server
+                .addresses()
+                .set_epoch_observer(Arc::new(move |e| record.lock().unwrap().push(e)));
+        },
+    )
+    .await;
+    let addr = srv.addr;
     let sock = client(addr).await;
     assert_eq!(exchange(&sock, &[0, 0]).await.len(), 12);
     assert_eq!(

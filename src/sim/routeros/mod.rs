@@ -628,6 +628,11 @@ where
                 let outcome = execute(&self.shared, &user, &cmd, &mut changes);
                 if !changes.is_empty() {
                     self.shared.mirror(changes);
+                    // Like a router, whose rule is in force when `!done` arrives: the reply
+                    // waits until the nftables mirror has applied the change.
+                    if let Some(m) = &self.shared.nft {
+                        m.synced().await;
+                    }
                 }
                 match outcome {
                     Outcome::Replies(r) => self.deliver(&cmd.path, r, latency).await,
