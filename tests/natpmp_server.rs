@@ -367,3 +367,53 @@ async fn c48_address_replies_feed_the_upstream_epoch_to_the_observer() {
         "the upstream's SSSoE was observed"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_malformed_datagrams_neither_crashes_nor_blocks_the_server() {
+    let srv = start(
+        upstream_at(Some("198.51.101.7")),
+        Granting,
+        "127.0.0.0/8",
+        Arc::new(Epoch::new()),
+    )
+    .await;
+    let sock = client(srv.addr).await;
+    // 3,000 datagrams of every length 0..1200 with arbitrary bytes (fixed seed: reproducible),
+    // many of them version 0 with every opcode, sent without waiting for replies.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..3000u32 {
+        let len = (next() % 1200) as usize;
+        let mut packet: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 0 && len >= 2 {
+            packet[0] = 0;
+        }
+        let _ = sock.send(&packet).await;
+    }
+    // Drain whatever replies came, then the server must still answer a valid request.
+    let mut buf = [0u8; 2048];
+    while sock.try_recv(&mut buf).is_ok() {}
+    let deadline = Instant::now() + WAIT;
+    loop {
+        sock.send(&[0, 0]).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await;
+        if let Ok(Ok(n)) = n {
+            if n == 12 && buf[..4] == [0, 128, 0, 0] {
+                break;
+            }
+            // A late reply to one of the flood's datagrams: read on.
+            continue;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server stopped answering after the flood"
+        );
+    }
+    assert!(srv.stats.received.load(Ordering::SeqCst) >= 1);
+    assert!(!srv.task.is_finished(), "the server task ended");
+}
