@@ -69,6 +69,17 @@ async fn start<H: MapHandler>(
     start_with(upstream, handler, allowed, epoch, |_| {}).await
 }
 
+/// [`start`] with the usual upstream (198.51.101.7), loopback clients and a fresh epoch.
+async fn start_lan<H: MapHandler>(handler: H) -> Running {
+    start(
+        upstream_at(Some("198.51.101.7")),
+        handler,
+        "127.0.0.0/8",
+        Arc::new(Epoch::new()),
+    )
+    .await
+}
+
 /// [`start`], with a look at the bound server before it runs.
 async fn start_with<H: MapHandler>(
     upstream: Arc<ScriptedUpstream>,
@@ -207,13 +218,7 @@ async fn c12_c14_pcp_probe_gets_8_byte_erratum_reply_with_current_epoch() {
 
 #[tokio::test]
 async fn c04_c18_c24_map_reply_is_16_bytes_echoing_protocol_and_internal_port() {
-    let srv = start(
-        upstream_at(Some("198.51.101.7")),
-        Granting,
-        "127.0.0.0/8",
-        Arc::new(Epoch::new()),
-    )
-    .await;
+    let srv = start_lan(Granting).await;
     let sock = client(srv.addr).await;
     let reply = exchange(
         &sock,
@@ -231,13 +236,7 @@ async fn c04_c18_c24_map_reply_is_16_bytes_echoing_protocol_and_internal_port() 
 
 #[tokio::test]
 async fn c17_map_without_backend_gets_result_3_not_silence() {
-    let srv = start(
-        upstream_at(Some("198.51.101.7")),
-        NoMappings,
-        "127.0.0.0/8",
-        Arc::new(Epoch::new()),
-    )
-    .await;
+    let srv = start_lan(NoMappings).await;
     let sock = client(srv.addr).await;
     let reply = exchange(&sock, &[0, 1, 0, 0, 0x13, 0x88, 0, 0, 0, 0, 0, 60]).await;
     assert_eq!(reply.len(), 16);
@@ -252,13 +251,7 @@ async fn c17_map_without_backend_gets_result_3_not_silence() {
 
 #[tokio::test]
 async fn c08_c15_c16_silence_for_short_and_response_packets_echo_for_unknown_opcode() {
-    let srv = start(
-        upstream_at(Some("198.51.101.7")),
-        Granting,
-        "127.0.0.0/8",
-        Arc::new(Epoch::new()),
-    )
-    .await;
+    let srv = start_lan(Granting).await;
     let sock = client(srv.addr).await;
     // Each packet that must go unanswered is followed by one that must be answered; the first
     // datagram back must be the answer to the second, so nothing came for the first.
@@ -329,13 +322,7 @@ async fn c39_requests_from_outside_allowed_clients_are_dropped_silently() {
 
 #[tokio::test]
 async fn shutdown_finishes_and_returns() {
-    let srv = start(
-        upstream_at(Some("198.51.101.7")),
-        Granting,
-        "127.0.0.0/8",
-        Arc::new(Epoch::new()),
-    )
-    .await;
+    let srv = start_lan(Granting).await;
     let sock = client(srv.addr).await;
     assert_eq!(exchange(&sock, &[0, 0]).await.len(), 12);
     srv.stop.send(true).unwrap();
@@ -370,13 +357,7 @@ async fn c48_address_replies_feed_the_upstream_epoch_to_the_observer() {
 
 #[tokio::test]
 async fn a_flood_of_malformed_datagrams_neither_crashes_nor_blocks_the_server() {
-    let srv = start(
-        upstream_at(Some("198.51.101.7")),
-        Granting,
-        "127.0.0.0/8",
-        Arc::new(Epoch::new()),
-    )
-    .await;
+    let srv = start_lan(Granting).await;
     let sock = client(srv.addr).await;
     // 3,000 datagrams of every length 0..1200 with arbitrary bytes (fixed seed: reproducible),
     // many of them version 0 with every opcode, sent without waiting for replies.
