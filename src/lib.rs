@@ -21,6 +21,7 @@
 //! * [`routeros::api`]: the typed router operations (add/remove/list dst-nat, route check).
 //! * [`mapping`]: the transactions, the port allocator, expiry and the reconciler.
 //! * [`sim`]: emulators of the router API and of the VPN gateway, for tests and the demo.
+//! * [`shutdown`]: the one stop signal every task honours.
 //! * [`cli`]: the `demo`, `client`, `check` and `health` subcommands, and the hidden `sim-router`
 //!   and `sim-gateway` that run one emulator alone (the namespace tests use them).
 //!
@@ -40,4 +41,5 @@ pub mod logging;
 pub mod mapping;
 pub mod natpmp;
 pub mod routeros;
+pub mod shutdown;
 pub mod sim;

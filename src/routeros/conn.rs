@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::api::RouterError;
+use super::error::RouterError;
 use super::tls::TlsClient;
 use super::wire::{decode_sentence, Command, Reply, ReplyKind};
 

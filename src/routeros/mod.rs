@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod conn;
+pub mod error;
 pub mod pool;
 pub mod tls;
 pub mod wire;

@@ -14,8 +14,8 @@ use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleR
 use deadpool::Runtime;
 use tokio::time::Instant;
 
-use super::api::RouterError;
 use super::conn::{ApiConfig, Connection, Connector, Response};
+use super::error::RouterError;
 use super::wire::Command;
 
 /// Default number of connections.

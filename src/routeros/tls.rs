@@ -27,8 +27,8 @@ use tokio_rustls::rustls::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::api::RouterError;
 use super::conn::TlsMode;
+use super::error::RouterError;
 
 /// A fingerprint string that is not 32 hex bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]

@@ -1,0 +1,71 @@
+//! [`RouterError`]: a failed RouterOS operation, in words a router owner understands, with a
+//! variant for each case that code must tell apart (never matched by message text).
+
+use thiserror::Error;
+
+/// A failed RouterOS operation, in words a router owner understands.
+#[derive(Clone, Debug, Error)]
+pub enum RouterError {
+    /// The item does not exist (`no such item`).
+    #[error("RouterOS: no such item {what}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The API user lacks a policy (`not enough permissions`).
+    #[error("RouterOS refused {command}: {message}{}", policy.map(|p| format!(" (the API user's group needs the '{p}' policy)")).unwrap_or_default())]
+    PermissionDenied {
+        /// The command.
+        command: String,
+        /// The router's text.
+        message: String,
+        /// The policy that is probably missing, where it can be told.
+        policy: Option<&'static str>,
+    },
+    /// A value the router did not accept (e.g. an unknown interface).
+    #[error("RouterOS rejected {command}: {message}")]
+    InvalidValue {
+        /// The command.
+        command: String,
+        /// The router's text.
+        message: String,
+    },
+    /// Any other `!trap`.
+    #[error("RouterOS error on {command}: {message}")]
+    Trap {
+        /// The command.
+        command: String,
+        /// The router's text.
+        message: String,
+        /// The `category`, if given.
+        category: Option<u8>,
+    },
+    /// Login refused.
+    #[error("RouterOS API login failed for user '{user}' at {address}: {message}")]
+    LoginRefused {
+        /// The user name.
+        user: String,
+        /// The API address.
+        address: String,
+        /// The router's text.
+        message: String,
+    },
+    /// The connection could not be made or broke (includes TLS failures and `!fatal`).
+    #[error("RouterOS API at {address}: {message}")]
+    Connection {
+        /// The API address.
+        address: String,
+        /// What happened.
+        message: String,
+    },
+    /// No answer in time (connect, login, command, or waiting for a pooled connection).
+    #[error("RouterOS API at {address}: no answer to {what} within {after:?}")]
+    Timeout {
+        /// The API address.
+        address: String,
+        /// What timed out.
+        what: String,
+        /// The limit.
+        after: std::time::Duration,
+    },
+}
