@@ -39,7 +39,7 @@ use double_natpmp::routeros::api::RouterApi;
 use double_natpmp::routeros::conn::{ApiConfig, Password};
 use double_natpmp::routeros::wire::{decode_sentence, encode_sentence, Command};
 use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig};
+use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimRoute};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -442,7 +442,19 @@ impl Daemon {
 impl Bench {
     async fn start(opts: &Options, router_ms: u64, upstream_ms: u64) -> Result<Bench, BenchError> {
         let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let router = RouterSim::start(RouterSimConfig::default(), any).await?;
+        let mut config = RouterSimConfig::default();
+        // The emulated gateway is on loopback: the router routes it through the tunnel, so the
+        // daemon's in-interface check passes as on a real router.
+        config.routes.insert(
+            0,
+            SimRoute {
+                dst: Ipv4Addr::new(127, 0, 0, 0),
+                prefix_len: 8,
+                interface: "wg-proton".into(),
+                gateway: Ipv4Addr::LOCALHOST,
+            },
+        );
+        let router = RouterSim::start(config, any).await?;
         router.set_latency(Duration::from_millis(router_ms));
         let gateway = Gateway::start(
             GatewayConfig {

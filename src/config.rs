@@ -94,7 +94,8 @@ pub struct SimRouterArgs {
     /// The user's policies, comma-separated.
     #[arg(long, default_value = "read,write,api,test")]
     pub policies: String,
-    /// Interfaces the router has (repeatable).
+    /// Interfaces the router has (repeatable), `name` or `name:type` (the `/interface/print`
+    /// type, e.g. `rtr-v:wg`; guessed from the name otherwise).
     #[arg(long = "interface", default_values = ["ether1", "bridge", "wg-proton"])]
     pub interfaces: Vec<String>,
     /// A route for /ip/route/check: `network/len,interface,gateway` (repeatable).

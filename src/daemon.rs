@@ -20,7 +20,7 @@ use crate::mapping::{MappingConfig, MappingError, Orchestrator};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
-use crate::routeros::api::{RouterApi, RouterError};
+use crate::routeros::api::{Router, RouterApi, RouterError};
 use crate::routeros::conn::{ApiConfig, Password, TlsMode};
 
 /// Why the daemon stopped with an error.
@@ -137,6 +137,8 @@ pub fn router_api(router: &RouterArgs) -> Result<RouterApi, DaemonError> {
 pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig {
     MappingConfig {
         in_interface,
+        in_interface_found: args.mikrotik_in_interface.is_none(),
+        vpn_gateway: Some(*args.vpn_gateway.ip()),
         router_ports: args.router_port_min..=args.router_port_max,
         max_lifetime: args.max_lifetime,
         reconcile_interval: args.reconcile_interval,

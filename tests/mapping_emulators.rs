@@ -69,7 +69,7 @@ struct Setup {
 impl Default for Setup {
     fn default() -> Self {
         Setup {
-            router: RouterSimConfig::default(),
+            router: with_loopback_route_on_vpn(),
             // A quota large enough not to matter unless a test lowers it.
             gateway: GatewayConfig {
                 quota_per_peer: 1000,
@@ -170,6 +170,16 @@ async fn start(setup: Setup) -> Lab {
         Ok(lab) => lab,
         Err((_, _, e)) => panic!("daemon did not start: {e}"),
     }
+}
+
+/// Waits (bounded) until the daemon's background undo work has finished.
+async fn settled(lab: &Lab) {
+    within(
+        Duration::from_secs(10),
+        "background undo",
+        lab.daemon.orchestrator.settled(),
+    )
+    .await;
 }
 
 /// Our rules on the router (comment with our marker).
@@ -560,6 +570,8 @@ async fn upstream_silent_answers_3_within_the_budget_and_leaves_no_rule() {
         lab.gateway.map_requests() >= 1,
         "the daemon did ask upstream"
     );
+    // The gateway may have made the mapping: the undo deletes it there first, then the rule.
+    settled(&lab).await;
     assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
     assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
@@ -627,7 +639,7 @@ async fn router_permission_refusal_answers_2() {
     let lab = start(Setup {
         router: RouterSimConfig {
             users: vec![SimUser::new("admin", "admin", &["read", "api", "test"])],
-            ..RouterSimConfig::default()
+            ..with_loopback_route_on_vpn()
         },
         ..Setup::default()
     })
@@ -647,31 +659,41 @@ async fn router_permission_refusal_answers_2() {
 }
 
 #[tokio::test]
-async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_the_next_reconcile() {
+async fn add_whose_reply_is_lost_answers_success_in_the_retry_window_with_exactly_one_rule() {
     let lab = start(Setup::default()).await;
     lab.router.cut_after_execute_next(ADD);
     let client = Client::on(10, lab.daemon.listen).await;
-    let exchanges = lab.gateway.map_requests();
+    let req = map(Protocol::Tcp, 6881, 0, 60);
 
-    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
-
-    assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
-    assert_eq!(
-        lab.gateway.map_requests(),
-        exchanges,
-        "upstream never asked"
+    // natpmpc-like: send, then retransmit at 250 ms doubling until an answer comes.
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(250);
+    let reply = loop {
+        client.send(req).await;
+        if let Some(r) = client.reply_for(req, wait).await {
+            break r;
+        }
+        wait *= 2;
+        assert!(
+            wait <= Duration::from_secs(4),
+            "no answer within the retry window"
+        );
+    };
+    assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
     assert_eq!(
         lab.router.command_count_for(ADD),
         1,
-        "the add was not repeated"
+        "the add was not repeated: its rule was found by comment"
     );
-    assert_eq!(
-        our_rules(&lab.router).len(),
-        1,
-        "the router made the rule although the answer was lost"
-    );
-
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1, "exactly one rule: {rules:?}");
+    assert_eq!(lab.gateway.mappings().len(), 1);
+    // Nothing for the reconciler to clean up.
     let report = within(
         Duration::from_secs(5),
         "reconcile",
@@ -680,15 +702,35 @@ async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_the_next
     .await;
     assert_eq!(
         report.map(|r| r.orphans_removed).map_err(|e| e.to_string()),
-        Ok(1)
+        Ok(0)
     );
-    assert!(our_rules(&lab.router).is_empty(), "orphan removed");
+    assert_eq!(our_rules(&lab.router).len(), 1);
+}
 
-    // And the port is usable again.
+#[tokio::test]
+async fn remove_whose_reply_is_lost_still_ends_both_layers_and_a_later_map_has_one_rule() {
+    let lab = start(Setup::default()).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    lab.router.cut_after_execute_next("/ip/firewall/nat/remove");
+
+    let reply = client.ask(map(Protocol::Tcp, 6881, 0, 0)).await;
+    assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
+    assert!(our_rules(&lab.router).is_empty(), "the rule is gone");
+    assert!(
+        lab.gateway.mappings().is_empty(),
+        "the upstream mapping is gone"
+    );
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+
     success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
     let rules = our_rules(&lab.router);
-    assert_eq!(rules.len(), 1);
-    assert_eq!(router_port(&rules[0]), 6881);
+    assert_eq!(
+        rules.len(),
+        1,
+        "exactly one rule behind the new mapping: {rules:?}"
+    );
+    assert_eq!(lab.gateway.mappings().len(), 1);
 }
 
 #[tokio::test]
@@ -893,6 +935,7 @@ async fn upstream_answering_too_late_leaves_no_mapping_at_the_gateway() {
     let reply = client.ask(map(Protocol::Udp, 6881, 0, 60)).await;
 
     assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    settled(&lab).await;
     assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
     // The daemon cannot know whether the gateway made it, so it deletes it there too.
     assert!(
@@ -1173,20 +1216,38 @@ async fn renewal_after_the_gateway_lost_its_state_reports_the_new_external_port_
 }
 
 #[tokio::test]
-async fn delete_while_the_router_is_down_answers_3_and_keeps_the_mapping_whole() {
+async fn delete_while_the_router_is_down_answers_3_and_the_rule_goes_when_it_is_back() {
     let lab = start(Setup::default()).await;
     let client = Client::on(10, lab.daemon.listen).await;
-    let first = success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
+    success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
     within(Duration::from_secs(5), "go_down", lab.router.go_down()).await;
 
     let reply = client.ask(map(Protocol::Tcp, 6881, 0, 0)).await;
 
     assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    // Upstream first: the gateway no longer forwards the port, then the rule could not go.
+    assert!(
+        lab.gateway.mappings().is_empty(),
+        "{:?}",
+        lab.gateway.mappings()
+    );
     assert_eq!(our_rules(&lab.router).len(), 1);
-    let up = lab.gateway.mappings();
-    assert_eq!(up.len(), 1, "upstream untouched while the rule stays");
-    assert_eq!(up[0].external_port, first.external_port);
-    assert_eq!(lab.daemon.orchestrator.lease_count(), 1);
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+
+    within(Duration::from_secs(5), "come_up", lab.router.come_up())
+        .await
+        .unwrap_or_else(|e| panic!("come_up: {e}"));
+    // The pool backs off from a router that refused connections; the reconciler retries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        match lab.daemon.orchestrator.reconcile().await {
+            Ok(r) => break r,
+            Err(e) if Instant::now() > deadline => panic!("reconcile never succeeded: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(report.orphans_removed, 1);
+    assert!(our_rules(&lab.router).is_empty());
 }
 
 #[tokio::test]
@@ -1300,6 +1361,7 @@ async fn c17_retransmits_while_the_gateway_is_silent_are_each_answered_3_and_lea
             .unwrap_or_else(|| panic!("datagram {n} never answered"));
         assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
     }
+    settled(&lab).await;
     assert!(our_rules(&lab.router).is_empty(), "no rule left behind");
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
     // The copy that waited behind the first try got its answer without a second transaction:

@@ -8,13 +8,16 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use double_natpmp::mapping::lease::RuleKind;
 use double_natpmp::mapping::rule::RuleComment;
 use double_natpmp::mapping::{MappingConfig, Orchestrator};
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::server::{MapHandler, MapReply};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
-use double_natpmp::routeros::api::{DstNatRule, NatRule, Router, RouterError, RuleId};
+use double_natpmp::routeros::api::{
+    DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterError, RuleId, ServiceInfo,
+};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -48,13 +51,35 @@ enum AddFault {
 #[derive(Default)]
 struct RouterState {
     rules: Vec<NatRule>,
-    next_id: u32,
     adds: usize,
     removes: usize,
     lists: usize,
+    finds: usize,
+    /// `/interface/list/member` rows (list, interface).
+    members: Vec<(String, String)>,
+    /// The interface `/ip/route/check` names for the gateway (default: IFACE).
+    route_via: Option<String>,
+    /// `/interface/print` type of IFACE (default `wg`), and whether it is down.
+    iface_type: Option<String>,
+    iface_down: bool,
     add_fault: Option<AddFault>,
     remove_fails: bool,
     delay: Duration,
+}
+
+impl RouterState {
+    /// The lowest id not in use: unlike RouterOS, the fake reuses ids, so an id the daemon held
+    /// can name another rule later (identity must be the comment).
+    fn free_id(&self) -> RuleId {
+        let mut n = 1;
+        loop {
+            let id = RuleId(format!("*{n:X}"));
+            if !self.rules.iter().any(|r| r.id.as_ref() == Some(&id)) {
+                return id;
+            }
+            n += 1;
+        }
+    }
 }
 
 /// A router that holds NAT rules, counts commands and injects faults.
@@ -68,7 +93,15 @@ impl FakeRouter {
 
     fn commands(&self) -> usize {
         let s = self.state();
-        s.adds + s.removes + s.lists
+        s.adds + s.removes + s.lists + s.finds
+    }
+
+    /// Gives every rule a new id `*1`, `*2`, … in rule order, as a reboot may.
+    fn renumber(&self) {
+        let mut s = self.state();
+        for (i, r) in s.rules.iter_mut().enumerate() {
+            r.id = Some(RuleId(format!("*{:X}", i + 1)));
+        }
     }
 
     fn rules(&self) -> Vec<NatRule> {
@@ -97,14 +130,14 @@ impl FakeRouter {
         comment: Option<&str>,
     ) -> RuleId {
         let mut s = self.state();
-        s.next_id += 1;
-        let id = RuleId(format!("*{:X}", s.next_id));
+        let id = s.free_id();
         s.rules.push(NatRule {
             id: Some(id.clone()),
             chain: Some("dstnat".into()),
             action: Some("dst-nat".into()),
             protocol: Some(protocol.into()),
             in_interface: Some(IFACE.into()),
+            in_interface_list: None,
             dst_port: Some(dst_port.into()),
             to_addresses: Some(to.to_string()),
             to_ports: to_port.map(str::to_owned),
@@ -146,14 +179,14 @@ impl Router for FakeRouter {
             }
             _ => {}
         }
-        s.next_id += 1;
-        let id = RuleId(format!("*{:X}", s.next_id));
+        let id = s.free_id();
         s.rules.push(NatRule {
             id: Some(id.clone()),
             chain: Some("dstnat".into()),
             action: Some("dst-nat".into()),
             protocol: Some(rule.protocol.as_str().into()),
             in_interface: Some(rule.in_interface.clone()),
+            in_interface_list: None,
             dst_port: Some(rule.dst_port.to_string()),
             to_addresses: Some(rule.to_address.to_string()),
             to_ports: Some(rule.to_port.to_string()),
@@ -193,14 +226,76 @@ impl Router for FakeRouter {
         Ok(())
     }
 
-    async fn list_dstnat(&self, in_interface: &str) -> Result<Vec<NatRule>, RouterError> {
+    async fn list_dstnat(&self) -> Result<Vec<NatRule>, RouterError> {
         let mut s = self.state();
         s.lists += 1;
         Ok(s.rules
             .iter()
-            .filter(|r| r.in_interface.as_deref() == Some(in_interface))
+            .filter(|r| r.chain.as_deref() == Some("dstnat"))
             .cloned()
             .collect())
+    }
+
+    async fn find_by_comment(&self, comment: &str) -> Result<Vec<NatRule>, RouterError> {
+        let delay = self.state().delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut s = self.state();
+        s.finds += 1;
+        if s.remove_fails {
+            return Err(RouterError::Connection {
+                address: "127.0.0.1:8728".into(),
+                message: "connection reset by peer".into(),
+            });
+        }
+        Ok(s.rules
+            .iter()
+            .filter(|r| r.comment.as_deref() == Some(comment))
+            .cloned()
+            .collect())
+    }
+
+    async fn list_members(&self) -> Result<Vec<ListMember>, RouterError> {
+        Ok(self
+            .state()
+            .members
+            .iter()
+            .map(|(list, interface)| ListMember {
+                list: list.clone(),
+                interface: interface.clone(),
+            })
+            .collect())
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceInfo>, RouterError> {
+        Ok(vec![ServiceInfo {
+            name: "winbox".into(),
+            port: 8291,
+            disabled: false,
+        }])
+    }
+
+    async fn interface(&self, name: &str) -> Result<Option<InterfaceInfo>, RouterError> {
+        let s = self.state();
+        Ok((name == IFACE).then(|| InterfaceInfo {
+            name: name.into(),
+            kind: s.iface_type.clone().unwrap_or_else(|| "wg".into()),
+            running: !s.iface_down,
+            disabled: false,
+        }))
+    }
+
+    async fn route_interface(&self, _dst: Ipv4Addr) -> Result<String, RouterError> {
+        Ok(self
+            .state()
+            .route_via
+            .clone()
+            .unwrap_or_else(|| IFACE.into()))
+    }
+
+    async fn interface_addresses(&self, _interface: &str) -> Result<Vec<Ipv4Addr>, RouterError> {
+        Ok(vec![Ipv4Addr::new(10, 2, 0, 2)])
     }
 }
 
@@ -211,6 +306,8 @@ impl Router for FakeRouter {
 enum UpFault {
     /// Never answers.
     Silent,
+    /// Carries every request out (maps and deletes), then never answers: a lost reply.
+    LosesReplies,
     /// Answers result 4 (per-tunnel port quota).
     Quota,
 }
@@ -284,6 +381,21 @@ impl Upstream for FakeUpstream {
         };
         match fault {
             Some(UpFault::Silent) => std::future::pending::<()>().await,
+            Some(UpFault::LosesReplies) => {
+                {
+                    let mut s = self.state();
+                    if lifetime == 0 {
+                        s.maps.remove(&(protocol, internal_port));
+                    } else {
+                        s.next_external += 1;
+                        let external = s.next_external;
+                        let granted = lifetime.min(s.max_lifetime);
+                        s.maps
+                            .insert((protocol, internal_port), (external, granted));
+                    }
+                }
+                std::future::pending::<()>().await
+            }
             Some(UpFault::Quota) => {
                 return Err(UpstreamError::Rejected {
                     gateway: gw(),
@@ -333,6 +445,7 @@ type Orch = Orchestrator<FakeRouter, FakeUpstream>;
 fn config() -> MappingConfig {
     MappingConfig {
         in_interface: IFACE.into(),
+        vpn_gateway: Some(Ipv4Addr::new(10, 2, 0, 1)),
         router_ports: 40000..=40999,
         upstream_timeout: Duration::from_secs(5),
         router_timeout: Duration::from_secs(5),
@@ -587,7 +700,7 @@ async fn router_permission_refusal_answers_2_and_never_asks_upstream() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn upstream_silent_answers_3_and_leaves_no_rule() {
+async fn upstream_silent_answers_3_within_the_bound_and_leaves_no_rule() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start(&router, &upstream).await;
     upstream.state().fault = Some(UpFault::Silent);
@@ -600,9 +713,30 @@ async fn upstream_silent_answers_3_and_leaves_no_rule() {
         started.elapsed() <= config().upstream_timeout + Duration::from_secs(1),
         "answered within the bound"
     );
+    // The gateway may have made the mapping: the undo asks it first, in the background.
+    orch.settled().await;
     assert!(router.rules().is_empty(), "rule rolled back");
     assert_eq!(orch.lease_count(), 0);
-    assert!(upstream.mapped().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_that_loses_its_reply_has_its_mapping_deleted_before_the_rule_goes() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    upstream.state().fault = Some(UpFault::LosesReplies);
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    assert_eq!(upstream.mapped().len(), 1, "the gateway made the mapping");
+    orch.settled().await;
+    assert!(
+        upstream.mapped().is_empty(),
+        "the rollback deleted the mapping the gateway made"
+    );
+    assert!(router.rules().is_empty(), "and the rule");
+    // The delete's own reply was lost too, so the port waits for the reconciler.
+    assert!(orch.table().is_used(Protocol::Udp, 6881));
 }
 
 #[tokio::test(start_paused = true)]
@@ -619,7 +753,7 @@ async fn upstream_timeout_sends_a_delete_for_a_mapping_it_may_have_made() {
     tokio::time::sleep(config().upstream_timeout * 2).await;
     assert_eq!(upstream.exchanges(), 2, "one map, one delete");
     assert!(
-        !orch.ports().is_used(Protocol::Udp, 6881),
+        !orch.table().is_used(Protocol::Udp, 6881),
         "port freed after the delete"
     );
 }
@@ -658,38 +792,67 @@ async fn failed_rollback_is_answered_and_the_reconciler_removes_the_rule_later()
         "the rollback could not remove the rule"
     );
     // The port is not handed to anyone else while that rule may still forward it.
-    assert!(orch.ports().is_used(Protocol::Tcp, 6881));
+    assert!(orch.table().is_used(Protocol::Tcp, 6881));
 
     router.state().remove_fails = false;
     let report = orch.reconcile().await.map_err(|e| e.to_string());
     assert_eq!(report.map(|r| r.orphans_removed), Ok(1));
     assert!(router.rules().is_empty());
-    assert!(!orch.ports().is_used(Protocol::Tcp, 6881));
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
 }
 
 #[tokio::test(start_paused = true)]
-async fn connection_cut_between_add_and_upstream_leaves_no_orphan_after_next_reconcile() {
+async fn add_whose_reply_is_lost_is_settled_by_comment_and_the_mapping_goes_on() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start(&router, &upstream).await;
     router.state().add_fault = Some(AddFault::ExecuteThenCut);
+    let reply = success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    assert_eq!(router.state().adds, 1, "no second add");
+    assert_eq!(router.our_rules().len(), 1, "exactly one rule");
+    assert_eq!(upstream.exchanges(), 1);
+    assert_eq!(
+        orch.leases()[0].lease.rule_id(RuleKind::DstNat),
+        router.our_rules()[0].id.as_ref(),
+        "the lease holds the rule the lookup found"
+    );
+    assert_eq!(reply.external_port, orch.leases()[0].lease.external_port);
+    router.state().add_fault = None;
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(report.map(|r| r.orphans_removed), Ok(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn add_whose_reply_is_lost_and_cannot_be_looked_up_keeps_the_port_until_the_reconciler() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    {
+        let mut s = router.state();
+        s.add_fault = Some(AddFault::ExecuteThenCut);
+        s.remove_fails = true; // lookups fail too
+    }
     let reply = orch
         .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
         .await;
     assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
     assert_eq!(upstream.exchanges(), 0);
-    assert_eq!(
-        router.rules().len(),
-        1,
-        "the router made the rule although the answer was lost"
+    assert_eq!(router.rules().len(), 1, "the rule exists, unknown to us");
+    assert!(
+        orch.table().is_used(Protocol::Tcp, 6881),
+        "R stays reserved"
     );
-    // Until the reconciler looked, the port is not handed out again.
-    assert!(orch.ports().is_used(Protocol::Tcp, 6881));
 
-    router.state().add_fault = None;
+    {
+        let mut s = router.state();
+        s.add_fault = None;
+        s.remove_fails = false;
+    }
     let report = orch.reconcile().await.map_err(|e| e.to_string());
     assert_eq!(report.map(|r| r.orphans_removed), Ok(1));
     assert!(router.rules().is_empty(), "orphan removed");
-    assert!(!orch.ports().is_used(Protocol::Tcp, 6881));
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
 }
 
 #[tokio::test(start_paused = true)]
@@ -757,6 +920,38 @@ async fn two_hundred_concurrent_requests_get_two_hundred_distinct_router_ports()
     assert_eq!(ports.len(), 200, "200 distinct router ports");
     assert_eq!(external.len(), 200);
     assert_eq!(orch.lease_count(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_locks_are_dropped_when_nobody_needs_them() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let mut set = JoinSet::new();
+    for i in 0..20u8 {
+        let orch = orch.clone();
+        set.spawn(async move {
+            orch.handle_map(lan(10 + i % 4), map(Protocol::Udp, 6881, 0, 60))
+                .await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(
+            matches!(
+                r,
+                Ok(MapReply {
+                    result: ResultCode::Success,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    assert_eq!(orch.lease_count(), 4);
+    assert_eq!(
+        orch.locks_in_use(),
+        0,
+        "no lock entry outlives its transactions"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -896,7 +1091,7 @@ async fn c36_delete_all_with_a_foreign_rule_deletes_ours_and_answers_2() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn delete_when_the_router_fails_answers_3_and_keeps_the_mapping_whole() {
+async fn delete_when_the_router_fails_answers_3_and_the_reconciler_removes_the_rule() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start(&router, &upstream).await;
     success(
@@ -906,11 +1101,310 @@ async fn delete_when_the_router_fails_answers_3_and_keeps_the_mapping_whole() {
     router.state().remove_fails = true;
     let reply = orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await;
     assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
-    assert_eq!(orch.lease_count(), 1);
+    assert!(upstream.mapped().is_empty(), "upstream deleted first");
+    assert_eq!(orch.lease_count(), 0);
+    assert!(
+        orch.table().is_used(Protocol::Tcp, 6881),
+        "R is not handed out while the rule may still forward it"
+    );
+    // The client tries again: nothing is left of the mapping for it (C-34).
     assert_eq!(
-        upstream.mapped().len(),
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    router.state().remove_fails = false;
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(report.map(|r| r.orphans_removed), Ok(1));
+    assert!(router.rules().is_empty());
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+#[tokio::test(start_paused = true)]
+async fn teardown_deletes_upstream_before_the_rule() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    // A gateway that fails deletes: the rule must still be there (the gateway still forwards).
+    upstream.state().fault = Some(UpFault::Silent);
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    assert_eq!(
+        router.our_rules().len(),
         1,
-        "upstream untouched while the rule stays"
+        "the rule stays while the gateway may forward the port"
+    );
+    assert!(
+        orch.table().is_used(Protocol::Tcp, 6881),
+        "R stays reserved"
+    );
+    // The gateway answers again; before the drain's next try, another client asks for 6881.
+    upstream.state().fault = None;
+    success(
+        orch.handle_map(lan(11), map(Protocol::Tcp, 6881, 6881, 60))
+            .await,
+    );
+    let leases = orch.leases();
+    assert_eq!(leases.len(), 1);
+    assert_ne!(
+        leases[0].lease.router_port, 6881,
+        "a draining router port is not handed to another client"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_delete_failure_keeps_the_router_port_until_the_gateway_mapping_lapsed() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    upstream.state().fault = Some(UpFault::Silent);
+    let started = Instant::now();
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    // The drain retries while the gateway is silent, and gives up waiting once the gateway's
+    // 60 s mapping has lapsed: then the rule goes and R is free.
+    orch.settled().await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(55),
+        "R was held until the upstream lifetime ran out ({:?})",
+        started.elapsed()
+    );
+    assert!(router.our_rules().is_empty());
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_ends_early_when_the_gateway_answers_the_delete_again() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    upstream.state().fault = Some(UpFault::Silent);
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    upstream.state().fault = None;
+    let started = Instant::now();
+    orch.settled().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(upstream.mapped().is_empty());
+    assert!(router.our_rules().is_empty());
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A rule is known by its comment (point 2 of the core issue)
+
+#[tokio::test(start_paused = true)]
+async fn renumbered_ids_never_make_a_delete_remove_a_foreign_rule() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let first = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    let held = orch.leases()[0].lease.rule_id(RuleKind::DstNat).cloned();
+    // The admin removes the first rule, adds another, and the router renumbers: the id we held
+    // (*2) now names the admin's new rule.
+    router.delete_by_hand(&first);
+    router.renumber();
+    let foreign = router.seed("tcp", "2222", lan(3), Some("22"), Some("game server"));
+    assert_eq!(
+        Some(foreign.clone()),
+        held,
+        "the old id now belongs to a foreign rule"
+    );
+
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    let rules = router.rules();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].id, Some(foreign), "the foreign rule is untouched");
+    assert!(router.our_rules().is_empty(), "our rule is the one removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn renumbered_ids_are_re_bound_by_the_reconciler_and_expiry_removes_the_right_rule() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let first = router.seed("udp", "53", lan(2), None, None);
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 30))
+            .await,
+    );
+    router.delete_by_hand(&first);
+    router.renumber();
+    let foreign = router.seed("udp", "5000", lan(3), None, Some("voip"));
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(
+        report.map(|r| (r.rebound, r.orphans_removed, r.recreated)),
+        Ok((1, 0, 0))
+    );
+    assert_eq!(
+        orch.leases()[0].lease.rule_id(RuleKind::DstNat),
+        router.our_rules()[0].id.as_ref(),
+        "the lease follows the renumbered id"
+    );
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    orch.expire_due().await;
+    assert_eq!(orch.lease_count(), 0);
+    let rules = router.rules();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].id, Some(foreign));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The port index sees every rule that can catch tunnel traffic (point 3)
+
+#[tokio::test(start_paused = true)]
+async fn rules_on_an_interface_list_with_the_tunnel_or_on_no_interface_are_never_collided_with() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    router.state().members.extend([
+        ("WAN".into(), IFACE.into()),
+        ("LAN".into(), "bridge".into()),
+    ]);
+    let listed = router.seed("tcp", "6881", lan(20), None, Some("list rule"));
+    let anywhere = router.seed("tcp", "6882", lan(21), None, Some("no interface"));
+    let lan_only = router.seed("tcp", "6883", lan(22), None, Some("lan list"));
+    {
+        let mut s = router.state();
+        for r in s.rules.iter_mut() {
+            if r.id.as_ref() == Some(&listed) {
+                r.in_interface = None;
+                r.in_interface_list = Some("WAN".into());
+            } else if r.id.as_ref() == Some(&anywhere) {
+                r.in_interface = None;
+            } else if r.id.as_ref() == Some(&lan_only) {
+                r.in_interface = None;
+                r.in_interface_list = Some("LAN".into());
+            }
+        }
+    }
+    let orch = start(&router, &upstream).await;
+    for port in [6881, 6882] {
+        success(
+            orch.handle_map(lan(10), map(Protocol::Tcp, port, port, 60))
+                .await,
+        );
+    }
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6883, 6883, 60))
+            .await,
+    );
+    let ports: HashMap<u16, u16> = orch
+        .leases()
+        .iter()
+        .map(|l| (l.key.internal_port, l.lease.router_port))
+        .collect();
+    assert_ne!(ports[&6881], 6881, "WAN holds the tunnel: 6881 is taken");
+    assert_ne!(
+        ports[&6882], 6882,
+        "a rule on no interface catches the tunnel too"
+    );
+    assert_eq!(
+        ports[&6883], 6883,
+        "a LAN-list rule cannot catch tunnel traffic"
+    );
+    // C-35 uses the same view: a delete aimed at the list rule's target answers 2.
+    assert_eq!(
+        orch.handle_map(lan(20), delete(Protocol::Tcp, 6881)).await,
+        MapReply::failure(ResultCode::NotAuthorized)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn router_service_ports_are_never_router_ports() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let reply = success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 8291, 8291, 60))
+            .await,
+    );
+    assert_ne!(reply.external_port, 0);
+    assert_ne!(orch.leases()[0].lease.router_port, 8291, "winbox's port");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-interface is proven before any rule is added (point 4)
+
+#[tokio::test(start_paused = true)]
+async fn a_route_to_the_gateway_off_the_tunnel_means_result_3_and_no_rule_until_it_is_back() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    router.state().route_via = Some("ether1".into());
+    let orch = start(&router, &upstream).await;
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    assert_eq!(router.state().adds, 0, "no rule is ever added");
+    assert_eq!(upstream.exchanges(), 0);
+
+    router.state().route_via = None;
+    let report = orch.reconcile().await.map_err(|e| e.to_string());
+    assert_eq!(report.map(|r| r.interface_ok), Ok(true));
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tunnel_that_is_down_or_not_a_tunnel_type_adds_no_rule() {
+    for (down, kind, found) in [(true, "wg", false), (false, "ether", true)] {
+        let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+        {
+            let mut s = router.state();
+            s.iface_down = down;
+            s.iface_type = Some(kind.into());
+        }
+        let orch = start_with(
+            &router,
+            &upstream,
+            MappingConfig {
+                in_interface_found: found,
+                ..config()
+            },
+        )
+        .await;
+        let reply = orch
+            .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await;
+        assert_eq!(
+            reply,
+            MapReply::failure(ResultCode::NetworkFailure),
+            "down={down} type={kind}"
+        );
+        assert_eq!(router.state().adds, 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_interface_of_another_type_is_used() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    router.state().iface_type = Some("vlan".into());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
     );
 }
 
@@ -988,7 +1482,7 @@ async fn start_reconcile_removes_our_old_rules_and_never_touches_foreign_ones() 
     assert_eq!(comments, vec![Some("web server".to_owned()), None]);
     // The foreign range is skipped when choosing router ports.
     for port in [40000, 40003, 40005, 40007] {
-        assert!(orch.ports().is_used(Protocol::Udp, port), "{port}");
+        assert!(orch.table().is_used(Protocol::Udp, port), "{port}");
     }
     success(
         orch.handle_map(lan(30), map(Protocol::Udp, 100, 0, 60))
@@ -1005,7 +1499,9 @@ async fn reconciler_recreates_a_live_rule_someone_deleted() {
         orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
             .await,
     );
-    let old = orch.leases()[0].lease.rule.clone();
+    let Some(old) = orch.leases()[0].lease.rule_id(RuleKind::DstNat).cloned() else {
+        panic!("the lease has no dst-nat rule")
+    };
     router.delete_by_hand(&old);
 
     let report = orch.reconcile().await.map_err(|e| e.to_string());
@@ -1016,7 +1512,7 @@ async fn reconciler_recreates_a_live_rule_someone_deleted() {
     assert_eq!(rules[0].to_addresses.as_deref(), Some("192.168.88.10"));
     assert_eq!(
         rules[0].id.as_ref(),
-        Some(&orch.leases()[0].lease.rule),
+        orch.leases()[0].lease.rule_id(RuleKind::DstNat),
         "lease follows the new id"
     );
 

@@ -88,7 +88,7 @@ async fn add_dstnat_creates_the_rule_and_returns_its_id_in_one_command() {
 }
 
 #[tokio::test]
-async fn list_dstnat_returns_only_the_interfaces_dstnat_rules_with_flags() {
+async fn list_dstnat_returns_every_dstnat_rule_whatever_its_interface_with_flags() {
     let sim = sim(RouterSimConfig::default()).await;
     let api = admin(&sim);
     let ours = api.add_dstnat(&rule(40001)).await.unwrap();
@@ -115,9 +115,14 @@ async fn list_dstnat_returns_only_the_interfaces_dstnat_rules_with_flags() {
         ("dynamic", "true"),
     ]);
 
-    let rows = api.list_dstnat("wg-proton").await.unwrap();
+    let rows = api.list_dstnat().await.unwrap();
 
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    // Every dst-nat rule, whatever its in-interface (the ether1 one too); no src-nat rule.
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r.chain.as_deref() == Some("dstnat")));
+    assert!(rows
+        .iter()
+        .any(|r| r.in_interface.as_deref() == Some("ether1")));
     let mine = rows.iter().find(|r| r.id.as_ref() == Some(&ours)).unwrap();
     assert_eq!(mine.dst_port.as_deref(), Some("40001"));
     assert_eq!(mine.to_addresses.as_deref(), Some("192.168.88.23"));
@@ -140,9 +145,9 @@ async fn list_dstnat_with_no_rules_is_empty_on_7_18_and_7_17() {
     let sim = sim(RouterSimConfig::default()).await;
     let api = admin(&sim);
     // 7.18+: `!empty` then `!done`.
-    assert!(api.list_dstnat("wg-proton").await.unwrap().is_empty());
+    assert!(api.list_dstnat().await.unwrap().is_empty());
     sim.set_version("7.17.2 (stable)");
-    assert!(api.list_dstnat("wg-proton").await.unwrap().is_empty());
+    assert!(api.list_dstnat().await.unwrap().is_empty());
     // The connection stayed in step: a later add still works.
     api.add_dstnat(&rule(40002)).await.unwrap();
 }
@@ -252,7 +257,7 @@ async fn missing_policies_are_permission_denied_naming_the_policy() {
         "{err}"
     );
 
-    let err = wo.list_dstnat("wg-proton").await.unwrap_err();
+    let err = wo.list_dstnat().await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -269,7 +274,7 @@ async fn missing_policies_are_permission_denied_naming_the_policy() {
 async fn wrong_password_is_login_refused_with_user_and_without_password() {
     let sim = sim(RouterSimConfig::default()).await;
     let api = api(config(&sim, "admin", "hunter2-wrong"));
-    let err = api.list_dstnat("wg-proton").await.unwrap_err();
+    let err = api.list_dstnat().await.unwrap_err();
     assert!(matches!(err, RouterError::LoginRefused { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("'admin'"), "{text}");
@@ -318,7 +323,7 @@ async fn latency_below_the_timeout_is_tolerated() {
     let api = admin(&sim);
     sim.set_latency(Duration::from_millis(300));
     api.add_dstnat(&rule(40001)).await.unwrap();
-    assert_eq!(api.list_dstnat("wg-proton").await.unwrap().len(), 1);
+    assert_eq!(api.list_dstnat().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -328,7 +333,7 @@ async fn latency_beyond_the_timeout_is_a_timeout() {
     api.info().await.unwrap();
     sim.set_latency(Duration::from_secs(3));
     let started = Instant::now();
-    let err = api.list_dstnat("wg-proton").await.unwrap_err();
+    let err = api.list_dstnat().await.unwrap_err();
     assert!(matches!(err, RouterError::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_millis(1800));
 }
@@ -339,10 +344,10 @@ async fn reply_cut_mid_sentence_is_a_connection_error_and_the_next_call_works() 
     let api = admin(&sim);
     api.add_dstnat(&rule(40001)).await.unwrap();
     sim.close_mid_reply_next("/ip/firewall/nat/print");
-    let err = api.list_dstnat("wg-proton").await.unwrap_err();
+    let err = api.list_dstnat().await.unwrap_err();
     assert!(matches!(err, RouterError::Connection { .. }), "{err}");
     // The broken connection is not reused; a fresh one answers.
-    assert_eq!(api.list_dstnat("wg-proton").await.unwrap().len(), 1);
+    assert_eq!(api.list_dstnat().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -353,7 +358,7 @@ async fn connection_cut_after_add_runs_is_an_error_but_the_rule_exists() {
     let err = api.add_dstnat(&rule(40001)).await.unwrap_err();
     assert!(matches!(err, RouterError::Connection { .. }), "{err}");
     // At-least-once: the router did add it, the reconciler finds it by comment.
-    let rows = api.list_dstnat("wg-proton").await.unwrap();
+    let rows = api.list_dstnat().await.unwrap();
     assert_eq!(rows.len(), 1);
 }
 
@@ -371,7 +376,7 @@ async fn hanging_router_gives_a_timeout_within_the_command_timeout() {
     assert!(took < Duration::from_millis(1800), "{took:?}");
     sim.set_hang(false);
     // The hung connection is discarded; a new one works.
-    api.list_dstnat("wg-proton").await.unwrap();
+    api.list_dstnat().await.unwrap();
 }
 
 #[tokio::test]
@@ -380,7 +385,7 @@ async fn empty_sentences_before_replies_are_skipped() {
     sim.set_empty_sentence_before_reply(true);
     let api = admin(&sim);
     let id = api.add_dstnat(&rule(40001)).await.unwrap();
-    assert_eq!(api.list_dstnat("wg-proton").await.unwrap()[0].id, Some(id));
+    assert_eq!(api.list_dstnat().await.unwrap()[0].id, Some(id));
 }
 
 #[tokio::test]
@@ -393,7 +398,7 @@ async fn caller_waiting_for_a_busy_pool_times_out() {
     sim.set_hang(true);
     let holder = {
         let api = api.clone();
-        tokio::spawn(async move { api.list_dstnat("wg-proton").await })
+        tokio::spawn(async move { api.list_dstnat().await })
     };
     // Wait until the holder's command reached the router, so the only connection is taken.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -424,7 +429,7 @@ async fn pool_serves_again_after_the_router_was_down_for_5_seconds() {
     // While down, calls fail fast (refused or within the backoff window), never hang.
     while down_at.elapsed() < Duration::from_secs(1) {
         let started = Instant::now();
-        let err = api.list_dstnat("wg-proton").await.unwrap_err();
+        let err = api.list_dstnat().await.unwrap_err();
         assert!(
             matches!(err, RouterError::Connection { .. }),
             "while down: {err}"
@@ -438,7 +443,7 @@ async fn pool_serves_again_after_the_router_was_down_for_5_seconds() {
 
     let up_at = Instant::now();
     let rows = loop {
-        match api.list_dstnat("wg-proton").await {
+        match api.list_dstnat().await {
             Ok(rows) => break rows,
             Err(e) => {
                 assert!(
@@ -551,7 +556,7 @@ async fn api_ssl_with_the_right_ca_works() {
     };
     let api = api(cfg);
     api.add_dstnat(&rule(40001)).await.unwrap();
-    assert_eq!(api.list_dstnat("wg-proton").await.unwrap().len(), 1);
+    assert_eq!(api.list_dstnat().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -638,4 +643,70 @@ async fn plain_client_against_api_ssl_fails_instead_of_hanging_forever() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn find_by_comment_finds_the_rule_whatever_its_id_after_a_renumber() {
+    let sim = sim(RouterSimConfig::default()).await;
+    let api = admin(&sim);
+    let foreign = sim.insert_nat_rule(&[
+        ("chain", "dstnat"),
+        ("action", "dst-nat"),
+        ("protocol", "tcp"),
+        ("dst-port", "22"),
+        ("to-addresses", "192.168.88.2"),
+    ]);
+    let ours = api.add_dstnat(&rule(40001)).await.unwrap();
+    assert!(sim.delete_nat_rule(&foreign));
+    sim.renumber_ids();
+    let found = api
+        .find_by_comment("natpmp:udp:192.168.88.23:6881:40001")
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].id, Some(RuleId("*1".into())), "renumbered");
+    assert_ne!(found[0].id, Some(ours));
+    assert!(api
+        .find_by_comment("natpmp:nothing")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn interface_lists_services_interfaces_and_addresses_are_read() {
+    let sim = sim(RouterSimConfig {
+        interface_lists: vec![
+            ("WAN".into(), "ether1".into()),
+            ("WAN".into(), "wg-proton".into()),
+        ],
+        interface_types: vec![("ether1".into(), "ether".into())],
+        ..RouterSimConfig::default()
+    })
+    .await;
+    let api = admin(&sim);
+    let members = api.list_members().await.unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members
+        .iter()
+        .any(|m| m.list == "WAN" && m.interface == "wg-proton"));
+    let services = api.services().await.unwrap();
+    let api_svc = services.iter().find(|s| s.name == "api").unwrap();
+    assert_eq!((api_svc.port, api_svc.disabled), (8728, false));
+    assert!(services.iter().any(|s| s.name == "www-ssl" && s.disabled));
+    let wg = api.interface("wg-proton").await.unwrap().unwrap();
+    assert_eq!((wg.kind.as_str(), wg.running), ("wg", true));
+    sim.set_interface_running("wg-proton", false);
+    assert!(!api.interface("wg-proton").await.unwrap().unwrap().running);
+    assert_eq!(api.interface("nope").await.unwrap(), None);
+    assert_eq!(
+        api.interface_addresses("wg-proton").await.unwrap(),
+        vec![Ipv4Addr::new(10, 2, 0, 2)]
+    );
+    assert_eq!(
+        api.route_interface(Ipv4Addr::new(10, 2, 0, 1))
+            .await
+            .unwrap(),
+        "wg-proton"
+    );
 }

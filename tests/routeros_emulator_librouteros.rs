@@ -327,7 +327,7 @@ async fn our_client_and_librouteros_see_the_same_router() {
     )
     .unwrap();
 
-    // librouteros adds two rules; our listing of wg-proton shows exactly its first one.
+    // librouteros adds two rules; our listing shows both, and exactly its first on wg-proton.
     let added = step(&py, port, &["add"]).await;
     let ids: Vec<String> = added
         .get("ids")
@@ -335,7 +335,12 @@ async fn our_client_and_librouteros_see_the_same_router() {
         .iter()
         .map(|j| j.str().to_owned())
         .collect();
-    let listed = ours.list_dstnat("wg-proton").await.unwrap();
+    let all = ours.list_dstnat().await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let listed: Vec<_> = all
+        .into_iter()
+        .filter(|r| r.in_interface.as_deref() == Some("wg-proton"))
+        .collect();
     assert_eq!(listed.len(), 1, "{listed:?}");
     let rule = &listed[0];
     assert_eq!(

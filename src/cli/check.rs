@@ -114,7 +114,9 @@ fn router_fix(e: &RouterError) -> String {
         RouterError::InvalidValue { .. } => {
             "check MIKROTIK_IN_INTERFACE: it must name the router's VPN interface exactly (/interface print)".to_owned()
         }
-        RouterError::NotFound { .. } | RouterError::Trap { .. } => {
+        RouterError::NotFound { .. }
+        | RouterError::Trap { .. }
+        | RouterError::IncompleteReply { .. } => {
             "see the router's log (/log print) for details".to_owned()
         }
     }
@@ -376,7 +378,7 @@ async fn test_mapping(
         limit,
         &address,
         "/ip/firewall/nat/print",
-        router.list_dstnat(in_interface),
+        router.list_dstnat(),
     )
     .await
     {

@@ -26,9 +26,22 @@ pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> s
 /// Runs the RouterOS emulator until `stop` turns true.
 pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
     let policies: Vec<&str> = args.policies.split(',').map(str::trim).collect();
+    // `--interface name[:type]`: the type /interface/print reports (e.g. `rtr-v:wg`).
+    let mut names = Vec::new();
+    let mut types = Vec::new();
+    for spec in &args.interfaces {
+        match spec.split_once(':') {
+            Some((name, kind)) => {
+                names.push(name.to_owned());
+                types.push((name.to_owned(), kind.to_owned()));
+            }
+            None => names.push(spec.clone()),
+        }
+    }
     let mut config = RouterSimConfig {
         users: vec![SimUser::new(&args.user, &args.password, &policies)],
-        interfaces: args.interfaces.clone(),
+        interfaces: names.clone(),
+        interface_types: types,
         ..RouterSimConfig::default()
     };
     if !args.routes.is_empty() {
@@ -43,11 +56,7 @@ pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std
             netns: netns.clone(),
             table: args.nft_table.clone(),
             chain: args.nft_chain.clone(),
-            interface_map: args
-                .interfaces
-                .iter()
-                .map(|i| (i.clone(), i.clone()))
-                .collect(),
+            interface_map: names.iter().map(|i| (i.clone(), i.clone())).collect(),
         });
     }
     let sim = RouterSim::start(config, args.listen).await?;

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::natpmp::upstream::UpstreamError;
 use crate::natpmp::wire::{Protocol, ResultCode};
-use crate::routeros::api::RouterError;
+use crate::routeros::error::RouterError;
 
 /// A failed mapping transaction, in words a router owner understands.
 #[derive(Debug, Error)]
@@ -81,6 +81,13 @@ pub enum MappingError {
     /// The daemon is stopping.
     #[error("double-natpmp is shutting down")]
     ShuttingDown,
+    /// The VPN in-interface is not proven usable (missing, down, not a tunnel, or the route to
+    /// the gateway goes elsewhere): no rule is added until it is.
+    #[error("no mapping while the VPN interface is unusable: {problem}")]
+    InterfaceUnusable {
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
     /// The mapping configuration is unusable.
     #[error("invalid mapping configuration: {0}")]
     InvalidConfig(String),
@@ -120,9 +127,9 @@ impl MappingError {
             MappingError::InternalPortZero | MappingError::ForeignRule { .. } => {
                 ResultCode::NotAuthorized
             }
-            MappingError::ShuttingDown | MappingError::InvalidConfig(_) => {
-                ResultCode::NetworkFailure
-            }
+            MappingError::ShuttingDown
+            | MappingError::InvalidConfig(_)
+            | MappingError::InterfaceUnusable { .. } => ResultCode::NetworkFailure,
             MappingError::FailedJustNow { result } => *result,
         }
     }
@@ -133,7 +140,9 @@ impl MappingError {
         matches!(
             self,
             MappingError::Router {
-                source: RouterError::Connection { .. } | RouterError::Timeout { .. },
+                source: RouterError::Connection { .. }
+                    | RouterError::Timeout { .. }
+                    | RouterError::IncompleteReply { .. },
                 ..
             } | MappingError::RouterTimeout { .. }
                 | MappingError::Upstream {
@@ -142,6 +151,18 @@ impl MappingError {
                 }
                 | MappingError::UpstreamTimeout { .. }
                 | MappingError::UpstreamUnusable { .. }
+        )
+    }
+
+    /// No answer in time from the router (it may still carry the command out).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            MappingError::RouterTimeout { .. }
+                | MappingError::Router {
+                    source: RouterError::Timeout { .. },
+                    ..
+                }
         )
     }
 

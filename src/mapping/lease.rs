@@ -30,21 +30,51 @@ impl std::fmt::Display for MappingKey {
     }
 }
 
-/// What a live mapping owns: the router port R and its dst-nat rule, the upstream external port
-/// E, and the lifetime last granted to the client.
+/// Which kind of router rule a lease owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RuleKind {
+    /// The dst-nat rule: tunnel traffic to router port R goes to the client's internal port.
+    DstNat,
+}
+
+/// One router rule a lease owns. The comment (from the lease's key, router port and the kind)
+/// is what makes the rule ours; the id is only a handle, re-bound by comment whenever the
+/// router shows another one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedRule {
+    /// What the rule does.
+    pub kind: RuleKind,
+    /// Its RouterOS `.id` as last seen.
+    pub id: RuleId,
+}
+
+/// What a live mapping owns: the router port R and its router rules, the upstream external
+/// port E, and the lifetimes on both sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// Router port R: dst-port of our rule on the VPN interface, and the internal port we map
     /// upstream.
     pub router_port: u16,
-    /// The rule's RouterOS `.id`.
-    pub rule: RuleId,
+    /// The router side: the dst-nat rule (a src-nat rule may join it).
+    pub rules: Vec<OwnedRule>,
     /// The external port E the VPN gateway mapped.
     pub external_port: u16,
     /// The lifetime last granted to the client (seconds).
     pub lifetime: u32,
     /// When both layers are removed unless the client renews: grant time + lifetime + grace.
     pub deadline: Instant,
+    /// When the gateway's mapping lapses unless renewed: its grant time + its lifetime.
+    pub upstream_deadline: Instant,
+    /// Set by the lease table when the lease goes live; a lease made again for the same key
+    /// gets another, so a task that looked at the old one can tell.
+    pub serial: u64,
+}
+
+impl Lease {
+    /// The id of the lease's rule of `kind`, as last seen.
+    pub fn rule_id(&self, kind: RuleKind) -> Option<&RuleId> {
+        self.rules.iter().find(|r| r.kind == kind).map(|r| &r.id)
+    }
 }
 
 /// A snapshot of one live mapping, for metrics, logs and tests.

@@ -1,36 +1,35 @@
-//! The router-port allocator: chooses R without a round trip to the router.
+//! What the router says about its ports ([`RouterView`]), and the choice of a router port R
+//! from it ([`choose_port`]); pure, no I/O. The [lease table](crate::mapping::table) holds the
+//! view next to our own holds and reserves ports through it.
 //!
 //! Upstream, every LAN client has the same identity (the router's tunnel address), so R is
-//! unique per protocol across all clients, and it must not collide with any dst-nat rule on the
-//! VPN in-interface, ours or foreign. The index knows three kinds of used ports:
+//! unique per protocol across all clients, and it must not collide with any dst-nat rule that
+//! can catch traffic arriving from the tunnel, ours or foreign:
 //!
-//! * **router view**: ports of the rules the last listing showed (foreign rules, including
-//!   dynamic ones; `dst-port` lists and ranges like `1000-2000,3000` are parsed), plus our own
-//!   rules the reconciler could not remove. Replaced wholesale by each reconcile pass.
-//! * **holds**: ports we hold, in flight (reserved, rule not yet confirmed) or leased (a live
-//!   mapping's rule). These are the orchestrator's own adds and removes, kept current without
-//!   asking the router.
-//! * **suspects**: ports where a rule of ours may exist although we hold nothing (an add whose
-//!   answer was lost, a remove that failed, a transaction cancelled half-way). They stay used
-//!   until a reconcile pass that *started after* they were marked has looked at the router.
+//! * `in-interface` = the VPN interface (or `!X` for another X);
+//! * `in-interface-list` = a list that contains it (`/interface/list/member`, plus the built-in
+//!   `all` and `static` lists), or `!L` for a list that does not;
+//! * neither matcher set: the rule catches every interface.
 //!
-//! Reservation is atomic (one lock, no `.await` inside), so two concurrent requests never get the
-//! same port. Preference order: the client's suggested external port, then its internal port,
-//! then the next free port of the configured range (next-fit, so a just-freed port is not reused
-//! at once). Preferred ports below 1024 are skipped: a dst-nat rule on a well-known port of the
-//! tunnel address only confuses whoever reads the router's rules.
+//! `dst-port` lists and ranges like `1000-2000,3000` are parsed. Disabled rules count too (they
+//! can be enabled at any time). The ports of enabled `/ip/service` entries (api, api-ssl, ssh,
+//! www, winbox, …) are used as well, for both protocols: a dst-nat rule on such a port would take
+//! the service away from the tunnel side, or hand it to a LAN client.
+//!
+//! Preference order: the client's suggested external port, then its internal port, then the
+//! next free port of the configured range (next-fit, so a just-freed port is not reused at once).
+//! Preferred ports below 1024 are skipped: a dst-nat rule on a well-known port of the tunnel
+//! address only confuses whoever reads the router's rules.
 //!
 //! A foreign rule without `dst-port` matches every port; it is not counted as using any port
 //! (counting it would make allocation impossible, and our rule after it would be shadowed anyway).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::mapping::lease::MappingKey;
 use crate::natpmp::wire::Protocol;
-use crate::routeros::api::{NatRule, RuleId};
+use crate::routeros::api::{ListMember, NatRule, ServiceInfo};
 
 /// Preferred ports (suggested or internal) below this are not used as router ports.
 pub const MIN_PREFERRED_PORT: u16 = 1024;
@@ -56,7 +55,8 @@ pub fn parse_port_list(text: &str) -> Option<Vec<RangeInclusive<u16>>> {
     Some(out)
 }
 
-fn slot(protocol: Protocol) -> usize {
+/// The index of a protocol in per-protocol arrays.
+pub fn slot(protocol: Protocol) -> usize {
     match protocol {
         Protocol::Udp => 0,
         Protocol::Tcp => 1,
@@ -169,258 +169,136 @@ impl RouterView {
     pub fn add_used(&mut self, protocol: Protocol, port: u16) {
         self.used[slot(protocol)].insert(port);
     }
-}
 
-/// Why a port is held by us.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Hold {
-    /// Reserved by a transaction that has not finished.
-    InFlight(MappingKey),
-    /// The router port of a live mapping, whose rule has this id.
-    Leased {
-        /// The mapping.
-        key: MappingKey,
-        /// Its rule.
-        rule: RuleId,
-    },
-}
-
-#[derive(Debug, Default)]
-struct State {
-    router: RouterView,
-    suspects: HashMap<(Protocol, u16), u64>,
-    holds: HashMap<(Protocol, u16), Hold>,
-    cursor: [u32; 2],
-    generation: u64,
-}
-
-impl State {
-    fn is_used(&self, protocol: Protocol, port: u16) -> bool {
-        self.router.used[slot(protocol)].contains(port)
-            || self.suspects.contains_key(&(protocol, port))
-            || self.holds.contains_key(&(protocol, port))
-    }
-}
-
-/// The in-memory index of router ports (see the module docs).
-#[derive(Debug)]
-pub struct PortIndex {
-    range: RangeInclusive<u16>,
-    state: Mutex<State>,
-}
-
-impl PortIndex {
-    /// An empty index allocating fallback ports from `range`.
-    pub fn new(range: RangeInclusive<u16>) -> PortIndex {
-        let start = u32::from(*range.start());
-        PortIndex {
-            range,
-            state: Mutex::new(State {
-                cursor: [start, start],
-                ..State::default()
-            }),
-        }
-    }
-
-    /// The fallback range.
-    pub fn range(&self) -> &RangeInclusive<u16> {
-        &self.range
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock still holds consistent sets: every critical section is a few
-        // infallible inserts and removes.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves a free router port for `key`, trying `preferred` ports first (0 and ports below
-    /// 1024 are skipped), then the range. `None` when every port of the range is used.
-    pub fn reserve(self: &Arc<Self>, key: MappingKey, preferred: &[u16]) -> Option<Reservation> {
-        let protocol = key.protocol;
-        let mut st = self.state();
-        let mut chosen = preferred
-            .iter()
-            .copied()
-            .find(|&p| p >= MIN_PREFERRED_PORT && !st.is_used(protocol, p));
-        if chosen.is_none() {
-            let lo = u32::from(*self.range.start());
-            let hi = u32::from(*self.range.end());
-            if lo <= hi {
-                let len = hi - lo + 1;
-                let cursor = st.cursor[slot(protocol)].clamp(lo, hi);
-                for i in 0..len {
-                    let candidate = lo + (cursor - lo + i) % len;
-                    // candidate <= hi <= u16::MAX, so the conversion cannot fail.
-                    let Ok(port) = u16::try_from(candidate) else {
-                        continue;
-                    };
-                    if !st.is_used(protocol, port) {
-                        st.cursor[slot(protocol)] =
-                            if candidate == hi { lo } else { candidate + 1 };
-                        chosen = Some(port);
-                        break;
-                    }
-                }
+    /// Marks the ports of enabled router services used, for both protocols.
+    pub fn add_services(&mut self, services: &[ServiceInfo]) {
+        for s in services.iter().filter(|s| !s.disabled) {
+            for p in Protocol::ALL {
+                self.add_used(p, s.port);
             }
         }
-        let port = chosen?;
-        st.holds.insert((protocol, port), Hold::InFlight(key));
-        Some(Reservation {
-            index: Arc::clone(self),
-            protocol,
-            port,
-            done: false,
-        })
     }
 
-    /// Whether `port` is used for `protocol` (by any rule, hold or suspect).
+    /// Whether `port` is used for `protocol` in this view.
     pub fn is_used(&self, protocol: Protocol, port: u16) -> bool {
-        self.state().is_used(protocol, port)
-    }
-
-    /// A rule of ours may exist at this port although nothing holds it.
-    pub fn mark_suspect(&self, protocol: Protocol, port: u16) {
-        let mut st = self.state();
-        let generation = st.generation;
-        st.suspects.insert((protocol, port), generation);
-    }
-
-    /// A live mapping ended; `rule_left` when its rule could not be removed.
-    pub fn release_leased(&self, protocol: Protocol, port: u16, rule_left: bool) {
-        let mut st = self.state();
-        st.holds.remove(&(protocol, port));
-        if rule_left {
-            let generation = st.generation;
-            st.suspects.insert((protocol, port), generation);
-        }
-    }
-
-    /// A live mapping's rule was recreated under a new id.
-    pub fn relabel(&self, protocol: Protocol, port: u16, rule: RuleId) {
-        let mut st = self.state();
-        if let Some(Hold::Leased { rule: r, .. }) = st.holds.get_mut(&(protocol, port)) {
-            *r = rule;
-        }
-    }
-
-    /// A copy of every hold, for the reconciler.
-    pub fn holds(&self) -> HashMap<(Protocol, u16), Hold> {
-        self.state().holds.clone()
-    }
-
-    /// Starts a refresh; call before listing the router's rules. Returns the generation to pass
-    /// to [`PortIndex::apply_refresh`].
-    pub fn begin_refresh(&self) -> u64 {
-        let mut st = self.state();
-        st.generation += 1;
-        st.generation
-    }
-
-    /// Replaces the router view with a fresh listing's, and forgets suspects marked before the
-    /// listing began (the listing has seen them, and the reconciler handled what it found).
-    pub fn apply_refresh(&self, generation: u64, view: RouterView) {
-        let mut st = self.state();
-        st.router = view;
-        st.suspects.retain(|_, g| *g >= generation);
+        self.used[slot(protocol)].contains(port)
     }
 
     /// Whether a foreign rule forwards `protocol` traffic to `client` (on `port`, or on any port
-    /// when `port` is `None`), as of the last listing (C-35, C-36).
+    /// when `port` is `None`): C-35, C-36.
     pub fn foreign_target(&self, protocol: Protocol, client: Ipv4Addr, port: Option<u16>) -> bool {
-        let st = self.state();
-        st.router.targets.iter().any(|t| {
+        self.targets.iter().any(|t| {
             t.protocols[slot(protocol)]
                 && t.address == client
                 && port.is_none_or(|p| t.ports.iter().any(|r| r.contains(&p)))
         })
     }
-
-    fn finish(&self, protocol: Protocol, port: u16, outcome: Outcome) {
-        let mut st = self.state();
-        match outcome {
-            Outcome::Leased(hold) => {
-                st.holds.insert((protocol, port), hold);
-            }
-            Outcome::Free => {
-                st.holds.remove(&(protocol, port));
-            }
-            Outcome::Suspect => {
-                st.holds.remove(&(protocol, port));
-                let generation = st.generation;
-                st.suspects.insert((protocol, port), generation);
-            }
-        }
-    }
 }
 
-enum Outcome {
-    Leased(Hold),
-    Free,
-    Suspect,
+/// Which dst-nat rules can catch traffic that arrives through the VPN interface.
+#[derive(Clone, Debug)]
+pub struct TunnelScope {
+    interface: String,
+    lists: HashSet<String>,
 }
 
-/// A reserved router port. [`Reservation::commit`] when the mapping is live,
-/// [`Reservation::release`] when no rule was made; dropped otherwise (error or cancellation with
-/// a rule possibly made), the port becomes a suspect until the next reconcile.
-#[derive(Debug)]
-pub struct Reservation {
-    index: Arc<PortIndex>,
-    protocol: Protocol,
-    port: u16,
-    done: bool,
-}
+/// Built-in interface lists every interface of ours belongs to (a tunnel interface made by
+/// hand is static).
+const BUILT_IN_LISTS: &[&str] = &["all", "static"];
 
-impl Reservation {
-    /// The reserved port R.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The mapping is live with rule `rule`.
-    pub fn commit(mut self, key: MappingKey, rule: RuleId) {
-        self.done = true;
-        self.index.finish(
-            self.protocol,
-            self.port,
-            Outcome::Leased(Hold::Leased { key, rule }),
+impl TunnelScope {
+    /// The scope of `interface`, given every `/interface/list/member` row.
+    pub fn new(interface: &str, members: &[ListMember]) -> TunnelScope {
+        let mut lists: HashSet<String> = BUILT_IN_LISTS.iter().map(|l| (*l).to_owned()).collect();
+        lists.extend(
+            members
+                .iter()
+                .filter(|m| m.interface == interface)
+                .map(|m| m.list.clone()),
         );
+        TunnelScope {
+            interface: interface.to_owned(),
+            lists,
+        }
     }
 
-    /// Nothing was made at this port: free it.
-    pub fn release(mut self) {
-        self.done = true;
-        self.index.finish(self.protocol, self.port, Outcome::Free);
+    /// Whether `rule`'s interface matchers let tunnel traffic through (both must, when set).
+    pub fn catches(&self, rule: &NatRule) -> bool {
+        let interface_ok = match rule.in_interface.as_deref().map(str::trim) {
+            None | Some("") => true,
+            Some(v) => match v.strip_prefix('!') {
+                Some(other) => other != self.interface,
+                None => v == self.interface,
+            },
+        };
+        let list_ok = match rule.in_interface_list.as_deref().map(str::trim) {
+            None | Some("") => true,
+            Some(v) => match v.strip_prefix('!') {
+                Some(other) => !self.lists.contains(other),
+                None => self.lists.contains(v),
+            },
+        };
+        interface_ok && list_ok
     }
 }
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if !self.done {
-            self.index
-                .finish(self.protocol, self.port, Outcome::Suspect);
+/// Chooses a router port for `protocol`: the first of `preferred` (0 and ports below 1024
+/// skipped) that `is_used` says is free, else the next free port of `range` from `cursor`
+/// (next-fit; `cursor` moves past the port taken). `None` when every port of the range is used.
+pub fn choose_port(
+    protocol: Protocol,
+    preferred: &[u16],
+    range: &RangeInclusive<u16>,
+    cursor: &mut u32,
+    is_used: impl Fn(Protocol, u16) -> bool,
+) -> Option<u16> {
+    if let Some(p) = preferred
+        .iter()
+        .copied()
+        .find(|&p| p >= MIN_PREFERRED_PORT && !is_used(protocol, p))
+    {
+        return Some(p);
+    }
+    let lo = u32::from(*range.start());
+    let hi = u32::from(*range.end());
+    if lo > hi {
+        return None;
+    }
+    let len = hi - lo + 1;
+    let start = (*cursor).clamp(lo, hi);
+    for i in 0..len {
+        let candidate = lo + (start - lo + i) % len;
+        // candidate <= hi <= u16::MAX, so the conversion cannot fail.
+        let Ok(port) = u16::try_from(candidate) else {
+            continue;
+        };
+        if !is_used(protocol, port) {
+            *cursor = if candidate == hi { lo } else { candidate + 1 };
+            return Some(port);
         }
     }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(port: u16) -> MappingKey {
-        MappingKey {
-            client: Ipv4Addr::new(192, 168, 88, 10),
-            protocol: Protocol::Udp,
-            internal_port: port,
+    fn rule(interface: Option<&str>, list: Option<&str>, dst: &str) -> NatRule {
+        NatRule {
+            protocol: Some("tcp".into()),
+            in_interface: interface.map(str::to_owned),
+            in_interface_list: list.map(str::to_owned),
+            dst_port: Some(dst.to_owned()),
+            to_addresses: Some("192.168.88.5".into()),
+            ..NatRule::default()
         }
     }
 
-    fn foreign(protocol: Option<&str>, dst: &str, to: &str, to_port: Option<&str>) -> NatRule {
-        NatRule {
-            protocol: protocol.map(str::to_owned),
-            dst_port: Some(dst.to_owned()),
-            to_addresses: Some(to.to_owned()),
-            to_ports: to_port.map(str::to_owned),
-            ..NatRule::default()
+    fn member(list: &str, interface: &str) -> ListMember {
+        ListMember {
+            list: list.into(),
+            interface: interface.into(),
         }
     }
 
@@ -436,89 +314,97 @@ mod tests {
     }
 
     #[test]
-    fn prefers_suggested_then_internal_then_range() {
-        let idx = Arc::new(PortIndex::new(40000..=40010));
-        let a = idx.reserve(key(6881), &[5000, 6881]).map(|r| r.port());
-        assert_eq!(a, Some(5000));
-        // The dropped reservation leaves 5000 a suspect; the next preference is the internal port.
-        let r = idx.reserve(key(6881), &[0, 6881]);
-        assert_eq!(r.as_ref().map(Reservation::port), Some(6881));
-        let low = idx.reserve(key(80), &[80, 443]);
-        assert_eq!(low.as_ref().map(Reservation::port), Some(40000));
-    }
-
-    #[test]
-    fn skips_foreign_ports_including_ranges() {
-        let idx = Arc::new(PortIndex::new(40000..=40005));
-        let mut view = RouterView::new();
-        view.add_foreign_rule(&foreign(
-            Some("udp"),
-            "40000-40002,40004",
-            "192.168.88.5",
-            None,
-        ));
-        view.add_foreign_rule(&foreign(Some("tcp"), "40003", "192.168.88.5", None));
-        let g = idx.begin_refresh();
-        idx.apply_refresh(g, view);
-        let r = idx.reserve(key(1), &[40001]);
-        assert_eq!(r.as_ref().map(Reservation::port), Some(40003));
-        let r2 = idx.reserve(key(2), &[]);
-        assert_eq!(r2.as_ref().map(Reservation::port), Some(40005));
-        assert!(idx.reserve(key(3), &[]).is_none(), "range exhausted");
-    }
-
-    #[test]
-    fn release_frees_but_drop_leaves_a_suspect_until_refresh() {
-        let idx = Arc::new(PortIndex::new(40000..=40000));
-        let r = idx.reserve(key(1), &[]);
-        assert!(r.is_some());
-        drop(r);
-        assert!(idx.is_used(Protocol::Udp, 40000), "suspect after drop");
-        let g = idx.begin_refresh();
-        idx.apply_refresh(g, RouterView::new());
-        assert!(!idx.is_used(Protocol::Udp, 40000));
-        let r = idx.reserve(key(1), &[]);
-        assert!(r.is_some());
-        if let Some(r) = r {
-            r.release();
+    fn the_tunnel_scope_sees_every_rule_that_can_catch_tunnel_traffic() {
+        let scope = TunnelScope::new(
+            "wg-proton",
+            &[member("WAN", "wg-proton"), member("LAN", "bridge")],
+        );
+        for (interface, list, catches) in [
+            (Some("wg-proton"), None, true),
+            (Some("ether1"), None, false),
+            (Some("!ether1"), None, true),
+            (Some("!wg-proton"), None, false),
+            (None, Some("WAN"), true),
+            (None, Some("LAN"), false),
+            (None, Some("!LAN"), true),
+            (None, Some("!WAN"), false),
+            (None, Some("all"), true),
+            (None, None, true),
+            (Some("wg-proton"), Some("LAN"), false),
+        ] {
+            assert_eq!(
+                scope.catches(&rule(interface, list, "1")),
+                catches,
+                "in-interface={interface:?} in-interface-list={list:?}"
+            );
         }
-        assert!(!idx.is_used(Protocol::Udp, 40000));
     }
 
     #[test]
-    fn suspects_marked_during_a_refresh_survive_it() {
-        let idx = Arc::new(PortIndex::new(40000..=40010));
-        let g = idx.begin_refresh();
-        idx.mark_suspect(Protocol::Tcp, 40001);
-        idx.apply_refresh(g, RouterView::new());
-        assert!(idx.is_used(Protocol::Tcp, 40001));
-    }
-
-    #[test]
-    fn ports_are_per_protocol() {
-        let idx = Arc::new(PortIndex::new(40000..=40000));
-        let udp = idx.reserve(key(1), &[]);
-        let tcp_key = MappingKey {
-            protocol: Protocol::Tcp,
-            ..key(1)
-        };
-        let tcp = idx.reserve(tcp_key, &[]);
-        assert_eq!(udp.as_ref().map(Reservation::port), Some(40000));
-        assert_eq!(tcp.as_ref().map(Reservation::port), Some(40000));
+    fn services_and_foreign_ports_are_used_for_the_right_protocols() {
+        let mut view = RouterView::new();
+        view.add_foreign_rule(&rule(None, None, "40000-40002,40004"));
+        view.add_services(&[
+            ServiceInfo {
+                name: "winbox".into(),
+                port: 8291,
+                disabled: false,
+            },
+            ServiceInfo {
+                name: "www-ssl".into(),
+                port: 443,
+                disabled: true,
+            },
+        ]);
+        assert!(view.is_used(Protocol::Tcp, 40001));
+        assert!(!view.is_used(Protocol::Udp, 40001), "the rule is tcp only");
+        assert!(!view.is_used(Protocol::Tcp, 40003));
+        assert!(view.is_used(Protocol::Tcp, 8291) && view.is_used(Protocol::Udp, 8291));
+        assert!(!view.is_used(Protocol::Tcp, 443), "disabled service");
     }
 
     #[test]
     fn foreign_targets_answer_c35() {
-        let idx = Arc::new(PortIndex::new(40000..=40010));
         let mut view = RouterView::new();
-        view.add_foreign_rule(&foreign(Some("tcp"), "2222", "192.168.88.10", Some("22")));
-        let g = idx.begin_refresh();
-        idx.apply_refresh(g, view);
+        view.add_foreign_rule(&NatRule {
+            protocol: Some("tcp".into()),
+            dst_port: Some("2222".into()),
+            to_addresses: Some("192.168.88.10".into()),
+            to_ports: Some("22".into()),
+            ..NatRule::default()
+        });
         let c = Ipv4Addr::new(192, 168, 88, 10);
-        assert!(idx.foreign_target(Protocol::Tcp, c, Some(22)));
-        assert!(idx.foreign_target(Protocol::Tcp, c, None));
-        assert!(!idx.foreign_target(Protocol::Udp, c, Some(22)));
-        assert!(!idx.foreign_target(Protocol::Tcp, c, Some(2222)));
-        assert!(idx.is_used(Protocol::Tcp, 2222));
+        assert!(view.foreign_target(Protocol::Tcp, c, Some(22)));
+        assert!(view.foreign_target(Protocol::Tcp, c, None));
+        assert!(!view.foreign_target(Protocol::Udp, c, Some(22)));
+        assert!(!view.foreign_target(Protocol::Tcp, c, Some(2222)));
+        assert!(view.is_used(Protocol::Tcp, 2222));
+    }
+
+    #[test]
+    fn choice_prefers_suggested_then_internal_then_next_fit_in_the_range() {
+        let range = 40000..=40003;
+        let mut cursor = 40000;
+        let none = |_: Protocol, _: u16| false;
+        let p = |pref: &[u16], cursor: &mut u32, used: &dyn Fn(Protocol, u16) -> bool| {
+            choose_port(Protocol::Udp, pref, &range, cursor, used)
+        };
+        assert_eq!(p(&[5000, 6881], &mut cursor, &none), Some(5000));
+        assert_eq!(
+            p(&[5000, 6881], &mut cursor, &|_, port| port == 5000),
+            Some(6881)
+        );
+        assert_eq!(
+            p(&[80, 443], &mut cursor, &none),
+            Some(40000),
+            "below 1024 skipped"
+        );
+        assert_eq!(p(&[], &mut cursor, &none), Some(40001), "next fit");
+        assert_eq!(
+            p(&[], &mut cursor, &|_, port| port != 40000),
+            Some(40000),
+            "wraps"
+        );
+        assert_eq!(p(&[], &mut cursor, &|_, _| true), None, "exhausted");
     }
 }

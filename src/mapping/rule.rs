@@ -19,7 +19,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::mapping::lease::MappingKey;
+use crate::mapping::lease::{MappingKey, RuleKind};
 use crate::natpmp::wire::Protocol;
 
 /// The marker every comment of ours starts with.
@@ -39,6 +39,13 @@ pub struct RuleComment {
 }
 
 impl RuleComment {
+    /// The comment of the rule of `kind` that the lease of `key` at `router_port` owns.
+    pub fn for_rule(key: MappingKey, router_port: u16, kind: RuleKind) -> String {
+        match kind {
+            RuleKind::DstNat => RuleComment { key, router_port }.encode(),
+        }
+    }
+
     /// The comment text to put on the rule.
     pub fn encode(&self) -> String {
         format!(

@@ -52,8 +52,10 @@ pub struct NatRule {
     pub action: Option<String>,
     /// `protocol`.
     pub protocol: Option<String>,
-    /// `in-interface`.
+    /// `in-interface` (may start with `!`, "not this interface").
     pub in_interface: Option<String>,
+    /// `in-interface-list` (may start with `!`).
+    pub in_interface_list: Option<String>,
     /// `dst-port` (may be a list or range on rules we did not make).
     pub dst_port: Option<String>,
     /// `to-addresses`.
@@ -79,6 +81,39 @@ pub struct RouterInfo {
     pub board: Option<String>,
 }
 
+/// One `/interface/print` row, as far as the daemon needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// `name`.
+    pub name: String,
+    /// `type`, e.g. `wg`, `ovpn-out`, `ether` (docs/routeros-api.md, "Interface types").
+    pub kind: String,
+    /// `running=true`: the link is up.
+    pub running: bool,
+    /// `disabled=true`.
+    pub disabled: bool,
+}
+
+/// One `/ip/service/print` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `name`, e.g. `api`, `winbox`.
+    pub name: String,
+    /// `port`.
+    pub port: u16,
+    /// `disabled=true`.
+    pub disabled: bool,
+}
+
+/// One `/interface/list/member/print` row: `interface` is a member of `list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListMember {
+    /// `list`.
+    pub list: String,
+    /// `interface`.
+    pub interface: String,
+}
+
 /// What the daemon needs of the router. Implemented over the pool; tests may swap in a fake.
 pub trait Router: Send + Sync + 'static {
     /// `/ip/firewall/nat/add chain=dstnat action=dst-nat …` in one command; returns the new id
@@ -89,16 +124,38 @@ pub trait Router: Send + Sync + 'static {
     ) -> impl Future<Output = Result<RuleId, RouterError>> + Send;
     /// `/ip/firewall/nat/remove =.id=…`; `NotFound` when it was already gone.
     fn remove_rule(&self, id: &RuleId) -> impl Future<Output = Result<(), RouterError>> + Send;
-    /// The dst-nat rules whose in-interface is `in_interface` (with `.proplist`).
-    fn list_dstnat(
+    /// Every rule of the `dstnat` chain, whatever its in-interface (with `.proplist`).
+    fn list_dstnat(&self) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
+    /// The NAT rules whose comment is exactly `comment` (`?comment=…`): how a rule of ours is
+    /// found by what it is, whatever its `.id` is now.
+    fn find_by_comment(
         &self,
-        in_interface: &str,
+        comment: &str,
     ) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
+    /// Every `/interface/list/member` row.
+    fn list_members(&self) -> impl Future<Output = Result<Vec<ListMember>, RouterError>> + Send;
+    /// Every `/ip/service` row.
+    fn services(&self) -> impl Future<Output = Result<Vec<ServiceInfo>, RouterError>> + Send;
+    /// The interface called `name`, or `None` when the router has none.
+    fn interface(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<InterfaceInfo>, RouterError>> + Send;
+    /// The interface the router would send traffic for `dst` out of
+    /// (`/ip/route/check =dst-ip=<dst> =once=`; needs the `test` policy).
+    fn route_interface(
+        &self,
+        dst: Ipv4Addr,
+    ) -> impl Future<Output = Result<String, RouterError>> + Send;
+    /// The IPv4 addresses configured on `interface` (`/ip/address/print ?interface=…`).
+    fn interface_addresses(
+        &self,
+        interface: &str,
+    ) -> impl Future<Output = Result<Vec<Ipv4Addr>, RouterError>> + Send;
 }
 
 /// The `.proplist` of our NAT rule listing.
-const NAT_PROPLIST: &str =
-    ".id,chain,action,protocol,in-interface,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
+const NAT_PROPLIST: &str = ".id,chain,action,protocol,in-interface,in-interface-list,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
 
 /// The policy a command probably needs, to name it when the router says `not enough
 /// permissions` (ROUTEROS_API.md §2.6).
@@ -180,6 +237,7 @@ impl NatRule {
             action: s("action"),
             protocol: s("protocol"),
             in_interface: s("in-interface"),
+            in_interface_list: s("in-interface-list"),
             dst_port: s("dst-port"),
             to_addresses: s("to-addresses"),
             to_ports: s("to-ports"),
@@ -222,35 +280,6 @@ impl RouterApi {
     pub async fn run(&self, cmd: Command) -> Result<Response, RouterError> {
         let path = cmd.path.clone();
         checked(&path, self.pool.run(cmd).await?)
-    }
-
-    /// The interface the router would send traffic for `dst` out of
-    /// (`/ip/route/check =dst-ip=<dst> =once=`; needs the `test` policy).
-    pub async fn route_interface(&self, dst: Ipv4Addr) -> Result<String, RouterError> {
-        const PATH: &str = "/ip/route/check";
-        let resp = self
-            .run(
-                Command::new(PATH)
-                    .attr("dst-ip", dst.to_string())
-                    .attr("once", ""),
-            )
-            .await?;
-        let row = resp.rows.first().ok_or_else(|| RouterError::Trap {
-            command: PATH.into(),
-            message: format!("no answer rows for the route to {dst}"),
-            category: None,
-        })?;
-        let status = row.get("status").unwrap_or("");
-        match row.get("interface") {
-            Some(interface) if status == "ok" && !interface.is_empty() => Ok(interface.to_owned()),
-            _ => Err(RouterError::Trap {
-                command: PATH.into(),
-                message: format!(
-                    "the router has no usable route to {dst} (status {status:?}); set MIKROTIK_IN_INTERFACE"
-                ),
-                category: None,
-            }),
-        }
     }
 
     /// Identity, version and board, for the start-up log.
@@ -301,10 +330,9 @@ impl Router for RouterApi {
         let resp = self.run(cmd).await?;
         match resp.ret() {
             Some(id) if !id.is_empty() => Ok(RuleId(id.to_owned())),
-            _ => Err(RouterError::Trap {
+            _ => Err(RouterError::IncompleteReply {
                 command: PATH.into(),
-                message: "the router added the rule but did not return its id (=ret=)".into(),
-                category: None,
+                missing: "=ret= (the new rule's id)",
             }),
         }
     }
@@ -320,13 +348,107 @@ impl Router for RouterApi {
         }
     }
 
-    async fn list_dstnat(&self, in_interface: &str) -> Result<Vec<NatRule>, RouterError> {
+    async fn list_dstnat(&self) -> Result<Vec<NatRule>, RouterError> {
         let cmd = Command::new("/ip/firewall/nat/print")
             .attr(".proplist", NAT_PROPLIST)
-            .query("chain=dstnat")
-            .query(format!("in-interface={in_interface}"));
+            .query("chain=dstnat");
         let resp = self.run(cmd).await?;
         Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+    }
+
+    async fn find_by_comment(&self, comment: &str) -> Result<Vec<NatRule>, RouterError> {
+        let cmd = Command::new("/ip/firewall/nat/print")
+            .attr(".proplist", NAT_PROPLIST)
+            .query(format!("comment={comment}"));
+        let resp = self.run(cmd).await?;
+        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+    }
+
+    async fn list_members(&self) -> Result<Vec<ListMember>, RouterError> {
+        let cmd = Command::new("/interface/list/member/print").attr(".proplist", "list,interface");
+        let resp = self.run(cmd).await?;
+        Ok(resp
+            .rows
+            .iter()
+            .filter_map(|r| {
+                Some(ListMember {
+                    list: r.get("list")?.to_owned(),
+                    interface: r.get("interface")?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceInfo>, RouterError> {
+        let cmd = Command::new("/ip/service/print").attr(".proplist", "name,port,disabled");
+        let resp = self.run(cmd).await?;
+        Ok(resp
+            .rows
+            .iter()
+            .filter_map(|r| {
+                Some(ServiceInfo {
+                    name: r.get("name")?.to_owned(),
+                    port: r.get("port")?.parse().ok()?,
+                    disabled: flag(r, "disabled"),
+                })
+            })
+            .collect())
+    }
+
+    async fn interface(&self, name: &str) -> Result<Option<InterfaceInfo>, RouterError> {
+        let cmd = Command::new("/interface/print")
+            .attr(".proplist", "name,type,running,disabled")
+            .query(format!("name={name}"));
+        let resp = self.run(cmd).await?;
+        Ok(resp.rows.first().map(|r| InterfaceInfo {
+            name: r.get("name").unwrap_or(name).to_owned(),
+            kind: r.get("type").unwrap_or("").to_owned(),
+            running: flag(r, "running"),
+            disabled: flag(r, "disabled"),
+        }))
+    }
+
+    async fn route_interface(&self, dst: Ipv4Addr) -> Result<String, RouterError> {
+        const PATH: &str = "/ip/route/check";
+        let resp = self
+            .run(
+                Command::new(PATH)
+                    .attr("dst-ip", dst.to_string())
+                    .attr("once", ""),
+            )
+            .await?;
+        let row = resp.rows.first().ok_or_else(|| RouterError::Trap {
+            command: PATH.into(),
+            message: format!("no answer rows for the route to {dst}"),
+            category: None,
+        })?;
+        let status = row.get("status").unwrap_or("");
+        match row.get("interface") {
+            Some(interface) if status == "ok" && !interface.is_empty() => Ok(interface.to_owned()),
+            _ => Err(RouterError::Trap {
+                command: PATH.into(),
+                message: format!(
+                    "the router has no usable route to {dst} (status {status:?}); set MIKROTIK_IN_INTERFACE"
+                ),
+                category: None,
+            }),
+        }
+    }
+
+    async fn interface_addresses(&self, interface: &str) -> Result<Vec<Ipv4Addr>, RouterError> {
+        let cmd = Command::new("/ip/address/print")
+            .attr(".proplist", "address,interface,disabled")
+            .query(format!("interface={interface}"));
+        let resp = self.run(cmd).await?;
+        Ok(resp
+            .rows
+            .iter()
+            .filter(|r| !flag(r, "disabled"))
+            .filter_map(|r| {
+                let address = r.get("address")?;
+                address.split('/').next()?.parse().ok()
+            })
+            .collect())
     }
 }
 

@@ -68,4 +68,13 @@ pub enum RouterError {
         /// The limit.
         after: std::time::Duration,
     },
+    /// The command was carried out (`!done`) but its reply lacked what it must carry (an add
+    /// without `=ret=`): the item may exist, and only a lookup can tell.
+    #[error("RouterOS carried out {command} but its reply lacked {missing}")]
+    IncompleteReply {
+        /// The command.
+        command: String,
+        /// What was missing, e.g. `=ret= (the new id)`.
+        missing: &'static str,
+    },
 }

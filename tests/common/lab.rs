@@ -369,7 +369,7 @@ impl Lab {
             "--listen",
             "127.0.0.1:8728",
             "--interface",
-            "rtr-v",
+            "rtr-v:wg",
             "--interface",
             "rtr-l",
             "--route",

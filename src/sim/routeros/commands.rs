@@ -4,93 +4,13 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use thiserror::Error;
-
+use super::config::SimUser;
 use super::query;
-use super::table::SimNatRule;
-use super::{lock, Shared, SimUser};
+use super::state::{lock, Shared};
+use super::table::RuleChange;
+pub(crate) use super::trap::done;
+use super::trap::SimTrap;
 use crate::routeros::wire::{Command, Reply, ReplyKind};
-
-/// An error the emulated router reports as `!trap =message=<text>` (then `!done`).
-/// The texts are the real ones where known (ROUTEROS_API.md §2.1 table).
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum SimTrap {
-    /// Login with a wrong name or password, a user without the `api` policy, or refused logins.
-    #[error("invalid user name or password (6)")]
-    BadLogin,
-    /// remove/set/place-before with an id that is not in the table.
-    #[error("no such item (4)")]
-    NoSuchItem,
-    /// The user's group lacks the policy the command needs.
-    #[error("not enough permissions (9)")]
-    NotEnoughPermissions,
-    /// An attribute the command does not take.
-    #[error("unknown parameter {0}")]
-    UnknownParameter(String),
-    /// An interface name that does not exist (category 1).
-    #[error("input does not match any value of {0}")]
-    NoMatchingValue(String),
-    /// A value that cannot be parsed for that argument (category 1).
-    #[error("invalid value for argument {0}")]
-    InvalidValue(String),
-    /// A port number above 65535 (category 1).
-    #[error("value of {0} out of range (0..65535)")]
-    PortOutOfRange(String),
-    /// A required argument is missing (category 1).
-    #[error("missing value(s) of argument(s) {0}")]
-    MissingArgument(String),
-    /// An unknown menu.
-    #[error("no such command prefix")]
-    NoSuchCommandPrefix,
-    /// A known menu without that command.
-    #[error("no such command")]
-    NoSuchCommand,
-    /// A streaming command stopped by `/cancel` (category 2).
-    #[error("interrupted")]
-    Interrupted,
-    /// A message set by a fault hook ([`super::RouterSim::set_trap_on_add`]).
-    #[error("{0}")]
-    Injected(String),
-}
-
-impl SimTrap {
-    /// The `=category=` RouterOS attaches, where the spec gives one.
-    pub fn category(&self) -> Option<u8> {
-        match self {
-            SimTrap::NoMatchingValue(_)
-            | SimTrap::InvalidValue(_)
-            | SimTrap::PortOutOfRange(_)
-            | SimTrap::MissingArgument(_) => Some(1),
-            SimTrap::Interrupted => Some(2),
-            _ => None,
-        }
-    }
-
-    /// The `!trap` sentence for this error, tagged.
-    pub(crate) fn trap(&self, tag: &Option<String>) -> Reply {
-        let mut r = Reply::new(ReplyKind::Trap).tagged(tag.clone());
-        if let Some(c) = self.category() {
-            r = r.attr("category", c.to_string());
-        }
-        r.attr("message", self.to_string())
-    }
-
-    /// `!trap` then `!done`, both tagged.
-    pub(crate) fn replies(&self, tag: &Option<String>) -> Vec<Reply> {
-        vec![self.trap(tag), done(tag)]
-    }
-}
-
-/// A change to the NAT table, for the nftables mirror.
-#[derive(Clone, Debug)]
-pub(crate) enum RuleChange {
-    /// A rule was added.
-    Added(SimNatRule),
-    /// A rule was removed.
-    Removed(SimNatRule),
-    /// A rule changed from .0 to .1.
-    Updated(SimNatRule, SimNatRule),
-}
 
 /// What the session must do after a command.
 #[derive(Debug)]
@@ -99,10 +19,6 @@ pub(crate) enum Outcome {
     Replies(Vec<Reply>),
     /// `/ip/route/check` without `once`: stream a row per second until `/cancel`.
     StreamRouteCheck(Ipv4Addr),
-}
-
-pub(crate) fn done(tag: &Option<String>) -> Reply {
-    Reply::new(ReplyKind::Done).tagged(tag.clone())
 }
 
 /// Menus the emulator knows: a command under one of them that we do not implement is
@@ -117,6 +33,7 @@ const MENUS: &[&str] = &[
     "/system/identity",
     "/system/resource",
     "/interface",
+    "/interface/list/member",
     "/user",
 ];
 
@@ -243,12 +160,74 @@ fn run(
         }
         ("/interface", "print" | "getall") => {
             require(user, "read")?;
+            let down = lock(&shared.down).clone();
             let rows = shared
                 .config
                 .interfaces
                 .iter()
                 .enumerate()
-                .map(|(i, name)| interface_row(i, name))
+                .map(|(i, name)| interface_row(shared, i, name, !down.contains(name)))
+                .collect();
+            print(shared, cmd, rows)
+        }
+        ("/interface/list/member", "print" | "getall") => {
+            require(user, "read")?;
+            let rows = shared
+                .config
+                .interface_lists
+                .iter()
+                .enumerate()
+                .map(|(i, (list, interface))| {
+                    fields(&[
+                        (".id", format!("*{:X}", i + 1)),
+                        ("list", list.clone()),
+                        ("interface", interface.clone()),
+                        ("disabled", "false".into()),
+                        ("dynamic", "false".into()),
+                    ])
+                })
+                .collect();
+            print(shared, cmd, rows)
+        }
+        ("/ip/service", "print" | "getall") => {
+            require(user, "read")?;
+            let rows = shared
+                .config
+                .services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    fields(&[
+                        (".id", format!("*{:X}", i + 1)),
+                        ("name", s.name.clone()),
+                        ("port", s.port.to_string()),
+                        ("disabled", s.disabled.to_string()),
+                        ("invalid", "false".into()),
+                    ])
+                })
+                .collect();
+            print(shared, cmd, rows)
+        }
+        ("/ip/address", "print" | "getall") => {
+            require(user, "read")?;
+            let rows = shared
+                .config
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(i, (address, interface))| {
+                    let network = address.split('/').next().unwrap_or(address).to_owned();
+                    fields(&[
+                        (".id", format!("*{:X}", i + 1)),
+                        ("address", address.clone()),
+                        ("network", network),
+                        ("interface", interface.clone()),
+                        ("actual-interface", interface.clone()),
+                        ("disabled", "false".into()),
+                        ("dynamic", "false".into()),
+                        ("invalid", "false".into()),
+                    ])
+                })
                 .collect();
             print(shared, cmd, rows)
         }
@@ -328,9 +307,8 @@ pub(crate) fn empty_enabled(version: &str) -> bool {
 
 /// One `/ip/route/check` row: longest prefix over the configured routes.
 pub(crate) fn route_row(shared: &Shared, dst: Ipv4Addr, tag: &Option<String>) -> Reply {
-    let best = shared
-        .config
-        .routes
+    let routes = lock(&shared.routes);
+    let best = routes
         .iter()
         .filter(|r| {
             let mask = match r.prefix_len.min(32) {
@@ -379,25 +357,35 @@ fn resource_row(shared: &Shared) -> BTreeMap<String, String> {
     .collect()
 }
 
-fn interface_row(i: usize, name: &str) -> BTreeMap<String, String> {
-    let kind = if name.starts_with("bridge") {
+fn fields(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+fn interface_row(shared: &Shared, i: usize, name: &str, running: bool) -> BTreeMap<String, String> {
+    let guessed = if name.starts_with("bridge") {
         "bridge"
     } else if name.starts_with("wg") {
         "wg"
     } else {
         "ether"
     };
-    [
+    let kind = shared
+        .config
+        .interface_types
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(guessed, |(_, t)| t.as_str());
+    fields(&[
         (".id", format!("*{:X}", i + 1)),
         ("name", name.to_owned()),
         ("type", kind.to_owned()),
         ("mtu", "1500".into()),
-        ("running", "true".into()),
+        ("running", running.to_string()),
         ("disabled", "false".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    ])
 }
 
 #[cfg(test)]

@@ -11,8 +11,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::commands::RuleChange;
-use super::table::SimNatRule;
+use super::table::{RuleChange, SimNatRule};
 
 /// Where the mirror writes: `ip netns exec <netns> nft ... ip <table> <chain>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,14 +38,21 @@ pub(crate) struct Mirror {
 
 impl Mirror {
     /// Starts the worker thread.
-    pub(crate) fn start(config: NftMirror) -> std::io::Result<Mirror> {
+    /// `lists` are the router's interface-list members (list, interface), for rules that match
+    /// `in-interface-list`.
+    pub(crate) fn start(
+        config: NftMirror,
+        lists: Vec<(String, String)>,
+    ) -> std::io::Result<Mirror> {
         let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("routeros-sim-nft".into())
             .spawn(move || {
                 for msg in rx {
                     match msg {
-                        Msg::Changes(changes) => changes.iter().for_each(|c| apply(&config, c)),
+                        Msg::Changes(changes) => {
+                            changes.iter().for_each(|c| apply(&config, &lists, c))
+                        }
                         Msg::Sync(done) => {
                             let _ = done.send(());
                         }
@@ -70,22 +76,29 @@ impl Mirror {
     }
 }
 
-fn apply(m: &NftMirror, change: &RuleChange) {
+fn apply(m: &NftMirror, lists: &[(String, String)], change: &RuleChange) {
     match change {
-        RuleChange::Added(rule) => add(m, rule),
+        RuleChange::Added(rule) => add(m, lists, rule),
         RuleChange::Removed(rule) => delete(m, &rule.id),
         RuleChange::Updated(before, after) => {
-            if mirrored(m, before).is_some() {
+            if mirrored(m, lists, before).is_some() {
                 delete(m, &before.id);
             }
-            add(m, after);
+            add(m, lists, after);
         }
     }
 }
 
+fn linux_name<'a>(m: &'a NftMirror, ros: &'a str) -> &'a str {
+    m.interface_map
+        .iter()
+        .find(|(r, _)| r == ros)
+        .map_or(ros, |(_, l)| l.as_str())
+}
+
 /// The nft words after `add rule ip <table> <chain>` for an enabled
 /// `chain=dstnat action=dst-nat` tcp/udp rule; None for rules the mirror ignores.
-fn mirrored(m: &NftMirror, rule: &SimNatRule) -> Option<Vec<String>> {
+fn mirrored(m: &NftMirror, lists: &[(String, String)], rule: &SimNatRule) -> Option<Vec<String>> {
     let f = &rule.fields;
     let is = |k: &str, v: &str| f.get(k).is_some_and(|x| x == v);
     if !is("chain", "dstnat") || !is("action", "dst-nat") || is("disabled", "true") {
@@ -97,12 +110,22 @@ fn mirrored(m: &NftMirror, rule: &SimNatRule) -> Option<Vec<String>> {
     let to_port = f.get("to-ports").unwrap_or(dport);
     let mut words = Vec::new();
     if let Some(ifname) = f.get("in-interface") {
-        let linux = m
-            .interface_map
+        words.extend(["iifname".to_owned(), linux_name(m, ifname).to_owned()]);
+    }
+    if let Some(list) = f.get("in-interface-list") {
+        // A negated list is not mirrored; an empty list matches nothing.
+        let members: Vec<String> = lists
             .iter()
-            .find(|(ros, _)| ros == ifname)
-            .map_or(ifname.as_str(), |(_, l)| l.as_str());
-        words.extend(["iifname".to_owned(), linux.to_owned()]);
+            .filter(|(l, _)| l == list)
+            .map(|(_, i)| format!("\"{}\"", linux_name(m, i)))
+            .collect();
+        if list.starts_with('!') || members.is_empty() {
+            return None;
+        }
+        words.extend([
+            "iifname".to_owned(),
+            format!("{{ {} }}", members.join(", ")),
+        ]);
     }
     words.extend([
         proto.clone(),
@@ -143,8 +166,8 @@ fn nft(m: &NftMirror, args: &[String]) -> Option<String> {
     }
 }
 
-fn add(m: &NftMirror, rule: &SimNatRule) {
-    if let Some(words) = mirrored(m, rule) {
+fn add(m: &NftMirror, lists: &[(String, String)], rule: &SimNatRule) {
+    if let Some(words) = mirrored(m, lists, rule) {
         let mut args: Vec<String> = ["add", "rule", "ip", &m.table, &m.chain]
             .iter()
             .map(|s| (*s).to_owned())
@@ -209,7 +232,7 @@ mod tests {
             ("disabled", "false"),
         ]);
         assert_eq!(
-            mirrored(&mirror(), &r).unwrap().join(" "),
+            mirrored(&mirror(), &[], &r).unwrap().join(" "),
             "iifname veth-wg udp dport 40001 dnat to 192.168.88.23:6881 comment \"*1F\""
         );
     }
@@ -223,12 +246,37 @@ mod tests {
             ("dst-port", "1"),
             ("to-addresses", "10.0.0.1"),
         ];
-        assert!(mirrored(&mirror(), &rule(&base)).is_some());
+        assert!(mirrored(&mirror(), &[], &rule(&base)).is_some());
         let mut disabled = base.to_vec();
         disabled.push(("disabled", "true"));
-        assert!(mirrored(&mirror(), &rule(&disabled)).is_none());
+        assert!(mirrored(&mirror(), &[], &rule(&disabled)).is_none());
         let mut masq = base.to_vec();
         masq[1] = ("action", "masquerade");
-        assert!(mirrored(&mirror(), &rule(&masq)).is_none());
+        assert!(mirrored(&mirror(), &[], &rule(&masq)).is_none());
+    }
+
+    #[test]
+    fn interface_list_rules_match_the_lists_members() {
+        let r = rule(&[
+            ("chain", "dstnat"),
+            ("action", "dst-nat"),
+            ("protocol", "tcp"),
+            ("in-interface-list", "WAN"),
+            ("dst-port", "6881"),
+            ("to-addresses", "192.168.88.20"),
+        ]);
+        let lists = [
+            ("WAN".to_owned(), "wg-proton".to_owned()),
+            ("WAN".to_owned(), "ether1".to_owned()),
+            ("LAN".to_owned(), "bridge".to_owned()),
+        ];
+        assert_eq!(
+            mirrored(&mirror(), &lists, &r).unwrap().join(" "),
+            "iifname { \"veth-wg\", \"ether1\" } tcp dport 6881 dnat to 192.168.88.20:6881 comment \"*1F\""
+        );
+        assert!(
+            mirrored(&mirror(), &lists[2..], &r).is_none(),
+            "no member: never matches"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::commands::SimTrap;
 use super::query::boolean;
+use super::trap::SimTrap;
 
 /// One row of the emulated `/ip/firewall/nat` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +73,17 @@ fn defaults() -> BTreeMap<String, String> {
     .collect()
 }
 
+/// A change to the NAT table, for the nftables mirror.
+#[derive(Clone, Debug)]
+pub(crate) enum RuleChange {
+    /// A rule was added.
+    Added(SimNatRule),
+    /// A rule was removed.
+    Removed(SimNatRule),
+    /// A rule changed from .0 to .1.
+    Updated(SimNatRule, SimNatRule),
+}
+
 /// The ordered NAT table. Ids are `*` + uppercase hex, monotonic, never reused.
 #[derive(Debug)]
 pub(crate) struct NatTable {
@@ -93,6 +104,19 @@ impl NatTable {
         let id = format!("*{:X}", self.next_id);
         self.next_id += 1;
         id
+    }
+
+    /// Gives every row a new id, `*1`, `*2`, … in rule order, as a reboot may: an id held
+    /// from before can name another rule afterwards. Returns (old, new) rows.
+    pub(crate) fn renumber(&mut self) -> Vec<(SimNatRule, SimNatRule)> {
+        let mut out = Vec::with_capacity(self.rows.len());
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            let old = row.clone();
+            row.id = format!("*{:X}", i + 1);
+            out.push((old, row.clone()));
+        }
+        self.next_id = self.rows.len() as u64 + 1;
+        out
     }
 
     /// The rows in rule order.

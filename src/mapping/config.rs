@@ -1,0 +1,105 @@
+//! [`MappingConfig`]: what the mapping core needs to know, with its checks.
+
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::mapping::error::MappingError;
+
+/// Default router port range for R when neither the suggested nor the internal port is free:
+/// high ports, away from the well-known and registered ranges most LAN services use.
+pub const DEFAULT_ROUTER_PORTS: RangeInclusive<u16> = 40000..=65000;
+/// Default cap on any lifetime we grant (seconds).
+pub const DEFAULT_MAX_LIFETIME: u32 = 3600;
+/// Default interval between reconcile passes.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
+/// The longest any duration setting may be: longer ones could overflow deadline arithmetic,
+/// and no router owner means a week-long timeout.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the orchestrator needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingConfig {
+    /// The VPN in-interface our dst-nat rules match (e.g. `wg-proton`).
+    pub in_interface: String,
+    /// Whether the in-interface was found with `/ip/route/check` (then it must be a tunnel
+    /// type) rather than configured (then another type is used, with a warning).
+    pub in_interface_found: bool,
+    /// The VPN gateway: the route to it must go through the in-interface. `None` skips that
+    /// check (in-process tests without routes).
+    pub vpn_gateway: Option<Ipv4Addr>,
+    /// Fallback range for router ports R.
+    pub router_ports: RangeInclusive<u16>,
+    /// Cap on every lifetime we ask upstream for and grant (seconds, C-30).
+    pub max_lifetime: u32,
+    /// Time between reconcile passes (the first runs at start).
+    pub reconcile_interval: Duration,
+    /// Extra time after a granted lifetime before the lease expires, so a client renewing a
+    /// little late (timer jitter, one lost datagram) keeps its ports.
+    pub expiry_grace: Duration,
+    /// Bound on one router command, on top of the client's own timeouts.
+    pub router_timeout: Duration,
+    /// Bound on one upstream exchange, on top of the client's own retransmission budget.
+    pub upstream_timeout: Duration,
+    /// Default bound for [`Orchestrator::shutdown`].
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        MappingConfig {
+            in_interface: "wg-proton".to_owned(),
+            in_interface_found: false,
+            vpn_gateway: None,
+            router_ports: DEFAULT_ROUTER_PORTS,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            expiry_grace: Duration::from_secs(5),
+            router_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl MappingConfig {
+    /// Checks the values; the message names the setting.
+    pub fn validate(&self) -> Result<(), MappingError> {
+        if self.in_interface.trim().is_empty() {
+            return Err(MappingError::InvalidConfig(
+                "the VPN in-interface name is empty".to_owned(),
+            ));
+        }
+        if self.router_ports.is_empty() || *self.router_ports.start() == 0 {
+            return Err(MappingError::InvalidConfig(format!(
+                "router port range {}-{} is empty or starts at 0",
+                self.router_ports.start(),
+                self.router_ports.end()
+            )));
+        }
+        if self.max_lifetime == 0 {
+            return Err(MappingError::InvalidConfig(
+                "max lifetime must be at least 1 second".to_owned(),
+            ));
+        }
+        for (name, d) in [
+            ("reconcile interval", self.reconcile_interval),
+            ("router timeout", self.router_timeout),
+            ("upstream timeout", self.upstream_timeout),
+            ("shutdown timeout", self.shutdown_timeout),
+        ] {
+            if d.is_zero() || d > MAX_DURATION {
+                return Err(MappingError::InvalidConfig(format!(
+                    "{name} must be more than 0 and at most {MAX_DURATION:?}, not {d:?}"
+                )));
+            }
+        }
+        if self.expiry_grace > MAX_DURATION {
+            return Err(MappingError::InvalidConfig(format!(
+                "expiry grace must be at most {MAX_DURATION:?}, not {:?}",
+                self.expiry_grace
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! [`Core`]: the state every transaction and background task of the mapping core shares: the
+//! two layers, the lease table, the key locks, the transaction gate, the in-interface's proof,
+//! and the tracker of background undo work. It holds state and small helpers; the transactions
+//! live in `transaction.rs`, the loops in `tasks.rs`, the reconcile pass in `reconcile.rs`.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, RwLock, RwLockReadGuard};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::mapping::config::MappingConfig;
+use crate::mapping::interface::{InterfaceProblem, Proof};
+use crate::mapping::keylock::KeyLocks;
+use crate::mapping::layers::Layers;
+use crate::mapping::table::LeaseTable;
+use crate::shutdown::ShutdownTrigger;
+
+/// Whether the in-interface may carry new rules, as of the last proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterfaceState {
+    /// Not proven yet (before the first proof).
+    Unknown,
+    /// Proven.
+    Proven(Proof),
+    /// The last proof failed.
+    Unusable(InterfaceProblem),
+}
+
+/// Counts background work (undo after an uncertain failure, draining ports) so a stop or a
+/// test can wait for it to finish.
+#[derive(Debug, Default)]
+pub struct Background {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+impl Background {
+    /// Runs `work` in the background, counted.
+    pub fn spawn(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            // Decrements also when the task is cancelled (runtime shutdown).
+            struct Done(Arc<Background>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        self.0.idle.notify_waiters();
+                    }
+                }
+            }
+            let _done = Done(me);
+            work.await;
+        });
+    }
+
+    /// Resolves once no background work is running.
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// The shared state of the mapping core.
+pub struct Core<R, U> {
+    /// The router and the gateway under our bounds.
+    pub layers: Layers<R, U>,
+    /// The only store of leases and router-port holds.
+    pub table: Arc<LeaseTable>,
+    /// Per-key serialization and the retransmission memo.
+    pub locks: KeyLocks,
+    /// The configuration.
+    pub config: MappingConfig,
+    /// Wakes the expiry task when a new deadline appears.
+    pub expiry_wake: Notify,
+    /// Stops the background tasks.
+    pub stop: ShutdownTrigger,
+    /// Background undo and drain work.
+    pub background: Arc<Background>,
+    /// The background loops, aborted at shutdown.
+    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    gate: RwLock<()>,
+    closing: AtomicBool,
+    interface: Mutex<InterfaceState>,
+}
+
+impl<R, U> Core<R, U> {
+    /// The shared state, with nothing proven and nothing running.
+    pub fn new(layers: Layers<R, U>, config: MappingConfig) -> Core<R, U> {
+        let (stop, _) = ShutdownTrigger::new();
+        Core {
+            layers,
+            table: Arc::new(LeaseTable::new(config.router_ports.clone())),
+            locks: KeyLocks::new(),
+            config,
+            expiry_wake: Notify::new(),
+            stop,
+            background: Arc::new(Background::default()),
+            tasks: Mutex::new(Vec::new()),
+            gate: RwLock::new(()),
+            closing: AtomicBool::new(false),
+            interface: Mutex::new(InterfaceState::Unknown),
+        }
+    }
+
+    /// Enters the transaction gate, unless shutting down.
+    pub async fn enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        if self.is_closing() {
+            return None;
+        }
+        let guard = self.gate.read().await;
+        if self.is_closing() {
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// Closes the gate for new transactions and waits until those in it have left.
+    pub async fn close(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.closing.store(true, Ordering::SeqCst);
+        self.stop.trigger();
+        self.gate.write().await
+    }
+
+    /// Whether a stop has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    fn interface_state(&self) -> MutexGuard<'_, InterfaceState> {
+        self.interface.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The in-interface's state.
+    pub fn interface(&self) -> InterfaceState {
+        self.interface_state().clone()
+    }
+
+    /// Why new rules may not be added now, if they may not.
+    pub fn interface_problem(&self) -> Option<String> {
+        match &*self.interface_state() {
+            InterfaceState::Proven(_) => None,
+            InterfaceState::Unusable(p) => Some(p.to_string()),
+            InterfaceState::Unknown => Some(format!(
+                "the VPN interface '{}' has not been checked yet",
+                self.config.in_interface
+            )),
+        }
+    }
+
+    /// The router's addresses on the in-interface, as of the last proof.
+    pub fn tunnel_addresses(&self) -> Vec<Ipv4Addr> {
+        match &*self.interface_state() {
+            InterfaceState::Proven(p) => p.addresses.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records a proof's result, logging what changed.
+    pub fn set_interface(&self, result: Result<Proof, InterfaceProblem>) {
+        let name = &self.config.in_interface;
+        let mut state = self.interface_state();
+        match result {
+            Ok(proof) => {
+                let was_proven = matches!(&*state, InterfaceState::Proven(_));
+                if !was_proven {
+                    for w in &proof.warnings {
+                        warn!(in_interface = %name, "{w}");
+                    }
+                    info!(in_interface = %name, addresses = ?proof.addresses, "VPN interface checked: mappings go through it");
+                }
+                *state = InterfaceState::Proven(proof);
+            }
+            Err(problem) => {
+                if *state != InterfaceState::Unusable(problem.clone()) {
+                    error!(in_interface = %name, "no new mappings until this is fixed: {problem}");
+                }
+                *state = InterfaceState::Unusable(problem);
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! [`Layers`]: the two far sides (the router and the VPN gateway) under our bounds, with the
+//! rules of how we talk to each: a rule is known by its comment, and an uncertain outcome is
+//! settled at once.
+//!
+//! * **Adding a rule** ([`Layers::add_rule`]): one `/ip/firewall/nat/add`. When its reply is
+//!   lost (connection cut after the command was sent, `!done` without `=ret=`), the rule is
+//!   looked up by its comment right away; the pool hands out another connection, since a broken
+//!   one is dropped. Found: the add happened (extra copies are removed, so one dst-port never
+//!   has two rules). Not found after a cut: it did not happen. A timeout is not looked up here
+//!   (a router that did not answer the add will not answer the lookup in time either, and the
+//!   client is owed an answer within the bound): the caller settles it in the background.
+//! * **Removing a rule** ([`Layers::remove_rule`]): the rule is found by its comment first
+//!   (`print ?comment=`), so an id that a reboot gave to somebody else's rule is never removed;
+//!   each rule found is removed by the id the router shows now. A lost reply is settled by
+//!   looking again.
+//! * **Upstream** ([`Layers::upstream_map`]): one exchange under the bound; every grant's epoch
+//!   goes to the epoch watch (C-48).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::{timeout, Instant};
+use tracing::{info, warn};
+
+use crate::mapping::epoch_watch::UpstreamEpochWatch;
+use crate::mapping::error::MappingError;
+use crate::natpmp::epoch::Epoch;
+use crate::natpmp::upstream::{MapGrant, Upstream};
+use crate::natpmp::wire::Protocol;
+use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId};
+
+/// How often a lost reply is looked up before the outcome is left to the reconciler.
+const SETTLE_TRIES: u32 = 3;
+/// The pause before the first retry of a settling lookup (doubling).
+const SETTLE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How an add ended.
+#[derive(Debug)]
+pub enum Added {
+    /// The rule exists with this id.
+    Yes(RuleId),
+    /// The rule was not made.
+    No(MappingError),
+    /// The rule may exist; nobody could tell (yet).
+    Unknown(MappingError),
+}
+
+/// The router and the VPN gateway under our bounds.
+pub struct Layers<R, U> {
+    /// The router.
+    pub router: R,
+    /// The VPN gateway.
+    pub upstream: U,
+    router_timeout: Duration,
+    upstream_timeout: Duration,
+    epoch: Arc<Epoch>,
+    epoch_watch: Mutex<UpstreamEpochWatch>,
+}
+
+impl<R: Router, U: Upstream> Layers<R, U> {
+    /// Both sides with these bounds; `epoch` is ours, reset when the gateway lost its state.
+    pub fn new(
+        router: R,
+        upstream: U,
+        router_timeout: Duration,
+        upstream_timeout: Duration,
+        epoch: Arc<Epoch>,
+    ) -> Layers<R, U> {
+        Layers {
+            router,
+            upstream,
+            router_timeout,
+            upstream_timeout,
+            epoch,
+            epoch_watch: Mutex::new(UpstreamEpochWatch::new()),
+        }
+    }
+
+    /// A router command under our bound.
+    pub async fn router_call<T>(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = Result<T, crate::routeros::api::RouterError>>,
+    ) -> Result<T, MappingError> {
+        match timeout(self.router_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(MappingError::Router { what, source }),
+            Err(_) => Err(MappingError::RouterTimeout {
+                what,
+                after: self.router_timeout,
+            }),
+        }
+    }
+
+    /// Our rules with this exact comment, retried briefly (a lookup that settles a lost reply
+    /// runs right after a connection broke).
+    async fn find(&self, comment: &str) -> Result<Vec<NatRule>, MappingError> {
+        let mut pause = SETTLE_BACKOFF;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .router_call(
+                    "look the rule up by its comment",
+                    self.router.find_by_comment(comment),
+                )
+                .await
+            {
+                Ok(rows) => {
+                    return Ok(rows
+                        .into_iter()
+                        .filter(|r| r.comment.as_deref() == Some(comment) && !r.dynamic)
+                        .collect())
+                }
+                Err(e) if tries >= SETTLE_TRIES || !e.is_uncertain() => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+    }
+
+    /// Adds `rule` (see the module docs for how a lost reply is settled).
+    pub async fn add_rule(&self, rule: &DstNatRule) -> Added {
+        let error = match self
+            .router_call("add the dst-nat rule", self.router.add_dstnat(rule))
+            .await
+        {
+            Ok(id) => return Added::Yes(id),
+            Err(e) if !e.is_uncertain() => return Added::No(e),
+            Err(e) => e,
+        };
+        if error.is_timeout() {
+            return Added::Unknown(error);
+        }
+        match self.find(&rule.comment).await {
+            Ok(found) => match found.split_first() {
+                Some((first, extra)) => match &first.id {
+                    Some(id) => {
+                        info!(rule = %id, comment = %rule.comment, "the add's reply was lost, but the rule exists: going on with it");
+                        for dup in extra.iter().filter_map(|r| r.id.as_ref()) {
+                            if let Err(e) = self
+                                .router_call(
+                                    "remove a duplicate rule",
+                                    self.router.remove_rule(dup),
+                                )
+                                .await
+                            {
+                                warn!(rule = %dup, "could not remove a duplicate of our rule; the reconciler will: {e}");
+                            }
+                        }
+                        Added::Yes(id.clone())
+                    }
+                    None => Added::Unknown(error),
+                },
+                None => Added::No(error),
+            },
+            Err(lookup) => {
+                warn!(comment = %rule.comment, "the add's reply was lost and the rule could not be looked up: {lookup}");
+                Added::Unknown(error)
+            }
+        }
+    }
+
+    /// Removes every rule whose comment is `comment`, whatever its id now (`known` is the id we
+    /// last saw, for the log). `Ok` once none is left, with how many this call removed.
+    pub async fn remove_rule(
+        &self,
+        comment: &str,
+        known: Option<&RuleId>,
+    ) -> Result<usize, MappingError> {
+        let mut settled_once = false;
+        let mut removed = 0;
+        loop {
+            let found = self.find(comment).await?;
+            if found.is_empty() {
+                return Ok(removed);
+            }
+            let mut lost = None;
+            for rule in &found {
+                let Some(id) = &rule.id else { continue };
+                if known.is_some_and(|k| k != id) {
+                    info!(old_rule = ?known, rule = %id, %comment, "the router shows our rule under another id (a reboot renumbers): re-bound by comment");
+                }
+                match self
+                    .router_call("remove the rule", self.router.remove_rule(id))
+                    .await
+                {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) if e.is_uncertain() => lost = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            match lost {
+                None => return Ok(removed),
+                // A lost reply: look again; once more at most.
+                Some(e) if settled_once => return Err(e),
+                Some(_) => settled_once = true,
+            }
+        }
+    }
+
+    /// An upstream map/renew/delete under our bound; a grant for lifetime > 0 must carry a port
+    /// and a lifetime.
+    pub async fn upstream_map(
+        &self,
+        what: &'static str,
+        protocol: Protocol,
+        router_port: u16,
+        suggested: u16,
+        lifetime: u32,
+    ) -> Result<MapGrant, MappingError> {
+        let fut = self
+            .upstream
+            .map(protocol, router_port, suggested, lifetime);
+        let grant: MapGrant = match timeout(self.upstream_timeout, fut).await {
+            Ok(Ok(g)) => g,
+            Ok(Err(source)) => return Err(MappingError::Upstream { what, source }),
+            Err(_) => {
+                return Err(MappingError::UpstreamTimeout {
+                    what,
+                    after: self.upstream_timeout,
+                })
+            }
+        };
+        self.observe_epoch(grant.epoch);
+        if lifetime > 0 && (grant.external_port == 0 || grant.lifetime == 0) {
+            return Err(MappingError::UpstreamUnusable {
+                external_port: grant.external_port,
+                lifetime: grant.lifetime,
+            });
+        }
+        Ok(grant)
+    }
+
+    /// Feeds an upstream SSSoE to the epoch watch; resets our epoch when the gateway lost its
+    /// state (C-48). Returns whether it did.
+    pub fn observe_epoch(&self, sssoe: u32) -> bool {
+        let lost = self
+            .epoch_watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(sssoe, Instant::now());
+        if lost {
+            warn!(
+                upstream_epoch = sssoe,
+                "the VPN gateway's epoch went backwards: it lost its mappings; resetting our epoch so clients renew (C-48)"
+            );
+            self.epoch.reset();
+        }
+        lost
+    }
+}

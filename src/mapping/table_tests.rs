@@ -1,0 +1,129 @@
+use super::*;
+use crate::mapping::lease::{OwnedRule, RuleKind};
+use crate::routeros::api::{NatRule, RuleId};
+
+fn key(port: u16) -> MappingKey {
+    MappingKey {
+        client: Ipv4Addr::new(192, 168, 88, 10),
+        protocol: Protocol::Udp,
+        internal_port: port,
+    }
+}
+
+fn lease(router_port: u16) -> Lease {
+    let now = Instant::now();
+    Lease {
+        router_port,
+        rules: vec![OwnedRule {
+            kind: RuleKind::DstNat,
+            id: RuleId("*1".into()),
+        }],
+        external_port: 50000,
+        lifetime: 60,
+        deadline: now,
+        upstream_deadline: now,
+        serial: 0,
+    }
+}
+
+#[test]
+fn a_committed_reservation_is_a_lease_holding_its_port() {
+    let t = Arc::new(LeaseTable::new(40000..=40010));
+    let r = t.reserve(key(6881), &[6881]);
+    let Some(r) = r else { panic!("no port") };
+    assert_eq!(r.port(), 6881);
+    assert_eq!(t.hold(Protocol::Udp, 6881), Some(Hold::InFlight(key(6881))));
+    assert!(t.get(&key(6881)).is_none(), "not live before commit");
+    let serial = r.commit(lease(6881));
+    assert_eq!(t.hold(Protocol::Udp, 6881), Some(Hold::Leased(key(6881))));
+    assert_eq!(t.get(&key(6881)).map(|l| l.serial), Some(serial));
+    assert_eq!(t.snapshot().len(), 1);
+    assert_eq!(t.remove(&key(6881)).map(|l| l.router_port), Some(6881));
+    assert!(!t.is_used(Protocol::Udp, 6881), "free after remove");
+    assert!(t.is_empty());
+}
+
+#[test]
+fn release_frees_but_drop_leaves_a_suspect_until_refresh() {
+    let t = Arc::new(LeaseTable::new(40000..=40000));
+    let r = t.reserve(key(1), &[]);
+    assert!(r.is_some());
+    drop(r);
+    assert!(t.is_used(Protocol::Udp, 40000), "suspect after drop");
+    assert!(
+        t.reserve(key(2), &[]).is_none(),
+        "the only port is a suspect"
+    );
+    let g = t.begin_refresh();
+    t.apply_refresh(g, RouterView::new());
+    assert!(!t.is_used(Protocol::Udp, 40000));
+    let r = t.reserve(key(1), &[]);
+    assert!(r.is_some());
+    if let Some(r) = r {
+        r.release();
+    }
+    assert!(!t.is_used(Protocol::Udp, 40000));
+}
+
+#[test]
+fn suspects_marked_during_a_refresh_survive_it() {
+    let t = LeaseTable::new(40000..=40010);
+    let g = t.begin_refresh();
+    t.mark_suspect(Protocol::Tcp, 40001);
+    t.apply_refresh(g, RouterView::new());
+    assert!(t.is_used(Protocol::Tcp, 40001));
+}
+
+#[test]
+fn a_draining_port_stays_used_until_drained() {
+    let t = Arc::new(LeaseTable::new(40000..=40010));
+    let Some(r) = t.reserve(key(7000), &[7000]) else {
+        panic!("no port")
+    };
+    r.commit(lease(7000));
+    assert!(t.remove_draining(&key(7000)).is_some());
+    assert!(t.get(&key(7000)).is_none(), "the lease is gone");
+    assert_eq!(t.hold(Protocol::Udp, 7000), Some(Hold::Draining(key(7000))));
+    let g = t.begin_refresh();
+    t.apply_refresh(g, RouterView::new());
+    assert!(t.is_used(Protocol::Udp, 7000), "a refresh does not free it");
+    let other = MappingKey {
+        client: Ipv4Addr::new(192, 168, 88, 11),
+        ..key(7000)
+    };
+    assert_ne!(t.reserve(other, &[7000]).map(|r| r.port()), Some(7000));
+    t.drained(Protocol::Udp, 7000, false);
+    assert!(!t.is_used(Protocol::Udp, 7000));
+}
+
+#[test]
+fn ports_are_per_protocol_and_skip_the_router_view() {
+    let t = Arc::new(LeaseTable::new(40000..=40001));
+    let mut view = RouterView::new();
+    view.add_foreign_rule(&NatRule {
+        protocol: Some("udp".into()),
+        dst_port: Some("40000".into()),
+        ..NatRule::default()
+    });
+    let g = t.begin_refresh();
+    t.apply_refresh(g, view);
+    let udp = t.reserve(key(1), &[]);
+    let tcp = t.reserve(
+        MappingKey {
+            protocol: Protocol::Tcp,
+            ..key(1)
+        },
+        &[],
+    );
+    assert_eq!(udp.as_ref().map(Reservation::port), Some(40001));
+    assert_eq!(tcp.as_ref().map(Reservation::port), Some(40000));
+}
+
+#[test]
+fn adopt_refuses_a_taken_key_or_port() {
+    let t = Arc::new(LeaseTable::new(40000..=40010));
+    assert!(t.adopt(key(1), lease(40005)).is_ok());
+    assert_eq!(t.adopt(key(1), lease(40006)), Err(AdoptError::KeyTaken));
+    assert_eq!(t.adopt(key(2), lease(40005)), Err(AdoptError::PortTaken));
+    assert!(t.is_used(Protocol::Udp, 40005));
+}
