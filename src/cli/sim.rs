@@ -2,10 +2,12 @@
 
 use tokio::sync::watch;
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use crate::config::{SimGatewayArgs, SimRouterArgs};
-use crate::sim::gateway::{Gateway, GatewayConfig};
+use crate::sim::gateway::{Gateway, GatewayConfig, GatewayMapping};
 use crate::sim::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
 
 /// Runs the gateway emulator until `stop` turns true.
@@ -18,9 +20,53 @@ pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> s
     };
     let gw = Gateway::start(config, args.listen).await?;
     tracing::info!(listen = %gw.local_addr(), "NAT-PMP gateway emulator listening");
-    let _ = stop.wait_for(|s| *s).await;
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        () = log_mapping_changes(&gw) => {}
+    }
     gw.shutdown().await;
     Ok(())
+}
+
+/// Logs every mapping the gateway adds or removes (a renewal is neither), with the number left:
+/// a test outside this process sees the gateway's table in these lines.
+async fn log_mapping_changes(gw: &Gateway) {
+    type Seen = BTreeSet<(IpAddr, String, u16, u16)>;
+    let table = |m: &[GatewayMapping]| -> Seen {
+        m.iter()
+            .map(|m| {
+                let proto = m.protocol.to_string();
+                (m.peer, proto, m.internal_port, m.external_port)
+            })
+            .collect()
+    };
+    let mut seen = Seen::new();
+    loop {
+        let mut now = Seen::new();
+        // Re-checked on every change of the table; the limit only bounds one wait.
+        let changed = gw
+            .wait_for_mappings(
+                |m| {
+                    now = table(m);
+                    now != seen
+                },
+                Duration::from_secs(3600),
+            )
+            .await;
+        if !changed {
+            continue;
+        }
+        let left = now.len();
+        for (peer, protocol, internal_port, external_port) in now.difference(&seen) {
+            tracing::info!(%peer, %protocol, internal_port, external_port, mappings = left,
+                "gateway emulator: mapping added");
+        }
+        for (peer, protocol, internal_port, external_port) in seen.difference(&now) {
+            tracing::info!(%peer, %protocol, internal_port, external_port, mappings = left,
+                "gateway emulator: mapping removed");
+        }
+        seen = now;
+    }
 }
 
 /// Runs the RouterOS emulator until `stop` turns true.
