@@ -194,7 +194,7 @@ fn start_demo(podman: &mut Podman, ns: &Netns, name: &str) -> std::sync::mpsc::R
         .args(LOCKED_DOWN)
         .args([container::image().as_str(), "demo"]);
     let lines = podman.spawn(cmd, name);
-    lab::wait_for_line(
+    podman.wait_for_line(
         &lines,
         "daemon (NAT-PMP)        127.0.0.1:5351",
         Duration::from_secs(30),
@@ -243,14 +243,14 @@ fn demo_in_the_container_maps_a_port_for_natpmpc_and_podman_stop_leaves_nothing(
         .unwrap_or_else(|| panic!("no mapping printed: {text}"));
     assert!(mapped.contains("to local port 6881 liftime 60"), "{mapped}");
     // Both layers were made (the demo prints each change of the emulated router and gateway).
-    lab::wait_for_line(&lines, "+ router   dst-nat rule", Duration::from_secs(5));
-    lab::wait_for_line(&lines, "+ gateway  mapping", Duration::from_secs(5));
+    podman.wait_for_line(&lines, "+ router   dst-nat rule", Duration::from_secs(5));
+    podman.wait_for_line(&lines, "+ gateway  mapping", Duration::from_secs(5));
 
     // `podman stop` sends SIGTERM; the daemon removes the mapping from both layers first.
     podman.ok(&["stop", "-t", "20", "demo"]);
-    lab::wait_for_line(&lines, "- router   dst-nat rule", Duration::from_secs(5));
-    lab::wait_for_line(&lines, "- gateway  mapping", Duration::from_secs(5));
-    let last = lab::wait_for_line(&lines, "demo stopped", Duration::from_secs(5));
+    podman.wait_for_line(&lines, "- router   dst-nat rule", Duration::from_secs(5));
+    podman.wait_for_line(&lines, "- gateway  mapping", Duration::from_secs(5));
+    let last = podman.wait_for_line(&lines, "demo stopped", Duration::from_secs(5));
     assert!(
         last.contains("0 router rule(s) and 0 gateway mapping(s) left"),
         "{last}"
@@ -299,7 +299,12 @@ fn container_runs_as_65532_with_no_capability_on_a_read_only_root() {
         "root is not read-only: {root}"
     );
     // And it serves like that: the health check asks the daemon itself.
-    podman.ok(&["healthcheck", "run", "locked"]);
+    let check = podman.output(&["healthcheck", "run", "locked"]);
+    assert!(
+        check.status.success(),
+        "unhealthy: {check:?}\n{}",
+        podman.health_log("locked")
+    );
 }
 
 #[test]
@@ -312,20 +317,14 @@ fn healthcheck_reports_healthy_while_the_daemon_answers_and_unhealthy_when_it_do
     let ns = Netns::new();
     let mut podman = Podman::new();
     let _lines = start_demo(&mut podman, &ns, "health");
-    let last_output = |podman: &Podman| {
-        podman.inspect(
-            "health",
-            "{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}\n{{end}}",
-        )
-    };
 
     let check = podman.output(&["healthcheck", "run", "health"]);
     assert!(
         check.status.success(),
         "unhealthy while the daemon answers: {check:?}\n{}",
-        last_output(&podman)
+        podman.health_log("health")
     );
-    let log = last_output(&podman);
+    let log = podman.health_log("health");
     assert!(
         log.lines().last().is_some_and(|l| l.starts_with(
             "0 healthy: double-natpmp at 127.0.0.1:5351 answers, public address 198.51.100.7"
@@ -341,7 +340,7 @@ fn healthcheck_reports_healthy_while_the_daemon_answers_and_unhealthy_when_it_do
         "healthy while the daemon is stopped: {check:?}"
     );
     assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "unhealthy");
-    let log = last_output(&podman);
+    let log = podman.health_log("health");
     assert!(
         log.lines().last().is_some_and(|l| l
             .starts_with("1 unhealthy: double-natpmp at 127.0.0.1:5351 did not answer within 3s")),
@@ -353,7 +352,7 @@ fn healthcheck_reports_healthy_while_the_daemon_answers_and_unhealthy_when_it_do
     assert!(
         check.status.success(),
         "still unhealthy after SIGCONT: {check:?}\n{}",
-        last_output(&podman)
+        podman.health_log("health")
     );
 }
 
@@ -541,7 +540,7 @@ fn readme_docker_run_example_serves_natpmpc_against_the_emulators_outside_the_co
     let id = run_ok(podman.command_in(&router_ns).args(&args));
     assert!(!id.is_empty(), "podman run -d printed no container id");
     let logs = podman.follow_logs(&name);
-    lab::wait_for_line(&logs, "NAT-PMP server listening", Duration::from_secs(30));
+    podman.wait_for_line(&logs, "NAT-PMP server listening", Duration::from_secs(30));
     lab.wait_udp_listener(Host::Router, &format!("{ROUTER_LAN_IP}:5351"));
 
     // A LAN client asks its default gateway (the router), as a real one would.
@@ -583,7 +582,7 @@ fn readme_docker_run_example_serves_natpmpc_against_the_emulators_outside_the_co
     assert!(
         check.status.success(),
         "unhealthy: {check:?}\n{}",
-        podman.inspect(&name, "{{range .State.Health.Log}}{{.Output}}\n{{end}}")
+        podman.health_log(&name)
     );
 
     // `docker stop`: the daemon removes both layers before it exits.

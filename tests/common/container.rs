@@ -4,18 +4,21 @@
 //!
 //! On these machines podman runs as root with: the runc runtime (crun refuses hybrid cgroups),
 //! no default ulimits (runc cannot set RLIMIT_NPROC/NOFILE here), cgroupfs, the vfs storage
-//! driver, file locks (the default shared-memory locks are global, and a podman with a new
-//! storage frees all of them), events in a file, and never a pull: no registry is reachable.
-//! A container gets a test's network namespace with `--network ns:/run/netns/NAME`, or with
-//! `--network host` when podman itself runs under `nsenter --net` (not `ip netns exec`: its fresh
-//! /sys hides the cgroup mounts runc needs).
+//! driver, file locks in the engine's own directory (the default shared-memory locks are one set
+//! for every podman on the machine, whatever its storage), events in a file, and never a pull:
+//! no registry is reachable. A container gets a test's network namespace with
+//! `--network ns:/run/netns/NAME`, or with `--network host` when podman itself runs under
+//! `nsenter --net` (not `ip netns exec`: its fresh /sys hides the cgroup mounts runc needs).
+//! Without systemd podman logs that it cannot time health checks; the tests run them with
+//! `podman healthcheck run`.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::lab;
 
@@ -57,7 +60,8 @@ pub fn available(test: &str) -> bool {
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
         panic!("{test}: {why}; under CI=true this test must run");
     }
-    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+    // Straight to stderr, past the test harness's output capture.
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
     false
 }
 
@@ -66,7 +70,8 @@ pub fn available(test: &str) -> bool {
 /// it started, and deletes the directory.
 pub struct Podman {
     dir: tempfile::TempDir,
-    children: Vec<Child>,
+    /// The processes [`Podman::spawn`] started, each with its tag.
+    children: Vec<(String, Child)>,
 }
 
 impl Podman {
@@ -184,8 +189,44 @@ impl Podman {
                 }
             });
         }
-        self.children.push(child);
+        self.children.push((tag.to_owned(), child));
         rx
+    }
+
+    /// Waits, bounded, for a line containing `needle` from a process [`Podman::spawn`] started.
+    /// If its output ends first (podman exited), fails at once, saying how the processes ended.
+    pub fn wait_for_line(
+        &mut self,
+        rx: &mpsc::Receiver<String>,
+        needle: &str,
+        limit: Duration,
+    ) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no line containing {needle:?} within {limit:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Both output streams closed: the process is ending, or has ended.
+                    let exits: Vec<String> = self
+                        .children
+                        .iter_mut()
+                        .map(|(tag, c)| match wait_bounded(c, Duration::from_secs(5)) {
+                            Some(status) => format!("[{tag}] exited: {status}"),
+                            None => format!("[{tag}] still runs"),
+                        })
+                        .collect();
+                    panic!(
+                        "the output ended before a line containing {needle:?} (see the lines \
+                         above): {}",
+                        exits.join("; ")
+                    )
+                }
+            }
+        }
     }
 
     /// Follows a container's log (`podman logs -f`) until the engine drops.
@@ -196,19 +237,19 @@ impl Podman {
     }
 
     /// Waits, bounded, for the last process [`Podman::spawn`] started to exit; its exit code.
-    pub fn wait_last(&mut self, limit: std::time::Duration) -> Option<i32> {
-        let child = self.children.last_mut().expect("a started process");
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for podman") {
-                return status.code();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "podman did not exit within {limit:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    pub fn wait_last(&mut self, limit: Duration) -> Option<i32> {
+        let (tag, child) = self.children.last_mut().expect("a started process");
+        wait_bounded(child, limit)
+            .unwrap_or_else(|| panic!("[{tag}] did not exit within {limit:?}"))
+            .code()
+    }
+
+    /// The exit codes and outputs of a container's health checks so far, one a line.
+    pub fn health_log(&self, name: &str) -> String {
+        self.inspect(
+            name,
+            "{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}\n{{end}}",
+        )
     }
 
     /// The host PID of a running container's first process.
@@ -227,9 +268,21 @@ impl Drop for Podman {
         // engine started (followers of logs, `podman run` clients), then the directory.
         let _ = self.command().args(["rm", "-a", "-f", "-t", "0"]).output();
         let _ = self.command().args(["rmi", "-a", "-f"]).output();
-        for c in &mut self.children {
+        for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// Waits up to `limit` for `child` to exit (std has no wait with a time limit, so it polls).
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) | Err(_) => return None,
         }
     }
 }
