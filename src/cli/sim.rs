@@ -2,8 +2,7 @@
 
 use tokio::sync::watch;
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::config::{SimGatewayArgs, SimRouterArgs};
@@ -31,24 +30,17 @@ pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> s
 /// Logs every mapping the gateway adds or removes (a renewal is neither), with the number left:
 /// a test outside this process sees the gateway's table in these lines.
 async fn log_mapping_changes(gw: &Gateway) {
-    type Seen = BTreeSet<(IpAddr, String, u16, u16)>;
-    let table = |m: &[GatewayMapping]| -> Seen {
-        m.iter()
-            .map(|m| {
-                let proto = m.protocol.to_string();
-                (m.peer, proto, m.internal_port, m.external_port)
-            })
-            .collect()
-    };
-    let mut seen = Seen::new();
+    // (peer, protocol, internal port, external port): what makes a mapping news.
+    let key = |m: &GatewayMapping| (m.peer, m.protocol, m.internal_port, m.external_port);
+    let mut seen: Vec<GatewayMapping> = Vec::new();
     loop {
-        let mut now = Seen::new();
+        let mut now = Vec::new();
         // Re-checked on every change of the table; the limit only bounds one wait.
         let changed = gw
             .wait_for_mappings(
                 |m| {
-                    now = table(m);
-                    now != seen
+                    now = m.to_vec();
+                    !now.iter().map(key).eq(seen.iter().map(key))
                 },
                 Duration::from_secs(3600),
             )
@@ -56,14 +48,19 @@ async fn log_mapping_changes(gw: &Gateway) {
         if !changed {
             continue;
         }
-        let left = now.len();
-        for (peer, protocol, internal_port, external_port) in now.difference(&seen) {
-            tracing::info!(%peer, %protocol, internal_port, external_port, mappings = left,
-                "gateway emulator: mapping added");
-        }
-        for (peer, protocol, internal_port, external_port) in seen.difference(&now) {
-            tracing::info!(%peer, %protocol, internal_port, external_port, mappings = left,
-                "gateway emulator: mapping removed");
+        let added = now
+            .iter()
+            .filter(|m| !seen.iter().any(|s| key(s) == key(m)));
+        let removed = seen
+            .iter()
+            .filter(|s| !now.iter().any(|m| key(m) == key(s)));
+        for (change, m) in added
+            .map(|m| ("added", m))
+            .chain(removed.map(|m| ("removed", m)))
+        {
+            tracing::info!(peer = %m.peer, protocol = %m.protocol, internal_port = m.internal_port,
+                external_port = m.external_port, mappings = now.len(),
+                "gateway emulator: mapping {change}");
         }
         seen = now;
     }
