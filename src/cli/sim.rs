@@ -3,9 +3,10 @@
 use tokio::sync::watch;
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use crate::config::{SimGatewayArgs, SimRouterArgs};
-use crate::sim::gateway::{Gateway, GatewayConfig};
+use crate::sim::gateway::{Gateway, GatewayConfig, GatewayMapping};
 use crate::sim::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
 
 /// Runs the gateway emulator until `stop` turns true.
@@ -18,9 +19,51 @@ pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> s
     };
     let gw = Gateway::start(config, args.listen).await?;
     tracing::info!(listen = %gw.local_addr(), "NAT-PMP gateway emulator listening");
-    let _ = stop.wait_for(|s| *s).await;
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        () = log_mapping_changes(&gw) => {}
+    }
     gw.shutdown().await;
     Ok(())
+}
+
+/// Logs every mapping the gateway adds or removes (a renewal is neither), with the number left:
+/// a test outside this process sees the gateway's table in these lines.
+async fn log_mapping_changes(gw: &Gateway) {
+    // (peer, protocol, internal port, external port): what makes a mapping news.
+    let key = |m: &GatewayMapping| (m.peer, m.protocol, m.internal_port, m.external_port);
+    let mut seen: Vec<GatewayMapping> = Vec::new();
+    loop {
+        let mut now = Vec::new();
+        // Re-checked on every change of the table; the limit only bounds one wait.
+        let changed = gw
+            .wait_for_mappings(
+                |m| {
+                    now = m.to_vec();
+                    !now.iter().map(key).eq(seen.iter().map(key))
+                },
+                Duration::from_secs(3600),
+            )
+            .await;
+        if !changed {
+            continue;
+        }
+        let added = now
+            .iter()
+            .filter(|m| !seen.iter().any(|s| key(s) == key(m)));
+        let removed = seen
+            .iter()
+            .filter(|s| !now.iter().any(|m| key(m) == key(s)));
+        for (change, m) in added
+            .map(|m| ("added", m))
+            .chain(removed.map(|m| ("removed", m)))
+        {
+            tracing::info!(peer = %m.peer, protocol = %m.protocol, internal_port = m.internal_port,
+                external_port = m.external_port, mappings = now.len(),
+                "gateway emulator: mapping {change}");
+        }
+        seen = now;
+    }
 }
 
 /// Runs the RouterOS emulator until `stop` turns true.
