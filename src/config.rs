@@ -101,6 +101,16 @@ pub struct SimRouterArgs {
     /// A route for /ip/route/check: `network/len,interface,gateway` (repeatable).
     #[arg(long = "route")]
     pub routes: Vec<String>,
+    /// An interface-list member: `LIST=interface` (repeatable).
+    #[arg(long = "interface-list")]
+    pub interface_lists: Vec<String>,
+    /// An address: `address/len,interface` (repeatable; replaces the defaults).
+    #[arg(long = "address")]
+    pub addresses: Vec<String>,
+    /// A NAT rule present from the start, as an admin made it: `key=value,key=value…`
+    /// (repeatable).
+    #[arg(long = "nat-rule")]
+    pub nat_rules: Vec<String>,
     /// Mirror dst-nat rules into nftables in this network namespace.
     #[arg(long)]
     pub nft_netns: Option<String>,

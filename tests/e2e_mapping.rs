@@ -210,3 +210,66 @@ fn stopping_the_daemon_removes_every_mapping() {
     assert!(router_rules(&lab).is_empty(), "{:?}", router_rules(&lab));
     assert!(gateway_rules(&lab).is_empty(), "{:?}", gateway_rules(&lab));
 }
+
+/// Sends one UDP datagram from the VPN gateway's host straight to the router's tunnel address,
+/// as traffic the gateway forwards arrives there.
+fn send_from_tunnel(lab: &Lab, port: u16, message: &str) {
+    let script = format!(
+        "import socket\n\
+         s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.sendto(b'{message}', ('{}',{port}))\n",
+        lab::TUNNEL_IP
+    );
+    let out = lab.exec(Host::Vpn, &["python3", "-c", &script]);
+    assert!(
+        out.status.success(),
+        "sending from the tunnel failed: {out:?}"
+    );
+}
+
+#[test]
+fn a_foreign_rule_on_an_interface_list_holding_the_tunnel_keeps_its_port_and_its_traffic() {
+    if !lab::available(
+        "a_foreign_rule_on_an_interface_list_holding_the_tunnel_keeps_its_port_and_its_traffic",
+    ) {
+        return;
+    }
+    let mut lab = Lab::up();
+    lab.start_miniupnpd("1024-65535 10.2.0.0/24 1024-65535");
+    // The admin's game server: UDP 6881 from any WAN interface (the tunnel is in WAN) to
+    // 192.168.88.10:9999.
+    lab.start_router_emulator(&[
+        "--interface-list",
+        "WAN=rtr-v",
+        "--nat-rule",
+        "chain=dstnat,action=dst-nat,protocol=udp,in-interface-list=WAN,dst-port=6881,\
+         to-addresses=192.168.88.10,to-ports=9999,comment=game server",
+    ]);
+    lab.start_daemon(&[]);
+    let game = lan_listener(&mut lab, "udp", 9999);
+    let torrent = lan_listener(&mut lab, "udp", 6881);
+
+    let (public, local, _) = map(&lab, &["-a", "0", "6881", "udp", "60"]);
+    assert_eq!(local, 6881);
+    let rules = router_rules(&lab);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let ours: Vec<&String> = rules
+        .iter()
+        .filter(|r| r.contains("192.168.88.10:6881"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{rules:?}");
+    assert!(
+        !ours[0].contains("dport 6881 "),
+        "our rule must not take the list rule's port: {}",
+        ours[0]
+    );
+
+    // Traffic the tunnel brings to 6881 still reaches the admin's game server…
+    send_from_tunnel(&lab, 6881, "for-the-game");
+    let got = lab::wait_for_line(&game, "got", Duration::from_secs(10));
+    assert!(got.contains("for-the-game"), "{got}");
+    // …and the mapping works through both layers.
+    send_from_internet(&lab, "udp", public, "for-the-torrent");
+    let got = lab::wait_for_line(&torrent, "got", Duration::from_secs(10));
+    assert!(got.contains("for-the-torrent"), "{got}");
+}

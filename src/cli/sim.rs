@@ -94,6 +94,33 @@ pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std
             .map(|r| parse_route(r))
             .collect::<Result<_, _>>()?;
     }
+    for spec in &args.interface_lists {
+        let (list, interface) = spec.split_once('=').ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("--interface-list {spec:?}: expected LIST=interface"),
+            )
+        })?;
+        config
+            .interface_lists
+            .push((list.to_owned(), interface.to_owned()));
+    }
+    if !args.addresses.is_empty() {
+        config.addresses = args
+            .addresses
+            .iter()
+            .map(|spec| {
+                spec.split_once(',')
+                    .map(|(a, i)| (a.to_owned(), i.to_owned()))
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("--address {spec:?}: expected address/len,interface"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
     if let Some(netns) = &args.nft_netns {
         config.nft_mirror = Some(NftMirror {
             netns: netns.clone(),
@@ -103,6 +130,15 @@ pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std
         });
     }
     let sim = RouterSim::start(config, args.listen).await?;
+    for spec in &args.nat_rules {
+        let fields: Vec<(&str, &str)> = spec
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let id = sim.insert_nat_rule(&fields);
+        tracing::info!(%id, rule = %spec, "NAT rule added");
+    }
+    sim.nft_synced().await;
     tracing::info!(listen = %sim.local_addr(), "RouterOS API emulator listening");
     let _ = stop.wait_for(|s| *s).await;
     sim.shutdown().await;
