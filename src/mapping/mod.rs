@@ -3,8 +3,8 @@
 //!
 //! * [`orchestrator`]: the [`Orchestrator`], the facade that implements
 //!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest.
-//! * [`transaction`]: create, renew, delete, delete-all, expire and teardown, as steps with
-//!   their undo.
+//! * [`transaction`]: answering a request: create (steps with their undo) and renew.
+//! * [`teardown`]: delete, delete-all, expiry and shutdown: both layers, upstream first.
 //! * [`table`]: the [`LeaseTable`], the only store of leases and router-port holds.
 //! * [`keylock`]: per-key serialization and the retransmission memo.
 //! * [`layers`]: the router and the gateway under our bounds; rules found by comment, lost
@@ -45,6 +45,7 @@ pub mod reconcile;
 pub mod rule;
 pub mod table;
 pub mod tasks;
+pub mod teardown;
 pub mod transaction;
 
 pub use config::{

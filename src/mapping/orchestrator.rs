@@ -26,6 +26,7 @@ use crate::mapping::lease::LeaseInfo;
 use crate::mapping::reconcile::{self, ReconcileReport};
 use crate::mapping::table::LeaseTable;
 use crate::mapping::tasks;
+use crate::mapping::teardown;
 use crate::mapping::transaction;
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{MapHandler, MapReply};
@@ -199,7 +200,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
                 let removed = Arc::clone(&removed);
                 let failed = Arc::clone(&failed);
                 set.spawn(async move {
-                    match transaction::remove_for_shutdown(&core, info.key).await {
+                    match teardown::remove_for_shutdown(&core, info.key).await {
                         Some(true) => removed.fetch_add(1, Ordering::Relaxed),
                         Some(false) => failed.fetch_add(1, Ordering::Relaxed),
                         None => 0,

@@ -19,8 +19,10 @@
 
 use std::net::Ipv4Addr;
 
+use crate::mapping::config::MappingConfig;
 use crate::mapping::lease::{MappingKey, RuleKind};
 use crate::natpmp::wire::Protocol;
+use crate::routeros::api::DstNatRule;
 
 /// The marker every comment of ours starts with.
 pub const MARKER: &str = "double-natpmp:";
@@ -74,6 +76,18 @@ impl RuleComment {
             },
             router_port,
         })
+    }
+}
+
+/// The dst-nat rule of `key` at router port R.
+pub fn dst_nat_rule(config: &MappingConfig, key: MappingKey, router_port: u16) -> DstNatRule {
+    DstNatRule {
+        protocol: key.protocol,
+        in_interface: config.in_interface.clone(),
+        dst_port: router_port,
+        to_address: key.client,
+        to_port: key.internal_port,
+        comment: RuleComment::for_rule(key, router_port, RuleKind::DstNat),
     }
 }
 

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::reconcile;
-use crate::mapping::transaction::expire;
+use crate::mapping::teardown::expire;
 use crate::natpmp::upstream::Upstream;
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;

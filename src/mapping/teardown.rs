@@ -1,0 +1,257 @@
+//! Ending a lease: delete, delete-all, expiry and shutdown, each a teardown of both layers.
+//!
+//! | request | router | upstream | reply |
+//! |---|---|---|---|
+//! | delete | remove the rule, after the upstream delete | delete (proto, R, 0, 0), first | I, 0, 0 (C-33); unknown → success (C-34) |
+//! | delete all (I = 0) | remove each of the client's rules of the protocol | delete each | 0, 0, 0 (C-36) |
+//! | expiry | remove the rule, after the upstream delete | delete, first | — |
+//!
+//! **Teardown** (delete, expiry, shutdown) runs upstream first, then the rules. When the
+//! upstream delete fails, the gateway may still forward R: the lease ends, but R stays held
+//! ([`Hold::Draining`](crate::mapping::table::Hold::Draining)) and its rule in place while a
+//! background task retries the delete until it succeeds or the upstream mapping has lapsed;
+//! then the rule goes and R is free. A client's delete is answered success in that case (its
+//! mapping ends within the upstream lifetime, which the daemon sees to). At shutdown the rule
+//! is left for the next start.
+//!
+//! **Delete of a mapping we do not hold** answers success (C-34), unless a dst-nat rule we did
+//! not make forwards that protocol and port to the client: then 2 (C-35). Delete-all answers 2
+//! when such rules exist for the client, after deleting everything of ours (C-36).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::mapping::core::Core;
+use crate::mapping::error::MappingError;
+use crate::mapping::lease::{Lease, MappingKey};
+use crate::mapping::rule::RuleComment;
+use crate::natpmp::server::MapReply;
+use crate::natpmp::upstream::Upstream;
+use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::routeros::api::Router;
+
+/// The longest pause between two retries of a draining port's upstream delete.
+const DRAIN_MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// Why a teardown runs: what a failure on the way may leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Teardown {
+    /// The client asked: a router failure is its answer (3).
+    Delete,
+    /// Not renewed in time.
+    Expire,
+    /// The daemon stops: nothing may run after it, so nothing drains.
+    Shutdown,
+}
+
+/// How a teardown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Both layers are gone; R is free.
+    Removed,
+    /// The upstream delete failed: R drains in the background (or, at shutdown, the rule is
+    /// left for the next start).
+    UpstreamLeft,
+    /// The rule could not be removed: R is a suspect until the reconciler removes it.
+    RuleLeft,
+}
+
+fn deleted(result: ResultCode) -> MapReply {
+    MapReply {
+        result,
+        external_port: 0,
+        lifetime: 0,
+    }
+}
+
+/// A client's delete of one mapping (C-33, C-34, C-35).
+pub async fn delete<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    key: MappingKey,
+) -> Result<MapReply, MappingError> {
+    let _lock = core.locks.lock(key).await;
+    let Some(lease) = core.table.get(&key) else {
+        if core
+            .table
+            .foreign_target(key.protocol, key.client, Some(key.internal_port))
+        {
+            return Err(MappingError::ForeignRule {
+                client: key.client,
+                protocol: key.protocol,
+                port: Some(key.internal_port),
+            });
+        }
+        return Ok(deleted(ResultCode::Success));
+    };
+    Box::pin(teardown(core, key, &lease, Teardown::Delete)).await?;
+    info!(
+        client = %key.client,
+        proto = %key.protocol,
+        internal_port = key.internal_port,
+        router_port = lease.router_port,
+        external_port = lease.external_port,
+        "deleted"
+    );
+    Ok(deleted(ResultCode::Success))
+}
+
+/// A client's delete of all its mappings of one protocol (C-36).
+pub async fn delete_all<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    client: Ipv4Addr,
+    protocol: Protocol,
+) -> Result<MapReply, MappingError> {
+    let mut failure = None;
+    for key in core.table.keys_of(client, protocol) {
+        if let Err(e) = delete(core, key).await {
+            failure.get_or_insert(e);
+        }
+    }
+    if core.table.foreign_target(protocol, client, None) {
+        failure.get_or_insert(MappingError::ForeignRule {
+            client,
+            protocol,
+            port: None,
+        });
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(deleted(ResultCode::Success)),
+    }
+}
+
+/// Removes every router rule of `lease`, by comment.
+async fn remove_rules<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    key: MappingKey,
+    lease: &Lease,
+) -> Result<(), MappingError> {
+    for rule in &lease.rules {
+        let comment = RuleComment::for_rule(key, lease.router_port, rule.kind);
+        core.layers.remove_rule(&comment, Some(&rule.id)).await?;
+    }
+    Ok(())
+}
+
+/// Removes both layers of `key`'s lease, upstream first (the caller holds the key lock). Only a
+/// [`Teardown::Delete`] returns an error: the rule could not be removed.
+pub async fn teardown<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    key: MappingKey,
+    lease: &Lease,
+    mode: Teardown,
+) -> Result<Ended, MappingError> {
+    let port = lease.router_port;
+    if let Err(e) = core
+        .layers
+        .upstream_map("delete the mapping", key.protocol, port, 0, 0)
+        .await
+    {
+        if mode == Teardown::Shutdown {
+            warn!(client = %key.client, proto = %key.protocol, router_port = port, "could not delete the mapping at the VPN gateway; its rule stays until the next start: {e}");
+            core.table.remove_rule_left(&key);
+            return Ok(Ended::UpstreamLeft);
+        }
+        warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, external_port = lease.external_port, "could not delete the mapping at the VPN gateway; router port {port} stays reserved, and its rule in place, until the gateway's mapping is deleted or has lapsed: {e}");
+        core.table.remove_draining(&key);
+        let core2 = Arc::clone(core);
+        let lease = lease.clone();
+        core.background
+            .spawn(async move { drain(&core2, key, lease).await });
+        return Ok(Ended::UpstreamLeft);
+    }
+    match remove_rules(core, key, lease).await {
+        Ok(()) => {
+            core.table.remove(&key);
+            Ok(Ended::Removed)
+        }
+        Err(e) => {
+            core.table.remove_rule_left(&key);
+            if mode == Teardown::Delete {
+                return Err(e);
+            }
+            warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, "could not remove the rule, the reconciler will: {e}");
+            Ok(Ended::RuleLeft)
+        }
+    }
+}
+
+/// Retries the upstream delete of a draining port until it succeeds or the upstream mapping
+/// has lapsed, then removes the rule and frees the port. Gives up at shutdown (the next start
+/// finds the rule).
+async fn drain<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, lease: Lease) {
+    let port = lease.router_port;
+    let mut stop = core.stop.subscribe();
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let now = Instant::now();
+        if now >= lease.upstream_deadline {
+            debug!(proto = %key.protocol, router_port = port, "the gateway's mapping has lapsed");
+            break;
+        }
+        let wake = (now + pause).min(lease.upstream_deadline);
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if Instant::now() >= lease.upstream_deadline {
+            break;
+        }
+        match core
+            .layers
+            .upstream_map("delete the mapping (retry)", key.protocol, port, 0, 0)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                debug!(proto = %key.protocol, router_port = port, "upstream delete still failing: {e}");
+                pause = (pause * 2).min(DRAIN_MAX_PAUSE);
+            }
+        }
+    }
+    let left = remove_rules(core, key, &lease).await.is_err();
+    core.table.drained(key.protocol, port, left);
+    info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, rule_left = left, "router port free again: the gateway no longer forwards it");
+}
+
+/// Ends the lease of `key` if its deadline has passed (the expiry task calls this).
+pub async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingKey) {
+    let Some(_gate) = core.enter().await else {
+        return;
+    };
+    let _lock = core.locks.lock(key).await;
+    let Some(lease) = core.table.get(&key) else {
+        return;
+    };
+    if lease.deadline > Instant::now() {
+        return; // renewed meanwhile
+    }
+    // Expire never returns an error.
+    let _ = teardown(core, key, &lease, Teardown::Expire).await;
+    info!(
+        client = %key.client,
+        proto = %key.protocol,
+        internal_port = key.internal_port,
+        router_port = lease.router_port,
+        external_port = lease.external_port,
+        "expired: not renewed in time"
+    );
+}
+
+/// Ends `key`'s lease at shutdown: `None` when it was already gone, else whether both layers
+/// went.
+pub async fn remove_for_shutdown<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    key: MappingKey,
+) -> Option<bool> {
+    let _lock = core.locks.lock(key).await;
+    let lease = core.table.get(&key)?;
+    match teardown(core, key, &lease, Teardown::Shutdown).await {
+        Ok(Ended::Removed) => Some(true),
+        _ => Some(false),
+    }
+}
