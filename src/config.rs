@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use thiserror::Error;
 
+use crate::cidr::{parse_cidr_list, CidrList};
+
 /// Default NAT-PMP port of the upstream gateway and of our listener.
 pub const NATPMP_PORT: u16 = 5351;
 
@@ -353,55 +355,6 @@ impl HostPort {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint(pub [u8; 32]);
 
-/// An IPv4 network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// Network address (host bits cleared).
-    pub network: Ipv4Addr,
-    /// Prefix length, 0..=32.
-    pub prefix_len: u8,
-}
-
-impl Cidr {
-    /// Whether `addr` is inside this network.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let mask = mask(self.prefix_len);
-        u32::from(addr) & mask == u32::from(self.network)
-    }
-}
-
-fn mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len))
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
-}
-
-/// A list of IPv4 networks.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CidrList(pub Vec<Cidr>);
-
-impl CidrList {
-    /// Whether any network contains `addr`.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        self.0.iter().any(|c| c.contains(addr))
-    }
-}
-
-impl std::fmt::Display for CidrList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(Cidr::to_string).collect();
-        f.write_str(&parts.join(","))
-    }
-}
-
 /// A value that does not parse; the text is what is expected.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -534,30 +487,6 @@ pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, Expected> {
         out[i] = u8::from_str_radix(text, 16).map_err(|_| expected(want))?;
     }
     Ok(Fingerprint(out))
-}
-
-/// `ALLOWED_CLIENTS`: comma-separated `a.b.c.d/len` (a bare address means /32).
-pub fn parse_cidr_list(s: &str) -> Result<CidrList, Expected> {
-    let want = "expected comma-separated IPv4 networks such as 192.168.88.0/24,10.0.0.0/8";
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (addr, len) = match part.split_once('/') {
-            Some((a, l)) => (a, l.parse::<u8>().map_err(|_| expected(want))?),
-            None => (part, 32),
-        };
-        if len > 32 {
-            return Err(expected(want));
-        }
-        let addr = Ipv4Addr::from_str(addr).map_err(|_| expected(want))?;
-        out.push(Cidr {
-            network: Ipv4Addr::from(u32::from(addr) & mask(len)),
-            prefix_len: len,
-        });
-    }
-    if out.is_empty() {
-        return Err(expected(want));
-    }
-    Ok(CidrList(out))
 }
 
 /// Errors found after parsing, when values are checked against each other or files are read.
@@ -777,18 +706,6 @@ mod tests {
         assert_eq!(parse_log_level("Warn"), Ok(LogLevel::Warn));
         assert_eq!(parse_log_level("ERROR"), Ok(LogLevel::Error));
         assert!(parse_log_level("loud").is_err());
-    }
-
-    #[test]
-    fn cidr_list_parses_and_matches() {
-        let l = parse_cidr_list("192.168.88.0/24, 10.0.0.0/8,127.0.0.1").unwrap();
-        assert!(l.contains("192.168.88.10".parse().unwrap()));
-        assert!(l.contains("10.200.1.1".parse().unwrap()));
-        assert!(l.contains("127.0.0.1".parse().unwrap()));
-        assert!(!l.contains("127.0.0.2".parse().unwrap()));
-        assert!(!l.contains("198.51.101.1".parse().unwrap()));
-        assert!(parse_cidr_list("1.2.3.4/33").is_err());
-        assert!(parse_cidr_list("").is_err());
     }
 
     #[test]

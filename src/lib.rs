@@ -9,7 +9,8 @@
 //!
 //! The major components are:
 //!
-//! * [`config`]: the environment variables and flags, validated with clear messages.
+//! * [`config`]: the environment variables and flags, validated with clear messages;
+//!   [`cidr`]: IPv4 networks (ALLOWED_CLIENTS).
 //! * [`daemon`]: wires everything together and stops it in order; [`logging`]: LOG_LEVEL/LOG_FORMAT.
 //! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
 //! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use double_natpmp::config::parse_cidr_list;
+use double_natpmp::cidr::parse_cidr_list;
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::server::{MapHandler, MapReply, NoMappings, Server, ServerConfig};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};

@@ -30,7 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::config::CidrList;
+use crate::cidr::CidrList;
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{
@@ -539,7 +539,7 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_cidr_list;
+    use crate::cidr::parse_cidr_list;
     use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
     use crate::natpmp::wire::{encode_request, parse_response, Protocol, MAP_REQUEST_LEN};
     use std::sync::atomic::AtomicUsize;
