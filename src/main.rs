@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use double_natpmp::config::{render_error, Cli, Command, LogFormat, LogLevel};
+use double_natpmp::cli::args::{render_error, Cli, Command};
+use double_natpmp::config::{DaemonArgs, LogFormat, LogLevel};
 use double_natpmp::{cli, daemon, logging};
 
 fn main() -> ExitCode {
@@ -80,10 +81,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_daemon(
-    runtime: &tokio::runtime::Runtime,
-    args: double_natpmp::config::DaemonArgs,
-) -> Result<(), String> {
+fn run_daemon(runtime: &tokio::runtime::Runtime, args: DaemonArgs) -> Result<(), String> {
     if let Err(e) = args.validate() {
         eprintln!("error: {e}");
         std::process::exit(2);

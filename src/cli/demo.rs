@@ -14,7 +14,8 @@ use clap::Parser;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::config::{DaemonArgs, DemoArgs};
+use crate::cli::args::DemoArgs;
+use crate::config::DaemonArgs;
 use crate::daemon::{self, DaemonError};
 use crate::sim::gateway::{Gateway, GatewayConfig};
 use crate::sim::routeros::{RouterSim, RouterSimConfig, SimRoute};

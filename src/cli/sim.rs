@@ -4,7 +4,7 @@ use tokio::sync::watch;
 
 use std::net::Ipv4Addr;
 
-use crate::config::{SimGatewayArgs, SimRouterArgs};
+use crate::cli::args::{SimGatewayArgs, SimRouterArgs};
 use crate::sim::gateway::{Gateway, GatewayConfig};
 use crate::sim::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
 
