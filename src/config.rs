@@ -4,7 +4,7 @@
 //! MIKROTIK_API_ADDRESS, MIKROTIK_API_USER, MIKROTIK_API_PASSWORD, MIKROTIK_API_TLS,
 //! MIKROTIK_IN_INTERFACE, LISTEN_ADDR, LOG_LEVEL), so a user can switch without touching the
 //! router. Values are parsed at the edge into typed values; a bad one stops the program with
-//! one line that names the variable, the value and what is expected ([`render_error`]).
+//! one line that names the variable, the value and what is expected ([`render_error`](crate::cli::args::render_error)).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;

@@ -21,7 +21,8 @@ use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
 use crate::routeros::api::{RouterApi, RouterError};
-use crate::routeros::conn::{ApiConfig, Password, TlsMode};
+use crate::routeros::conn::{ApiConfig, Password};
+use crate::routeros::tls::TlsMode;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]

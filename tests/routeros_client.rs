@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use double_natpmp::natpmp::wire::Protocol;
 use double_natpmp::routeros::api::{DstNatRule, Router, RouterApi, RouterError, RuleId};
-use double_natpmp::routeros::conn::{ApiConfig, Password, TlsMode};
+use double_natpmp::routeros::conn::{ApiConfig, Password};
 use double_natpmp::routeros::tls::fingerprint_of;
+use double_natpmp::routeros::tls::TlsMode;
 use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimUser};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};

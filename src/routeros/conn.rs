@@ -7,7 +7,6 @@
 //! the connection: [`Connection::is_broken`] then says so and the pool never reuses it.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::error::RouterError;
-use super::tls::TlsClient;
+use super::tls::{TlsClient, TlsMode};
 use super::wire::{decode_sentence, Command, Reply, ReplyKind};
 
 /// The API password. `Debug` and `Display` print `***` so it never reaches a log or an error.
@@ -45,29 +44,6 @@ impl fmt::Display for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
-}
-
-/// How the API connection is protected.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain TCP (`/ip service api`, port 8728). The password crosses the wire in clear.
-    #[default]
-    Plain,
-    /// api-ssl (8729) with the router's certificate checked. At least one of `ca_file` and
-    /// `fingerprint_sha256` must be given; with both, both must match.
-    Verify {
-        /// PEM file with the CA (or the router's self-signed certificate) to trust: the chain
-        /// and the name (`server_name`, else the host of the address, IP or DNS) are verified.
-        ca_file: Option<PathBuf>,
-        /// SHA-256 of the router's leaf certificate (DER). Only the leaf is matched; its name
-        /// and chain are not checked (RouterOS certificates often have odd names).
-        fingerprint_sha256: Option<[u8; 32]>,
-        /// The name to verify instead of the address's host.
-        server_name: Option<String>,
-    },
-    /// api-ssl with no certificate check at all: only when the user asks for it explicitly
-    /// (MIKROTIK_API_TLS_INSECURE=true). A warning is logged when the connector is built.
-    Insecure,
 }
 
 /// Connection settings for the RouterOS API.

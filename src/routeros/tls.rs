@@ -7,6 +7,7 @@
 //! are still verified, so a pinned certificate cannot be replayed without its key.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -27,8 +28,30 @@ use tokio_rustls::rustls::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::conn::TlsMode;
 use super::error::RouterError;
+
+/// How the API connection is protected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (`/ip service api`, port 8728). The password crosses the wire in clear.
+    #[default]
+    Plain,
+    /// api-ssl (8729) with the router's certificate checked. At least one of `ca_file` and
+    /// `fingerprint_sha256` must be given; with both, both must match.
+    Verify {
+        /// PEM file with the CA (or the router's self-signed certificate) to trust: the chain
+        /// and the name (`server_name`, else the host of the address, IP or DNS) are verified.
+        ca_file: Option<PathBuf>,
+        /// SHA-256 of the router's leaf certificate (DER). Only the leaf is matched; its name
+        /// and chain are not checked (RouterOS certificates often have odd names).
+        fingerprint_sha256: Option<[u8; 32]>,
+        /// The name to verify instead of the address's host.
+        server_name: Option<String>,
+    },
+    /// api-ssl with no certificate check at all: only when the user asks for it explicitly
+    /// (MIKROTIK_API_TLS_INSECURE=true). A warning is logged when the connector is built.
+    Insecure,
+}
 
 /// A fingerprint string that is not 32 hex bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
