@@ -14,7 +14,8 @@
 //! * [`daemon`]: wires everything together and stops it in order; [`logging`]: LOG_LEVEL/LOG_FORMAT.
 //! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
 //! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
-//! * [`natpmp::server`]: the UDP front end LAN clients talk to.
+//! * [`natpmp::server`]: the UDP front end LAN clients talk to; [`natpmp::handler`]: the trait
+//!   it hands mapping requests to; [`natpmp::address_cache`]: the upstream address it answers.
 //! * [`natpmp::upstream`]: the NAT-PMP client toward the VPN gateway (retransmission, matching).
 //! * [`routeros::wire`]: RouterOS API words and sentences, shared by client and emulator.
 //! * [`routeros::conn`], [`routeros::tls`], [`routeros::pool`]: one API connection, api-ssl,

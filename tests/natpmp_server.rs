@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use double_natpmp::cidr::parse_cidr_list;
 use double_natpmp::natpmp::epoch::Epoch;
-use double_natpmp::natpmp::server::{MapHandler, MapReply, NoMappings, Server, ServerConfig};
+use double_natpmp::natpmp::handler::{MapHandler, MapReply, NoMappings};
+use double_natpmp::natpmp::server::{Server, ServerConfig};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use tokio::net::UdpSocket;

@@ -61,7 +61,7 @@ use crate::mapping::reconcile::ReconcileReport;
 use crate::mapping::rule::RuleComment;
 use crate::mapping::MappingConfig;
 use crate::natpmp::epoch::Epoch;
-use crate::natpmp::server::{MapHandler, MapReply};
+use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::upstream::{MapGrant, Upstream};
 use crate::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use crate::routeros::api::{DstNatRule, Router, RouterError, RuleId};

@@ -19,7 +19,6 @@
 //! a [`MapHandler`].
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -31,167 +30,15 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::cidr::CidrList;
+use crate::natpmp::address_cache::AddressCache;
 use crate::natpmp::epoch::Epoch;
+// Re-exported for callers of the old path (tests/mapping_inprocess.rs); new code names
+// `natpmp::handler`.
+pub use crate::natpmp::handler::{MapHandler, MapReply, NoMappings};
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{
-    self, MapRequest, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
+    self, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
 };
-
-/// The outcome of a mapping request, without the fields the server fills in itself (protocol,
-/// internal port and epoch are echoed/added by the server, C-18, C-24, C-44).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapReply {
-    /// Result code.
-    pub result: ResultCode,
-    /// Mapped external port; 0 on failure or deletion (C-18, C-33).
-    pub external_port: u16,
-    /// Granted lifetime; 0 on failure or deletion.
-    pub lifetime: u32,
-}
-
-impl MapReply {
-    /// A failure reply: external port and lifetime 0 (C-18).
-    pub fn failure(result: ResultCode) -> MapReply {
-        MapReply {
-            result,
-            external_port: 0,
-            lifetime: 0,
-        }
-    }
-}
-
-/// Serves mapping requests (opcodes 1 and 2). Implemented by the mapping orchestrator.
-pub trait MapHandler: Send + Sync + 'static {
-    /// Create, renew or delete a mapping for `client` (the datagram's source address, C-25).
-    /// Must always produce a reply: silence is never an answer (C-17).
-    fn handle_map(
-        &self,
-        client: Ipv4Addr,
-        request: MapRequest,
-    ) -> impl Future<Output = MapReply> + Send;
-}
-
-/// A [`MapHandler`] for when no mapping backend is configured: every request gets result 3
-/// (network failure), never silence (C-17).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoMappings;
-
-impl MapHandler for NoMappings {
-    async fn handle_map(&self, _client: Ipv4Addr, _request: MapRequest) -> MapReply {
-        MapReply::failure(ResultCode::NetworkFailure)
-    }
-}
-
-/// The upstream gateway's external address, asked once and cached.
-///
-/// A request finds the cached address, or (when there is none) asks the upstream itself, with
-/// concurrent askers sharing one exchange. A background refresh ([`AddressCache::refresh_loop`])
-/// asks again every `refresh` interval; a failed exchange clears the cache, so clients get
-/// result 3 with 0.0.0.0 (C-21) until the upstream answers again, and the next request retries.
-pub struct AddressCache<U> {
-    upstream: Arc<U>,
-    cached: StdMutex<Option<Ipv4Addr>>,
-    epoch_observer: StdMutex<Option<EpochObserver>>,
-    fetching: tokio::sync::Mutex<()>,
-    changed: tokio::sync::Notify,
-}
-
-/// Called with the upstream's SSSoE from each address reply (C-48: the mapping layer watches it
-/// for a gateway that lost its state).
-pub type EpochObserver = Arc<dyn Fn(u32) + Send + Sync>;
-
-impl<U: Upstream> AddressCache<U> {
-    /// An empty cache in front of `upstream`.
-    pub fn new(upstream: Arc<U>) -> AddressCache<U> {
-        AddressCache {
-            upstream,
-            cached: StdMutex::new(None),
-            epoch_observer: StdMutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
-            changed: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// The cached address, if any.
-    pub fn cached(&self) -> Option<Ipv4Addr> {
-        match self.cached.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
-        }
-    }
-
-    fn store(&self, value: Option<Ipv4Addr>) {
-        let old = match self.cached.lock() {
-            Ok(mut g) => std::mem::replace(&mut *g, value),
-            Err(p) => std::mem::replace(&mut *p.into_inner(), value),
-        };
-        if old != value {
-            match value {
-                Some(a) => info!(external_address = %a, "upstream external address"),
-                None => warn!("upstream external address unknown: answering result 3 until the VPN gateway answers"),
-            }
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// The address, asking the upstream when none is cached. `None`: the upstream did not answer
-    /// with one.
-    pub async fn get(&self) -> Option<Ipv4Addr> {
-        if let Some(a) = self.cached() {
-            return Some(a);
-        }
-        let _one_at_a_time = self.fetching.lock().await;
-        // Someone else may have fetched it while we waited.
-        if let Some(a) = self.cached() {
-            return Some(a);
-        }
-        self.fetch().await
-    }
-
-    /// Sets the function that sees the upstream's SSSoE of every address reply.
-    pub fn set_epoch_observer(&self, observer: EpochObserver) {
-        match self.epoch_observer.lock() {
-            Ok(mut g) => *g = Some(observer),
-            Err(p) => *p.into_inner() = Some(observer),
-        }
-    }
-
-    /// Asks the upstream now and updates the cache.
-    pub async fn fetch(&self) -> Option<Ipv4Addr> {
-        match self.upstream.external_address().await {
-            Ok(reply) => {
-                let observer = match self.epoch_observer.lock() {
-                    Ok(g) => g.clone(),
-                    Err(p) => p.into_inner().clone(),
-                };
-                if let Some(observe) = observer {
-                    observe(reply.epoch);
-                }
-                self.store(Some(reply.address));
-                Some(reply.address)
-            }
-            Err(e) => {
-                warn!(error = %e, "upstream external address request failed");
-                self.store(None);
-                None
-            }
-        }
-    }
-
-    /// Refreshes every `every` until `shutdown` turns true.
-    pub async fn refresh_loop(&self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            {
-                let _one_at_a_time = self.fetching.lock().await;
-                self.fetch().await;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-        }
-    }
-}
 
 /// Settings of the front end.
 #[derive(Debug, Clone)]
@@ -541,7 +388,9 @@ mod tests {
     use super::*;
     use crate::cidr::parse_cidr_list;
     use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
-    use crate::natpmp::wire::{encode_request, parse_response, Protocol, MAP_REQUEST_LEN};
+    use crate::natpmp::wire::{
+        encode_request, parse_response, MapRequest, Protocol, MAP_REQUEST_LEN,
+    };
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Notify;
 
