@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, DaemonArgs, RouterArgs};
@@ -23,6 +22,7 @@ use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
 use crate::routeros::api::{RouterApi, RouterError};
 use crate::routeros::conn::{ApiConfig, Password};
 use crate::routeros::tls::TlsMode;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -53,15 +53,15 @@ pub enum DaemonError {
     Interrupted,
 }
 
-/// A receiver that turns true at the first SIGTERM or SIGINT.
-pub fn shutdown_on_signals() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
+/// A [`Shutdown`] that fires at the first SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> Shutdown {
+    let (trigger, shutdown) = ShutdownTrigger::new();
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("stop signal received: finishing requests in flight and removing mappings");
-        let _ = tx.send(true);
+        trigger.trigger();
     });
-    rx
+    shutdown
 }
 
 #[cfg(unix)]
@@ -165,10 +165,7 @@ fn is_permanent(e: &RouterError) -> bool {
 
 /// Waits until the router answers (logging identity and version), retrying with back-off while
 /// it is unreachable.
-async fn wait_for_router(
-    router: &RouterApi,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
+async fn wait_for_router(router: &RouterApi, shutdown: &mut Shutdown) -> Result<(), DaemonError> {
     let mut delay = Duration::from_secs(1);
     loop {
         match router.info().await {
@@ -189,7 +186,7 @@ async fn wait_for_router(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|s| *s) => return Err(DaemonError::Interrupted),
+            _ = shutdown.recv() => return Err(DaemonError::Interrupted),
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
@@ -207,12 +204,13 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<Result<(), DaemonError>>,
 }
 
-/// Starts the daemon and returns once it serves requests; it stops when `shutdown` turns true
+/// Starts the daemon and returns once it serves requests; it stops when `shutdown` fires
 /// (await [`Running::done`]).
 pub async fn start(
     args: DaemonArgs,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Running, DaemonError> {
+    let mut shutdown = shutdown.into();
     args.validate()?;
     let router = router_api(&args.router)?;
     if args.router.mikrotik_api_tls && args.router.mikrotik_api_tls_insecure {
@@ -288,8 +286,8 @@ pub async fn start(
     })
 }
 
-/// Runs the daemon until `shutdown` turns true and every mapping is removed.
-pub async fn run(args: DaemonArgs, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` fires and every mapping is removed.
+pub async fn run(args: DaemonArgs, shutdown: impl Into<Shutdown>) -> Result<(), DaemonError> {
     let running = match start(args, shutdown).await {
         Ok(r) => r,
         // Asked to stop before the router ever answered: nothing was made, a clean stop.

@@ -71,6 +71,15 @@ impl Shutdown {
     }
 }
 
+/// A handle on a bare `watch` channel that turns true to stop, for callers written before
+/// this type (`tests/mapping_emulators.rs` hands one to `daemon::start`); a dropped sender
+/// counts as fired, as a dropped trigger does.
+impl From<watch::Receiver<bool>> for Shutdown {
+    fn from(rx: watch::Receiver<bool>) -> Shutdown {
+        Shutdown { rx, _never: None }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +106,16 @@ mod tests {
         drop(trigger);
         assert!(s.is_shutdown());
         s.recv().await;
+    }
+
+    #[tokio::test]
+    async fn a_bare_watch_receiver_becomes_a_handle_that_fires_on_true() {
+        let (tx, rx) = watch::channel(false);
+        let mut s = Shutdown::from(rx);
+        assert!(!s.is_shutdown());
+        tx.send_replace(true);
+        s.recv().await;
+        assert!(s.is_shutdown());
     }
 
     #[tokio::test(start_paused = true)]

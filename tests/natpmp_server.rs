@@ -12,8 +12,8 @@ use double_natpmp::natpmp::handler::{MapHandler, MapReply, NoMappings};
 use double_natpmp::natpmp::server::{Server, ServerConfig};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
+use double_natpmp::shutdown::ShutdownTrigger;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -56,7 +56,7 @@ impl MapHandler for Granting {
 
 struct Running {
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: ShutdownTrigger,
     stats: Arc<double_natpmp::natpmp::server::ServerStats>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -105,7 +105,7 @@ async fn start_with<H: MapHandler>(
     before_run(&server);
     let addr = server.local_addr();
     let stats = server.stats();
-    let (stop, rx) = watch::channel(false);
+    let (stop, rx) = ShutdownTrigger::new();
     let task = tokio::spawn(async move {
         server.run(rx).await.unwrap();
     });
@@ -326,7 +326,7 @@ async fn shutdown_finishes_and_returns() {
     let srv = start_lan(Granting).await;
     let sock = client(srv.addr).await;
     assert_eq!(exchange(&sock, &[0, 0]).await.len(), 12);
-    srv.stop.send(true).unwrap();
+    srv.stop.trigger();
     tokio::time::timeout(WAIT, srv.task).await.unwrap().unwrap();
 }
 

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use thiserror::Error;
-use tokio::sync::watch;
 
 use crate::cli::args::DemoArgs;
 use crate::config::DaemonArgs;
 use crate::daemon::{self, DaemonError};
+use crate::shutdown::ShutdownTrigger;
 use crate::sim::gateway::{Gateway, GatewayConfig};
 use crate::sim::routeros::{RouterSim, RouterSimConfig, SimRoute};
 
@@ -120,9 +120,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         source,
     })?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, stopped) = ShutdownTrigger::new();
     let daemon_args = daemon_args(args.listen, router.local_addr(), gateway.local_addr())?;
-    let running = daemon::start(daemon_args, stop_rx).await?;
+    let running = daemon::start(daemon_args, stopped).await?;
     let listen = running.listen;
     println!();
     println!("double-natpmp demo");
@@ -155,11 +155,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut until => break,
-            _ = signal.wait_for(|s| *s) => break,
+            _ = signal.recv() => break,
         }
         show_changes(&router, &gateway, &mut rules, &mut mappings);
     }
-    let _ = stop_tx.send(true);
+    stop.trigger();
     match running.done.await {
         Ok(result) => result?,
         Err(e) => return Err(DemoError::Settings(format!("the daemon task failed: {e}"))),

@@ -1,15 +1,14 @@
 //! Hidden subcommands that run one emulator alone, so tests can put it in a network namespace.
 
-use tokio::sync::watch;
-
 use std::net::Ipv4Addr;
 
 use crate::cli::args::{SimGatewayArgs, SimRouterArgs};
+use crate::shutdown::Shutdown;
 use crate::sim::gateway::{Gateway, GatewayConfig};
 use crate::sim::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
 
-/// Runs the gateway emulator until `stop` turns true.
-pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+/// Runs the gateway emulator until `stop` fires.
+pub async fn gateway(args: SimGatewayArgs, mut stop: Shutdown) -> std::io::Result<()> {
     let config = GatewayConfig {
         external_address: args.external_address,
         max_lifetime: args.max_lifetime,
@@ -18,13 +17,13 @@ pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> s
     };
     let gw = Gateway::start(config, args.listen).await?;
     tracing::info!(listen = %gw.local_addr(), "NAT-PMP gateway emulator listening");
-    let _ = stop.wait_for(|s| *s).await;
+    stop.recv().await;
     gw.shutdown().await;
     Ok(())
 }
 
-/// Runs the RouterOS emulator until `stop` turns true.
-pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+/// Runs the RouterOS emulator until `stop` fires.
+pub async fn router(args: SimRouterArgs, mut stop: Shutdown) -> std::io::Result<()> {
     let policies: Vec<&str> = args.policies.split(',').map(str::trim).collect();
     let mut config = RouterSimConfig {
         users: vec![SimUser::new(&args.user, &args.password, &policies)],
@@ -52,7 +51,7 @@ pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std
     }
     let sim = RouterSim::start(config, args.listen).await?;
     tracing::info!(listen = %sim.local_addr(), "RouterOS API emulator listening");
-    let _ = stop.wait_for(|s| *s).await;
+    stop.recv().await;
     sim.shutdown().await;
     Ok(())
 }

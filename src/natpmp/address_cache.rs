@@ -5,10 +5,10 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::natpmp::upstream::Upstream;
+use crate::shutdown::Shutdown;
 
 /// The upstream gateway's external address, asked once and cached.
 ///
@@ -103,8 +103,8 @@ impl<U: Upstream> AddressCache<U> {
         }
     }
 
-    /// Refreshes every `every` until `shutdown` turns true.
-    pub async fn refresh_loop(&self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// Refreshes every `every` until `shutdown` fires.
+    pub async fn refresh_loop(&self, every: Duration, mut shutdown: Shutdown) {
         loop {
             {
                 let _one_at_a_time = self.fetching.lock().await;
@@ -112,7 +112,7 @@ impl<U: Upstream> AddressCache<U> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = shutdown.recv() => return,
             }
         }
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::cidr::CidrList;
@@ -39,6 +39,7 @@ use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{
     self, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
 };
+use crate::shutdown::Shutdown;
 
 /// Settings of the front end.
 #[derive(Debug, Clone)]
@@ -229,8 +230,8 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
         ip.is_loopback() || self.local_addr.ip() == std::net::IpAddr::V4(ip)
     }
 
-    /// Serves until `shutdown` turns true, then waits for the requests in flight and returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
+    /// Serves until `shutdown` fires, then waits for the requests in flight and returns.
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ServerError> {
         info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
         let shared = Arc::new(Shared {
             socket: self.socket.clone(),
@@ -255,7 +256,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                     Err(e) if is_transient(&e) => continue,
                     Err(source) => break Err(ServerError::Socket { addr: self.local_addr, source }),
                 },
-                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+                _ = shutdown.recv() => break Ok(()),
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             let client = match peer {
@@ -391,6 +392,7 @@ mod tests {
     use crate::natpmp::wire::{
         encode_request, parse_response, MapRequest, Protocol, MAP_REQUEST_LEN,
     };
+    use crate::shutdown::ShutdownTrigger;
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Notify;
 
@@ -497,7 +499,7 @@ mod tests {
         let addr = server.local_addr();
         let stats = server.stats();
         let in_flight = server.in_flight.clone();
-        let (stop, rx) = watch::channel(false);
+        let (stop, rx) = ShutdownTrigger::new();
         let task = tokio::spawn(server.run(rx));
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         sock.connect(addr).await.unwrap();
@@ -540,7 +542,7 @@ mod tests {
         gated.release.notify_one();
         assert_eq!(recv_map_port(&sock).await, 5000);
 
-        let _ = stop.send(true);
+        stop.trigger();
         let _ = tokio::time::timeout(WAIT, task).await;
     }
 }
