@@ -21,6 +21,7 @@ use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
 use crate::routeros::api::{RouterApi, RouterError};
 use crate::routeros::conn::{ApiConfig, Password};
+use crate::routeros::error::TlsProblem;
 use crate::routeros::tls::TlsMode;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 
@@ -153,13 +154,20 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
 fn is_permanent(e: &RouterError) -> bool {
     match e {
         RouterError::LoginRefused { .. } | RouterError::PermissionDenied { .. } => true,
-        // A certificate that does not verify stays wrong; a TLS handshake cut short by a
-        // rebooting router ("connection reset") is worth another try.
-        RouterError::Connection { message, .. } => {
-            let m = message.to_ascii_lowercase();
-            m.contains("certificate") || m.contains("ca file") || m.contains("fingerprint")
-        }
-        _ => false,
+        // A certificate that does not verify stays wrong; a handshake the router ended with an
+        // alert, or one cut short by a rebooting router (a `Connection` error), is worth
+        // another try.
+        RouterError::Tls {
+            kind: TlsProblem::Handshake,
+            ..
+        } => false,
+        RouterError::Tls { .. } => true,
+        RouterError::NotFound { .. }
+        | RouterError::InvalidValue { .. }
+        | RouterError::Trap { .. }
+        | RouterError::Connection { .. }
+        | RouterError::Fatal { .. }
+        | RouterError::Timeout { .. } => false,
     }
 }
 

@@ -6,11 +6,17 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use double_natpmp::cli::args::daemon_args_from;
+use double_natpmp::config::DaemonArgs;
+use double_natpmp::daemon::{self, DaemonError};
 use double_natpmp::natpmp::wire::Protocol;
 use double_natpmp::routeros::api::{DstNatRule, Router, RouterApi, RouterError, RuleId};
 use double_natpmp::routeros::conn::{ApiConfig, Password};
+use double_natpmp::routeros::error::TlsProblem;
 use double_natpmp::routeros::tls::fingerprint_of;
 use double_natpmp::routeros::tls::TlsMode;
+use double_natpmp::routeros::wire::Command;
+use double_natpmp::shutdown::{Shutdown, ShutdownTrigger};
 use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimUser};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -494,6 +500,11 @@ fn pki() -> Pki {
 }
 
 fn pki_named(ca_name: &str) -> Pki {
+    pki_with(ca_name, |_| {})
+}
+
+/// A CA named `ca_name` and a leaf for 127.0.0.1, with `leaf` applied to the leaf's parameters.
+fn pki_with(ca_name: &str, leaf: impl FnOnce(&mut rcgen::CertificateParams)) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -506,6 +517,7 @@ fn pki_named(ca_name: &str) -> Pki {
     leaf_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "MikroTik");
+    leaf(&mut leaf_params);
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -569,7 +581,16 @@ async fn api_ssl_with_a_wrong_ca_fails_with_a_clear_message() {
             server_name: None,
         };
         let err = api(cfg).info().await.unwrap_err();
-        assert!(matches!(err, RouterError::Connection { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                RouterError::Tls {
+                    kind: TlsProblem::UnknownIssuer,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let text = err.to_string();
         assert!(text.contains("TLS handshake failed"), "{text}");
         assert!(text.contains("not signed by the CA"), "{text}");
@@ -589,7 +610,21 @@ async fn api_ssl_with_the_ca_but_another_name_fails_on_the_name() {
         server_name: Some("router.example".into()),
     };
     let err = api(cfg).info().await.unwrap_err();
-    assert!(err.to_string().contains("does not name"), "{err}");
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::NameMismatch,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("does not name \"router.example\""), "{text}");
+    // The advice names a setting that exists.
+    assert!(text.contains("MIKROTIK_API_TLS_SERVER_NAME"), "{text}");
+    assert_eq!(sim.login_attempt_count(), 0, "no password was sent");
 }
 
 #[tokio::test]
@@ -612,8 +647,46 @@ async fn api_ssl_with_a_pinned_fingerprint_matches_the_leaf_only() {
         server_name: None,
     };
     let err = api(cfg).info().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::FingerprintMismatch,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("fingerprint"), "{err}");
     assert!(err.to_string().contains("AB:AB"), "{err}");
+}
+
+#[tokio::test]
+async fn api_ssl_with_an_expired_certificate_is_a_tls_expired_error() {
+    let pki = pki_with("router CA", |leaf| {
+        leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let sim = tls_sim(&pki).await;
+    let ca = ca_file(&pki.ca_pem);
+    let mut cfg = config(&sim, "admin", "admin");
+    cfg.tls = TlsMode::Verify {
+        ca_file: Some(ca.path().to_owned()),
+        fingerprint_sha256: None,
+        server_name: None,
+    };
+    let err = api(cfg).info().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::Expired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("expired"), "{err}");
 }
 
 #[tokio::test]
@@ -639,4 +712,81 @@ async fn plain_client_against_api_ssl_fails_instead_of_hanging_forever() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn quit_answered_with_fatal_is_a_fatal_error_and_the_next_call_gets_a_fresh_connection() {
+    let sim = sim(RouterSimConfig::default()).await;
+    let api = admin(&sim);
+    api.info().await.unwrap();
+    let err = api.run(Command::new("/quit")).await.unwrap_err();
+    assert!(
+        matches!(&err, RouterError::Fatal { reason, .. } if reason == "session terminated on request"),
+        "{err:?}"
+    );
+    // The connection the router closed is not reused.
+    api.info().await.unwrap();
+}
+
+// ---------------------------------------------------------------- daemon start-up
+
+/// The daemon's settings from flags, with the router at `router` and api-ssl trusting `ca`.
+fn tls_daemon_args(router: &RouterSim, ca: &std::path::Path) -> DaemonArgs {
+    let argv = [
+        "double-natpmp".to_owned(),
+        // Never contacted: start-up stops at the router.
+        "--vpn-gateway=127.0.0.1:9".to_owned(),
+        format!("--mikrotik-api-address={}", router.local_addr()),
+        "--mikrotik-api-password=admin".to_owned(),
+        "--mikrotik-api-timeout=1s".to_owned(),
+        "--mikrotik-api-tls=true".to_owned(),
+        format!("--mikrotik-api-tls-ca-file={}", ca.display()),
+    ];
+    daemon_args_from(argv).unwrap()
+}
+
+#[tokio::test]
+async fn daemon_start_stops_at_once_when_the_ca_did_not_sign_the_routers_certificate() {
+    let pki = pki();
+    let sim = tls_sim(&pki).await;
+    let other = pki_named("another CA");
+    let ca = ca_file(&other.ca_pem);
+    let started = daemon::start(tls_daemon_args(&sim, ca.path()), Shutdown::never());
+    let outcome = tokio::time::timeout(Duration::from_secs(5), started)
+        .await
+        .expect("start-up kept retrying a certificate no retry can fix");
+    match outcome {
+        Err(DaemonError::Router(RouterError::Tls {
+            kind: TlsProblem::UnknownIssuer,
+            ..
+        })) => {}
+        Err(other) => panic!("expected a TLS error, got {other:?}"),
+        Ok(_) => panic!("the daemon started with an untrusted certificate"),
+    }
+}
+
+#[tokio::test]
+async fn daemon_start_keeps_waiting_for_a_router_that_does_not_answer_until_stopped() {
+    let pki = pki();
+    let sim = tls_sim(&pki).await;
+    let ca = ca_file(&pki.ca_pem);
+    let args = tls_daemon_args(&sim, ca.path());
+    sim.shutdown().await;
+    let (stop, stopped) = ShutdownTrigger::new();
+    let start = tokio::spawn(daemon::start(args, stopped));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !start.is_finished(),
+        "start-up gave up on a router that is only down"
+    );
+    stop.trigger();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), start)
+        .await
+        .expect("start-up did not honour the stop signal")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(DaemonError::Interrupted)),
+        "{:?}",
+        outcome.err()
+    );
 }

@@ -30,8 +30,9 @@ pub struct Cli {
     /// What to run; the daemon when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// The daemon's settings, when no subcommand is given. `None` when every value came from the
-    /// environment (clap counts only flags as present here): use [`Cli::daemon_args`].
+    /// The daemon's settings, when no subcommand is given; here so that they are checked and
+    /// shown in `--help`. Always `None` in practice (clap does not tell whether a group with a
+    /// nested flatten is present): use [`Cli::daemon_args`].
     #[command(flatten)]
     pub run: Option<DaemonArgs>,
 }
@@ -45,13 +46,24 @@ struct DaemonOnly {
 }
 
 impl Cli {
-    /// The daemon's settings when no subcommand was given, from flags and environment alike.
+    /// The daemon's settings when no subcommand was given, from the process's flags and
+    /// environment alike.
     pub fn daemon_args(run: Option<DaemonArgs>) -> Result<DaemonArgs, clap::Error> {
         match run {
             Some(args) => Ok(args),
             None => DaemonOnly::try_parse().map(|d| d.run),
         }
     }
+}
+
+/// The daemon's settings alone from `argv` (program name first) and the environment: for the
+/// demo and tests, which build a daemon's settings themselves.
+pub fn daemon_args_from<I, T>(argv: I) -> Result<DaemonArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    DaemonOnly::try_parse_from(argv).map(|d| d.run)
 }
 
 /// Subcommands.

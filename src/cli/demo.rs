@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use clap::Parser;
 use thiserror::Error;
 
-use crate::cli::args::DemoArgs;
+use crate::cli::args::{daemon_args_from, DemoArgs};
 use crate::config::DaemonArgs;
 use crate::daemon::{self, DaemonError};
 use crate::shutdown::ShutdownTrigger;
@@ -45,13 +44,6 @@ pub enum DemoError {
     Settings(String),
 }
 
-#[derive(Parser)]
-#[command(name = "double-natpmp")]
-struct DemoDaemon {
-    #[command(flatten)]
-    args: DaemonArgs,
-}
-
 /// The daemon's settings for the demo: everything on loopback, short timeouts.
 fn daemon_args(
     listen: SocketAddr,
@@ -69,9 +61,7 @@ fn daemon_args(
         "--upstream-timeout=1s".to_owned(),
         "--shutdown-timeout=5s".to_owned(),
     ];
-    DemoDaemon::try_parse_from(flags)
-        .map(|d| d.args)
-        .map_err(|e| DemoError::Settings(e.to_string()))
+    daemon_args_from(flags).map_err(|e| DemoError::Settings(e.to_string()))
 }
 
 fn describe_rule(fields: &BTreeMap<String, String>) -> String {

@@ -257,8 +257,8 @@ impl Connection {
     /// Runs `cmd` (its `.tag` is set here) and collects the replies up to `!done`.
     ///
     /// `!trap`s come back inside the [`Response`], not as errors: the caller maps them (see
-    /// `api`). Errors here are [`RouterError::Connection`] and [`RouterError::Timeout`], and
-    /// they poison the connection.
+    /// `api`). Errors here are [`RouterError::Connection`], [`RouterError::Fatal`] and
+    /// [`RouterError::Timeout`], and they poison the connection.
     pub async fn run(&mut self, cmd: Command) -> Result<Response, RouterError> {
         let path = cmd.path.clone();
         let started = Instant::now();
@@ -331,9 +331,10 @@ impl Connection {
                 } else {
                     reply.bare.join(" ")
                 };
-                return Err(
-                    self.conn_error(&format!("router closed the session (!fatal): {reason}"))
-                );
+                return Err(RouterError::Fatal {
+                    address: self.address.clone(),
+                    reason,
+                });
             }
             if reply.tag.as_deref() != Some(tag) {
                 return Err(self.conn_error(&format!(
@@ -412,8 +413,11 @@ impl Connection {
                     after,
                 })
             }
-            Err(RouterError::Connection { message, .. }) if message.contains("!fatal") => {
-                return Err(refused(message))
+            // A router that ends the session in answer to the login refuses it.
+            Err(RouterError::Fatal { reason, .. }) => {
+                return Err(refused(format!(
+                    "the router closed the session (!fatal): {reason}"
+                )))
             }
             Err(e) => return Err(e),
         };
@@ -565,13 +569,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bare_word_fatal_is_a_connection_error_and_poisons() {
+    async fn bare_word_fatal_is_a_fatal_error_with_its_reason_and_poisons() {
         let addr = fake_router(|_, _| sentence(&["!fatal".into(), "not logged in".into()])).await;
         let mut conn = connect(addr).await;
         let err = conn.run(Command::new("/x/print")).await.unwrap_err();
         assert!(
-            matches!(&err, RouterError::Connection { message, .. } if message.contains("not logged in")),
-            "{err}"
+            matches!(&err, RouterError::Fatal { reason, .. } if reason == "not logged in"),
+            "{err:?}"
         );
         assert!(conn.is_broken());
     }
@@ -616,8 +620,8 @@ mod tests {
         assert!(conn.is_broken());
     }
 
-    #[tokio::test]
-    async fn challenge_login_is_refused_with_a_clear_message() {
+    /// A fake router that answers the first sentence it reads (the login) with `reply`.
+    async fn answer_login_with(reply: fn(&str) -> Vec<u8>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
@@ -632,16 +636,36 @@ mod tests {
                 buf.extend_from_slice(&chunk[..n]);
                 if let Some((words, _)) = decode_sentence(&buf).unwrap() {
                     let tag = Command::from_words(&words).unwrap().tag.unwrap_or_default();
-                    let out = sentence(&[
-                        "!done".into(),
-                        "=ret=0123456789abcdef0123456789abcdef".into(),
-                        format!(".tag={tag}"),
-                    ]);
-                    let _ = sock.write_all(&out).await;
+                    let _ = sock.write_all(&reply(&tag)).await;
                     return;
                 }
             }
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn fatal_in_answer_to_the_login_is_a_refused_login() {
+        let addr =
+            answer_login_with(|_| sentence(&["!fatal".into(), "too many sessions".into()])).await;
+        let cfg = ApiConfig::new(addr, "u", Password::new("p"));
+        let err = Connector::new(cfg).unwrap().connect().await.unwrap_err();
+        assert!(
+            matches!(&err, RouterError::LoginRefused { message, .. } if message.contains("too many sessions")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn challenge_login_is_refused_with_a_clear_message() {
+        let addr = answer_login_with(|tag| {
+            sentence(&[
+                "!done".into(),
+                "=ret=0123456789abcdef0123456789abcdef".into(),
+                format!(".tag={tag}"),
+            ])
+        })
+        .await;
         let cfg = ApiConfig::new(addr, "u", Password::new("p"));
         let err = Connector::new(cfg).unwrap().connect().await.unwrap_err();
         assert!(
