@@ -20,7 +20,7 @@ use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
 use crate::routeros::api::{RouterApi, RouterError};
-use crate::routeros::conn::{ApiConfig, Password};
+use crate::routeros::conn::ApiConfig;
 use crate::routeros::error::TlsProblem;
 use crate::routeros::tls::TlsMode;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
@@ -109,7 +109,7 @@ pub fn api_config(router: &RouterArgs) -> Result<ApiConfig, ConfigError> {
         TlsMode::Verify {
             ca_file: router.mikrotik_api_tls_ca_file.clone(),
             fingerprint_sha256: router.mikrotik_api_tls_fingerprint.map(|f| f.0),
-            server_name: None,
+            server_name: router.mikrotik_api_tls_server_name.clone(),
         }
     };
     Ok(ApiConfig {
@@ -117,7 +117,7 @@ pub fn api_config(router: &RouterArgs) -> Result<ApiConfig, ConfigError> {
             .mikrotik_api_address
             .with_default_port(router.mikrotik_api_tls),
         user: router.mikrotik_api_user.clone(),
-        password: Password::new(router.password()?),
+        password: router.password()?,
         tls,
         connect_timeout: router.mikrotik_api_timeout,
         command_timeout: router.mikrotik_api_timeout,

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use double_natpmp::cli::args::{render_error, Cli, Command};
-use double_natpmp::config::{DaemonArgs, LogFormat, LogLevel};
+use double_natpmp::config::value::{LogFormat, LogLevel};
+use double_natpmp::config::DaemonArgs;
 use double_natpmp::{cli, daemon, logging};
 
 fn main() -> ExitCode {

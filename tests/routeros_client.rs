@@ -790,3 +790,46 @@ async fn daemon_start_keeps_waiting_for_a_router_that_does_not_answer_until_stop
         outcome.err()
     );
 }
+
+#[tokio::test]
+async fn tls_server_name_setting_verifies_a_certificate_made_for_another_name() {
+    let pki = pki_with("router CA", |leaf| {
+        leaf.subject_alt_names = vec![rcgen::SanType::DnsName("router.lan".try_into().unwrap())];
+    });
+    let sim = tls_sim(&pki).await;
+    let ca = ca_file(&pki.ca_pem);
+    let router_api = |extra: &[&str]| {
+        let mut argv = vec![
+            "double-natpmp".to_owned(),
+            "--vpn-gateway=127.0.0.1:9".to_owned(),
+            format!("--mikrotik-api-address={}", sim.local_addr()),
+            "--mikrotik-api-password=admin".to_owned(),
+            "--mikrotik-api-tls=true".to_owned(),
+            format!("--mikrotik-api-tls-ca-file={}", ca.path().display()),
+        ];
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args = daemon_args_from(argv).unwrap();
+        args.validate().unwrap();
+        daemon::router_api(&args.router).unwrap()
+    };
+    // The certificate names router.lan, the daemon connects to 127.0.0.1.
+    let err = router_api(&[]).info().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::NameMismatch,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("MIKROTIK_API_TLS_SERVER_NAME"),
+        "{err}"
+    );
+    router_api(&["--mikrotik-api-tls-server-name=router.lan"])
+        .info()
+        .await
+        .unwrap();
+}

@@ -12,7 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::cli::check::CheckArgs;
 use crate::cli::client::ClientArgs;
 use crate::cli::health::HealthArgs;
-use crate::config::{parse_duration, parse_listen_addr, parse_log_level, DaemonArgs, LogLevel};
+use crate::config::value::{
+    parse_duration_within, parse_listen_addr, parse_log_level, parse_password, Expected, LogLevel,
+    MAX_INTERVAL,
+};
+use crate::config::DaemonArgs;
+use crate::routeros::conn::Password;
 
 /// `double-natpmp`: the daemon (default) and its helper subcommands.
 #[derive(Debug, Parser)]
@@ -98,8 +103,8 @@ pub struct SimRouterArgs {
     #[arg(long, default_value = "admin")]
     pub user: String,
     /// API password.
-    #[arg(long, default_value = "admin")]
-    pub password: String,
+    #[arg(long, default_value = "admin", value_parser = parse_password)]
+    pub password: Password,
     /// The user's policies, comma-separated.
     #[arg(long, default_value = "read,write,api,test")]
     pub policies: String,
@@ -144,11 +149,16 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:5351", value_parser = parse_listen_addr)]
     pub listen: SocketAddr,
     /// Stop by itself after this long (default: run until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = demo_duration)]
     pub duration: Option<Duration>,
     /// Log level (DEBUG, INFO, WARN, ERROR).
     #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = parse_log_level)]
     pub log_level: LogLevel,
+}
+
+/// `demo --duration`: 1 s to 1 week.
+fn demo_duration(s: &str) -> Result<Duration, Expected> {
+    parse_duration_within(s, Duration::from_secs(1), MAX_INTERVAL)
 }
 
 /// Renders a clap error as one line that names the environment variable, the value and what is
@@ -245,5 +255,61 @@ mod tests {
         assert!(line.contains("'notanip'"), "{line}");
         assert!(line.contains("IPv4"), "{line}");
         assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn zero_upstream_retry_error_names_variable_value_and_bounds() {
+        let err = daemon_args_from([
+            "double-natpmp",
+            "--vpn-gateway=10.2.0.1",
+            "--mikrotik-api-address=r",
+            "--mikrotik-api-password=p",
+            "--upstream-retry=0",
+        ])
+        .unwrap_err();
+        let line = render_error(&err);
+        assert!(
+            line.starts_with("error: UPSTREAM_RETRY='0': expected a duration from 1ms to 1d"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn no_debug_of_a_parsed_command_line_shows_a_password() {
+        let secret = "s3cret-Pa55";
+        let password = format!("--mikrotik-api-password={secret}");
+        let check = Cli::try_parse_from([
+            "double-natpmp",
+            "check",
+            "--vpn-gateway=10.2.0.1",
+            "--mikrotik-api-address=r",
+            &password,
+        ])
+        .unwrap();
+        let run = daemon_args_from([
+            "double-natpmp",
+            "--vpn-gateway=10.2.0.1",
+            "--mikrotik-api-address=r",
+            &password,
+        ])
+        .unwrap();
+        let sim = Cli::try_parse_from([
+            "double-natpmp",
+            "sim-router",
+            &format!("--password={secret}"),
+        ])
+        .unwrap();
+        for shown in [
+            format!("{check:?}"),
+            format!("{run:?}"),
+            format!("{sim:#?}"),
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        match sim.command {
+            Some(Command::SimRouter(args)) => assert_eq!(args.password.expose(), secret),
+            other => panic!("not sim-router: {other:?}"),
+        }
     }
 }

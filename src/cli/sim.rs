@@ -26,7 +26,7 @@ pub async fn gateway(args: SimGatewayArgs, mut stop: Shutdown) -> std::io::Resul
 pub async fn router(args: SimRouterArgs, mut stop: Shutdown) -> std::io::Result<()> {
     let policies: Vec<&str> = args.policies.split(',').map(str::trim).collect();
     let mut config = RouterSimConfig {
-        users: vec![SimUser::new(&args.user, &args.password, &policies)],
+        users: vec![SimUser::new(&args.user, args.password.expose(), &policies)],
         interfaces: args.interfaces.clone(),
         ..RouterSimConfig::default()
     };

@@ -453,8 +453,11 @@ mod tests {
     fn password_never_shows_in_debug_or_display() {
         let cfg = ApiConfig::new("127.0.0.1:8728", "natpmp", Password::new("s3cret!"));
         assert!(!format!("{cfg:?}").contains("s3cret"));
+        assert!(!format!("{:?}", cfg.password).contains("s3cret"));
         assert_eq!(format!("{}", cfg.password), "***");
         assert_eq!(cfg.password.expose(), "s3cret!");
+        let connector = Connector::new(cfg).unwrap();
+        assert!(!format!("{connector:?} {connector:#?}").contains("s3cret"));
     }
 
     /// A fake router that answers the login with `!done` and then, for each command it reads,
