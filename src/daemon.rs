@@ -135,6 +135,18 @@ pub fn router_api(router: &RouterArgs) -> Result<RouterApi, DaemonError> {
     .map_err(DaemonError::Router)
 }
 
+/// Sources the NAT-PMP server drops whatever ALLOWED_CLIENTS says (its default private ranges
+/// hold the tunnel's 10.x network): the VPN gateway. A gateway on loopback is an emulator on
+/// this host (the demo, tests) whose clients share its address; it is not blocked.
+pub fn blocked_sources(args: &DaemonArgs) -> Vec<Ipv4Addr> {
+    let gateway = *args.vpn_gateway.ip();
+    if gateway.is_loopback() {
+        Vec::new()
+    } else {
+        vec![gateway]
+    }
+}
+
 /// The orchestrator settings from the configuration and the resolved in-interface.
 pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig {
     MappingConfig {
@@ -252,6 +264,7 @@ pub async fn start(
         ServerConfig {
             listen: args.listen_addr,
             allowed_clients: args.allowed_clients.clone(),
+            blocked_sources: blocked_sources(&args),
             max_inflight: args.max_inflight as usize,
             address_refresh: args.address_refresh,
         },

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Who may ask (C-39).
     pub allowed_clients: CidrList,
+    /// Who may never ask, whatever `allowed_clients` says: the VPN gateway and the router's
+    /// own tunnel address (a mapping for them would forward a port back into the tunnel).
+    pub blocked_sources: Vec<Ipv4Addr>,
     /// Requests handled at once.
     pub max_inflight: usize,
     /// Upstream address refresh interval.
@@ -63,6 +66,8 @@ pub struct ServerStats {
     pub replied: AtomicU64,
     /// Datagrams dropped: sender outside ALLOWED_CLIENTS.
     pub dropped_not_allowed: AtomicU64,
+    /// Datagrams dropped: sender one of [`ServerConfig::blocked_sources`].
+    pub dropped_blocked: AtomicU64,
     /// Datagrams dropped: every in-flight permit taken.
     pub dropped_busy: AtomicU64,
     /// Datagrams that were a copy of a request from the same peer still being served (a
@@ -232,7 +237,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
 
     /// Serves until `shutdown` fires, then waits for the requests in flight and returns.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ServerError> {
-        info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
+        info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, blocked = ?self.config.blocked_sources, "NAT-PMP server listening");
         let shared = Arc::new(Shared {
             socket: self.socket.clone(),
             epoch: self.epoch.clone(),
@@ -260,6 +265,13 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             let client = match peer {
+                // Before ALLOWED_CLIENTS, whose default private ranges hold the tunnel's 10.x
+                // network: silence, as for any source that may not ask (RFC 6886 §3.3).
+                SocketAddr::V4(v4) if self.config.blocked_sources.contains(v4.ip()) => {
+                    self.stats.dropped_blocked.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, "dropped NAT-PMP request from the VPN gateway or the router's tunnel address");
+                    continue;
+                }
                 SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => *v4.ip(),
                 // The host itself may ask for the address (`double-natpmp health`), whatever
                 // ALLOWED_CLIENTS says; it cannot map ports.
@@ -487,6 +499,7 @@ mod tests {
             ServerConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 allowed_clients: parse_cidr_list("127.0.0.0/8").unwrap(),
+                blocked_sources: Vec::new(),
                 max_inflight: 1,
                 address_refresh: Duration::from_secs(3600),
             },
