@@ -26,8 +26,9 @@
 //!   port P forwarded to P, answered with internal port 0 and external port P;
 //! - over [`GatewayConfig::quota_per_peer`] distinct internal ports: result 4.
 //!
-//! The pieces: `config` (how it behaves: [`GatewayConfig`], [`Mode`]), `table` (the mapping table and its
-//! rules, no I/O), `server` (the socket loop and the [`Gateway`] handle tests hold).
+//! The pieces: `config` (how it behaves: [`GatewayConfig`], [`Mode`]), `table` (the mapping
+//! table and its rules, no I/O), `server` (the socket loop and the [`Gateway`] handle tests
+//! hold).
 
 mod config;
 mod server;
