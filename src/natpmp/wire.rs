@@ -12,6 +12,9 @@ use std::net::Ipv4Addr;
 
 use thiserror::Error;
 
+pub use crate::natpmp::protocol::Protocol;
+pub use crate::natpmp::result::ResultCode;
+
 /// UDP port a NAT-PMP server listens on (RFC 6886 §3, C-01).
 pub const SERVER_PORT: u16 = 5351;
 /// UDP port clients listen on for announcements (RFC 6886 §3.2.1, C-53).
@@ -31,121 +34,7 @@ pub const SHORT_REPLY_LEN: usize = 8;
 pub const MAX_PACKET_LEN: usize = 1100;
 
 const OP_EXTERNAL_ADDRESS: u8 = 0;
-const OP_MAP_UDP: u8 = 1;
-const OP_MAP_TCP: u8 = 2;
 const OP_REPLY_BIT: u8 = 0x80;
-
-/// Transport protocol of a mapping; the request's opcode (1 = UDP, 2 = TCP).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    /// Opcode 1.
-    Udp,
-    /// Opcode 2.
-    Tcp,
-}
-
-impl Protocol {
-    /// Both protocols, UDP first.
-    pub const ALL: [Protocol; 2] = [Protocol::Udp, Protocol::Tcp];
-
-    /// The request opcode for this protocol.
-    pub fn opcode(self) -> u8 {
-        match self {
-            Protocol::Udp => OP_MAP_UDP,
-            Protocol::Tcp => OP_MAP_TCP,
-        }
-    }
-
-    /// The protocol a request opcode asks for, if it is a mapping opcode.
-    pub fn from_opcode(op: u8) -> Option<Protocol> {
-        match op {
-            OP_MAP_UDP => Some(Protocol::Udp),
-            OP_MAP_TCP => Some(Protocol::Tcp),
-            _ => None,
-        }
-    }
-
-    /// Lower-case name, as RouterOS and humans write it ("udp", "tcp").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Udp => "udp",
-            Protocol::Tcp => "tcp",
-        }
-    }
-
-    /// Parses "udp"/"tcp" in any case.
-    pub fn parse(s: &str) -> Option<Protocol> {
-        if s.eq_ignore_ascii_case("udp") {
-            Some(Protocol::Udp)
-        } else if s.eq_ignore_ascii_case("tcp") {
-            Some(Protocol::Tcp)
-        } else {
-            None
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Result codes of RFC 6886 §3.5 (C-19).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum ResultCode {
-    /// 0: success.
-    Success = 0,
-    /// 1: unsupported version.
-    UnsupportedVersion = 1,
-    /// 2: not authorized / refused (policy, or a mapping we did not make).
-    NotAuthorized = 2,
-    /// 3: network failure (upstream or router unreachable).
-    NetworkFailure = 3,
-    /// 4: out of resources (no free port, upstream quota).
-    OutOfResources = 4,
-    /// 5: unsupported opcode.
-    UnsupportedOpcode = 5,
-}
-
-impl ResultCode {
-    /// The code as it travels on the wire.
-    pub fn to_u16(self) -> u16 {
-        self as u16
-    }
-
-    /// A known code, or `None` for values above 5 (C-20).
-    pub fn from_u16(v: u16) -> Option<ResultCode> {
-        Some(match v {
-            0 => ResultCode::Success,
-            1 => ResultCode::UnsupportedVersion,
-            2 => ResultCode::NotAuthorized,
-            3 => ResultCode::NetworkFailure,
-            4 => ResultCode::OutOfResources,
-            5 => ResultCode::UnsupportedOpcode,
-            _ => return None,
-        })
-    }
-
-    /// Short human text, as libnatpmp words it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            ResultCode::Success => "success",
-            ResultCode::UnsupportedVersion => "unsupported version",
-            ResultCode::NotAuthorized => "not authorized/refused",
-            ResultCode::NetworkFailure => "network failure",
-            ResultCode::OutOfResources => "out of resources",
-            ResultCode::UnsupportedOpcode => "unsupported opcode",
-        }
-    }
-}
-
-impl std::fmt::Display for ResultCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.to_u16(), self.describe())
-    }
-}
 
 /// A mapping request (opcode 1 or 2), RFC 6886 §3.3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -478,7 +367,7 @@ pub fn parse_response(packet: &[u8]) -> Result<Response, ResponseError> {
         return Err(ResponseError::BadVersion { version: head[0] });
     }
     let opcode = head[1];
-    if opcode & OP_REPLY_BIT == 0 || opcode > OP_REPLY_BIT | OP_MAP_TCP {
+    if opcode & OP_REPLY_BIT == 0 || opcode > OP_REPLY_BIT | Protocol::Tcp.opcode() {
         return Err(ResponseError::BadOpcode { opcode });
     }
     let code = u16::from_be_bytes([head[2], head[3]]);
