@@ -24,8 +24,9 @@
 //! * [`mapping`]: the transactions, the port allocator, expiry and the reconciler.
 //! * [`sim`]: emulators of the router API and of the VPN gateway, for tests and the demo.
 //! * [`shutdown`]: the one stop signal every task honours.
-//! * [`cli`]: the `demo`, `client`, `check` and `health` subcommands, and the hidden `sim-router`
-//!   and `sim-gateway` that run one emulator alone (the namespace tests use them).
+//! * [`cli`]: the command line ([`cli::args`]), the `demo`, `client`, `check` and `health`
+//!   subcommands, and the hidden `sim-router` and `sim-gateway` that run one emulator alone (the
+//!   namespace tests use them).
 //!
 //! A request's trip: `natpmp::server` reads a datagram and parses it with `natpmp::wire`; an
 //! address request is answered from the cached upstream address; a mapping request goes to the

@@ -2,7 +2,9 @@
 //!
 //! One socket, bound to LISTEN_ADDR; every reply leaves from it, so the router's connection
 //! tracking rewrites the source back to the gateway address the client asked (RFC 6886 §3.1;
-//! NATPMP_CONFORMANCE.md 1K). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39).
+//! NATPMP_CONFORMANCE.md 1K). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39),
+//! and so, checked first, are requests from [`ServerConfig::blocked_sources`] (the VPN gateway,
+//! the router's own tunnel address), which the default private ranges would let in.
 //!
 //! Concurrency is bounded by a semaphore of MAX_INFLIGHT permits. A datagram that arrives when
 //! every permit is taken is dropped, not queued: NAT-PMP clients retransmit (250 ms, doubling),
@@ -10,7 +12,7 @@
 //!
 //! A datagram identical to one still being served for the same peer (address and port) is a
 //! client's retransmission: it takes no permit and starts no work; it is only counted, and the
-//! first copy's reply is sent once more for it ([`InFlight`], C-17: every datagram is answered).
+//! first copy's reply is sent once more for it (`InFlight`, C-17: every datagram is answered).
 //! Otherwise, under load (a busy router pool), every waiting request's retransmissions would
 //! take permits, push fresh requests out, and leave their clients in retransmission back-off
 //! (up to seconds).
