@@ -1,143 +1,34 @@
-//! Configuration: command-line flags, each backed by an environment variable.
+//! Configuration: command-line flags, each backed by an environment variable, and the checks
+//! of values against each other.
 //!
 //! The original tool's variables keep their names and meanings (VPN_GATEWAY,
 //! MIKROTIK_API_ADDRESS, MIKROTIK_API_USER, MIKROTIK_API_PASSWORD, MIKROTIK_API_TLS,
 //! MIKROTIK_IN_INTERFACE, LISTEN_ADDR, LOG_LEVEL), so a user can switch without touching the
-//! router. Values are parsed at the edge into typed values; a bad one stops the program with
-//! one line that names the variable, the value and what is expected ([`render_error`]).
+//! router. Values are parsed at the edge into typed values ([`value`]); a bad one stops the
+//! program with one line that names the variable, the value and what is expected
+//! ([`render_error`](crate::cli::args::render_error)). Values that cannot work together are
+//! refused by [`DaemonArgs::validate`] in the same form ([`ConfigError`]).
+//!
+//! Bounds (also in `--help` and the README): timeouts 1ms to 1d ([`value::MAX_TIMEOUT`]),
+//! EXPIRY_GRACE 0 to 1d, ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to 7d
+//! ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+pub mod value;
+
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Args;
 use thiserror::Error;
 
-/// Default NAT-PMP port of the upstream gateway and of our listener.
-pub const NATPMP_PORT: u16 = 5351;
-
-/// `double-natpmp`: the daemon (default) and its helper subcommands.
-#[derive(Debug, Parser)]
-#[command(
-    name = "double-natpmp",
-    version,
-    about = "NAT-PMP for LAN clients behind a MikroTik router, through a VPN gateway that speaks NAT-PMP",
-    long_about = "NAT-PMP for LAN clients behind a MikroTik router, through a VPN gateway that \
-                  speaks NAT-PMP (ProtonVPN-style).\n\nWithout a subcommand it runs the daemon, \
-                  configured by the environment variables shown with each option.",
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
-)]
-pub struct Cli {
-    /// What to run; the daemon when omitted.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// The daemon's settings, when no subcommand is given. `None` when every value came from the
-    /// environment (clap counts only flags as present here): use [`Cli::daemon_args`].
-    #[command(flatten)]
-    pub run: Option<DaemonArgs>,
-}
-
-/// The daemon's settings alone, parsed again when [`Cli::run`] is `None`.
-#[derive(Debug, Parser)]
-#[command(name = "double-natpmp")]
-struct DaemonOnly {
-    #[command(flatten)]
-    run: DaemonArgs,
-}
-
-impl Cli {
-    /// The daemon's settings when no subcommand was given, from flags and environment alike.
-    pub fn daemon_args(run: Option<DaemonArgs>) -> Result<DaemonArgs, clap::Error> {
-        match run {
-            Some(args) => Ok(args),
-            None => DaemonOnly::try_parse().map(|d| d.run),
-        }
-    }
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the daemon (the same as giving no subcommand).
-    Run(DaemonArgs),
-    /// Run the daemon against built-in RouterOS and VPN-gateway emulators on loopback.
-    Demo(DemoArgs),
-    /// Ask a NAT-PMP gateway for the external address, or map or delete a port (like natpmpc).
-    Client(crate::cli::client::ClientArgs),
-    /// Diagnose a set-up: router API, login, policies, VPN interface, upstream NAT-PMP, and a
-    /// test mapping made and removed on both layers.
-    Check(crate::cli::check::CheckArgs),
-    /// Exit 0 when the daemon answers NAT-PMP (for a container HEALTHCHECK; needs no shell).
-    Health(crate::cli::health::HealthArgs),
-    /// (testing) Run only the NAT-PMP gateway emulator.
-    #[command(hide = true)]
-    SimGateway(SimGatewayArgs),
-    /// (testing) Run only the RouterOS API emulator.
-    #[command(hide = true)]
-    SimRouter(SimRouterArgs),
-}
-
-/// `double-natpmp sim-router`: the RouterOS API emulator alone, for tests in namespaces.
-#[derive(Debug, Clone, Args)]
-pub struct SimRouterArgs {
-    /// Where to listen.
-    #[arg(long, default_value = "127.0.0.1:8728", value_parser = parse_listen_addr)]
-    pub listen: SocketAddr,
-    /// API user.
-    #[arg(long, default_value = "admin")]
-    pub user: String,
-    /// API password.
-    #[arg(long, default_value = "admin")]
-    pub password: String,
-    /// The user's policies, comma-separated.
-    #[arg(long, default_value = "read,write,api,test")]
-    pub policies: String,
-    /// Interfaces the router has (repeatable), `name` or `name:type` (the `/interface/print`
-    /// type, e.g. `rtr-v:wg`; guessed from the name otherwise).
-    #[arg(long = "interface", default_values = ["ether1", "bridge", "wg-proton"])]
-    pub interfaces: Vec<String>,
-    /// A route for /ip/route/check: `network/len,interface,gateway` (repeatable).
-    #[arg(long = "route")]
-    pub routes: Vec<String>,
-    /// An interface-list member: `LIST=interface` (repeatable).
-    #[arg(long = "interface-list")]
-    pub interface_lists: Vec<String>,
-    /// An address: `address/len,interface` (repeatable; replaces the defaults).
-    #[arg(long = "address")]
-    pub addresses: Vec<String>,
-    /// A NAT rule present from the start, as an admin made it: `key=value,key=value…`
-    /// (repeatable).
-    #[arg(long = "nat-rule")]
-    pub nat_rules: Vec<String>,
-    /// Mirror dst-nat rules into nftables in this network namespace.
-    #[arg(long)]
-    pub nft_netns: Option<String>,
-    /// The nftables table (family ip) of the mirror.
-    #[arg(long, default_value = "mikrotik")]
-    pub nft_table: String,
-    /// The nftables chain of the mirror.
-    #[arg(long, default_value = "dstnat")]
-    pub nft_chain: String,
-}
-
-/// `double-natpmp sim-gateway`: the NAT-PMP gateway emulator alone, for tests in namespaces.
-#[derive(Debug, Clone, Args)]
-pub struct SimGatewayArgs {
-    /// Where to listen.
-    #[arg(long, default_value = "127.0.0.1:5351", value_parser = parse_listen_addr)]
-    pub listen: SocketAddr,
-    /// The external address it reports.
-    #[arg(long, default_value = "198.51.101.7")]
-    pub external_address: Ipv4Addr,
-    /// Lifetime cap in seconds.
-    #[arg(long, default_value = "60")]
-    pub max_lifetime: u32,
-    /// Ports per peer before result 4.
-    #[arg(long, default_value = "5")]
-    pub quota: usize,
-}
+use self::value::{
+    parse_bool, parse_fingerprint, parse_gateway, parse_grace, parse_host_port, parse_interval,
+    parse_log_level, parse_name, parse_natpmp_listen_addr, parse_password, parse_server_name,
+    parse_timeout, show_duration, Fingerprint, HostPort, LogFormat, LogLevel, MAX_LIFETIME_LIMIT,
+};
+use crate::cidr::{parse_cidr_list, CidrList};
+use crate::routeros::conn::Password;
 
 /// How to reach the RouterOS API.
 #[derive(Debug, Clone, Args)]
@@ -151,19 +42,21 @@ pub struct RouterArgs {
         long,
         env = "MIKROTIK_API_USER",
         value_name = "MIKROTIK_API_USER",
-        default_value = "admin"
+        default_value = "admin",
+        value_parser = parse_name
     )]
     pub mikrotik_api_user: String,
 
-    /// RouterOS API password.
+    /// RouterOS API password (never logged or shown).
     #[arg(
         long,
         env = "MIKROTIK_API_PASSWORD",
         value_name = "MIKROTIK_API_PASSWORD",
         hide_env_values = true,
-        required_unless_present = "mikrotik_api_password_file"
+        required_unless_present = "mikrotik_api_password_file",
+        value_parser = parse_password
     )]
-    pub mikrotik_api_password: Option<String>,
+    pub mikrotik_api_password: Option<Password>,
 
     /// File holding the RouterOS API password (container secrets); used when
     /// MIKROTIK_API_PASSWORD is not set. A trailing newline is ignored.
@@ -187,20 +80,27 @@ pub struct RouterArgs {
     )]
     pub mikrotik_api_tls_ca_file: Option<PathBuf>,
 
-    /// SHA-256 fingerprint of the router's api-ssl certificate (hex, colons allowed).
+    /// SHA-256 fingerprint of the router's api-ssl certificate (hex, colons allowed). Only
+    /// this certificate is accepted; its name is not checked.
     #[arg(long, env = "MIKROTIK_API_TLS_FINGERPRINT", value_name = "MIKROTIK_API_TLS_FINGERPRINT", value_parser = parse_fingerprint)]
     pub mikrotik_api_tls_fingerprint: Option<Fingerprint>,
+
+    /// The name the router's certificate must carry, checked with MIKROTIK_API_TLS_CA_FILE
+    /// (default: the host of MIKROTIK_API_ADDRESS). For a certificate made for another name
+    /// than the address the daemon connects to.
+    #[arg(long, env = "MIKROTIK_API_TLS_SERVER_NAME", value_name = "MIKROTIK_API_TLS_SERVER_NAME", value_parser = parse_server_name)]
+    pub mikrotik_api_tls_server_name: Option<String>,
 
     /// Accept any api-ssl certificate without verification (a warning is logged at start).
     #[arg(long, env = "MIKROTIK_API_TLS_INSECURE", value_name = "MIKROTIK_API_TLS_INSECURE", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub mikrotik_api_tls_insecure: bool,
 
-    /// Number of pooled RouterOS API connections.
+    /// Number of pooled RouterOS API connections, 1 to 64.
     #[arg(long, env = "MIKROTIK_POOL_SIZE", value_name = "MIKROTIK_POOL_SIZE", default_value = "4", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub mikrotik_pool_size: u16,
 
-    /// Time limit for connecting, logging in, and each API command.
-    #[arg(long, env = "MIKROTIK_API_TIMEOUT", value_name = "MIKROTIK_API_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Time limit for connecting, logging in, and each API command (1ms to 1d).
+    #[arg(long, env = "MIKROTIK_API_TIMEOUT", value_name = "MIKROTIK_API_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub mikrotik_api_timeout: Duration,
 }
 
@@ -220,13 +120,15 @@ pub struct DaemonArgs {
     #[arg(
         long,
         env = "MIKROTIK_IN_INTERFACE",
-        value_name = "MIKROTIK_IN_INTERFACE"
+        value_name = "MIKROTIK_IN_INTERFACE",
+        value_parser = parse_name
     )]
     pub mikrotik_in_interface: Option<String>,
 
-    /// Where LAN clients' NAT-PMP requests arrive, [ip]:port or ip. Bind the exact address
-    /// the router forwards to: replies must come from the address the request was sent to.
-    #[arg(long, env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value = ":5351", value_parser = parse_listen_addr)]
+    /// Where LAN clients' NAT-PMP requests arrive, IPv4 [ip]:port or ip. Bind the exact
+    /// address the router forwards to: replies must come from the address the request was
+    /// sent to.
+    #[arg(long, env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value = ":5351", value_parser = parse_natpmp_listen_addr)]
     pub listen_addr: SocketAddr,
 
     /// Log level: DEBUG, INFO, WARN or ERROR (any case).
@@ -245,330 +147,55 @@ pub struct DaemonArgs {
     pub log_format: LogFormat,
 
     /// Comma-separated IPv4 networks whose hosts may ask for mappings; requests from any other
-    /// source are dropped silently (RFC 6886 §3.3).
+    /// source are dropped silently (RFC 6886 §3.3), and so are requests from VPN_GATEWAY
+    /// whatever this says.
     #[arg(long, env = "ALLOWED_CLIENTS", value_name = "ALLOWED_CLIENTS", default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16", value_parser = parse_cidr_list)]
     pub allowed_clients: CidrList,
 
-    /// Longest lifetime granted to a client, in seconds (the upstream may grant less).
-    #[arg(long, env = "MAX_LIFETIME", value_name = "MAX_LIFETIME", default_value = "3600", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Longest lifetime granted to a client, in seconds, 1 to 604800 (a week); the upstream may
+    /// grant less.
+    #[arg(long, env = "MAX_LIFETIME", value_name = "MAX_LIFETIME", default_value = "3600", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIFETIME_LIMIT)))]
     pub max_lifetime: u32,
 
-    /// Total time one upstream NAT-PMP exchange may take, retransmissions included.
-    #[arg(long, env = "UPSTREAM_TIMEOUT", value_name = "UPSTREAM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    /// Total time one upstream NAT-PMP exchange may take, retransmissions included (1ms to 1d).
+    #[arg(long, env = "UPSTREAM_TIMEOUT", value_name = "UPSTREAM_TIMEOUT", default_value = "2s", value_parser = parse_timeout)]
     pub upstream_timeout: Duration,
 
-    /// First upstream retransmission interval; it doubles after each try (RFC 6886 §3.1).
-    #[arg(long, env = "UPSTREAM_RETRY", value_name = "UPSTREAM_RETRY", default_value = "250ms", value_parser = parse_duration)]
+    /// First upstream retransmission interval; it doubles after each try (RFC 6886 §3.1). 1ms
+    /// to UPSTREAM_TIMEOUT (and at most 1d).
+    #[arg(long, env = "UPSTREAM_RETRY", value_name = "UPSTREAM_RETRY", default_value = "250ms", value_parser = parse_timeout)]
     pub upstream_retry: Duration,
 
-    /// How often the upstream's external address is asked again (also after any error).
-    #[arg(long, env = "ADDRESS_REFRESH", value_name = "ADDRESS_REFRESH", default_value = "60s", value_parser = parse_duration)]
+    /// How often the upstream's external address is asked again (also after any error); 1s to
+    /// 7d.
+    #[arg(long, env = "ADDRESS_REFRESH", value_name = "ADDRESS_REFRESH", default_value = "60s", value_parser = parse_interval)]
     pub address_refresh: Duration,
 
     /// Lowest router port used when neither the client's suggested nor its internal port is free.
     #[arg(long, env = "ROUTER_PORT_MIN", value_name = "ROUTER_PORT_MIN", default_value = "40000", value_parser = clap::value_parser!(u16).range(1..))]
     pub router_port_min: u16,
 
-    /// Highest router port of that range.
+    /// Highest router port of that range (at least ROUTER_PORT_MIN).
     #[arg(long, env = "ROUTER_PORT_MAX", value_name = "ROUTER_PORT_MAX", default_value = "65000", value_parser = clap::value_parser!(u16).range(1..))]
     pub router_port_max: u16,
 
     /// Extra time after a granted lifetime before an unrenewed mapping is removed, so a client
-    /// renewing a little late keeps its ports.
-    #[arg(long, env = "EXPIRY_GRACE", value_name = "EXPIRY_GRACE", default_value = "5s", value_parser = parse_duration)]
+    /// renewing a little late keeps its ports (0 to 1d).
+    #[arg(long, env = "EXPIRY_GRACE", value_name = "EXPIRY_GRACE", default_value = "5s", value_parser = parse_grace)]
     pub expiry_grace: Duration,
 
-    /// How often orphaned rules are removed and missing ones restored.
-    #[arg(long, env = "RECONCILE_INTERVAL", value_name = "RECONCILE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    /// How often orphaned rules are removed and missing ones restored (1s to 7d).
+    #[arg(long, env = "RECONCILE_INTERVAL", value_name = "RECONCILE_INTERVAL", default_value = "10m", value_parser = parse_interval)]
     pub reconcile_interval: Duration,
 
-    /// Requests handled at once; past this, new requests are dropped (clients retransmit).
+    /// Requests handled at once, 1 to 65536; past this, new requests are dropped (clients
+    /// retransmit).
     #[arg(long, env = "MAX_INFLIGHT", value_name = "MAX_INFLIGHT", default_value = "256", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_inflight: u32,
 
-    /// Time allowed at SIGTERM/SIGINT to remove every mapping from both layers.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// Time allowed at SIGTERM/SIGINT to remove every mapping from both layers (1ms to 1d).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub shutdown_timeout: Duration,
-}
-
-/// `double-natpmp demo` settings.
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    /// Where the demo daemon listens for NAT-PMP.
-    #[arg(long, default_value = "127.0.0.1:5351", value_parser = parse_listen_addr)]
-    pub listen: SocketAddr,
-    /// Stop by itself after this long (default: run until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Log level (DEBUG, INFO, WARN, ERROR).
-    #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = parse_log_level)]
-    pub log_level: LogLevel,
-}
-
-/// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    /// Everything, including each packet.
-    Debug,
-    /// What changed.
-    Info,
-    /// What needs attention.
-    Warn,
-    /// Failures only.
-    Error,
-}
-
-impl LogLevel {
-    /// The `tracing` filter directive.
-    pub fn directive(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// `host[:port]` with the port optional until the TLS setting is known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
-    /// The port, if given.
-    pub port: Option<u16>,
-}
-
-impl HostPort {
-    /// `host:port`, with the API's default port (8728, or 8729 with TLS) when none was given.
-    pub fn with_default_port(&self, tls: bool) -> String {
-        let port = self.port.unwrap_or(if tls { 8729 } else { 8728 });
-        if self.host.contains(':') {
-            format!("[{}]:{port}", self.host)
-        } else {
-            format!("{}:{port}", self.host)
-        }
-    }
-}
-
-/// A SHA-256 certificate fingerprint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint(pub [u8; 32]);
-
-/// An IPv4 network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// Network address (host bits cleared).
-    pub network: Ipv4Addr,
-    /// Prefix length, 0..=32.
-    pub prefix_len: u8,
-}
-
-impl Cidr {
-    /// Whether `addr` is inside this network.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let mask = mask(self.prefix_len);
-        u32::from(addr) & mask == u32::from(self.network)
-    }
-}
-
-fn mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len))
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
-}
-
-/// A list of IPv4 networks.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CidrList(pub Vec<Cidr>);
-
-impl CidrList {
-    /// Whether any network contains `addr`.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        self.0.iter().any(|c| c.contains(addr))
-    }
-}
-
-impl std::fmt::Display for CidrList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(Cidr::to_string).collect();
-        f.write_str(&parts.join(","))
-    }
-}
-
-/// A value that does not parse; the text is what is expected.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct Expected(pub String);
-
-fn expected(s: &str) -> Expected {
-    Expected(s.to_owned())
-}
-
-/// `VPN_GATEWAY`: IPv4 with an optional port (default 5351).
-pub fn parse_gateway(s: &str) -> Result<SocketAddrV4, Expected> {
-    let want = "expected an IPv4 address such as 10.2.0.1, optionally with :port";
-    let s = s.trim();
-    if let Ok(ip) = Ipv4Addr::from_str(s) {
-        return Ok(SocketAddrV4::new(ip, NATPMP_PORT));
-    }
-    SocketAddrV4::from_str(s).map_err(|_| expected(want))
-}
-
-/// `MIKROTIK_API_ADDRESS`: `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
-pub fn parse_host_port(s: &str) -> Result<HostPort, Expected> {
-    let want = "expected host[:port], such as 172.30.254.1:8728 or router.lan";
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(expected(want));
-    }
-    if let Ok(sa) = SocketAddr::from_str(s) {
-        return Ok(HostPort {
-            host: sa.ip().to_string(),
-            port: Some(sa.port()),
-        });
-    }
-    if let Ok(ip) = IpAddr::from_str(s) {
-        return Ok(HostPort {
-            host: ip.to_string(),
-            port: None,
-        });
-    }
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => {
-            let port = p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| expected(want))?;
-            (h, Some(port))
-        }
-        None => (s, None),
-    };
-    let valid_host = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
-    if !valid_host {
-        return Err(expected(want));
-    }
-    Ok(HostPort {
-        host: host.to_owned(),
-        port,
-    })
-}
-
-/// `LISTEN_ADDR`: `:port` (all IPv4 addresses, as the original tool took it), `ip:port` or `ip`.
-pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
-    let want = "expected [ip]:port such as :5351 or 192.168.88.250:5351";
-    let s = s.trim();
-    if let Some(port) = s.strip_prefix(':') {
-        let port = port.parse::<u16>().map_err(|_| expected(want))?;
-        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
-    }
-    if let Ok(sa) = SocketAddr::from_str(s) {
-        return Ok(sa);
-    }
-    IpAddr::from_str(s)
-        .map(|ip| SocketAddr::new(ip, NATPMP_PORT))
-        .map_err(|_| expected(want))
-}
-
-/// `LOG_LEVEL`: DEBUG, INFO, WARN (or WARNING), ERROR, any case; TRACE counts as DEBUG.
-pub fn parse_log_level(s: &str) -> Result<LogLevel, Expected> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "trace" | "debug" => Ok(LogLevel::Debug),
-        "info" => Ok(LogLevel::Info),
-        "warn" | "warning" => Ok(LogLevel::Warn),
-        "error" => Ok(LogLevel::Error),
-        _ => Err(expected("expected one of DEBUG, INFO, WARN, ERROR")),
-    }
-}
-
-/// Booleans: true/false, yes/no, 1/0, on/off (any case).
-pub fn parse_bool(s: &str) -> Result<bool, Expected> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" | "on" => Ok(true),
-        "false" | "no" | "0" | "off" | "" => Ok(false),
-        _ => Err(expected("expected true or false")),
-    }
-}
-
-/// Durations: `250ms`, `2s`, `10m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, Expected> {
-    let want = "expected a duration such as 250ms, 2s, 10m or 1h (a bare number means seconds)";
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| expected(want))?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(expected(want)),
-    };
-    Ok(d)
-}
-
-/// A SHA-256 fingerprint in hex, with or without colons.
-pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, Expected> {
-    let want = "expected a SHA-256 fingerprint: 64 hex digits, colons allowed";
-    let hex: Vec<u8> = s
-        .trim()
-        .bytes()
-        .filter(|b| *b != b':' && *b != b' ')
-        .collect();
-    if hex.len() != 64 {
-        return Err(expected(want));
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).map_err(|_| expected(want))?;
-        out[i] = u8::from_str_radix(text, 16).map_err(|_| expected(want))?;
-    }
-    Ok(Fingerprint(out))
-}
-
-/// `ALLOWED_CLIENTS`: comma-separated `a.b.c.d/len` (a bare address means /32).
-pub fn parse_cidr_list(s: &str) -> Result<CidrList, Expected> {
-    let want = "expected comma-separated IPv4 networks such as 192.168.88.0/24,10.0.0.0/8";
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (addr, len) = match part.split_once('/') {
-            Some((a, l)) => (a, l.parse::<u8>().map_err(|_| expected(want))?),
-            None => (part, 32),
-        };
-        if len > 32 {
-            return Err(expected(want));
-        }
-        let addr = Ipv4Addr::from_str(addr).map_err(|_| expected(want))?;
-        out.push(Cidr {
-            network: Ipv4Addr::from(u32::from(addr) & mask(len)),
-            prefix_len: len,
-        });
-    }
-    if out.is_empty() {
-        return Err(expected(want));
-    }
-    Ok(CidrList(out))
 }
 
 /// Errors found after parsing, when values are checked against each other or files are read.
@@ -599,21 +226,35 @@ pub enum ConfigError {
         /// The maximum.
         max: u16,
     },
-    /// TLS settings that contradict each other.
+    /// UPSTREAM_RETRY > UPSTREAM_TIMEOUT: not even the first retransmission would happen.
+    #[error("UPSTREAM_RETRY={} is above UPSTREAM_TIMEOUT={}: expected UPSTREAM_RETRY <= UPSTREAM_TIMEOUT (the first retransmission must fit in the exchange's total time)", show_duration(*retry), show_duration(*timeout))]
+    RetryAboveTimeout {
+        /// UPSTREAM_RETRY.
+        retry: Duration,
+        /// UPSTREAM_TIMEOUT.
+        timeout: Duration,
+    },
+    /// LISTEN_ADDR is VPN_GATEWAY itself: the daemon would ask itself for mappings.
+    #[error("LISTEN_ADDR={listen} is VPN_GATEWAY itself: expected the address LAN clients' requests arrive on, not the VPN gateway's")]
+    ListenIsGateway {
+        /// The address.
+        listen: SocketAddr,
+    },
+    /// TLS settings that contradict each other; the text names them and what to set.
     #[error("{0}")]
     Tls(String),
 }
 
 impl RouterArgs {
     /// The password, from MIKROTIK_API_PASSWORD or else MIKROTIK_API_PASSWORD_FILE.
-    pub fn password(&self) -> Result<String, ConfigError> {
+    pub fn password(&self) -> Result<Password, ConfigError> {
         if let Some(p) = &self.mikrotik_api_password {
             return Ok(p.clone());
         }
         let Some(path) = &self.mikrotik_api_password_file else {
             // clap's required_unless_present makes this unreachable from the command line;
             // an empty password is what RouterOS's default admin has.
-            return Ok(String::new());
+            return Ok(Password::new(""));
         };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::PasswordFile {
             path: path.clone(),
@@ -624,27 +265,45 @@ impl RouterArgs {
         if text.is_empty() {
             return Err(ConfigError::EmptyPasswordFile { path: path.clone() });
         }
-        Ok(text.to_owned())
+        Ok(Password::new(text))
     }
 
     /// Checks that the TLS options fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let tls_extras = self.mikrotik_api_tls_ca_file.is_some()
-            || self.mikrotik_api_tls_fingerprint.is_some()
-            || self.mikrotik_api_tls_insecure;
-        if !self.mikrotik_api_tls && tls_extras {
-            return Err(ConfigError::Tls(
-                "MIKROTIK_API_TLS_CA_FILE, MIKROTIK_API_TLS_FINGERPRINT and MIKROTIK_API_TLS_INSECURE need MIKROTIK_API_TLS=true".into(),
-            ));
+        let tls = |m: String| Err(ConfigError::Tls(m));
+        let ca = self.mikrotik_api_tls_ca_file.is_some();
+        let pinned = self.mikrotik_api_tls_fingerprint.is_some();
+        let insecure = self.mikrotik_api_tls_insecure;
+        if !self.mikrotik_api_tls {
+            let set = [
+                (ca, "MIKROTIK_API_TLS_CA_FILE"),
+                (pinned, "MIKROTIK_API_TLS_FINGERPRINT"),
+                (
+                    self.mikrotik_api_tls_server_name.is_some(),
+                    "MIKROTIK_API_TLS_SERVER_NAME",
+                ),
+                (insecure, "MIKROTIK_API_TLS_INSECURE"),
+            ];
+            if let Some((_, name)) = set.iter().find(|(is_set, _)| *is_set) {
+                return tls(format!("{name} is set but MIKROTIK_API_TLS is false: expected MIKROTIK_API_TLS=true with it (api-ssl), or {name} unset"));
+            }
+            return Ok(());
         }
-        if self.mikrotik_api_tls
-            && self.mikrotik_api_tls_ca_file.is_none()
-            && self.mikrotik_api_tls_fingerprint.is_none()
-            && !self.mikrotik_api_tls_insecure
-        {
-            return Err(ConfigError::Tls(
-                "MIKROTIK_API_TLS=true: set MIKROTIK_API_TLS_CA_FILE (the CA's PEM file) or MIKROTIK_API_TLS_FINGERPRINT (SHA-256 of the router's certificate), or MIKROTIK_API_TLS_INSECURE=true to skip verification".into(),
-            ));
+        if !ca && !pinned && !insecure {
+            return tls("MIKROTIK_API_TLS=true: set MIKROTIK_API_TLS_CA_FILE (the CA's PEM file) or MIKROTIK_API_TLS_FINGERPRINT (SHA-256 of the router's certificate), or MIKROTIK_API_TLS_INSECURE=true to skip verification".into());
+        }
+        if insecure && (ca || pinned) {
+            let which = if ca {
+                "MIKROTIK_API_TLS_CA_FILE"
+            } else {
+                "MIKROTIK_API_TLS_FINGERPRINT"
+            };
+            return tls(format!("MIKROTIK_API_TLS_INSECURE=true turns off the certificate check that {which} asks for: expected one or the other"));
+        }
+        if let Some(name) = &self.mikrotik_api_tls_server_name {
+            if !ca {
+                return tls(format!("MIKROTIK_API_TLS_SERVER_NAME='{name}' is checked against the chain of MIKROTIK_API_TLS_CA_FILE, which is not set: expected MIKROTIK_API_TLS_CA_FILE with it (a pinned fingerprint or MIKROTIK_API_TLS_INSECURE checks no name)"));
+            }
         }
         Ok(())
     }
@@ -659,181 +318,20 @@ impl DaemonArgs {
                 max: self.router_port_max,
             });
         }
+        if self.upstream_retry > self.upstream_timeout {
+            return Err(ConfigError::RetryAboveTimeout {
+                retry: self.upstream_retry,
+                timeout: self.upstream_timeout,
+            });
+        }
+        if self.listen_addr == SocketAddr::V4(self.vpn_gateway) {
+            return Err(ConfigError::ListenIsGateway {
+                listen: self.listen_addr,
+            });
+        }
         self.router.validate()
     }
 }
 
-/// Renders a clap error as one line that names the environment variable, the value and what is
-/// expected. Help and version output pass through unchanged.
-pub fn render_error(err: &clap::Error) -> String {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let cmd = <Cli as clap::CommandFactory>::command();
-    let arg_name = |ctx: Option<&ContextValue>| -> Option<String> {
-        match ctx {
-            Some(ContextValue::String(s)) => Some(s.clone()),
-            Some(ContextValue::Strings(v)) => v.first().cloned(),
-            _ => None,
-        }
-    };
-    // "--vpn-gateway <VPN_GATEWAY>" -> the env var of the arg with that long name.
-    let env_of = |rendered: &str| -> String {
-        let long = rendered
-            .trim_start_matches('-')
-            .split([' ', '='])
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        find_env(&cmd, &long).unwrap_or_else(|| rendered.to_owned())
-    };
-    match err.kind() {
-        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
-            let arg = arg_name(err.get(ContextKind::InvalidArg)).unwrap_or_default();
-            let value = match err.get(ContextKind::InvalidValue) {
-                Some(ContextValue::String(s)) => s.clone(),
-                _ => String::new(),
-            };
-            let why = std::error::Error::source(err)
-                .map(|s| s.to_string())
-                .or_else(|| match err.get(ContextKind::ValidValue) {
-                    Some(ContextValue::Strings(v)) => {
-                        Some(format!("expected one of {}", v.join(", ")))
-                    }
-                    _ => None,
-                })
-                .unwrap_or_else(|| "invalid value".to_owned());
-            format!("error: {}='{}': {}", env_of(&arg), value, why)
-        }
-        ErrorKind::MissingRequiredArgument => {
-            let names: Vec<String> = match err.get(ContextKind::InvalidArg) {
-                Some(ContextValue::Strings(v)) => v.iter().map(|a| env_of(a)).collect(),
-                Some(ContextValue::String(s)) => vec![env_of(s)],
-                _ => Vec::new(),
-            };
-            let extra = if names.iter().any(|n| n == "MIKROTIK_API_PASSWORD") {
-                " (or MIKROTIK_API_PASSWORD_FILE)"
-            } else {
-                ""
-            };
-            let verb = if names.len() == 1 { "is" } else { "are" };
-            format!(
-                "error: {} {verb} not set{extra}; see --help",
-                names.join(", ")
-            )
-        }
-        _ => err.to_string().trim_end().to_owned(),
-    }
-}
-
-fn find_env(cmd: &clap::Command, long: &str) -> Option<String> {
-    for arg in cmd.get_arguments() {
-        if arg.get_long() == Some(long) {
-            return arg
-                .get_env()
-                .map(|e| e.to_string_lossy().into_owned())
-                .or_else(|| Some(format!("--{long}")));
-        }
-    }
-    cmd.get_subcommands().find_map(|sub| find_env(sub, long))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gateway_takes_ip_or_ip_port() {
-        assert_eq!(
-            parse_gateway("10.2.0.1"),
-            Ok("10.2.0.1:5351".parse().unwrap())
-        );
-        assert_eq!(
-            parse_gateway("127.0.0.1:15351"),
-            Ok("127.0.0.1:15351".parse().unwrap())
-        );
-        assert!(parse_gateway("notanip").is_err());
-        assert!(parse_gateway("::1").is_err());
-    }
-
-    #[test]
-    fn listen_addr_accepts_the_original_colon_port_form() {
-        assert_eq!(
-            parse_listen_addr(":5351"),
-            Ok("0.0.0.0:5351".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("192.168.88.250:5351"),
-            Ok("192.168.88.250:5351".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("192.168.88.250"),
-            Ok("192.168.88.250:5351".parse().unwrap())
-        );
-        assert!(parse_listen_addr("x:1").is_err());
-    }
-
-    #[test]
-    fn api_address_default_port_depends_on_tls() {
-        let hp = parse_host_port("172.30.254.1").unwrap();
-        assert_eq!(hp.with_default_port(false), "172.30.254.1:8728");
-        assert_eq!(hp.with_default_port(true), "172.30.254.1:8729");
-        let hp = parse_host_port("router.lan:18728").unwrap();
-        assert_eq!(hp.with_default_port(true), "router.lan:18728");
-        assert!(parse_host_port("bad host:1").is_err());
-        assert!(parse_host_port("r:99999").is_err());
-    }
-
-    #[test]
-    fn log_level_any_case() {
-        assert_eq!(parse_log_level("debug"), Ok(LogLevel::Debug));
-        assert_eq!(parse_log_level("Warn"), Ok(LogLevel::Warn));
-        assert_eq!(parse_log_level("ERROR"), Ok(LogLevel::Error));
-        assert!(parse_log_level("loud").is_err());
-    }
-
-    #[test]
-    fn cidr_list_parses_and_matches() {
-        let l = parse_cidr_list("192.168.88.0/24, 10.0.0.0/8,127.0.0.1").unwrap();
-        assert!(l.contains("192.168.88.10".parse().unwrap()));
-        assert!(l.contains("10.200.1.1".parse().unwrap()));
-        assert!(l.contains("127.0.0.1".parse().unwrap()));
-        assert!(!l.contains("127.0.0.2".parse().unwrap()));
-        assert!(!l.contains("198.51.101.1".parse().unwrap()));
-        assert!(parse_cidr_list("1.2.3.4/33").is_err());
-        assert!(parse_cidr_list("").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn fingerprint_with_colons() {
-        let hex = "AB:".repeat(31) + "AB";
-        assert_eq!(parse_fingerprint(&hex), Ok(Fingerprint([0xAB; 32])));
-        assert!(parse_fingerprint("abcd").is_err());
-    }
-
-    #[test]
-    fn bad_value_error_names_variable_value_and_expectation() {
-        let err = Cli::try_parse_from([
-            "double-natpmp",
-            "--vpn-gateway",
-            "notanip",
-            "--mikrotik-api-address",
-            "r",
-            "--mikrotik-api-password",
-            "p",
-        ])
-        .unwrap_err();
-        let line = render_error(&err);
-        assert!(line.contains("VPN_GATEWAY"), "{line}");
-        assert!(line.contains("'notanip'"), "{line}");
-        assert!(line.contains("IPv4"), "{line}");
-        assert!(!line.contains('\n'), "{line}");
-    }
-}
+mod tests;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, DaemonArgs, RouterArgs};
@@ -21,7 +20,10 @@ use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
 use crate::routeros::api::{Router, RouterApi, RouterError};
-use crate::routeros::conn::{ApiConfig, Password, TlsMode};
+use crate::routeros::conn::ApiConfig;
+use crate::routeros::error::TlsProblem;
+use crate::routeros::tls::TlsMode;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -52,15 +54,15 @@ pub enum DaemonError {
     Interrupted,
 }
 
-/// A receiver that turns true at the first SIGTERM or SIGINT.
-pub fn shutdown_on_signals() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
+/// A [`Shutdown`] that fires at the first SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> Shutdown {
+    let (trigger, shutdown) = ShutdownTrigger::new();
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("stop signal received: finishing requests in flight and removing mappings");
-        let _ = tx.send(true);
+        trigger.trigger();
     });
-    rx
+    shutdown
 }
 
 #[cfg(unix)]
@@ -107,7 +109,7 @@ pub fn api_config(router: &RouterArgs) -> Result<ApiConfig, ConfigError> {
         TlsMode::Verify {
             ca_file: router.mikrotik_api_tls_ca_file.clone(),
             fingerprint_sha256: router.mikrotik_api_tls_fingerprint.map(|f| f.0),
-            server_name: None,
+            server_name: router.mikrotik_api_tls_server_name.clone(),
         }
     };
     Ok(ApiConfig {
@@ -115,7 +117,7 @@ pub fn api_config(router: &RouterArgs) -> Result<ApiConfig, ConfigError> {
             .mikrotik_api_address
             .with_default_port(router.mikrotik_api_tls),
         user: router.mikrotik_api_user.clone(),
-        password: Password::new(router.password()?),
+        password: router.password()?,
         tls,
         connect_timeout: router.mikrotik_api_timeout,
         command_timeout: router.mikrotik_api_timeout,
@@ -131,6 +133,20 @@ pub fn router_api(router: &RouterArgs) -> Result<RouterApi, DaemonError> {
         router.mikrotik_api_timeout,
     )
     .map_err(DaemonError::Router)
+}
+
+/// Sources the NAT-PMP server drops whatever ALLOWED_CLIENTS says (its default private ranges
+/// hold the tunnel's 10.x network): the VPN gateway (and, added at start, the router's own
+/// addresses on the VPN interface, as the start's interface check read them). A gateway on
+/// loopback is an emulator on this host (the demo, tests) whose clients share its address; it
+/// is not blocked.
+pub fn blocked_sources(args: &DaemonArgs) -> Vec<Ipv4Addr> {
+    let gateway = *args.vpn_gateway.ip();
+    if gateway.is_loopback() {
+        Vec::new()
+    } else {
+        vec![gateway]
+    }
 }
 
 /// The orchestrator settings from the configuration and the resolved in-interface.
@@ -154,22 +170,27 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
 fn is_permanent(e: &RouterError) -> bool {
     match e {
         RouterError::LoginRefused { .. } | RouterError::PermissionDenied { .. } => true,
-        // A certificate that does not verify stays wrong; a TLS handshake cut short by a
-        // rebooting router ("connection reset") is worth another try.
-        RouterError::Connection { message, .. } => {
-            let m = message.to_ascii_lowercase();
-            m.contains("certificate") || m.contains("ca file") || m.contains("fingerprint")
-        }
-        _ => false,
+        // A certificate that does not verify stays wrong; a handshake the router ended with an
+        // alert, or one cut short by a rebooting router (a `Connection` error), is worth
+        // another try.
+        RouterError::Tls {
+            kind: TlsProblem::Handshake,
+            ..
+        } => false,
+        RouterError::Tls { .. } => true,
+        RouterError::NotFound { .. }
+        | RouterError::InvalidValue { .. }
+        | RouterError::Trap { .. }
+        | RouterError::Connection { .. }
+        | RouterError::Fatal { .. }
+        | RouterError::IncompleteReply { .. }
+        | RouterError::Timeout { .. } => false,
     }
 }
 
 /// Waits until the router answers (logging identity and version), retrying with back-off while
 /// it is unreachable.
-async fn wait_for_router(
-    router: &RouterApi,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
+async fn wait_for_router(router: &RouterApi, shutdown: &mut Shutdown) -> Result<(), DaemonError> {
     let mut delay = Duration::from_secs(1);
     loop {
         match router.info().await {
@@ -190,7 +211,7 @@ async fn wait_for_router(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|s| *s) => return Err(DaemonError::Interrupted),
+            _ = shutdown.recv() => return Err(DaemonError::Interrupted),
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
@@ -208,12 +229,9 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<Result<(), DaemonError>>,
 }
 
-/// Starts the daemon and returns once it serves requests; it stops when `shutdown` turns true
+/// Starts the daemon and returns once it serves requests; it stops when `shutdown` fires
 /// (await [`Running::done`]).
-pub async fn start(
-    args: DaemonArgs,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<Running, DaemonError> {
+pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, DaemonError> {
     args.validate()?;
     let router = router_api(&args.router)?;
     if args.router.mikrotik_api_tls && args.router.mikrotik_api_tls_insecure {
@@ -247,6 +265,11 @@ pub async fn start(
         ServerConfig {
             listen: args.listen_addr,
             allowed_clients: args.allowed_clients.clone(),
+            blocked_sources: {
+                let mut blocked = blocked_sources(&args);
+                blocked.extend(orchestrator.tunnel_addresses());
+                blocked
+            },
             max_inflight: args.max_inflight as usize,
             address_refresh: args.address_refresh,
         },
@@ -289,8 +312,8 @@ pub async fn start(
     })
 }
 
-/// Runs the daemon until `shutdown` turns true and every mapping is removed.
-pub async fn run(args: DaemonArgs, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` fires and every mapping is removed.
+pub async fn run(args: DaemonArgs, shutdown: Shutdown) -> Result<(), DaemonError> {
     let running = match start(args, shutdown).await {
         Ok(r) => r,
         // Asked to stop before the router ever answered: nothing was made, a clean stop.

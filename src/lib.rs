@@ -9,11 +9,13 @@
 //!
 //! The major components are:
 //!
-//! * [`config`]: the environment variables and flags, validated with clear messages.
+//! * [`config`]: the environment variables and flags, validated with clear messages;
+//!   [`cidr`]: IPv4 networks (ALLOWED_CLIENTS).
 //! * [`daemon`]: wires everything together and stops it in order; [`logging`]: LOG_LEVEL/LOG_FORMAT.
 //! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
 //! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
-//! * [`natpmp::server`]: the UDP front end LAN clients talk to.
+//! * [`natpmp::server`]: the UDP front end LAN clients talk to; [`natpmp::handler`]: the trait
+//!   it hands mapping requests to; [`natpmp::address_cache`]: the upstream address it answers.
 //! * [`natpmp::upstream`]: the NAT-PMP client toward the VPN gateway (retransmission, matching).
 //! * [`routeros::wire`]: RouterOS API words and sentences, shared by client and emulator.
 //! * [`routeros::conn`], [`routeros::tls`], [`routeros::pool`]: one API connection, api-ssl,
@@ -22,8 +24,9 @@
 //! * [`mapping`]: the transactions, the port allocator, expiry and the reconciler.
 //! * [`sim`]: emulators of the router API and of the VPN gateway, for tests and the demo.
 //! * [`shutdown`]: the one stop signal every task honours.
-//! * [`cli`]: the `demo`, `client`, `check` and `health` subcommands, and the hidden `sim-router`
-//!   and `sim-gateway` that run one emulator alone (the namespace tests use them).
+//! * [`cli`]: the command line ([`cli::args`]), the `demo`, `client`, `check` and `health`
+//!   subcommands, and the hidden `sim-router` and `sim-gateway` that run one emulator alone (the
+//!   namespace tests use them).
 //!
 //! A request's trip: `natpmp::server` reads a datagram and parses it with `natpmp::wire`; an
 //! address request is answered from the cached upstream address; a mapping request goes to the
@@ -34,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod daemon;

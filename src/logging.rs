@@ -8,7 +8,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{LogFormat, LogLevel};
+use crate::config::value::{LogFormat, LogLevel};
 
 fn level(l: LogLevel) -> LevelFilter {
     match l {

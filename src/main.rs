@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use double_natpmp::config::{render_error, Cli, Command, LogFormat, LogLevel};
+use double_natpmp::cli::args::{render_error, Cli, Command};
+use double_natpmp::config::value::{LogFormat, LogLevel};
+use double_natpmp::config::DaemonArgs;
 use double_natpmp::{cli, daemon, logging};
 
 fn main() -> ExitCode {
@@ -80,10 +82,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_daemon(
-    runtime: &tokio::runtime::Runtime,
-    args: double_natpmp::config::DaemonArgs,
-) -> Result<(), String> {
+fn run_daemon(runtime: &tokio::runtime::Runtime, args: DaemonArgs) -> Result<(), String> {
     if let Err(e) = args.validate() {
         eprintln!("error: {e}");
         std::process::exit(2);

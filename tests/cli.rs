@@ -69,6 +69,24 @@ fn each_bad_value_names_its_variable() {
         ("MAX_LIFETIME", "-5"),
         ("UPSTREAM_TIMEOUT", "soon"),
         ("MIKROTIK_POOL_SIZE", "0"),
+        // Values that parse but cannot work: zero timeouts and intervals, durations past their
+        // documented maxima (or too large for time arithmetic at all), addresses no one can ask.
+        ("UPSTREAM_RETRY", "0"),
+        ("UPSTREAM_TIMEOUT", "0ms"),
+        ("ADDRESS_REFRESH", "0"),
+        ("RECONCILE_INTERVAL", "0"),
+        ("SHUTDOWN_TIMEOUT", "0"),
+        ("MIKROTIK_API_TIMEOUT", "0"),
+        ("MIKROTIK_API_TIMEOUT", "25h"),
+        ("EXPIRY_GRACE", "2d"),
+        ("RECONCILE_INTERVAL", "8d"),
+        ("UPSTREAM_TIMEOUT", "999999999999999999d"),
+        ("MAX_LIFETIME", "604801"),
+        ("VPN_GATEWAY", "0.0.0.0"),
+        ("VPN_GATEWAY", "10.2.0.1:0"),
+        ("MIKROTIK_API_ADDRESS", "172.30.254.1:0"),
+        ("LISTEN_ADDR", "[::]:5351"),
+        ("MIKROTIK_API_TLS_SERVER_NAME", "not a name!"),
     ];
     for (var, value) in cases {
         let out = run(&[], &with(&[(var, value)]));
@@ -88,6 +106,34 @@ fn port_range_inverted_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     let line = one_line_error(&out);
     assert!(line.contains("ROUTER_PORT_MIN=50000"), "{line}");
+}
+
+#[test]
+fn retry_above_the_upstream_timeout_exits_2_naming_both() {
+    let out = run(
+        &[],
+        &with(&[("UPSTREAM_RETRY", "3s"), ("UPSTREAM_TIMEOUT", "2s")]),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_line_error(&out);
+    assert!(
+        line.contains("UPSTREAM_RETRY=3s is above UPSTREAM_TIMEOUT=2s"),
+        "{line}"
+    );
+}
+
+#[test]
+fn tls_server_name_without_tls_exits_2_naming_it() {
+    let out = run(
+        &[],
+        &with(&[("MIKROTIK_API_TLS_SERVER_NAME", "router.lan")]),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_line_error(&out);
+    assert!(
+        line.contains("MIKROTIK_API_TLS_SERVER_NAME is set but MIKROTIK_API_TLS is false"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -142,4 +188,121 @@ fn readme_configuration_table_matches_help() {
         .map(str::to_owned)
         .collect();
     assert_eq!(table, help_env_names(), "README table vs --help");
+}
+
+/// `--help`'s text, one option per item: (env var, default if any, the whole option text).
+fn help_options() -> Vec<(String, Option<String>, String)> {
+    let out = run(&["--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    help.split("\n\n")
+        .filter_map(|block| {
+            let env = block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("[env: "))?
+                .split(['=', ']'])
+                .next()?
+                .to_owned();
+            let default = block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("[default: "))
+                .map(|d| d.trim_end_matches(']').to_owned());
+            Some((env, default, block.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn readme_defaults_and_bounds_match_help() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Configuration").nth(1).unwrap();
+    let help = help_options();
+    for row in section
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with("| `"))
+    {
+        let cells: Vec<&str> = row
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let var = cells[0].trim_matches('`');
+        let (_, default, text) = help
+            .iter()
+            .find(|(env, _, _)| env == var)
+            .unwrap_or_else(|| panic!("{var} is not in --help"));
+        // A default written as `value` in the README is the one --help shows.
+        if let Some(readme_default) = cells[1].strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
+            assert_eq!(default.as_deref(), Some(readme_default), "default of {var}");
+        }
+        // A bound the README gives ("1ms to 1d") is written in --help too.
+        if let Some(bound) = cells[2]
+            .split("; ")
+            .find(|part| part.contains(" to ") && part.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            let bound = bound.split(" (").next().unwrap().replace('`', "");
+            assert!(
+                text.contains(&bound),
+                "{var}: the README says {bound:?}, --help says:\n{text}"
+            );
+        }
+    }
+}
+
+/// Every setting the code's messages tell a user to set exists: a name like
+/// MIKROTIK_API_TLS_SERVER_NAME in an error text must be a variable --help lists.
+#[test]
+fn every_setting_named_in_the_code_exists() {
+    let names = help_env_names();
+    let mut files = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut sources = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            sources.push((path.clone(), std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    let is_word = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_';
+    let consts: BTreeSet<String> = sources
+        .iter()
+        .flat_map(|(_, text)| {
+            text.split("const ")
+                .skip(1)
+                .map(|rest| rest.chars().take_while(|c| is_word(*c)).collect::<String>())
+        })
+        .collect();
+    let prefixes = [
+        "MIKROTIK_",
+        "UPSTREAM_",
+        "ROUTER_PORT_",
+        "ADDRESS_",
+        "RECONCILE_",
+        "SHUTDOWN_",
+        "EXPIRY_",
+        "LISTEN_",
+        "ALLOWED_",
+        "VPN_",
+    ];
+    let mut unknown = BTreeSet::new();
+    for (path, text) in &sources {
+        for word in text.split(|c: char| !is_word(c)) {
+            if prefixes.iter().any(|p| word.starts_with(p))
+                && !word.ends_with('_')
+                && !names.contains(word)
+                && !consts.contains(word)
+            {
+                unknown.insert(format!("{word} ({})", path.display()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "settings named in src/ that --help does not list: {unknown:?}"
+    );
 }

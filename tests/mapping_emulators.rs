@@ -20,10 +20,10 @@ use double_natpmp::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
     ResultCode, MAP_REQUEST_LEN, MAX_PACKET_LEN,
 };
+use double_natpmp::shutdown::ShutdownTrigger;
 use double_natpmp::sim::gateway::{Gateway, GatewayConfig, Mode};
 use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimRoute, SimUser};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 const IFACE: &str = "wg-proton";
@@ -89,7 +89,7 @@ struct Lab {
     router: RouterSim,
     gateway: Gateway,
     daemon: Running,
-    stop: watch::Sender<bool>,
+    stop: ShutdownTrigger,
 }
 
 fn daemon_args(setup: &Setup, router: SocketAddr, gateway: SocketAddr) -> DaemonArgs {
@@ -155,9 +155,9 @@ async fn start_daemon(
     setup: &Setup,
     router: &RouterSim,
     gateway: &Gateway,
-) -> Result<(Running, watch::Sender<bool>), DaemonError> {
+) -> Result<(Running, ShutdownTrigger), DaemonError> {
     let args = daemon_args(setup, router.local_addr(), gateway.local_addr());
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = ShutdownTrigger::new();
     let daemon = within(
         Duration::from_secs(10),
         "daemon start",
@@ -852,7 +852,7 @@ async fn graceful_shutdown_removes_every_rule_and_upstream_mapping_and_keeps_for
     assert_eq!(our_rules(&lab.router).len(), 4);
     assert_eq!(lab.gateway.mappings().len(), 4);
 
-    let _ = lab.stop.send(true);
+    lab.stop.trigger();
     let done = within(Duration::from_secs(10), "daemon stop", lab.daemon.done).await;
     match done {
         Ok(Ok(())) => {}
@@ -1145,7 +1145,7 @@ async fn shutdown_while_the_router_is_down_still_ends_and_the_next_start_removes
     success(client.ask(map(Protocol::Tcp, 5001, 0, 60)).await);
 
     within(Duration::from_secs(5), "go_down", lab.router.go_down()).await;
-    let _ = lab.stop.send(true);
+    lab.stop.trigger();
     // SHUTDOWN_TIMEOUT is 5 s.
     let done = within(Duration::from_secs(7), "daemon stop", lab.daemon.done).await;
     assert!(matches!(done, Ok(Ok(()))), "daemon stopped badly: {done:?}");
@@ -1319,7 +1319,7 @@ async fn shutdown_finishes_a_request_in_flight_then_removes_its_mapping() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = lab.stop.send(true);
+    lab.stop.trigger();
 
     let reply = client.reply_for(req, REPLY_WAIT).await;
     let done = within(Duration::from_secs(10), "daemon stop", lab.daemon.done).await;

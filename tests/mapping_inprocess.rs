@@ -12,7 +12,7 @@ use double_natpmp::mapping::lease::RuleKind;
 use double_natpmp::mapping::rule::RuleComment;
 use double_natpmp::mapping::{MappingConfig, Orchestrator};
 use double_natpmp::natpmp::epoch::Epoch;
-use double_natpmp::natpmp::server::{MapHandler, MapReply};
+use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{

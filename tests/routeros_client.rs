@@ -6,10 +6,17 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use double_natpmp::cli::args::daemon_args_from;
+use double_natpmp::config::DaemonArgs;
+use double_natpmp::daemon::{self, DaemonError};
 use double_natpmp::natpmp::wire::Protocol;
 use double_natpmp::routeros::api::{DstNatRule, Router, RouterApi, RouterError, RuleId};
-use double_natpmp::routeros::conn::{ApiConfig, Password, TlsMode};
+use double_natpmp::routeros::conn::{ApiConfig, Password};
+use double_natpmp::routeros::error::TlsProblem;
 use double_natpmp::routeros::tls::fingerprint_of;
+use double_natpmp::routeros::tls::TlsMode;
+use double_natpmp::routeros::wire::Command;
+use double_natpmp::shutdown::{Shutdown, ShutdownTrigger};
 use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimUser};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -498,6 +505,11 @@ fn pki() -> Pki {
 }
 
 fn pki_named(ca_name: &str) -> Pki {
+    pki_with(ca_name, |_| {})
+}
+
+/// A CA named `ca_name` and a leaf for 127.0.0.1, with `leaf` applied to the leaf's parameters.
+fn pki_with(ca_name: &str, leaf: impl FnOnce(&mut rcgen::CertificateParams)) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -510,6 +522,7 @@ fn pki_named(ca_name: &str) -> Pki {
     leaf_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "MikroTik");
+    leaf(&mut leaf_params);
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -573,7 +586,16 @@ async fn api_ssl_with_a_wrong_ca_fails_with_a_clear_message() {
             server_name: None,
         };
         let err = api(cfg).info().await.unwrap_err();
-        assert!(matches!(err, RouterError::Connection { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                RouterError::Tls {
+                    kind: TlsProblem::UnknownIssuer,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let text = err.to_string();
         assert!(text.contains("TLS handshake failed"), "{text}");
         assert!(text.contains("not signed by the CA"), "{text}");
@@ -593,7 +615,21 @@ async fn api_ssl_with_the_ca_but_another_name_fails_on_the_name() {
         server_name: Some("router.example".into()),
     };
     let err = api(cfg).info().await.unwrap_err();
-    assert!(err.to_string().contains("does not name"), "{err}");
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::NameMismatch,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("does not name \"router.example\""), "{text}");
+    // The advice names a setting that exists.
+    assert!(text.contains("MIKROTIK_API_TLS_SERVER_NAME"), "{text}");
+    assert_eq!(sim.login_attempt_count(), 0, "no password was sent");
 }
 
 #[tokio::test]
@@ -616,8 +652,46 @@ async fn api_ssl_with_a_pinned_fingerprint_matches_the_leaf_only() {
         server_name: None,
     };
     let err = api(cfg).info().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::FingerprintMismatch,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("fingerprint"), "{err}");
     assert!(err.to_string().contains("AB:AB"), "{err}");
+}
+
+#[tokio::test]
+async fn api_ssl_with_an_expired_certificate_is_a_tls_expired_error() {
+    let pki = pki_with("router CA", |leaf| {
+        leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let sim = tls_sim(&pki).await;
+    let ca = ca_file(&pki.ca_pem);
+    let mut cfg = config(&sim, "admin", "admin");
+    cfg.tls = TlsMode::Verify {
+        ca_file: Some(ca.path().to_owned()),
+        fingerprint_sha256: None,
+        server_name: None,
+    };
+    let err = api(cfg).info().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::Expired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("expired"), "{err}");
 }
 
 #[tokio::test]
@@ -709,4 +783,142 @@ async fn interface_lists_services_interfaces_and_addresses_are_read() {
             .unwrap(),
         "wg-proton"
     );
+}
+
+#[tokio::test]
+async fn quit_answered_with_fatal_is_a_fatal_error_and_the_next_call_gets_a_fresh_connection() {
+    let sim = sim(RouterSimConfig::default()).await;
+    let api = admin(&sim);
+    api.info().await.unwrap();
+    let err = api.run(Command::new("/quit")).await.unwrap_err();
+    assert!(
+        matches!(&err, RouterError::Fatal { reason, .. } if reason == "session terminated on request"),
+        "{err:?}"
+    );
+    // The connection the router closed is not reused.
+    api.info().await.unwrap();
+}
+
+// ---------------------------------------------------------------- daemon start-up
+
+/// The daemon's settings from flags, with the router at `router` and api-ssl trusting `ca`.
+fn tls_daemon_args(router: &RouterSim, ca: &std::path::Path) -> DaemonArgs {
+    let argv = [
+        "double-natpmp".to_owned(),
+        // Never contacted: start-up stops at the router.
+        "--vpn-gateway=127.0.0.1:9".to_owned(),
+        format!("--mikrotik-api-address={}", router.local_addr()),
+        "--mikrotik-api-password=admin".to_owned(),
+        "--mikrotik-api-timeout=1s".to_owned(),
+        "--mikrotik-api-tls=true".to_owned(),
+        format!("--mikrotik-api-tls-ca-file={}", ca.display()),
+    ];
+    daemon_args_from(argv).unwrap()
+}
+
+#[tokio::test]
+async fn daemon_start_stops_at_once_when_the_ca_did_not_sign_the_routers_certificate() {
+    let pki = pki();
+    let sim = tls_sim(&pki).await;
+    let other = pki_named("another CA");
+    let ca = ca_file(&other.ca_pem);
+    let started = daemon::start(tls_daemon_args(&sim, ca.path()), Shutdown::never());
+    let outcome = tokio::time::timeout(Duration::from_secs(5), started)
+        .await
+        .expect("start-up kept retrying a certificate no retry can fix");
+    match outcome {
+        Err(DaemonError::Router(RouterError::Tls {
+            kind: TlsProblem::UnknownIssuer,
+            ..
+        })) => {}
+        Err(other) => panic!("expected a TLS error, got {other:?}"),
+        Ok(_) => panic!("the daemon started with an untrusted certificate"),
+    }
+}
+
+#[tokio::test]
+async fn daemon_start_keeps_waiting_for_a_router_that_does_not_answer_until_stopped() {
+    let pki = pki();
+    let sim = tls_sim(&pki).await;
+    let ca = ca_file(&pki.ca_pem);
+    let args = tls_daemon_args(&sim, ca.path());
+    sim.shutdown().await;
+    let (stop, stopped) = ShutdownTrigger::new();
+    let start = tokio::spawn(daemon::start(args, stopped));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !start.is_finished(),
+        "start-up gave up on a router that is only down"
+    );
+    stop.trigger();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), start)
+        .await
+        .expect("start-up did not honour the stop signal")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(DaemonError::Interrupted)),
+        "{:?}",
+        outcome.err()
+    );
+}
+
+#[tokio::test]
+async fn tls_server_name_setting_verifies_a_certificate_made_for_another_name() {
+    let pki = pki_with("router CA", |leaf| {
+        leaf.subject_alt_names = vec![rcgen::SanType::DnsName("router.lan".try_into().unwrap())];
+    });
+    let sim = tls_sim(&pki).await;
+    let ca = ca_file(&pki.ca_pem);
+    let router_api = |extra: &[&str]| {
+        let mut argv = vec![
+            "double-natpmp".to_owned(),
+            "--vpn-gateway=127.0.0.1:9".to_owned(),
+            format!("--mikrotik-api-address={}", sim.local_addr()),
+            "--mikrotik-api-password=admin".to_owned(),
+            "--mikrotik-api-tls=true".to_owned(),
+            format!("--mikrotik-api-tls-ca-file={}", ca.path().display()),
+        ];
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args = daemon_args_from(argv).unwrap();
+        args.validate().unwrap();
+        daemon::router_api(&args.router).unwrap()
+    };
+    // The certificate names router.lan, the daemon connects to 127.0.0.1.
+    let err = router_api(&[]).info().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouterError::Tls {
+                kind: TlsProblem::NameMismatch,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("MIKROTIK_API_TLS_SERVER_NAME"),
+        "{err}"
+    );
+    router_api(&["--mikrotik-api-tls-server-name=router.lan"])
+        .info()
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_vpn_gateway_is_a_blocked_source_unless_it_is_an_emulator_on_loopback() {
+    let args = |gateway: &str| {
+        daemon_args_from([
+            "double-natpmp",
+            &format!("--vpn-gateway={gateway}"),
+            "--mikrotik-api-address=172.30.254.1",
+            "--mikrotik-api-password=p",
+        ])
+        .unwrap()
+    };
+    assert_eq!(
+        daemon::blocked_sources(&args("10.2.0.1")),
+        vec![Ipv4Addr::new(10, 2, 0, 1)]
+    );
+    assert!(daemon::blocked_sources(&args("127.0.0.1:15351")).is_empty());
 }

@@ -30,6 +30,7 @@ use crate::mapping::rule::RuleComment;
 use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamError};
 use crate::natpmp::wire::{Protocol, ResultCode};
 use crate::routeros::api::{DstNatRule, Router, RouterApi, RouterError};
+use crate::routeros::error::TlsProblem;
 use crate::routeros::wire::Command;
 
 /// `double-natpmp check` options: the daemon's own settings.
@@ -102,11 +103,9 @@ fn router_fix(e: &RouterError) -> String {
         RouterError::PermissionDenied { policy: None, .. } => {
             format!("give the API user's group the read, write, api and test policies ({POLICY_COMMAND})")
         }
-        RouterError::Connection { message, .. }
-            if message.to_ascii_lowercase().contains("certificate")
-                || message.to_ascii_lowercase().contains("tls") =>
-        {
-            "check MIKROTIK_API_TLS_CA_FILE or MIKROTIK_API_TLS_FINGERPRINT against the router's api-ssl certificate (/ip service print; /certificate print)".to_owned()
+        RouterError::Tls { kind, .. } => tls_fix(*kind).to_owned(),
+        RouterError::Fatal { .. } => {
+            "see the router's log (/log print): it ends sessions when it reboots, when the API user is removed or changed, or when the user's group loses the 'api' policy".to_owned()
         }
         RouterError::Connection { .. } | RouterError::Timeout { .. } => {
             "check MIKROTIK_API_ADDRESS; enable the API on the router (/ip service set api disabled=no, or api-ssl with MIKROTIK_API_TLS=true) with an address= list that includes this host, and let the input firewall accept it (routeros/03-firewall.rsc)".to_owned()
@@ -119,6 +118,18 @@ fn router_fix(e: &RouterError) -> String {
         | RouterError::IncompleteReply { .. } => {
             "see the router's log (/log print) for details".to_owned()
         }
+    }
+}
+
+/// What to do about an api-ssl problem.
+fn tls_fix(kind: TlsProblem) -> &'static str {
+    match kind {
+        TlsProblem::UnknownIssuer | TlsProblem::BadCaFile => "set MIKROTIK_API_TLS_CA_FILE to the PEM file of the CA that signed the router's api-ssl certificate (/certificate print; /ip service print where name=api-ssl), or pin the certificate with MIKROTIK_API_TLS_FINGERPRINT",
+        TlsProblem::NameMismatch => "set MIKROTIK_API_TLS_SERVER_NAME to a name the router's certificate carries (its common name or a subject alternative name: /certificate print detail), or pin the certificate with MIKROTIK_API_TLS_FINGERPRINT",
+        TlsProblem::Expired => "renew the router's api-ssl certificate (/certificate) and check the clocks of the router and of this host",
+        TlsProblem::FingerprintMismatch => "set MIKROTIK_API_TLS_FINGERPRINT to the SHA-256 fingerprint of the router's current api-ssl certificate (/certificate print detail)",
+        TlsProblem::BadCertificate | TlsProblem::Handshake => "give the router's api-ssl service a valid certificate (/ip service set api-ssl certificate=...), and check the MIKROTIK_API_TLS_* settings",
+        TlsProblem::Settings => "correct the MIKROTIK_API_TLS_* setting named above (double-natpmp --help lists them)",
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::config::{parse_duration, parse_gateway, NATPMP_PORT};
+use crate::config::value::{parse_gateway, parse_timeout, NATPMP_PORT};
 use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
 use crate::natpmp::wire::{Protocol, ResultCode};
 
@@ -24,8 +24,9 @@ pub struct ClientArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// How long to wait for an answer, retransmissions included (RFC 6886 §3.1 timing).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// How long to wait for an answer, retransmissions included (RFC 6886 §3.1 timing; 1ms to
+    /// 1d).
+    #[arg(long, default_value = "3s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// What to ask.
     #[command(subcommand)]

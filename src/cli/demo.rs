@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use clap::Parser;
 use thiserror::Error;
-use tokio::sync::watch;
 
-use crate::config::{DaemonArgs, DemoArgs};
+use crate::cli::args::{daemon_args_from, DemoArgs};
+use crate::config::DaemonArgs;
 use crate::daemon::{self, DaemonError};
+use crate::shutdown::ShutdownTrigger;
 use crate::sim::gateway::{Gateway, GatewayConfig};
 use crate::sim::routeros::{RouterSim, RouterSimConfig, SimRoute};
 
@@ -44,13 +44,6 @@ pub enum DemoError {
     Settings(String),
 }
 
-#[derive(Parser)]
-#[command(name = "double-natpmp")]
-struct DemoDaemon {
-    #[command(flatten)]
-    args: DaemonArgs,
-}
-
 /// The daemon's settings for the demo: everything on loopback, short timeouts.
 fn daemon_args(
     listen: SocketAddr,
@@ -68,9 +61,7 @@ fn daemon_args(
         "--upstream-timeout=1s".to_owned(),
         "--shutdown-timeout=5s".to_owned(),
     ];
-    DemoDaemon::try_parse_from(flags)
-        .map(|d| d.args)
-        .map_err(|e| DemoError::Settings(e.to_string()))
+    daemon_args_from(flags).map_err(|e| DemoError::Settings(e.to_string()))
 }
 
 fn describe_rule(fields: &BTreeMap<String, String>) -> String {
@@ -119,9 +110,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         source,
     })?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, stopped) = ShutdownTrigger::new();
     let daemon_args = daemon_args(args.listen, router.local_addr(), gateway.local_addr())?;
-    let running = daemon::start(daemon_args, stop_rx).await?;
+    let running = daemon::start(daemon_args, stopped).await?;
     let listen = running.listen;
     println!();
     println!("double-natpmp demo");
@@ -154,11 +145,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut until => break,
-            _ = signal.wait_for(|s| *s) => break,
+            _ = signal.recv() => break,
         }
         show_changes(&router, &gateway, &mut rules, &mut mappings);
     }
-    let _ = stop_tx.send(true);
+    stop.trigger();
     match running.done.await {
         Ok(result) => result?,
         Err(e) => return Err(DemoError::Settings(format!("the daemon task failed: {e}"))),

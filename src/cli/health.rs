@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::{parse_duration, parse_listen_addr};
+use crate::config::value::{parse_listen_addr, parse_timeout};
 use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
 use crate::natpmp::wire::ResultCode;
 
@@ -21,8 +21,8 @@ pub struct HealthArgs {
     /// The daemon's NAT-PMP address (the same LISTEN_ADDR the daemon uses).
     #[arg(long, env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value = ":5351", value_parser = parse_listen_addr)]
     pub listen_addr: SocketAddr,
-    /// How long to wait for the answer, retransmissions included.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// How long to wait for the answer, retransmissions included (1ms to 1d).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
     pub timeout: Duration,
 }
 

@@ -1,5 +1,6 @@
 //! Subcommands other than the daemon itself.
 
+pub mod args;
 pub mod check;
 pub mod client;
 pub mod demo;

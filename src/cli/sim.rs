@@ -1,16 +1,15 @@
 //! Hidden subcommands that run one emulator alone, so tests can put it in a network namespace.
 
-use tokio::sync::watch;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::config::{SimGatewayArgs, SimRouterArgs};
+use crate::cli::args::{SimGatewayArgs, SimRouterArgs};
+use crate::shutdown::Shutdown;
 use crate::sim::gateway::{Gateway, GatewayConfig, GatewayMapping};
 use crate::sim::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
 
-/// Runs the gateway emulator until `stop` turns true.
-pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+/// Runs the gateway emulator until `stop` fires.
+pub async fn gateway(args: SimGatewayArgs, mut stop: Shutdown) -> std::io::Result<()> {
     let config = GatewayConfig {
         external_address: args.external_address,
         max_lifetime: args.max_lifetime,
@@ -20,7 +19,7 @@ pub async fn gateway(args: SimGatewayArgs, mut stop: watch::Receiver<bool>) -> s
     let gw = Gateway::start(config, args.listen).await?;
     tracing::info!(listen = %gw.local_addr(), "NAT-PMP gateway emulator listening");
     tokio::select! {
-        _ = stop.wait_for(|s| *s) => {}
+        _ = stop.recv() => {}
         () = log_mapping_changes(&gw) => {}
     }
     gw.shutdown().await;
@@ -66,8 +65,8 @@ async fn log_mapping_changes(gw: &Gateway) {
     }
 }
 
-/// Runs the RouterOS emulator until `stop` turns true.
-pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+/// Runs the RouterOS emulator until `stop` fires.
+pub async fn router(args: SimRouterArgs, mut stop: Shutdown) -> std::io::Result<()> {
     let policies: Vec<&str> = args.policies.split(',').map(str::trim).collect();
     // `--interface name[:type]`: the type /interface/print reports (e.g. `rtr-v:wg`).
     let mut names = Vec::new();
@@ -82,7 +81,7 @@ pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std
         }
     }
     let mut config = RouterSimConfig {
-        users: vec![SimUser::new(&args.user, &args.password, &policies)],
+        users: vec![SimUser::new(&args.user, args.password.expose(), &policies)],
         interfaces: names.clone(),
         interface_types: types,
         ..RouterSimConfig::default()
@@ -140,7 +139,7 @@ pub async fn router(args: SimRouterArgs, mut stop: watch::Receiver<bool>) -> std
     }
     sim.nft_synced().await;
     tracing::info!(listen = %sim.local_addr(), "RouterOS API emulator listening");
-    let _ = stop.wait_for(|s| *s).await;
+    stop.recv().await;
     sim.shutdown().await;
     Ok(())
 }

@@ -141,6 +141,7 @@ impl MappingError {
             self,
             MappingError::Router {
                 source: RouterError::Connection { .. }
+                    | RouterError::Fatal { .. }
                     | RouterError::Timeout { .. }
                     | RouterError::IncompleteReply { .. },
                 ..

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::mapping::error::MappingError;
 use crate::mapping::lease::MappingKey;
-use crate::natpmp::server::MapReply;
+use crate::natpmp::handler::MapReply;
 use crate::natpmp::wire::MapRequest;
 
 /// What a key's lock remembers while requests for the key are queued on it.

@@ -29,7 +29,7 @@ use crate::mapping::tasks;
 use crate::mapping::teardown;
 use crate::mapping::transaction;
 use crate::natpmp::epoch::Epoch;
-use crate::natpmp::server::{MapHandler, MapReply};
+use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::MapRequest;
 use crate::routeros::api::Router;

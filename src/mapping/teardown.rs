@@ -29,7 +29,7 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::lease::{Lease, MappingKey};
 use crate::mapping::rule::RuleComment;
-use crate::natpmp::server::MapReply;
+use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{Protocol, ResultCode};
 use crate::routeros::api::Router;

@@ -42,7 +42,7 @@ use crate::mapping::lease::{
 use crate::mapping::rule::dst_nat_rule;
 use crate::mapping::table::Reservation;
 use crate::mapping::teardown::{delete, delete_all};
-use crate::natpmp::server::MapReply;
+use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use crate::routeros::api::{Router, RuleId};

@@ -2,7 +2,9 @@
 //!
 //! One socket, bound to LISTEN_ADDR; every reply leaves from it, so the router's connection
 //! tracking rewrites the source back to the gateway address the client asked (RFC 6886 §3.1;
-//! NATPMP_CONFORMANCE.md 1K). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39).
+//! NATPMP_CONFORMANCE.md 1K). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39),
+//! and so, checked first, are requests from [`ServerConfig::blocked_sources`] (the VPN gateway,
+//! the router's own tunnel address), which the default private ranges would let in.
 //!
 //! Concurrency is bounded by a semaphore of MAX_INFLIGHT permits. A datagram that arrives when
 //! every permit is taken is dropped, not queued: NAT-PMP clients retransmit (250 ms, doubling),
@@ -10,7 +12,7 @@
 //!
 //! A datagram identical to one still being served for the same peer (address and port) is a
 //! client's retransmission: it takes no permit and starts no work; it is only counted, and the
-//! first copy's reply is sent once more for it ([`InFlight`], C-17: every datagram is answered).
+//! first copy's reply is sent once more for it (`InFlight`, C-17: every datagram is answered).
 //! Otherwise, under load (a busy router pool), every waiting request's retransmissions would
 //! take permits, push fresh requests out, and leave their clients in retransmission back-off
 //! (up to seconds).
@@ -19,7 +21,6 @@
 //! a [`MapHandler`].
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -27,171 +28,18 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::config::CidrList;
+use crate::cidr::CidrList;
+use crate::natpmp::address_cache::AddressCache;
 use crate::natpmp::epoch::Epoch;
+use crate::natpmp::handler::MapHandler;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{
-    self, MapRequest, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
+    self, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
 };
-
-/// The outcome of a mapping request, without the fields the server fills in itself (protocol,
-/// internal port and epoch are echoed/added by the server, C-18, C-24, C-44).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapReply {
-    /// Result code.
-    pub result: ResultCode,
-    /// Mapped external port; 0 on failure or deletion (C-18, C-33).
-    pub external_port: u16,
-    /// Granted lifetime; 0 on failure or deletion.
-    pub lifetime: u32,
-}
-
-impl MapReply {
-    /// A failure reply: external port and lifetime 0 (C-18).
-    pub fn failure(result: ResultCode) -> MapReply {
-        MapReply {
-            result,
-            external_port: 0,
-            lifetime: 0,
-        }
-    }
-}
-
-/// Serves mapping requests (opcodes 1 and 2). Implemented by the mapping orchestrator.
-pub trait MapHandler: Send + Sync + 'static {
-    /// Create, renew or delete a mapping for `client` (the datagram's source address, C-25).
-    /// Must always produce a reply: silence is never an answer (C-17).
-    fn handle_map(
-        &self,
-        client: Ipv4Addr,
-        request: MapRequest,
-    ) -> impl Future<Output = MapReply> + Send;
-}
-
-/// A [`MapHandler`] for when no mapping backend is configured: every request gets result 3
-/// (network failure), never silence (C-17).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoMappings;
-
-impl MapHandler for NoMappings {
-    async fn handle_map(&self, _client: Ipv4Addr, _request: MapRequest) -> MapReply {
-        MapReply::failure(ResultCode::NetworkFailure)
-    }
-}
-
-/// The upstream gateway's external address, asked once and cached.
-///
-/// A request finds the cached address, or (when there is none) asks the upstream itself, with
-/// concurrent askers sharing one exchange. A background refresh ([`AddressCache::refresh_loop`])
-/// asks again every `refresh` interval; a failed exchange clears the cache, so clients get
-/// result 3 with 0.0.0.0 (C-21) until the upstream answers again, and the next request retries.
-pub struct AddressCache<U> {
-    upstream: Arc<U>,
-    cached: StdMutex<Option<Ipv4Addr>>,
-    epoch_observer: StdMutex<Option<EpochObserver>>,
-    fetching: tokio::sync::Mutex<()>,
-    changed: tokio::sync::Notify,
-}
-
-/// Called with the upstream's SSSoE from each address reply (C-48: the mapping layer watches it
-/// for a gateway that lost its state).
-pub type EpochObserver = Arc<dyn Fn(u32) + Send + Sync>;
-
-impl<U: Upstream> AddressCache<U> {
-    /// An empty cache in front of `upstream`.
-    pub fn new(upstream: Arc<U>) -> AddressCache<U> {
-        AddressCache {
-            upstream,
-            cached: StdMutex::new(None),
-            epoch_observer: StdMutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
-            changed: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// The cached address, if any.
-    pub fn cached(&self) -> Option<Ipv4Addr> {
-        match self.cached.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
-        }
-    }
-
-    fn store(&self, value: Option<Ipv4Addr>) {
-        let old = match self.cached.lock() {
-            Ok(mut g) => std::mem::replace(&mut *g, value),
-            Err(p) => std::mem::replace(&mut *p.into_inner(), value),
-        };
-        if old != value {
-            match value {
-                Some(a) => info!(external_address = %a, "upstream external address"),
-                None => warn!("upstream external address unknown: answering result 3 until the VPN gateway answers"),
-            }
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// The address, asking the upstream when none is cached. `None`: the upstream did not answer
-    /// with one.
-    pub async fn get(&self) -> Option<Ipv4Addr> {
-        if let Some(a) = self.cached() {
-            return Some(a);
-        }
-        let _one_at_a_time = self.fetching.lock().await;
-        // Someone else may have fetched it while we waited.
-        if let Some(a) = self.cached() {
-            return Some(a);
-        }
-        self.fetch().await
-    }
-
-    /// Sets the function that sees the upstream's SSSoE of every address reply.
-    pub fn set_epoch_observer(&self, observer: EpochObserver) {
-        match self.epoch_observer.lock() {
-            Ok(mut g) => *g = Some(observer),
-            Err(p) => *p.into_inner() = Some(observer),
-        }
-    }
-
-    /// Asks the upstream now and updates the cache.
-    pub async fn fetch(&self) -> Option<Ipv4Addr> {
-        match self.upstream.external_address().await {
-            Ok(reply) => {
-                let observer = match self.epoch_observer.lock() {
-                    Ok(g) => g.clone(),
-                    Err(p) => p.into_inner().clone(),
-                };
-                if let Some(observe) = observer {
-                    observe(reply.epoch);
-                }
-                self.store(Some(reply.address));
-                Some(reply.address)
-            }
-            Err(e) => {
-                warn!(error = %e, "upstream external address request failed");
-                self.store(None);
-                None
-            }
-        }
-    }
-
-    /// Refreshes every `every` until `shutdown` turns true.
-    pub async fn refresh_loop(&self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            {
-                let _one_at_a_time = self.fetching.lock().await;
-                self.fetch().await;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-        }
-    }
-}
+use crate::shutdown::Shutdown;
 
 /// Settings of the front end.
 #[derive(Debug, Clone)]
@@ -200,6 +48,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Who may ask (C-39).
     pub allowed_clients: CidrList,
+    /// Who may never ask, whatever `allowed_clients` says: the VPN gateway and the router's
+    /// own tunnel address (a mapping for them would forward a port back into the tunnel).
+    pub blocked_sources: Vec<Ipv4Addr>,
     /// Requests handled at once.
     pub max_inflight: usize,
     /// Upstream address refresh interval.
@@ -215,6 +66,8 @@ pub struct ServerStats {
     pub replied: AtomicU64,
     /// Datagrams dropped: sender outside ALLOWED_CLIENTS.
     pub dropped_not_allowed: AtomicU64,
+    /// Datagrams dropped: sender one of [`ServerConfig::blocked_sources`].
+    pub dropped_blocked: AtomicU64,
     /// Datagrams dropped: every in-flight permit taken.
     pub dropped_busy: AtomicU64,
     /// Datagrams that were a copy of a request from the same peer still being served (a
@@ -382,9 +235,9 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
         ip.is_loopback() || self.local_addr.ip() == std::net::IpAddr::V4(ip)
     }
 
-    /// Serves until `shutdown` turns true, then waits for the requests in flight and returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
-        info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
+    /// Serves until `shutdown` fires, then waits for the requests in flight and returns.
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ServerError> {
+        info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, blocked = ?self.config.blocked_sources, "NAT-PMP server listening");
         let shared = Arc::new(Shared {
             socket: self.socket.clone(),
             epoch: self.epoch.clone(),
@@ -408,10 +261,17 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                     Err(e) if is_transient(&e) => continue,
                     Err(source) => break Err(ServerError::Socket { addr: self.local_addr, source }),
                 },
-                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+                _ = shutdown.recv() => break Ok(()),
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             let client = match peer {
+                // Before ALLOWED_CLIENTS, whose default private ranges hold the tunnel's 10.x
+                // network: silence, as for any source that may not ask (RFC 6886 §3.3).
+                SocketAddr::V4(v4) if self.config.blocked_sources.contains(v4.ip()) => {
+                    self.stats.dropped_blocked.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, "dropped NAT-PMP request from the VPN gateway or the router's tunnel address");
+                    continue;
+                }
                 SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => *v4.ip(),
                 // The host itself may ask for the address (`double-natpmp health`), whatever
                 // ALLOWED_CLIENTS says; it cannot map ports.
@@ -539,9 +399,13 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_cidr_list;
+    use crate::cidr::parse_cidr_list;
+    use crate::natpmp::handler::MapReply;
     use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
-    use crate::natpmp::wire::{encode_request, parse_response, Protocol, MAP_REQUEST_LEN};
+    use crate::natpmp::wire::{
+        encode_request, parse_response, MapRequest, Protocol, MAP_REQUEST_LEN,
+    };
+    use crate::shutdown::ShutdownTrigger;
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Notify;
 
@@ -636,6 +500,7 @@ mod tests {
             ServerConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 allowed_clients: parse_cidr_list("127.0.0.0/8").unwrap(),
+                blocked_sources: Vec::new(),
                 max_inflight: 1,
                 address_refresh: Duration::from_secs(3600),
             },
@@ -648,7 +513,7 @@ mod tests {
         let addr = server.local_addr();
         let stats = server.stats();
         let in_flight = server.in_flight.clone();
-        let (stop, rx) = watch::channel(false);
+        let (stop, rx) = ShutdownTrigger::new();
         let task = tokio::spawn(server.run(rx));
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         sock.connect(addr).await.unwrap();
@@ -691,7 +556,7 @@ mod tests {
         gated.release.notify_one();
         assert_eq!(recv_map_port(&sock).await, 5000);
 
-        let _ = stop.send(true);
+        stop.trigger();
         let _ = tokio::time::timeout(WAIT, task).await;
     }
 }

@@ -50,12 +50,33 @@ pub enum RouterError {
         /// The router's text.
         message: String,
     },
-    /// The connection could not be made or broke (includes TLS failures and `!fatal`).
+    /// The connection could not be made or broke: TCP connect, read or write failed, the
+    /// router closed it, a protocol error, or a TLS handshake cut short by the network.
     #[error("RouterOS API at {address}: {message}")]
     Connection {
         /// The API address.
         address: String,
         /// What happened.
+        message: String,
+    },
+    /// The router ended the session with `!fatal` (rebooting, `/quit`, the user removed, a
+    /// protocol violation). When it answered a command, that command may have run.
+    #[error("RouterOS API at {address}: the router closed the session (!fatal): {reason}")]
+    Fatal {
+        /// The API address.
+        address: String,
+        /// The router's reason.
+        reason: String,
+    },
+    /// api-ssl could not be set up, or the router's certificate was not accepted. Raised before
+    /// any command (the login included) is sent.
+    #[error("RouterOS API at {address}: {message}")]
+    Tls {
+        /// The API address.
+        address: String,
+        /// What kind of problem, for code that must tell them apart.
+        kind: TlsProblem,
+        /// What happened and what to set, for the router owner.
         message: String,
     },
     /// No answer in time (connect, login, command, or waiting for a pooled connection).
@@ -77,4 +98,28 @@ pub enum RouterError {
         /// What was missing, e.g. `=ret= (the new id)`.
         missing: &'static str,
     },
+}
+
+/// What was wrong with api-ssl ([`RouterError::Tls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The certificate is not signed by the CA of MIKROTIK_API_TLS_CA_FILE.
+    UnknownIssuer,
+    /// The certificate does not carry the name checked (the address's host, or
+    /// MIKROTIK_API_TLS_SERVER_NAME).
+    NameMismatch,
+    /// The certificate has expired, or is not valid yet.
+    Expired,
+    /// The certificate's SHA-256 is not MIKROTIK_API_TLS_FINGERPRINT.
+    FingerprintMismatch,
+    /// Any other reason the certificate is refused (revoked, badly encoded, wrong usage).
+    BadCertificate,
+    /// The CA file cannot be read or holds no usable certificate.
+    BadCaFile,
+    /// The TLS settings cannot be used (no way to trust the router, a server name that is
+    /// neither a DNS name nor an IP address).
+    Settings,
+    /// The handshake failed for another reason: an alert from the router, no common protocol
+    /// version or cipher suite.
+    Handshake,
 }

@@ -7,6 +7,7 @@
 //! are still verified, so a pinned certificate cannot be replayed without its key.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -27,8 +28,30 @@ use tokio_rustls::rustls::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::conn::TlsMode;
-use super::error::RouterError;
+use super::error::{RouterError, TlsProblem};
+
+/// How the API connection is protected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (`/ip service api`, port 8728). The password crosses the wire in clear.
+    #[default]
+    Plain,
+    /// api-ssl (8729) with the router's certificate checked. At least one of `ca_file` and
+    /// `fingerprint_sha256` must be given; with both, both must match.
+    Verify {
+        /// PEM file with the CA (or the router's self-signed certificate) to trust: the chain
+        /// and the name (`server_name`, else the host of the address, IP or DNS) are verified.
+        ca_file: Option<PathBuf>,
+        /// SHA-256 of the router's leaf certificate (DER). Only the leaf is matched; its name
+        /// and chain are not checked (RouterOS certificates often have odd names).
+        fingerprint_sha256: Option<[u8; 32]>,
+        /// The name to verify instead of the address's host.
+        server_name: Option<String>,
+    },
+    /// api-ssl with no certificate check at all: only when the user asks for it explicitly
+    /// (MIKROTIK_API_TLS_INSECURE=true). A warning is logged when the connector is built.
+    Insecure,
+}
 
 /// A fingerprint string that is not 32 hex bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -76,6 +99,8 @@ fn hex_colons(bytes: &[u8]) -> String {
 pub struct TlsClient {
     connector: TlsConnector,
     server_name: ServerName<'static>,
+    /// `server_name` as the user wrote it, for messages.
+    name: String,
 }
 
 impl TlsClient {
@@ -83,14 +108,16 @@ impl TlsClient {
     /// the CA file now, so a wrong path is reported at start-up. Logs a warning for
     /// [`TlsMode::Insecure`].
     pub fn new(mode: &TlsMode, address: &str) -> Result<TlsClient, RouterError> {
-        let fail = |message: String| RouterError::Connection {
+        let fail = |kind: TlsProblem, message: String| RouterError::Tls {
             address: address.to_owned(),
+            kind,
             message,
         };
         let provider = Arc::new(ring_provider::default_provider());
         let (verifier, name_override): (Arc<dyn ServerCertVerifier>, Option<&str>) = match mode {
             TlsMode::Plain => {
                 return Err(fail(
+                    TlsProblem::Settings,
                     "internal error: TLS client asked for a plain connection".into(),
                 ))
             }
@@ -118,23 +145,32 @@ impl TlsClient {
                             CertificateDer::pem_file_iter(path)
                                 .and_then(|it| it.collect::<Result<_, _>>())
                                 .map_err(|e| {
-                                    fail(format!(
-                                        "cannot read the TLS CA file {}: {e}",
-                                        path.display()
-                                    ))
+                                    fail(
+                                        TlsProblem::BadCaFile,
+                                        format!(
+                                            "cannot read MIKROTIK_API_TLS_CA_FILE {}: {e}",
+                                            path.display()
+                                        ),
+                                    )
                                 })?;
                         if certs.is_empty() {
-                            return Err(fail(format!(
-                                "the TLS CA file {} holds no PEM certificate",
-                                path.display()
-                            )));
+                            return Err(fail(
+                                TlsProblem::BadCaFile,
+                                format!(
+                                    "MIKROTIK_API_TLS_CA_FILE {} holds no PEM certificate",
+                                    path.display()
+                                ),
+                            ));
                         }
                         for cert in certs {
                             roots.add(cert).map_err(|e| {
-                                fail(format!(
-                                    "the TLS CA file {} holds an unusable certificate: {e}",
-                                    path.display()
-                                ))
+                                fail(
+                                    TlsProblem::BadCaFile,
+                                    format!(
+                                        "MIKROTIK_API_TLS_CA_FILE {} holds an unusable certificate: {e}",
+                                        path.display()
+                                    ),
+                                )
                             })?;
                         }
                         let v = WebPkiServerVerifier::builder_with_provider(
@@ -142,12 +178,17 @@ impl TlsClient {
                             provider.clone(),
                         )
                         .build()
-                        .map_err(|e| fail(format!("cannot use the TLS CA file: {e}")))?;
+                        .map_err(|e| {
+                            fail(
+                                TlsProblem::BadCaFile,
+                                format!("cannot use MIKROTIK_API_TLS_CA_FILE: {e}"),
+                            )
+                        })?;
                         Some(v)
                     }
                 };
                 if chain.is_none() && fingerprint_sha256.is_none() {
-                    return Err(fail("api-ssl needs a way to trust the router: set MIKROTIK_API_TLS_CA_FILE or MIKROTIK_API_TLS_FINGERPRINT (or, knowingly, MIKROTIK_API_TLS_INSECURE=true)".into()));
+                    return Err(fail(TlsProblem::Settings, "api-ssl needs a way to trust the router: set MIKROTIK_API_TLS_CA_FILE or MIKROTIK_API_TLS_FINGERPRINT (or, knowingly, MIKROTIK_API_TLS_INSECURE=true)".into()));
                 }
                 (
                     Arc::new(PinnedVerifier {
@@ -161,7 +202,7 @@ impl TlsClient {
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| fail(format!("TLS set-up failed: {e}")))?
+            .map_err(|e| fail(TlsProblem::Settings, format!("TLS set-up failed: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
@@ -169,19 +210,22 @@ impl TlsClient {
         let server_name = match host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => ServerName::try_from(host.to_owned()).map_err(|_| {
-                fail(format!(
-                    "{host:?} is neither an IP address nor a DNS name usable for TLS"
-                ))
+                fail(
+                    TlsProblem::Settings,
+                    format!("{host:?} is neither an IP address nor a DNS name usable for TLS"),
+                )
             })?,
         };
         Ok(TlsClient {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
+            name: host.to_owned(),
         })
     }
 
     /// Runs the TLS handshake on a connected socket. The caller bounds it with its connect
-    /// timeout.
+    /// timeout. A refused certificate or a TLS alert is [`RouterError::Tls`]; the network
+    /// failing half-way (a reset while the router reboots) is [`RouterError::Connection`].
     pub async fn handshake(
         &self,
         tcp: TcpStream,
@@ -190,9 +234,16 @@ impl TlsClient {
         self.connector
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|e| RouterError::Connection {
-                address: address.to_owned(),
-                message: format!("TLS handshake failed: {}", explain(&e)),
+            .map_err(|e| match classify(&e, &self.name) {
+                Some((kind, why)) => RouterError::Tls {
+                    address: address.to_owned(),
+                    kind,
+                    message: format!("TLS handshake failed: {why}"),
+                },
+                None => RouterError::Connection {
+                    address: address.to_owned(),
+                    message: format!("TLS handshake failed: {e}"),
+                },
             })
     }
 }
@@ -208,31 +259,44 @@ fn host_of(address: &str) -> &str {
     }
 }
 
-/// Makes rustls's certificate errors read as advice for a router owner.
-fn explain(e: &std::io::Error) -> String {
-    let inner = e
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<TlsError>())
-        .cloned();
-    match inner {
-        Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-            "the router's certificate is not signed by the CA in MIKROTIK_API_TLS_CA_FILE (unknown issuer)".into()
-        }
-        Some(TlsError::InvalidCertificate(CertificateError::BadSignature)) => {
-            "the router's certificate is not signed by the CA in MIKROTIK_API_TLS_CA_FILE (a CA of the same name, but another key)".into()
-        }
-        Some(TlsError::InvalidCertificate(CertificateError::NotValidForName))
-        | Some(TlsError::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
-            "the router's certificate does not name the address we connect to; set the TLS server name or pin its fingerprint".into()
-        }
-        Some(TlsError::InvalidCertificate(CertificateError::Expired))
-        | Some(TlsError::InvalidCertificate(CertificateError::ExpiredContext { .. })) => {
-            "the router's certificate has expired".into()
-        }
-        Some(TlsError::InvalidCertificate(CertificateError::Other(o))) => o.to_string(),
-        Some(other) => other.to_string(),
-        None => e.to_string(),
-    }
+/// What a failed handshake means for a router owner: the kind of TLS problem and advice, or
+/// `None` when it was not TLS that failed but the connection under it. `name` is the name the
+/// certificate was checked against.
+fn classify(e: &std::io::Error, name: &str) -> Option<(TlsProblem, String)> {
+    let inner = e.get_ref()?.downcast_ref::<TlsError>()?;
+    let found = match inner {
+        TlsError::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => (
+                TlsProblem::UnknownIssuer,
+                "the router's certificate is not signed by the CA in MIKROTIK_API_TLS_CA_FILE (unknown issuer)".to_owned(),
+            ),
+            CertificateError::BadSignature => (
+                TlsProblem::UnknownIssuer,
+                "the router's certificate is not signed by the CA in MIKROTIK_API_TLS_CA_FILE (a CA of the same name, but another key)".to_owned(),
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => (
+                TlsProblem::NameMismatch,
+                format!("the router's certificate does not name {name:?} (the host of MIKROTIK_API_ADDRESS, or MIKROTIK_API_TLS_SERVER_NAME when set); set MIKROTIK_API_TLS_SERVER_NAME to a name the certificate carries, or pin the certificate with MIKROTIK_API_TLS_FINGERPRINT"),
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
+                TlsProblem::Expired,
+                "the router's certificate has expired".to_owned(),
+            ),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => (
+                TlsProblem::Expired,
+                "the router's certificate is not valid yet (check the clocks of the router and of this host)".to_owned(),
+            ),
+            CertificateError::Other(o) if o.0.downcast_ref::<FingerprintMismatch>().is_some() => {
+                (TlsProblem::FingerprintMismatch, o.0.to_string())
+            }
+            other => (
+                TlsProblem::BadCertificate,
+                format!("the router's certificate is not accepted: {other}"),
+            ),
+        },
+        other => (TlsProblem::Handshake, other.to_string()),
+    };
+    Some(found)
 }
 
 /// The leaf's fingerprint did not match the pinned one.
@@ -357,6 +421,16 @@ mod tests {
         };
         let err = TlsClient::new(&mode, "127.0.0.1:8729").err().unwrap();
         assert!(
+            matches!(
+                err,
+                RouterError::Tls {
+                    kind: TlsProblem::Settings,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
             err.to_string().contains("MIKROTIK_API_TLS_CA_FILE"),
             "{err}"
         );
@@ -370,6 +444,16 @@ mod tests {
             server_name: None,
         };
         let err = TlsClient::new(&mode, "127.0.0.1:8729").err().unwrap();
+        assert!(
+            matches!(
+                err,
+                RouterError::Tls {
+                    kind: TlsProblem::BadCaFile,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }

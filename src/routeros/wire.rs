@@ -136,8 +136,9 @@ fn lossy(word: &[u8]) -> String {
     String::from_utf8_lossy(word).into_owned()
 }
 
-/// A command sentence, as a client sends it and the emulator reads it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A command sentence, as a client sends it and the emulator reads it. `Debug` shows `***`
+/// for the value of a password attribute (`/login =password=`).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Command {
     /// The command word, e.g. `/ip/firewall/nat/add`.
     pub path: String,
@@ -147,6 +148,34 @@ pub struct Command {
     pub queries: Vec<String>,
     /// The `.tag=` API attribute, if any.
     pub tag: Option<String>,
+}
+
+/// Whether an attribute holds a secret (`password`, `old-password`, `new-password`).
+fn is_secret(name: &str) -> bool {
+    name.ends_with("password")
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let attributes: Vec<(&str, &str)> = self
+            .attributes
+            .iter()
+            .map(|(name, value)| {
+                let shown = if is_secret(name) {
+                    "***"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Command")
+            .field("path", &self.path)
+            .field("attributes", &attributes)
+            .field("queries", &self.queries)
+            .field("tag", &self.tag)
+            .finish()
+    }
 }
 
 impl Command {
@@ -354,6 +383,23 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_a_login_command_hides_the_password() {
+        let cmd = Command::new("/login")
+            .attr("name", "natpmp")
+            .attr("password", "s3cret!")
+            .tagged("1");
+        let shown = format!("{cmd:?} {cmd:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("natpmp") && shown.contains("***"), "{shown}");
+        let cmd = Command::new("/password")
+            .attr("old-password", "old-s3cret")
+            .attr("new-password", "new-s3cret");
+        assert!(!format!("{cmd:?}").contains("s3cret"));
+        // The wire form still carries it: only `Debug` hides it.
+        assert_eq!(cmd.get("new-password"), Some("new-s3cret"));
+    }
 
     /// ROUTEROS_API.md §1.1 test vectors.
     #[test]

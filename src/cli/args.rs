@@ -1,0 +1,326 @@
+//! The command line: the subcommands and their arguments ([`Cli`], [`Command`]), and how a
+//! parse error is shown ([`render_error`]: one line naming the environment variable).
+//!
+//! The daemon's own settings are [`DaemonArgs`] in `config`; the subcommands' argument types
+//! that belong to one subcommand live with it (`check`, `client`, `health`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cli::check::CheckArgs;
+use crate::cli::client::ClientArgs;
+use crate::cli::health::HealthArgs;
+use crate::config::value::{
+    parse_duration_within, parse_listen_addr, parse_log_level, parse_password, Expected, LogLevel,
+    MAX_INTERVAL,
+};
+use crate::config::DaemonArgs;
+use crate::routeros::conn::Password;
+
+/// `double-natpmp`: the daemon (default) and its helper subcommands.
+#[derive(Debug, Parser)]
+#[command(
+    name = "double-natpmp",
+    version,
+    about = "NAT-PMP for LAN clients behind a MikroTik router, through a VPN gateway that speaks NAT-PMP",
+    long_about = "NAT-PMP for LAN clients behind a MikroTik router, through a VPN gateway that \
+                  speaks NAT-PMP (ProtonVPN-style).\n\nWithout a subcommand it runs the daemon, \
+                  configured by the environment variables shown with each option.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// What to run; the daemon when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The daemon's settings, when no subcommand is given; here so that they are checked and
+    /// shown in `--help`. Always `None` in practice (clap does not tell whether a group with a
+    /// nested flatten is present): use [`Cli::daemon_args`].
+    #[command(flatten)]
+    pub run: Option<DaemonArgs>,
+}
+
+/// The daemon's settings alone, parsed again when [`Cli::run`] is `None`.
+#[derive(Debug, Parser)]
+#[command(name = "double-natpmp")]
+struct DaemonOnly {
+    #[command(flatten)]
+    run: DaemonArgs,
+}
+
+impl Cli {
+    /// The daemon's settings when no subcommand was given, from the process's flags and
+    /// environment alike.
+    pub fn daemon_args(run: Option<DaemonArgs>) -> Result<DaemonArgs, clap::Error> {
+        match run {
+            Some(args) => Ok(args),
+            None => DaemonOnly::try_parse().map(|d| d.run),
+        }
+    }
+}
+
+/// The daemon's settings alone from `argv` (program name first) and the environment: for the
+/// demo and tests, which build a daemon's settings themselves.
+pub fn daemon_args_from<I, T>(argv: I) -> Result<DaemonArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    DaemonOnly::try_parse_from(argv).map(|d| d.run)
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the same as giving no subcommand).
+    Run(DaemonArgs),
+    /// Run the daemon against built-in RouterOS and VPN-gateway emulators on loopback.
+    Demo(DemoArgs),
+    /// Ask a NAT-PMP gateway for the external address, or map or delete a port (like natpmpc).
+    Client(ClientArgs),
+    /// Diagnose a set-up: router API, login, policies, VPN interface, upstream NAT-PMP, and a
+    /// test mapping made and removed on both layers.
+    Check(CheckArgs),
+    /// Exit 0 when the daemon answers NAT-PMP (for a container HEALTHCHECK; needs no shell).
+    Health(HealthArgs),
+    /// (testing) Run only the NAT-PMP gateway emulator.
+    #[command(hide = true)]
+    SimGateway(SimGatewayArgs),
+    /// (testing) Run only the RouterOS API emulator.
+    #[command(hide = true)]
+    SimRouter(SimRouterArgs),
+}
+
+/// `double-natpmp sim-router`: the RouterOS API emulator alone, for tests in namespaces.
+#[derive(Debug, Clone, Args)]
+pub struct SimRouterArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8728", value_parser = parse_listen_addr)]
+    pub listen: SocketAddr,
+    /// API user.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+    /// API password.
+    #[arg(long, default_value = "admin", value_parser = parse_password)]
+    pub password: Password,
+    /// The user's policies, comma-separated.
+    #[arg(long, default_value = "read,write,api,test")]
+    pub policies: String,
+    /// Interfaces the router has (repeatable), `name` or `name:type` (the `/interface/print`
+    /// type, e.g. `rtr-v:wg`; guessed from the name otherwise).
+    #[arg(long = "interface", default_values = ["ether1", "bridge", "wg-proton"])]
+    pub interfaces: Vec<String>,
+    /// A route for /ip/route/check: `network/len,interface,gateway` (repeatable).
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// An interface-list member: `LIST=interface` (repeatable).
+    #[arg(long = "interface-list")]
+    pub interface_lists: Vec<String>,
+    /// An address: `address/len,interface` (repeatable; replaces the defaults).
+    #[arg(long = "address")]
+    pub addresses: Vec<String>,
+    /// A NAT rule present from the start, as an admin made it: `key=value,key=value…`
+    /// (repeatable).
+    #[arg(long = "nat-rule")]
+    pub nat_rules: Vec<String>,
+    /// Mirror dst-nat rules into nftables in this network namespace.
+    #[arg(long)]
+    pub nft_netns: Option<String>,
+    /// The nftables table (family ip) of the mirror.
+    #[arg(long, default_value = "mikrotik")]
+    pub nft_table: String,
+    /// The nftables chain of the mirror.
+    #[arg(long, default_value = "dstnat")]
+    pub nft_chain: String,
+}
+
+/// `double-natpmp sim-gateway`: the NAT-PMP gateway emulator alone, for tests in namespaces.
+#[derive(Debug, Clone, Args)]
+pub struct SimGatewayArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:5351", value_parser = parse_listen_addr)]
+    pub listen: SocketAddr,
+    /// The external address it reports.
+    #[arg(long, default_value = "198.51.101.7")]
+    pub external_address: Ipv4Addr,
+    /// Lifetime cap in seconds.
+    #[arg(long, default_value = "60")]
+    pub max_lifetime: u32,
+    /// Ports per peer before result 4.
+    #[arg(long, default_value = "5")]
+    pub quota: usize,
+}
+
+/// `double-natpmp demo` settings.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where the demo daemon listens for NAT-PMP.
+    #[arg(long, default_value = "127.0.0.1:5351", value_parser = parse_listen_addr)]
+    pub listen: SocketAddr,
+    /// Stop by itself after this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = demo_duration)]
+    pub duration: Option<Duration>,
+    /// Log level (DEBUG, INFO, WARN, ERROR).
+    #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = parse_log_level)]
+    pub log_level: LogLevel,
+}
+
+/// `demo --duration`: 1 s to 1 week.
+fn demo_duration(s: &str) -> Result<Duration, Expected> {
+    parse_duration_within(s, Duration::from_secs(1), MAX_INTERVAL)
+}
+
+/// Renders a clap error as one line that names the environment variable, the value and what is
+/// expected. Help and version output pass through unchanged.
+pub fn render_error(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let arg_name = |ctx: Option<&ContextValue>| -> Option<String> {
+        match ctx {
+            Some(ContextValue::String(s)) => Some(s.clone()),
+            Some(ContextValue::Strings(v)) => v.first().cloned(),
+            _ => None,
+        }
+    };
+    // "--vpn-gateway <VPN_GATEWAY>" -> the env var of the arg with that long name.
+    let env_of = |rendered: &str| -> String {
+        let long = rendered
+            .trim_start_matches('-')
+            .split([' ', '='])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        find_env(&cmd, &long).unwrap_or_else(|| rendered.to_owned())
+    };
+    match err.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            let arg = arg_name(err.get(ContextKind::InvalidArg)).unwrap_or_default();
+            let value = match err.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let why = std::error::Error::source(err)
+                .map(|s| s.to_string())
+                .or_else(|| match err.get(ContextKind::ValidValue) {
+                    Some(ContextValue::Strings(v)) => {
+                        Some(format!("expected one of {}", v.join(", ")))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| "invalid value".to_owned());
+            format!("error: {}='{}': {}", env_of(&arg), value, why)
+        }
+        ErrorKind::MissingRequiredArgument => {
+            let names: Vec<String> = match err.get(ContextKind::InvalidArg) {
+                Some(ContextValue::Strings(v)) => v.iter().map(|a| env_of(a)).collect(),
+                Some(ContextValue::String(s)) => vec![env_of(s)],
+                _ => Vec::new(),
+            };
+            let extra = if names.iter().any(|n| n == "MIKROTIK_API_PASSWORD") {
+                " (or MIKROTIK_API_PASSWORD_FILE)"
+            } else {
+                ""
+            };
+            let verb = if names.len() == 1 { "is" } else { "are" };
+            format!(
+                "error: {} {verb} not set{extra}; see --help",
+                names.join(", ")
+            )
+        }
+        _ => err.to_string().trim_end().to_owned(),
+    }
+}
+
+fn find_env(cmd: &clap::Command, long: &str) -> Option<String> {
+    for arg in cmd.get_arguments() {
+        if arg.get_long() == Some(long) {
+            return arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .or_else(|| Some(format!("--{long}")));
+        }
+    }
+    cmd.get_subcommands().find_map(|sub| find_env(sub, long))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_value_error_names_variable_value_and_expectation() {
+        let err = Cli::try_parse_from([
+            "double-natpmp",
+            "--vpn-gateway",
+            "notanip",
+            "--mikrotik-api-address",
+            "r",
+            "--mikrotik-api-password",
+            "p",
+        ])
+        .unwrap_err();
+        let line = render_error(&err);
+        assert!(line.contains("VPN_GATEWAY"), "{line}");
+        assert!(line.contains("'notanip'"), "{line}");
+        assert!(line.contains("IPv4"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn zero_upstream_retry_error_names_variable_value_and_bounds() {
+        let err = daemon_args_from([
+            "double-natpmp",
+            "--vpn-gateway=10.2.0.1",
+            "--mikrotik-api-address=r",
+            "--mikrotik-api-password=p",
+            "--upstream-retry=0",
+        ])
+        .unwrap_err();
+        let line = render_error(&err);
+        assert!(
+            line.starts_with("error: UPSTREAM_RETRY='0': expected a duration from 1ms to 1d"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn no_debug_of_a_parsed_command_line_shows_a_password() {
+        let secret = "s3cret-Pa55";
+        let password = format!("--mikrotik-api-password={secret}");
+        let check = Cli::try_parse_from([
+            "double-natpmp",
+            "check",
+            "--vpn-gateway=10.2.0.1",
+            "--mikrotik-api-address=r",
+            &password,
+        ])
+        .unwrap();
+        let run = daemon_args_from([
+            "double-natpmp",
+            "--vpn-gateway=10.2.0.1",
+            "--mikrotik-api-address=r",
+            &password,
+        ])
+        .unwrap();
+        let sim = Cli::try_parse_from([
+            "double-natpmp",
+            "sim-router",
+            &format!("--password={secret}"),
+        ])
+        .unwrap();
+        for shown in [
+            format!("{check:?}"),
+            format!("{run:?}"),
+            format!("{sim:#?}"),
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        match sim.command {
+            Some(Command::SimRouter(args)) => assert_eq!(args.password.expose(), secret),
+            other => panic!("not sim-router: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! [`AddressCache`]: the upstream gateway's external address, which the front end answers
+//! opcode 0 with (RFC 6886 §3.2), asked once and kept fresh in the background.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::natpmp::upstream::Upstream;
+use crate::shutdown::Shutdown;
+
+/// The upstream gateway's external address, asked once and cached.
+///
+/// A request finds the cached address, or (when there is none) asks the upstream itself, with
+/// concurrent askers sharing one exchange. A background refresh ([`AddressCache::refresh_loop`])
+/// asks again every `refresh` interval; a failed exchange clears the cache, so clients get
+/// result 3 with 0.0.0.0 (C-21) until the upstream answers again, and the next request retries.
+pub struct AddressCache<U> {
+    upstream: Arc<U>,
+    cached: StdMutex<Option<Ipv4Addr>>,
+    epoch_observer: StdMutex<Option<EpochObserver>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// Called with the upstream's SSSoE from each address reply (C-48: the mapping layer watches it
+/// for a gateway that lost its state).
+pub type EpochObserver = Arc<dyn Fn(u32) + Send + Sync>;
+
+impl<U: Upstream> AddressCache<U> {
+    /// An empty cache in front of `upstream`.
+    pub fn new(upstream: Arc<U>) -> AddressCache<U> {
+        AddressCache {
+            upstream,
+            cached: StdMutex::new(None),
+            epoch_observer: StdMutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The cached address, if any.
+    pub fn cached(&self) -> Option<Ipv4Addr> {
+        match self.cached.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
+    fn store(&self, value: Option<Ipv4Addr>) {
+        let old = match self.cached.lock() {
+            Ok(mut g) => std::mem::replace(&mut *g, value),
+            Err(p) => std::mem::replace(&mut *p.into_inner(), value),
+        };
+        if old != value {
+            match value {
+                Some(a) => info!(external_address = %a, "upstream external address"),
+                None => warn!("upstream external address unknown: answering result 3 until the VPN gateway answers"),
+            }
+        }
+    }
+
+    /// The address, asking the upstream when none is cached. `None`: the upstream did not answer
+    /// with one.
+    pub async fn get(&self) -> Option<Ipv4Addr> {
+        if let Some(a) = self.cached() {
+            return Some(a);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        // Someone else may have fetched it while we waited.
+        if let Some(a) = self.cached() {
+            return Some(a);
+        }
+        self.fetch().await
+    }
+
+    /// Sets the function that sees the upstream's SSSoE of every address reply.
+    pub fn set_epoch_observer(&self, observer: EpochObserver) {
+        match self.epoch_observer.lock() {
+            Ok(mut g) => *g = Some(observer),
+            Err(p) => *p.into_inner() = Some(observer),
+        }
+    }
+
+    /// Asks the upstream now and updates the cache.
+    pub async fn fetch(&self) -> Option<Ipv4Addr> {
+        match self.upstream.external_address().await {
+            Ok(reply) => {
+                let observer = match self.epoch_observer.lock() {
+                    Ok(g) => g.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                if let Some(observe) = observer {
+                    observe(reply.epoch);
+                }
+                self.store(Some(reply.address));
+                Some(reply.address)
+            }
+            Err(e) => {
+                warn!(error = %e, "upstream external address request failed");
+                self.store(None);
+                None
+            }
+        }
+    }
+
+    /// Refreshes every `every` until `shutdown` fires.
+    pub async fn refresh_loop(&self, every: Duration, mut shutdown: Shutdown) {
+        loop {
+            {
+                let _one_at_a_time = self.fetching.lock().await;
+                self.fetch().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.recv() => return,
+            }
+        }
+    }
+}
