@@ -500,7 +500,7 @@ impl Bench {
             gateway,
             daemon,
             // Internal ports are unique per run, so the router port is the internal port
-            // (ARCHITECTURE.md: R = I preferred) and no run depends on the fallback range.
+            // (docs/architecture.md §4: R = I preferred) and no run depends on the fallback range.
             next_port: 1024,
         })
     }

@@ -22,7 +22,7 @@ corpus=$here/corpus/$target
 logs=$here/logs
 mkdir -p "$corpus" "$logs"
 
-# --- seed corpus: the test vectors of NATPMP_CONFORMANCE.md (appendix) and ROUTEROS_API.md --
+# --- seed corpus: the test vectors of docs/conformance.md (appendix) and docs/routeros-api.md §1.1 --
 seed() { # seed <name> <printf-format>
     printf "$2" >"$corpus/seed-$1"
 }

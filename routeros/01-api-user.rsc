@@ -4,7 +4,7 @@
 # Edit the variables below, then:  /import file-name=01-api-user.rsc
 # (or paste the whole { ... } block into a terminal at once).
 #
-# Policies (ROUTEROS_API.md 2.6):
+# Policies (docs/routeros-api.md section 2.6):
 #   read  - print the NAT table, identity and version
 #   write - add and remove the daemon's dst-nat rules
 #   api   - log in through the API

@@ -5,7 +5,7 @@
 #      does not come from the LAN list, and the container bridge is not in it).
 #   2. dstnat: LAN clients' NAT-PMP (UDP 5351 to any router address) goes to the container.
 #      Only packets arriving on the LAN interface list match, so nothing from the VPN side
-#      can ask for mappings (RFC 6886 3.3, NATPMP_CONFORMANCE C-39); the container's own
+#      can ask for mappings (RFC 6886 3.3, docs/conformance.md C-39); the container's own
 #      packets never match (they come from the container address, not from the LAN list).
 #   3. srcnat: the container's NAT-PMP toward the VPN gateway leaves the tunnel as the
 #      tunnel's address (the provider answers only that address).

@@ -24,7 +24,7 @@ done
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" -eq 0 ]; then
     log "installing ${need_pkgs[*]}"
-    # miniupnpd must not start a daemon in this machine's own namespace (LAB.md pitfall 11).
+    # miniupnpd must not start a daemon in this machine's own namespace (docs/lab.md pitfall 11).
     echo "miniupnpd miniupnpd/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

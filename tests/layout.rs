@@ -1,5 +1,5 @@
 //! The source layout, checked: no import cycle between files of `src/`, and no file of `src/`
-//! with more than 500 lines of non-test code (STYLE.md §2, issue 9).
+//! with more than 500 lines of non-test code (issue 9: one concept per file).
 //!
 //! Std only, no compiler: every `.rs` file under `src/` is read with its comments, strings and
 //! test code (`#[cfg(test)]` items, and files declared by `#[cfg(test)] mod x;`) blanked out;

@@ -3,7 +3,7 @@
 //! ProtonVPN-like gateway emulator, each on 127.0.0.1:0. The same scenarios as
 //! `mapping_inprocess.rs`, but every layer speaks its real wire protocol, and what a user would
 //! see is read from the emulators' tables (`nat_rules()`, `mappings()`) and command counters.
-//! Rule numbers (C-xx) refer to NATPMP_CONFORMANCE.md.
+//! Rule numbers (C-xx) refer to docs/conformance.md.
 //!
 //! Network safety: everything is bound to and sent to loopback only.
 

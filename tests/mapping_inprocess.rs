@@ -1,7 +1,7 @@
 //! The mapping orchestrator against in-process fakes of the router and the VPN gateway: every
-//! transaction of ARCHITECTURE.md "Transactions", failure handling, the reconciler, expiry and
+//! transaction of docs/architecture.md §3 (Transactions), failure handling, the reconciler, expiry and
 //! shutdown. Time is tokio's paused clock, so expiry and timeouts run instantly and exactly.
-//! Rule numbers (C-xx) refer to NATPMP_CONFORMANCE.md.
+//! Rule numbers (C-xx) refer to docs/conformance.md.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};

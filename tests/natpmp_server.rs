@@ -1,5 +1,5 @@
 //! The NAT-PMP front end over real UDP on loopback, with a scripted upstream: the server-level
-//! rules of NATPMP_CONFORMANCE.md (C-numbers in the test names).
+//! rules of docs/conformance.md (C-numbers in the test names).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -439,7 +439,7 @@ async fn c48_address_replies_feed_the_upstream_epoch_to_the_observer() {
 }
 
 /// Whether RFC 6886 asks for an answer to `packet`, written from the RFC (and erratum 3618) as
-/// NATPMP_CONFORMANCE.md reads it, not from our codec.
+/// docs/conformance.md reads it, not from our codec.
 fn deserves_reply(packet: &[u8]) -> bool {
     match packet {
         // Too short to be a request (C-08).

@@ -1,5 +1,5 @@
 //! The upstream NAT-PMP client against the gateway emulator (and against raw fake gateways for
-//! malformed replies), all on 127.0.0.1. C-numbers refer to NATPMP_CONFORMANCE.md.
+//! malformed replies), all on 127.0.0.1. C-numbers refer to docs/conformance.md.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};

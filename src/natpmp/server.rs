@@ -2,7 +2,7 @@
 //!
 //! One socket, bound to LISTEN_ADDR; every reply leaves from it, so the router's connection
 //! tracking rewrites the source back to the gateway address the client asked (RFC 6886 §3.1;
-//! NATPMP_CONFORMANCE.md 1K). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39),
+//! docs/conformance.md §1K, Q-05). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39),
 //! and so, checked first, are requests from [`ServerConfig::blocked_sources`] (the VPN gateway,
 //! the router's own tunnel address), which the default private ranges would let in.
 //!

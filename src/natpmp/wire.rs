@@ -6,7 +6,7 @@
 //! (toward the upstream VPN gateway) writes requests with [`encode_request`] and reads replies
 //! with [`parse_response`].
 //!
-//! Rule numbers (C-xx) refer to `NATPMP_CONFORMANCE.md` in the shared design folder.
+//! Rule numbers (C-xx) refer to `docs/conformance.md`.
 
 use std::net::Ipv4Addr;
 

@@ -158,7 +158,7 @@ pub trait Router: Send + Sync + 'static {
 const NAT_PROPLIST: &str = ".id,chain,action,protocol,in-interface,in-interface-list,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
 
 /// The policy a command probably needs, to name it when the router says `not enough
-/// permissions` (ROUTEROS_API.md §2.6).
+/// permissions` (docs/routeros-api.md §2.6).
 fn policy_for(path: &str) -> Option<&'static str> {
     let verb = path.rsplit('/').next().unwrap_or("");
     if path.starts_with("/ip/route/check") {
@@ -175,7 +175,7 @@ fn policy_for(path: &str) -> Option<&'static str> {
     }
 }
 
-/// Maps a `!trap` of command `path` to a typed error (ROUTEROS_API.md §2.1, §2.3, §2.6).
+/// Maps a `!trap` of command `path` to a typed error (docs/routeros-api.md §2.1, §2.3, §2.6).
 pub fn trap_error(path: &str, trap: &Reply) -> RouterError {
     let message = trap.get("message").unwrap_or("(no message)").to_owned();
     let category = trap.get("category").and_then(|c| c.parse::<u8>().ok());

@@ -2,7 +2,7 @@
 //!
 //! A [`Connector`] holds the settings ([`ApiConfig`]) and the prepared TLS client, and makes
 //! [`Connection`]s. A connection runs one tagged command at a time and collects its replies up
-//! to the `!done` (ROUTEROS_API.md §1.2). Anything unexpected on the wire (a framing error, an
+//! to the `!done` (docs/routeros-api.md §1.2). Anything unexpected on the wire (a framing error, an
 //! unknown reply word, a reply with a foreign tag, `!fatal`, a timeout, a dropped future) poisons
 //! the connection: [`Connection::is_broken`] then says so and the pool never reuses it.
 
@@ -368,7 +368,7 @@ impl Connection {
                 Ok(Some((words, used))) => {
                     self.buf.drain(..used);
                     if words.is_empty() {
-                        // ROUTEROS_API.md §1.2: empty sentences are ignored.
+                        // docs/routeros-api.md §1.2: empty sentences are ignored.
                         continue;
                     }
                     return Reply::from_words(&words)
@@ -392,7 +392,7 @@ impl Connection {
         }
     }
 
-    /// Plain login (RouterOS 6.43+ and v7, ROUTEROS_API.md §1.4).
+    /// Plain login (RouterOS 6.43+ and v7, docs/routeros-api.md §1.4).
     async fn login(&mut self, user: &str, password: &Password) -> Result<(), RouterError> {
         // Never log these attributes: the password is one of them.
         let cmd = Command::new("/login")

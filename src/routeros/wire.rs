@@ -2,7 +2,7 @@
 //!
 //! Shared by our client (`conn`) and our emulator (`sim::routeros`), so both speak exactly one
 //! encoding. A word is a 1..5-byte big-endian length prefix and that many bytes; a sentence is
-//! words ended by a zero-length word (ROUTEROS_API.md §1.1, §1.2). The decoder never scans for
+//! words ended by a zero-length word (docs/routeros-api.md §1.1, §1.2). The decoder never scans for
 //! terminators: a 256-byte word's prefix `81 00` contains a zero byte.
 
 use thiserror::Error;
@@ -16,7 +16,7 @@ pub const MAX_SENTENCE_WORDS: usize = 4096;
 /// A framing error: the byte stream cannot be read further and the connection must be dropped.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum WireError {
-    /// A first length byte ≥ 0xF8: a reserved control byte (ROUTEROS_API.md §1.1).
+    /// A first length byte ≥ 0xF8: a reserved control byte (docs/routeros-api.md §1.1).
     #[error("reserved control byte 0x{0:02X} in the API stream")]
     ControlByte(u8),
     /// A word longer than [`MAX_WORD_LEN`].
@@ -33,7 +33,7 @@ pub enum WireError {
     BadCommand(String),
 }
 
-/// Appends the length prefix of a `len`-byte word (all five forms of ROUTEROS_API.md §1.1).
+/// Appends the length prefix of a `len`-byte word (all five forms of docs/routeros-api.md §1.1).
 pub fn encode_length(len: usize, out: &mut Vec<u8>) {
     // Lengths beyond u32 cannot be framed; words that long are never built here (MAX_WORD_LEN).
     let len = u32::try_from(len).unwrap_or(u32::MAX);
@@ -96,7 +96,7 @@ pub type Decoded = (Vec<Vec<u8>>, usize);
 ///
 /// `Ok(None)`: the sentence is not complete yet. `Ok(Some((words, used)))`: `used` bytes were
 /// consumed. An empty sentence (a lone terminator) comes back as an empty word list; callers
-/// skip it (ROUTEROS_API.md §1.2). Words are bytes; RouterOS does not promise UTF-8.
+/// skip it (docs/routeros-api.md §1.2). Words are bytes; RouterOS does not promise UTF-8.
 pub fn decode_sentence(buf: &[u8]) -> Result<Option<Decoded>, WireError> {
     let mut pos = 0;
     let mut words = Vec::new();
@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(cmd.get("new-password"), Some("new-s3cret"));
     }
 
-    /// ROUTEROS_API.md §1.1 test vectors.
+    /// docs/routeros-api.md §1.1 test vectors.
     #[test]
     fn length_prefix_vectors() {
         let cases: &[(usize, &[u8])] = &[

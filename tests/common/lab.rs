@@ -1,4 +1,4 @@
-//! A network-namespace lab with real peers, after shared/design/LAB.md:
+//! A network-namespace lab with real peers, after docs/lab.md §1:
 //!
 //! ```text
 //!  inet ns                 vpn ns (gateway)                 router ns (MikroTik + daemon)      lan ns
@@ -46,7 +46,7 @@ impl Host {
 
 /// Addresses of the lab.
 pub const INET_IP: &str = "198.51.101.1";
-/// The VPN's public address (miniupnpd refuses reserved ranges, LAB.md pitfall 1).
+/// The VPN's public address (miniupnpd refuses reserved ranges, docs/lab.md pitfall 1).
 pub const EXT_IP: &str = "198.51.101.7";
 /// The VPN gateway's tunnel-side address.
 pub const GW_IP: &str = "10.2.0.1";
@@ -167,7 +167,7 @@ impl Lab {
                  ip route add default via {ROUTER_LAN_IP}"
             ),
         );
-        // The gateway's skeleton that miniupnpd fills (LAB.md), and the router's NAT table whose
+        // The gateway's skeleton that miniupnpd fills (docs/lab.md §2), and the router's NAT table whose
         // dstnat chain stands for the MikroTik's /ip/firewall/nat dstnat rules.
         lab.nft(
             Host::Vpn,
@@ -290,7 +290,7 @@ impl Lab {
         rx
     }
 
-    /// Starts miniupnpd as the VPN gateway (LAB.md config) and waits until it answers NAT-PMP.
+    /// Starts miniupnpd as the VPN gateway (docs/lab.md §2) and waits until it answers NAT-PMP.
     pub fn start_miniupnpd(&mut self, allow: &str) {
         let dir = self.dir.path();
         let conf = dir.join("miniupnpd.conf");
@@ -339,7 +339,7 @@ impl Lab {
         }
     }
 
-    /// Runs natpmpc in the LAN host (line-buffered, LAB.md pitfall 7) with a time limit.
+    /// Runs natpmpc in the LAN host (line-buffered, docs/lab.md pitfall 7) with a time limit.
     pub fn natpmpc(&self, args: &[&str]) -> NatpmpcOutput {
         let mut argv = vec!["timeout", "20", "stdbuf", "-oL", "natpmpc"];
         argv.extend_from_slice(args);

@@ -1,4 +1,4 @@
-//! One test per packet-form rule of NATPMP_CONFORMANCE.md §1A-1D and §1F, named after its
+//! One test per packet-form rule of docs/conformance.md §1A-1D and §1F, named after its
 //! C-number and using the appendix vectors byte for byte; property tests at the end.
 
 use super::*;
@@ -815,7 +815,7 @@ mod props {
 
         #[test]
         fn prop_near_valid_requests_are_classified_per_rfc(packet in near_request()) {
-            // An oracle written from NATPMP_CONFORMANCE.md, independent of parse_request.
+            // An oracle written from docs/conformance.md, independent of parse_request.
             let got = parse_request(&packet);
             match packet[..] {
                 [] | [_] => prop_assert!(

@@ -1,7 +1,7 @@
 //! A NAT-PMP gateway emulator with ProtonVPN-like behaviour.
 //!
 //! It keeps a mapping table and answers NAT-PMP like ProtonVPN's gateway is reported to
-//! (ARCHITECTURE.md, NATPMP_CONFORMANCE.md U-05, C-37): lifetimes capped at 60 s, a random
+//! (docs/architecture.md §5, docs/routeros-api.md §4, docs/conformance.md U-05, C-37): lifetimes capped at 60 s, a random
 //! external port for each new mapping, the internal port honoured, a per-peer quota answered with
 //! result 4, mappings that really expire, and an epoch (SSSoE) that restarts when state is lost.
 //! It does not forward any traffic; it only keeps the table.

@@ -295,7 +295,7 @@ fn print(
     Ok(Outcome::Replies(out))
 }
 
-/// `!empty` exists from RouterOS 7.18 (ROUTEROS_API.md §1.3).
+/// `!empty` exists from RouterOS 7.18 (docs/routeros-api.md §1.3).
 pub(crate) fn empty_enabled(version: &str) -> bool {
     let mut parts = version
         .split(|c: char| !c.is_ascii_digit())
@@ -324,7 +324,7 @@ pub(crate) fn route_row(shared: &Shared, dst: Ipv4Addr, tag: &Option<String>) ->
             .attr("status", "ok")
             .attr("interface", r.interface.clone())
             .attr("nexthop", r.gateway.to_string()),
-        // The real reply without a route is unknown (ROUTEROS_API.md §2.4); we say
+        // The real reply without a route is unknown (docs/routeros-api.md §2.4); we say
         // `unreachable` with no interface or nexthop.
         None => re.attr("status", "unreachable"),
     }

@@ -1,12 +1,12 @@
 //! A RouterOS API emulator that follows the real wire protocol and reply texts
-//! (ROUTEROS_API.md §1, §2 and §5 "Emulator contract").
+//! (docs/routeros-api.md §1, §2 and §5).
 //!
 //! [`RouterSim::start`] listens on a TCP port (api, or api-ssl when [`RouterSimConfig::tls`] is
 //! set); each connection is its own task. Commands on one connection run one at a time, in
 //! order; only `/ip/route/check` without `once` keeps running (streaming a row per second) until
 //! `/cancel`. Tags are echoed as the second word of every reply sentence.
 //!
-//! Choices where the real behaviour is unknown (ROUTEROS_API.md "Unknowns"):
+//! Choices where the real behaviour is unknown (docs/routeros-api.md §6):
 //! * a user without the `api` policy gets the bad-credentials trap, like a wrong password;
 //! * a failed login leaves the connection open, so the client may retry;
 //! * the pre-6.43 challenge login is not emulated: `/login` without a name is a failed login;

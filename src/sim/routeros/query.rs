@@ -1,4 +1,4 @@
-//! The `?` query stack language of `print`/`getall` (ROUTEROS_API.md §1.5). Pure functions.
+//! The `?` query stack language of `print`/`getall` (docs/routeros-api.md §1.5). Pure functions.
 //!
 //! Each query word pushes one boolean onto a stack that starts as "infinitely many true";
 //! `?#ops` manipulates the stack. A row is returned when every value left on the stack is true.
@@ -62,7 +62,7 @@ fn compare(body: &str, row: &BTreeMap<String, String>, want: Ordering) -> bool {
 }
 
 /// Orders numbers numerically, `*HEX` ids by their number, everything else lexically
-/// (the real typing of `?<`/`?>` is unknown, ROUTEROS_API.md "Unknowns").
+/// (the real typing of `?<`/`?>` is unknown, docs/routeros-api.md §6).
 fn order(a: &str, b: &str) -> Ordering {
     if let (Ok(x), Ok(y)) = (a.parse::<i64>(), b.parse::<i64>()) {
         return x.cmp(&y);

@@ -163,7 +163,7 @@ where
                 }
             }
         }
-        // Real routers have no idle timeout (ROUTEROS_API.md §1.7), so the wait for the
+        // Real routers have no idle timeout (docs/routeros-api.md §1.7), so the wait for the
         // client's next command is deliberately unbounded.
         match rd.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
@@ -312,7 +312,7 @@ where
     }
 
     /// `/cancel [=tag=T]`: trap for each target, `!done` for the cancel, `!done` for each
-    /// target (ROUTEROS_API.md §1.6).
+    /// target (docs/routeros-api.md §1.6).
     async fn cancel(&mut self, cmd: &Command) -> Vec<Reply> {
         let targets: Vec<(Option<String>, StreamHandle)> = match cmd.get("tag") {
             Some(t) => {

@@ -56,7 +56,7 @@ const BOOLEANS: &[&str] = &["disabled", "log"];
 const PORTS: &[&str] = &["dst-port", "src-port", "port", "to-ports"];
 const INTERFACES: &[&str] = &["in-interface", "out-interface"];
 
-/// Fields every NAT row carries (ROUTEROS_API.md §5 "Tables"); `action` defaults to accept.
+/// Fields every NAT row carries (docs/routeros-api.md §5.5); `action` defaults to accept.
 fn defaults() -> BTreeMap<String, String> {
     [
         ("action", "accept"),

@@ -1,5 +1,5 @@
 //! The emulator over real loopback sockets, spoken to with raw sentences (rules from
-//! ROUTEROS_API.md §1, §2, §5).
+//! docs/routeros-api.md §1, §2, §5).
 
 use std::net::SocketAddr;
 use std::time::Duration;

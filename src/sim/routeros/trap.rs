@@ -5,7 +5,7 @@ use thiserror::Error;
 use crate::routeros::wire::{Reply, ReplyKind};
 
 /// An error the emulated router reports as `!trap =message=<text>` (then `!done`).
-/// The texts are the real ones where known (ROUTEROS_API.md §2.1 table).
+/// The texts are the real ones where known (docs/routeros-api.md §2.1).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum SimTrap {
     /// Login with a wrong name or password, a user without the `api` policy, or refused logins.
