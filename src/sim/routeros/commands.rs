@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 
 use super::query;
+use super::schema;
 use super::table::SimNatRule;
 use super::{lock, Shared, SimUser};
 use crate::routeros::wire::{Command, Reply, ReplyKind};
@@ -144,6 +145,10 @@ pub(crate) fn execute(
     cmd: &Command,
     changes: &mut Vec<RuleChange>,
 ) -> Outcome {
+    // Like RouterOS, an argument the command does not take is refused before anything runs.
+    if let Err(t) = schema::check_for(shared.config.command_tree.as_deref(), cmd) {
+        return Outcome::Replies(t.replies(&cmd.tag));
+    }
     match run(shared, user, cmd, changes) {
         Ok(o) => o,
         Err(t) => Outcome::Replies(t.replies(&cmd.tag)),

@@ -22,6 +22,7 @@
 mod commands;
 mod nft;
 mod query;
+pub mod schema;
 mod table;
 
 pub use commands::SimTrap;
@@ -109,6 +110,12 @@ pub struct RouterSimConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// When set, dst-nat rules are mirrored into nftables in a namespace.
     pub nft_mirror: Option<NftMirror>,
+    /// The RouterOS version whose command tree ([`schema`], e.g. `7.22.3`) decides which
+    /// arguments a command takes: any other gets `unknown parameter <name>`, as on that
+    /// RouterOS. Default: the newest version in the data (7.24); `None` checks nothing. Apart
+    /// from `version` (the reported version string, which drives `!empty`), since the data
+    /// starts at 7.19.6; [`RouterSim::start`] refuses a version the data does not have.
+    pub command_tree: Option<String>,
 }
 
 impl Default for RouterSimConfig {
@@ -139,6 +146,7 @@ impl Default for RouterSimConfig {
             board: "hAP ax2".into(),
             tls: None,
             nft_mirror: None,
+            command_tree: schema::newest_version(),
         }
     }
 }
@@ -219,6 +227,11 @@ impl std::fmt::Debug for RouterSim {
 impl RouterSim {
     /// Listens on `bind` (use `127.0.0.1:0` in tests) and serves until dropped.
     pub async fn start(config: RouterSimConfig, bind: SocketAddr) -> io::Result<RouterSim> {
+        if let Some(v) = &config.command_tree {
+            schema::command_tree()
+                .and_then(|t| t.at(v).map(|_| ()))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let nft = match &config.nft_mirror {
