@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 
 use thiserror::Error;
 
-use super::commands::SimTrap;
+use super::SimTrap;
 use crate::routeros::wire::Command;
 
 /// The command trees, as made by `scripts/routeros-command-tree.py`.
