@@ -37,6 +37,9 @@
 :local dns "192.168.88.1"
 # --- Image (with its registry, so the router's default registry stays as it is) and storage.
 :local image "ghcr.io/OWNER/double-natpmp:latest"
+# --- Or an image file on the router's disk to load instead of pulling (e.g.
+#     "usb1/double-natpmp-amd64.tar"); empty: pull image.
+:local imageFile ""
 :local rootDir "usb1/natpmp"
 :local tmpDir "usb1/pull"
 :local containerName "natpmp"
@@ -124,25 +127,14 @@ $envAdd envName=$envList envKey=LOG_LEVEL envValue="INFO"
     :put ("double-natpmp: keeping the container pull directory " . [/container config get tmpdir])
 }
 
-# --- The container: pulled from the registry, started on boot, logging to /log.
-#     7.23+: restart-policy and the RouterOS healthcheck (double-natpmp health, as the image's
-#     HEALTHCHECK); 7.22: auto-restart-interval and the healthcheck; 7.20 and 7.21:
-#     auto-restart-interval; 7.19: envlist= and no restart setting.
+# --- The container: pulled from the registry (or loaded from imageFile), started on boot,
+#     logging to /log. Its version-specific settings follow once it is extracted.
 :if ([:len [/container find name=$containerName]] = 0) do={
-    :local containerAdd
-    :if ($rosVersion >= 723) do={
-        :set containerAdd [:parse "/container add name=\$cName remote-image=\$cImage interface=\$cVeth envlists=\$cEnvs root-dir=\$cRoot dns=\$cDns logging=yes start-on-boot=yes restart-policy=on-failure restart-interval=30s healthcheck-cmd=\"/double-natpmp health --timeout 3s\" healthcheck-interval=30s healthcheck-timeout=5s healthcheck-start-period=30s healthcheck-retries=3 comment=\"natpmp: double-natpmp\""]
+    :if ([:len $imageFile] = 0) do={
+        /container add name=$containerName remote-image=$image interface=$vethName root-dir=$rootDir dns=$dns logging=yes start-on-boot=yes comment="natpmp: double-natpmp"
+    } else={
+        /container add name=$containerName file=$imageFile interface=$vethName root-dir=$rootDir dns=$dns logging=yes start-on-boot=yes comment="natpmp: double-natpmp"
     }
-    :if ($rosVersion = 722) do={
-        :set containerAdd [:parse "/container add name=\$cName remote-image=\$cImage interface=\$cVeth envlists=\$cEnvs root-dir=\$cRoot dns=\$cDns logging=yes start-on-boot=yes auto-restart-interval=30s healthcheck-cmd=\"/double-natpmp health --timeout 3s\" healthcheck-interval=30s healthcheck-timeout=5s healthcheck-start-period=30s healthcheck-retries=3 comment=\"natpmp: double-natpmp\""]
-    }
-    :if (($rosVersion >= 720) && ($rosVersion < 722)) do={
-        :set containerAdd [:parse "/container add name=\$cName remote-image=\$cImage interface=\$cVeth envlists=\$cEnvs root-dir=\$cRoot dns=\$cDns logging=yes start-on-boot=yes auto-restart-interval=30s comment=\"natpmp: double-natpmp\""]
-    }
-    :if ($rosVersion < 720) do={
-        :set containerAdd [:parse "/container add name=\$cName remote-image=\$cImage interface=\$cVeth envlist=\$cEnvs root-dir=\$cRoot dns=\$cDns logging=yes start-on-boot=yes comment=\"natpmp: double-natpmp\""]
-    }
-    $containerAdd cName=$containerName cImage=$image cVeth=$vethName cEnvs=$envList cRoot=$rootDir cDns=$dns
 }
 
 # --- The container's state: from 7.20 the booleans running, stopped, starting, stopping
@@ -154,6 +146,24 @@ $envAdd envName=$envList envKey=LOG_LEVEL envValue="INFO"
     :set stateOf [:parse ":return [/container get \$cid status]"]
 }
 
+# --- Settings per version, made while the container is stopped (before it first starts):
+#     the environment list (envlists= from 7.20, envlist= on 7.19); 7.23+: restart-policy and
+#     RouterOS's healthcheck running double-natpmp health (as the image's HEALTHCHECK); 7.22:
+#     auto-restart-interval and the healthcheck; 7.20 and 7.21: auto-restart-interval.
+:local configure
+:if ($rosVersion >= 723) do={
+    :set configure [:parse "/container set \$cid envlists=\$cEnvs restart-policy=on-failure restart-interval=30s healthcheck-cmd=\"/double-natpmp health --timeout 3s\" healthcheck-interval=30s healthcheck-timeout=5s healthcheck-start-period=30s healthcheck-retries=3"]
+}
+:if ($rosVersion = 722) do={
+    :set configure [:parse "/container set \$cid envlists=\$cEnvs auto-restart-interval=30s healthcheck-cmd=\"/double-natpmp health --timeout 3s\" healthcheck-interval=30s healthcheck-timeout=5s healthcheck-start-period=30s healthcheck-retries=3"]
+}
+:if (($rosVersion >= 720) && ($rosVersion < 722)) do={
+    :set configure [:parse "/container set \$cid envlists=\$cEnvs auto-restart-interval=30s"]
+}
+:if ($rosVersion < 720) do={
+    :set configure [:parse "/container set \$cid envlist=\$cEnvs"]
+}
+
 # /container add only pulls and extracts the image; start it the first time by hand.
 :local cid [/container find name=$containerName]
 :local tries 0
@@ -163,13 +173,14 @@ $envAdd envName=$envList envKey=LOG_LEVEL envValue="INFO"
 }
 :local state [$stateOf cid=$cid]
 :if ($state = "stopped") do={
+    $configure cid=$cid cEnvs=$envList
     /container start $cid
     :put "double-natpmp: container started; watch it with /log print where topics~\"container\""
 }
 :if ($state = "running") do={
-    :put "double-natpmp: the container is running already"
+    :put "double-natpmp: the container is running already (its settings are kept; stop it and run this file again to renew them)"
 }
 :if (($state != "stopped") && ($state != "running")) do={
-    :put ("double-natpmp: the container is " . $state . " (the image is still being pulled?); when /container print shows it stopped, run /container start " . $containerName)
+    :put ("double-natpmp: the container is " . $state . " (the image is still being pulled?); when /container print shows it stopped, run this file again")
 }
 }
