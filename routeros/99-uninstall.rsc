@@ -1,51 +1,108 @@
 # double-natpmp: remove everything 01-api-user.rsc, 02-container.rsc and 03-firewall.rsc made,
-# and any dst-nat rule the daemon left behind (comments starting with "double-natpmp").
-# Target: RouterOS 7.20 or newer. Use the same names as in the install scripts.
+# put back the settings they changed, and remove any dst-nat rule the daemon left behind
+# (comments starting with "double-natpmp").
+# Target: RouterOS 7.19 to 7.24 (tests/routeros_commands.rs checks every command against the
+# command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24). Use the same names as in
+# the install scripts.
 #
 #   /import file-name=99-uninstall.rsc
 #
-# The container package and device-mode stay as they are; the api service is left enabled
-# (set its address list back yourself: /ip service set api address="").
+# Order: the container stops (the daemon then removes its mappings from both layers) and is
+# removed; the script waits until it is gone, since the removal runs in the background and
+# its veth must outlive it. Then the settings recorded in the script natpmp-undo are put back
+# (the API service's address list and state, RouterOS's NAT-PMP service, the container pull
+# directory), and everything with a comment starting with "natpmp:" is removed: firewall, NAT
+# and mangle rules, routes (the return path and the /32 to the VPN gateway), the routing
+# table, the container network, the environment list, the API user and group.
+# What stays: the container package and device-mode, the LAN interface list, and the defconf
+# rules (none was changed).
 {
 :local containerName "natpmp"
 :local envList "natpmp"
-:local vethName "veth-natpmp"
-:local bridgeName "br-natpmp"
 :local apiUser "natpmp"
 :local apiGroup "natpmp"
 
-# Stop the container first: on SIGTERM the daemon removes its own mappings from both layers.
-:if ([:len [/container find name=$containerName]] > 0) do={
-    :if ([/container get [find name=$containerName] status] = "running") do={
-        /container stop [find name=$containerName]
+# --- The RouterOS version as major * 100 + minor (as in 02-container.rsc).
+:local ver [/system resource get version]
+:local dot [:find $ver "."]
+:local minor 0
+:local i ($dot + 1)
+:while (($i < [:len $ver]) && ([:pick $ver $i] ~ "[0-9]")) do={
+    :set minor ($minor * 10 + [:tonum [:pick $ver $i]])
+    :set i ($i + 1)
+}
+:local rosVersion ([:tonum [:pick $ver 0 $dot]] * 100 + $minor)
+
+# The container's state and the environment list, per version (as in 02-container.rsc).
+:local stateOf
+:local envRemove
+:if ($rosVersion >= 720) do={
+    :set stateOf [:parse ":if ([/container get \$cid running]) do={:return \"running\"}; :if ([/container get \$cid starting]) do={:return \"starting\"}; :if ([/container get \$cid stopping]) do={:return \"stopping\"}; :if ([/container get \$cid stopped]) do={:return \"stopped\"}; :return \"busy\""]
+    :set envRemove [:parse "/container envs remove [find list=\$envName]"]
+} else={
+    :set stateOf [:parse ":return [/container get \$cid status]"]
+    :set envRemove [:parse "/container envs remove [find name=\$envName]"]
+}
+
+# --- 1. Stop the container first: on SIGTERM the daemon removes its own mappings from both
+#        layers. Then remove it and wait until it is gone.
+:local cid [/container find name=$containerName]
+:if ([:len $cid] > 0) do={
+    :local state [$stateOf cid=$cid]
+    :if (($state = "running") || ($state = "starting")) do={
+        /container stop $cid
     }
     :local tries 0
-    :while (([/container get [find name=$containerName] status] != "stopped") && ($tries < 30)) do={
+    :set state [$stateOf cid=$cid]
+    :while ((($state = "running") || ($state = "starting") || ($state = "stopping")) && ($tries < 30)) do={
+        :delay 1s
+        :set tries ($tries + 1)
+        :set state [$stateOf cid=$cid]
+    }
+    :if (($state = "running") || ($state = "starting") || ($state = "stopping")) do={
+        :error ("double-natpmp: the container is still " . $state . " after 30 s; nothing was removed yet, run 99-uninstall.rsc again")
+    }
+    /container remove $cid
+    :set tries 0
+    :while (([:len [/container find name=$containerName]] > 0) && ($tries < 120)) do={
         :delay 1s
         :set tries ($tries + 1)
     }
-    /container remove [find name=$containerName]
+    :if ([:len [/container find name=$containerName]] > 0) do={
+        :error "double-natpmp: the container is still being removed after 120 s; run 99-uninstall.rsc again (its network is kept until it is gone)"
+    }
+    :put "double-natpmp: container removed"
 }
-/container envs remove [find list=$envList]
+$envRemove envName=$envList
 
-# Firewall, NAT, mangle, routes and the routing table of 03-firewall.rsc.
+# --- 2. The settings the install changed, as recorded in natpmp-undo.
+:local undo [/system script find name="natpmp-undo"]
+:if ([:len $undo] > 0) do={
+    :put ("double-natpmp: putting back:\n" . [/system script get $undo source])
+    /system script run $undo
+    /system script remove $undo
+} else={
+    :put "double-natpmp: no natpmp-undo script (installed by older scripts?): set the API service's address list back yourself (/ip service set api address=\"\"), and turn RouterOS's NAT-PMP on again if you used it (/ip nat-pmp set enabled=yes)"
+}
+
+# --- 3. Firewall, NAT and mangle rules, routes and the routing table of 03-firewall.rsc.
 /ip firewall filter remove [find comment~"^natpmp: "]
 /ip firewall nat remove [find comment~"^natpmp: "]
 /ip firewall mangle remove [find comment~"^natpmp: "]
-/ip route remove [find comment="natpmp: return path"]
-/routing table remove [find name="via-natpmp"]
+/ip route remove [find comment~"^natpmp: "]
+/routing table remove [find comment~"^natpmp: "]
 # Rules the daemon made and could not remove (it removes them itself when stopped cleanly).
 /ip firewall nat remove [find comment~"^double-natpmp"]
 
-# Container network of 02-container.rsc.
-/interface bridge port remove [find interface=$vethName]
-/ip address remove [find comment="natpmp: router side of the container network"]
-/interface bridge remove [find name=$bridgeName]
-/interface veth remove [find name=$vethName]
+# --- 4. Container network of 02-container.rsc (the container is gone by now).
+/interface bridge port remove [find comment~"^natpmp: "]
+/ip address remove [find comment~"^natpmp: "]
+/interface bridge remove [find comment~"^natpmp: "]
+/interface veth remove [find comment~"^natpmp: "]
 
-# API user and group of 01-api-user.rsc.
-/user remove [find name=$apiUser]
-/user group remove [find name=$apiGroup]
+# --- 5. API user and group of 01-api-user.rsc.
+/user remove [find name=$apiUser comment~"^natpmp: "]
+/user group remove [find name=$apiGroup comment~"^natpmp: "]
 
-:put "double-natpmp: removed"
+:put "double-natpmp: removed; the container package and device-mode stay as they are"
 }

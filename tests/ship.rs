@@ -375,8 +375,8 @@ fn routeros_scripts_are_one_balanced_block_with_balanced_quotes() {
         }
         assert_eq!(depth, 0, "{rel}: unbalanced brackets");
         assert!(
-            text.contains("RouterOS 7.20 or newer"),
-            "{rel}: says which RouterOS it targets"
+            text.contains("RouterOS 7.19 to 7.24"),
+            "{rel}: says which RouterOS it targets (the versions tests/routeros_commands.rs checks)"
         );
     }
 }
@@ -438,7 +438,10 @@ fn uninstall_removes_what_the_install_scripts_add() {
                 .unwrap()
                 .trim_start_matches(|c| c != '/');
             if menu == "/container envs" {
-                assert!(uninstall.contains("/container envs remove [find list=$envList]"));
+                // The list is list= from 7.20 and name= on 7.19 (both in :parse strings).
+                assert!(uninstall.contains(r#"/container envs remove [find list=\$envName]"#));
+                assert!(uninstall.contains(r#"/container envs remove [find name=\$envName]"#));
+                assert!(uninstall.contains("$envRemove envName=$envList"));
                 continue;
             }
             assert!(

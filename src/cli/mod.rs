@@ -4,5 +4,6 @@ pub mod args;
 pub mod check;
 pub mod client;
 pub mod demo;
+pub mod fixes;
 pub mod health;
 pub mod sim;

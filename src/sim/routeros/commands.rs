@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::config::SimUser;
 use super::query;
+use super::schema;
 use super::state::{lock, Shared};
 use super::table::RuleChange;
 pub(crate) use super::trap::done;
@@ -61,6 +62,10 @@ pub(crate) fn execute(
     cmd: &Command,
     changes: &mut Vec<RuleChange>,
 ) -> Outcome {
+    // Like RouterOS, an argument the command does not take is refused before anything runs.
+    if let Err(t) = schema::check_for(shared.config.command_tree.as_deref(), cmd) {
+        return Outcome::Replies(t.replies(&cmd.tag));
+    }
     match run(shared, user, cmd, changes) {
         Ok(o) => o,
         Err(t) => Outcome::Replies(t.replies(&cmd.tag)),

@@ -105,6 +105,13 @@ pub struct RouterSimConfig {
     /// `/ip/address` rows: (address/prefix, interface). Default: 10.2.0.2/32 on wg-proton and
     /// 192.168.88.1/24 on bridge.
     pub addresses: Vec<(String, String)>,
+    /// The RouterOS version whose command tree ([`schema`](super::schema), e.g. `7.22.3`)
+    /// decides which arguments a command takes: any other gets `unknown parameter <name>`, as
+    /// on that RouterOS. Default: the newest version in the data (7.24); `None` checks
+    /// nothing. Apart from `version` (the reported version string, which drives `!empty`),
+    /// since the data starts at 7.19.6; [`RouterSim::start`](super::RouterSim::start) refuses
+    /// a version the data does not have.
+    pub command_tree: Option<String>,
 }
 
 impl Default for RouterSimConfig {
@@ -142,6 +149,7 @@ impl Default for RouterSimConfig {
                 ("10.2.0.2/32".into(), "wg-proton".into()),
                 ("192.168.88.1/24".into(), "bridge".into()),
             ],
+            command_tree: super::schema::newest_version(),
         }
     }
 }

@@ -23,6 +23,7 @@ mod commands;
 mod config;
 mod nft;
 mod query;
+pub mod schema;
 mod session;
 mod state;
 mod table;
@@ -65,6 +66,11 @@ impl std::fmt::Debug for RouterSim {
 impl RouterSim {
     /// Listens on `bind` (use `127.0.0.1:0` in tests) and serves until dropped.
     pub async fn start(config: RouterSimConfig, bind: SocketAddr) -> io::Result<RouterSim> {
+        if let Some(v) = &config.command_tree {
+            schema::command_tree()
+                .and_then(|t| t.at(v).map(|_| ()))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let nft = match &config.nft_mirror {

@@ -706,3 +706,82 @@ async fn nft_mirror_follows_added_and_removed_dstnat_rules() {
     let chain = ns.nft(&["list", "chain", "ip", "mikrotik", "dstnat"]);
     assert!(!chain.contains("dnat to"), "{chain}");
 }
+
+/// Arguments checked against RouterOS's command tree of the emulated version (`schema.rs`).
+mod command_tree {
+    use super::*;
+
+    #[tokio::test]
+    async fn add_with_an_unknown_argument_gets_routeros_unknown_parameter_trap_and_adds_nothing() {
+        let sim = sim().await;
+        let mut c = logged_in(&sim).await;
+        let mut add = ADD_WG.to_vec();
+        add.push("=to-adresses=192.168.88.23"); // a typo RouterOS refuses
+        add.push(".tag=t3");
+        assert_eq!(
+            c.cmd(&add).await,
+            vec![
+                words(&["!trap", ".tag=t3", "=message=unknown parameter to-adresses"]),
+                words(&["!done", ".tag=t3"]),
+            ]
+        );
+        assert!(sim.nat_rules().is_empty());
+        // The daemon's own add (API words .id/.proplist/.tag are not arguments) still works.
+        assert_eq!(c.cmd(ADD_WG).await, vec![words(&["!done", "=ret=*1"])]);
+        let r = c
+            .cmd(&[
+                "/ip/firewall/nat/print",
+                "=.proplist=.id,comment",
+                "?chain=dstnat",
+            ])
+            .await;
+        assert_eq!(r.len(), 2, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn the_configured_tree_decides_and_none_checks_nothing() {
+        // `detail` is no argument of /system/identity/print on any RouterOS in the data; the
+        // emulator's own print code would take it.
+        let print = ["/system/identity/print", "=detail="];
+        let sim = sim().await;
+        let mut c = logged_in(&sim).await;
+        assert_eq!(c.cmd(&print).await, trap("unknown parameter detail"));
+
+        let sim = sim_with(RouterSimConfig {
+            command_tree: None,
+            ..RouterSimConfig::default()
+        })
+        .await;
+        let mut c = logged_in(&sim).await;
+        let r = c.cmd(&print).await;
+        assert_eq!(r[0][0], "!re", "{r:?}");
+
+        // The oldest tree in the data serves the daemon's commands too.
+        let sim = sim_with(RouterSimConfig {
+            command_tree: Some("7.19.6".into()),
+            ..RouterSimConfig::default()
+        })
+        .await;
+        let mut c = logged_in(&sim).await;
+        let r = c
+            .cmd(&["/ip/route/check", "=dst-ip=10.2.0.1", "=once="])
+            .await;
+        assert_eq!(r[0][..2], words(&["!re", "=status=ok"]), "{r:?}");
+        assert_eq!(c.cmd(ADD_WG).await, vec![words(&["!done", "=ret=*1"])]);
+    }
+
+    #[tokio::test]
+    async fn a_tree_version_the_data_lacks_is_refused_at_start() {
+        let err = RouterSim::start(
+            RouterSimConfig {
+                command_tree: Some("7.18.2".into()),
+                ..RouterSimConfig::default()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("7.18.2"), "{err}");
+    }
+}
