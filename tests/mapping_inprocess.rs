@@ -1637,3 +1637,87 @@ async fn c48_upstream_epoch_going_backwards_resets_our_epoch() {
     );
     assert!(epoch.sssoe() <= 1, "our epoch was reset");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Events: what the status API, metrics and webhooks listen to
+
+#[tokio::test(start_paused = true)]
+async fn every_change_of_a_mapping_is_an_event_in_order() {
+    use double_natpmp::mapping::{MappingEvent, Origin, RemovalReason};
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let mut events = orch.subscribe();
+    let first = success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    upstream.state().move_on_renewal = true;
+    let renewed = success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    let key = orch_key(lan(10), Protocol::Tcp, 6881);
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            MappingEvent::RouterCommand { .. } | MappingEvent::UpstreamExchange { .. } => {}
+            other => seen.push(other),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            MappingEvent::Created {
+                key,
+                router_port: 6881,
+                external_port: first.external_port,
+                lifetime: 60,
+                origin: Origin::NatPmp,
+            },
+            MappingEvent::Renewed { key, lifetime: 60 },
+            MappingEvent::ExternalPortChanged {
+                key,
+                old: first.external_port,
+                new: renewed.external_port,
+            },
+            MappingEvent::Removed {
+                key,
+                router_port: 6881,
+                external_port: renewed.external_port,
+                reason: RemovalReason::Deleted,
+            },
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_static_mapping_never_expires() {
+    use double_natpmp::mapping::Origin;
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_from(lan(20), map(Protocol::Tcp, 32400, 0, 60), Origin::Static)
+            .await,
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    orch.expire_due().await;
+    assert_eq!(orch.lease_count(), 1);
+    assert_eq!(orch.leases()[0].lease.origin, Origin::Static);
+    assert_eq!(router.our_rules().len(), 1);
+}
+
+fn orch_key(
+    client: Ipv4Addr,
+    protocol: Protocol,
+    internal_port: u16,
+) -> double_natpmp::mapping::MappingKey {
+    double_natpmp::mapping::MappingKey {
+        client,
+        protocol,
+        internal_port,
+    }
+}

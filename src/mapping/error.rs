@@ -167,6 +167,42 @@ impl MappingError {
         )
     }
 
+    /// A short name for the kind of failure, for metrics: `router_timeout`, `router_connection`,
+    /// `upstream_refused`, `ports_exhausted`, …
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MappingError::Router { source, .. } => match source {
+                RouterError::NotFound { .. } => "router_not_found",
+                RouterError::PermissionDenied { .. } => "router_permission",
+                RouterError::InvalidValue { .. } => "router_invalid_value",
+                RouterError::Trap { .. } => "router_trap",
+                RouterError::LoginRefused { .. } => "router_login",
+                RouterError::Connection { .. } => "router_connection",
+                RouterError::Fatal { .. } => "router_fatal",
+                RouterError::Tls { .. } => "router_tls",
+                RouterError::Timeout { .. } => "router_timeout",
+                RouterError::IncompleteReply { .. } => "router_incomplete_reply",
+            },
+            MappingError::RouterTimeout { .. } => "router_timeout",
+            MappingError::Upstream { source, .. } => match source {
+                UpstreamError::Timeout { .. } => "upstream_timeout",
+                UpstreamError::Refused { .. } => "upstream_refused",
+                UpstreamError::Rejected { .. } => "upstream_rejected",
+                UpstreamError::UnknownResult { .. } => "upstream_unknown_result",
+                UpstreamError::Io { .. } => "upstream_io",
+            },
+            MappingError::UpstreamTimeout { .. } => "upstream_timeout",
+            MappingError::UpstreamUnusable { .. } => "upstream_unusable",
+            MappingError::PortsExhausted { .. } => "ports_exhausted",
+            MappingError::InternalPortZero => "internal_port_zero",
+            MappingError::ForeignRule { .. } => "foreign_rule",
+            MappingError::ShuttingDown => "shutting_down",
+            MappingError::InvalidConfig(_) => "invalid_config",
+            MappingError::InterfaceUnusable { .. } => "interface_unusable",
+            MappingError::FailedJustNow { .. } => "failed_just_now",
+        }
+    }
+
     /// The router said the item does not exist (a remove of something already gone).
     pub fn is_not_found(&self) -> bool {
         matches!(

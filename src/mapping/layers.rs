@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::mapping::epoch_watch::UpstreamEpochWatch;
 use crate::mapping::error::MappingError;
+use crate::mapping::events::{Events, MappingEvent};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::upstream::{MapGrant, Upstream};
 use crate::natpmp::wire::Protocol;
@@ -56,6 +57,8 @@ pub struct Layers<R, U> {
     upstream_timeout: Duration,
     epoch: Arc<Epoch>,
     epoch_watch: Mutex<UpstreamEpochWatch>,
+    /// Where what happens is told.
+    pub events: Events,
 }
 
 impl<R: Router, U: Upstream> Layers<R, U> {
@@ -74,6 +77,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
             upstream_timeout,
             epoch,
             epoch_watch: Mutex::new(UpstreamEpochWatch::new()),
+            events: Events::new(),
         }
     }
 
@@ -83,14 +87,21 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         what: &'static str,
         fut: impl Future<Output = Result<T, crate::routeros::api::RouterError>>,
     ) -> Result<T, MappingError> {
-        match timeout(self.router_timeout, fut).await {
+        let started = Instant::now();
+        let result = match timeout(self.router_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => Err(MappingError::Router { what, source }),
             Err(_) => Err(MappingError::RouterTimeout {
                 what,
                 after: self.router_timeout,
             }),
-        }
+        };
+        self.events.emit(MappingEvent::RouterCommand {
+            what,
+            took: started.elapsed(),
+            error: result.as_ref().err().map(MappingError::kind),
+        });
+        result
     }
 
     /// Our rules with this exact comment, retried briefly (a lookup that settles a lost reply
@@ -216,16 +227,21 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         let fut = self
             .upstream
             .map(protocol, router_port, suggested, lifetime);
-        let grant: MapGrant = match timeout(self.upstream_timeout, fut).await {
-            Ok(Ok(g)) => g,
-            Ok(Err(source)) => return Err(MappingError::Upstream { what, source }),
-            Err(_) => {
-                return Err(MappingError::UpstreamTimeout {
-                    what,
-                    after: self.upstream_timeout,
-                })
-            }
+        let started = Instant::now();
+        let result = match timeout(self.upstream_timeout, fut).await {
+            Ok(Ok(g)) => Ok(g),
+            Ok(Err(source)) => Err(MappingError::Upstream { what, source }),
+            Err(_) => Err(MappingError::UpstreamTimeout {
+                what,
+                after: self.upstream_timeout,
+            }),
         };
+        self.events.emit(MappingEvent::UpstreamExchange {
+            what,
+            took: started.elapsed(),
+            error: result.as_ref().err().map(MappingError::kind),
+        });
+        let grant: MapGrant = result?;
         self.observe_epoch(grant.epoch);
         if lifetime > 0 && (grant.external_port == 0 || grant.lifetime == 0) {
             return Err(MappingError::UpstreamUnusable {
@@ -250,6 +266,8 @@ impl<R: Router, U: Upstream> Layers<R, U> {
                 "the VPN gateway's epoch went backwards: it lost its mappings; resetting our epoch so clients renew (C-48)"
             );
             self.epoch.reset();
+            self.events
+                .emit(MappingEvent::UpstreamLost { epoch: sssoe });
         }
         lost
     }

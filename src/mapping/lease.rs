@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use tokio::time::Instant;
 
+use crate::mapping::events::Origin;
 use crate::natpmp::wire::Protocol;
 use crate::routeros::api::RuleId;
 
@@ -65,6 +66,8 @@ pub struct Lease {
     pub deadline: Instant,
     /// When the gateway's mapping lapses unless renewed: its grant time + its lifetime.
     pub upstream_deadline: Instant,
+    /// Where the mapping came from (a static one never expires).
+    pub origin: Origin,
     /// Set by the lease table when the lease goes live; a lease made again for the same key
     /// gets another, so a task that looked at the old one can tell.
     pub serial: u64,

@@ -14,6 +14,7 @@
 //!   re-bound, the router view refreshed), at start and every `reconcile_interval`.
 //! * [`tasks`]: the expiry and reconcile loops.
 //! * [`core`]: the state they all share.
+//! * [`events`]: what happens to mappings, for whoever listens (status API, metrics, webhooks).
 //! * [`ports`]: what the router says about its ports, and the choice of a router port.
 //! * [`rule`]: the comment format that marks our rules.
 //! * [`lease`]: the key, the lease and the lifetime arithmetic (C-30).
@@ -35,6 +36,7 @@ pub mod config;
 pub mod core;
 pub mod epoch_watch;
 pub mod error;
+pub mod events;
 pub mod interface;
 pub mod keylock;
 pub mod layers;
@@ -52,6 +54,7 @@ pub use config::{
     MappingConfig, DEFAULT_MAX_LIFETIME, DEFAULT_RECONCILE_INTERVAL, DEFAULT_ROUTER_PORTS,
 };
 pub use error::MappingError;
+pub use events::{MappingEvent, Origin, RemovalReason};
 pub use lease::{Lease, LeaseInfo, MappingKey};
 pub use orchestrator::{Orchestrator, ShutdownReport};
 pub use reconcile::ReconcileReport;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use tracing::{info, warn};
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 use crate::mapping::config::MappingConfig;
 use crate::mapping::core::{Core, InterfaceState};
 use crate::mapping::error::MappingError;
+use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::layers::Layers;
 use crate::mapping::lease::LeaseInfo;
 use crate::mapping::reconcile::{self, ReconcileReport};
@@ -176,6 +178,23 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         self.core.tunnel_addresses()
     }
 
+    /// Answers a mapping request made on behalf of `client` by another front end than NAT-PMP
+    /// (the HTTP API, a static reservation): the same transaction, with the lease marked by
+    /// `origin` (a static lease never expires).
+    pub async fn handle_from(
+        &self,
+        client: Ipv4Addr,
+        request: MapRequest,
+        origin: Origin,
+    ) -> MapReply {
+        transaction::handle(&self.core, client, request, origin).await
+    }
+
+    /// A listener for what happens to mappings from now on ([`MappingEvent`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
+        self.core.layers.events.subscribe()
+    }
+
     /// How many mapping keys have a lock entry now (held or waited for); 0 when idle.
     pub fn locks_in_use(&self) -> usize {
         self.core.locks.len()
@@ -248,6 +267,6 @@ impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
         request: MapRequest,
     ) -> impl Future<Output = MapReply> + Send {
         let core = Arc::clone(&self.core);
-        async move { transaction::handle(&core, client, request).await }
+        async move { transaction::handle(&core, client, request, Origin::NatPmp).await }
     }
 }

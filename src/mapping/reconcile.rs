@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
+use crate::mapping::events::MappingEvent;
 use crate::mapping::interface::prove;
 use crate::mapping::layers::Added;
 use crate::mapping::lease::{Lease, MappingKey, RuleKind};
@@ -223,6 +224,11 @@ pub async fn pass<R: Router, U: Upstream>(
     }
 
     core.table.apply_refresh(generation, view);
+    core.layers.events.emit(MappingEvent::Reconciled {
+        orphans_removed: report.orphans_removed,
+        recreated: report.recreated,
+        interface_ok: report.interface_ok,
+    });
     Ok(report)
 }
 

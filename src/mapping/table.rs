@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use crate::mapping::events::Origin;
 use crate::mapping::lease::{Lease, LeaseInfo, MappingKey};
 use crate::mapping::ports::{choose_port, slot, RouterView};
 use crate::natpmp::wire::Protocol;
@@ -176,17 +177,22 @@ impl LeaseTable {
         keys
     }
 
-    /// The earliest client deadline of any live lease.
+    /// The earliest client deadline of any live lease (static ones never expire).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.state().leases.values().map(|l| l.deadline).min()
+        self.state()
+            .leases
+            .values()
+            .filter(|l| l.origin != Origin::Static)
+            .map(|l| l.deadline)
+            .min()
     }
 
-    /// The keys whose deadline is at or before `now`.
+    /// The keys whose deadline is at or before `now` (never a static one).
     pub fn due(&self, now: Instant) -> Vec<MappingKey> {
         self.state()
             .leases
             .iter()
-            .filter(|(_, l)| l.deadline <= now)
+            .filter(|(_, l)| l.origin != Origin::Static && l.deadline <= now)
             .map(|(k, _)| *k)
             .collect()
     }

@@ -22,6 +22,7 @@ fn lease(router_port: u16) -> Lease {
         lifetime: 60,
         deadline: now,
         upstream_deadline: now,
+        origin: Origin::NatPmp,
         serial: 0,
     }
 }

@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
+use crate::mapping::events::MappingEvent;
 use crate::mapping::reconcile;
 use crate::mapping::teardown::expire;
 use crate::natpmp::upstream::Upstream;
@@ -68,6 +69,7 @@ pub async fn reconcile_loop<R: Router, U: Upstream>(core: Arc<Core<R, U>>, mut s
             }
             Err(MappingError::ShuttingDown) => break,
             Err(e) => {
+                core.layers.events.emit(MappingEvent::ReconcileFailed);
                 warn!("reconcile failed, retrying in {retry:?}: {e}");
                 wait = retry;
                 retry = (retry * 2).min(period);

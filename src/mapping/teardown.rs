@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
+use crate::mapping::events::{MappingEvent, RemovalReason};
 use crate::mapping::lease::{Lease, MappingKey};
 use crate::mapping::rule::RuleComment;
 use crate::natpmp::handler::MapReply;
@@ -46,6 +47,16 @@ pub enum Teardown {
     Expire,
     /// The daemon stops: nothing may run after it, so nothing drains.
     Shutdown,
+}
+
+impl Teardown {
+    fn reason(self) -> RemovalReason {
+        match self {
+            Teardown::Delete => RemovalReason::Deleted,
+            Teardown::Expire => RemovalReason::Expired,
+            Teardown::Shutdown => RemovalReason::Shutdown,
+        }
+    }
 }
 
 /// How a teardown ended.
@@ -140,6 +151,24 @@ async fn remove_rules<R: Router, U: Upstream>(
 /// Removes both layers of `key`'s lease, upstream first (the caller holds the key lock). Only a
 /// [`Teardown::Delete`] returns an error: the rule could not be removed.
 pub async fn teardown<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    key: MappingKey,
+    lease: &Lease,
+    mode: Teardown,
+) -> Result<Ended, MappingError> {
+    let result = teardown_layers(core, key, lease, mode).await;
+    // The lease has left the table in every outcome (a failure leaves a draining or suspect
+    // port, never a lease).
+    core.layers.events.emit(MappingEvent::Removed {
+        key,
+        router_port: lease.router_port,
+        external_port: lease.external_port,
+        reason: mode.reason(),
+    });
+    result
+}
+
+async fn teardown_layers<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     lease: &Lease,

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
+use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::layers::Added;
 use crate::mapping::lease::{
     reply_lifetime, upstream_lifetime, Lease, MappingKey, OwnedRule, RuleKind,
@@ -88,11 +89,12 @@ impl UndoLog {
     }
 }
 
-/// Answers one mapping request (never fails: a failure is a result code, C-17).
+/// Answers one mapping request from `origin` (never fails: a failure is a result code, C-17).
 pub async fn handle<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     client: Ipv4Addr,
     request: MapRequest,
+    origin: Origin,
 ) -> MapReply {
     let key = MappingKey {
         client,
@@ -109,7 +111,7 @@ pub async fn handle<R: Router, U: Upstream>(
             } else if request.internal_port == 0 {
                 Err(MappingError::InternalPortZero)
             } else {
-                map(core, key, request).await
+                map(core, key, request, origin).await
             }
         }
     };
@@ -122,6 +124,11 @@ pub async fn handle<R: Router, U: Upstream>(
             } else {
                 info!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request refused: {e}");
             }
+            core.layers.events.emit(MappingEvent::Failed {
+                client,
+                result: result as u16,
+                message: e.to_string(),
+            });
             MapReply::failure(result)
         }
     }
@@ -131,6 +138,7 @@ async fn map<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     request: MapRequest,
+    origin: Origin,
 ) -> Result<MapReply, MappingError> {
     let arrived = Instant::now();
     let mut lock = core.locks.lock(key).await;
@@ -146,7 +154,7 @@ async fn map<R: Router, U: Upstream>(
     let outcome = match core.table.get(&key) {
         Some(lease) => renew(core, key, lease, request).await,
         // Boxed: a create is a deep future (settling lookups, undo); kept off the stack.
-        None => Box::pin(create(core, key, request)).await,
+        None => Box::pin(create(core, key, request, origin)).await,
     };
     lock.record(request, &outcome);
     outcome
@@ -156,6 +164,7 @@ async fn create<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     request: MapRequest,
+    origin: Origin,
 ) -> Result<MapReply, MappingError> {
     let preferred = [request.suggested_external_port, key.internal_port];
     let Some(reservation) = core.table.reserve(key, &preferred) else {
@@ -248,9 +257,17 @@ async fn create<R: Router, U: Upstream>(
         lifetime,
         deadline: now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace,
         upstream_deadline: now + Duration::from_secs(u64::from(grant.lifetime)),
+        origin,
         serial: 0,
     });
     core.expiry_wake.notify_one();
+    core.layers.events.emit(MappingEvent::Created {
+        key,
+        router_port,
+        external_port: grant.external_port,
+        lifetime,
+        origin,
+    });
     info!(
         client = %key.client,
         proto = %key.protocol,
@@ -307,7 +324,15 @@ async fn renew<R: Router, U: Upstream>(
         l.deadline = now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace;
         l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
     });
+    core.layers
+        .events
+        .emit(MappingEvent::Renewed { key, lifetime });
     if grant.external_port != lease.external_port {
+        core.layers.events.emit(MappingEvent::ExternalPortChanged {
+            key,
+            old: lease.external_port,
+            new: grant.external_port,
+        });
         info!(
             client = %key.client,
             proto = %key.protocol,
