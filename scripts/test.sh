@@ -59,7 +59,7 @@ skipped=target/tmp/skipped-tests.txt
 mkdir -p target/tmp
 : >"$skipped"
 status=0
-cargo test --all-targets --locked 2>&1 || status=$?
+cargo test --all-targets --locked --no-fail-fast 2>&1 || status=$?
 
 if [ -s "$skipped" ]; then
   n=$(sort -u "$skipped" | wc -l)

@@ -528,9 +528,22 @@ fn readme_docker_run_example_serves_natpmpc_against_the_emulators_outside_the_co
         "--password",
         setting("MIKROTIK_API_PASSWORD"),
     ];
-    if let Some((_, interface)) = env.iter().find(|(n, _)| n == "MIKROTIK_IN_INTERFACE") {
-        router_args.extend(["--interface", interface.as_str()]);
-    }
+    // The example's VPN interface is a WireGuard tunnel through which the router reaches the
+    // gateway, as on the router the README describes (the daemon checks both before it adds
+    // a rule).
+    let tunnel: Vec<String> = env
+        .iter()
+        .find(|(n, _)| n == "MIKROTIK_IN_INTERFACE")
+        .map(|(_, interface)| {
+            vec![
+                "--interface".to_owned(),
+                format!("{interface}:wg"),
+                "--route".to_owned(),
+                format!("{}/32,{interface},{}", lab::GW_IP, lab::GW_IP),
+            ]
+        })
+        .unwrap_or_default();
+    router_args.extend(tunnel.iter().map(String::as_str));
     lab.start_router_emulator(&router_args);
     let gateway = lab.start_gateway_emulator(&[]);
 
