@@ -236,7 +236,7 @@ impl Router for FakeRouter {
             .collect())
     }
 
-    async fn find_by_comment(&self, comment: &str) -> Result<Vec<NatRule>, RouterError> {
+    async fn find_dstnat(&self, dst_port: u16) -> Result<Vec<NatRule>, RouterError> {
         let delay = self.state().delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -251,7 +251,10 @@ impl Router for FakeRouter {
         }
         Ok(s.rules
             .iter()
-            .filter(|r| r.comment.as_deref() == Some(comment))
+            .filter(|r| {
+                r.chain.as_deref() == Some("dstnat")
+                    && r.dst_port.as_deref() == Some(dst_port.to_string().as_str())
+            })
             .cloned()
             .collect())
     }

@@ -720,7 +720,7 @@ async fn plain_client_against_api_ssl_fails_instead_of_hanging_forever() {
 }
 
 #[tokio::test]
-async fn find_by_comment_finds_the_rule_whatever_its_id_after_a_renumber() {
+async fn find_dstnat_finds_the_rule_whatever_its_id_after_a_renumber() {
     let sim = sim(RouterSimConfig::default()).await;
     let api = admin(&sim);
     let foreign = sim.insert_nat_rule(&[
@@ -733,18 +733,15 @@ async fn find_by_comment_finds_the_rule_whatever_its_id_after_a_renumber() {
     let ours = api.add_dstnat(&rule(40001)).await.unwrap();
     assert!(sim.delete_nat_rule(&foreign));
     sim.renumber_ids();
-    let found = api
-        .find_by_comment("natpmp:udp:192.168.88.23:6881:40001")
-        .await
-        .unwrap();
+    let found = api.find_dstnat(40001).await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].id, Some(RuleId("*1".into())), "renumbered");
     assert_ne!(found[0].id, Some(ours));
-    assert!(api
-        .find_by_comment("natpmp:nothing")
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        found[0].comment.as_deref(),
+        Some("natpmp:udp:192.168.88.23:6881:40001")
+    );
+    assert!(api.find_dstnat(40002).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -362,6 +362,8 @@ async fn test_mapping(
             internal_port: port,
         },
         router_port: port,
+        lifetime: Some(TEST_LIFETIME),
+        external_port: None,
     }
     .encode();
     let rule = DstNatRule {

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::mapping::epoch_watch::UpstreamEpochWatch;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{Events, MappingEvent};
+use crate::mapping::rule::RuleComment;
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::upstream::{MapGrant, Upstream};
 use crate::natpmp::wire::Protocol;
@@ -104,9 +105,10 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         result
     }
 
-    /// Our rules with this exact comment, retried briefly (a lookup that settles a lost reply
-    /// runs right after a connection broke).
-    async fn find(&self, comment: &str) -> Result<Vec<NatRule>, MappingError> {
+    /// Our rules that are `rule` (same key and router port, whatever restart data their
+    /// comments carry), retried briefly (a lookup that settles a lost reply runs right after a
+    /// connection broke).
+    async fn find(&self, rule: &RuleComment) -> Result<Vec<NatRule>, MappingError> {
         let mut pause = SETTLE_BACKOFF;
         let mut tries = 0;
         loop {
@@ -114,14 +116,20 @@ impl<R: Router, U: Upstream> Layers<R, U> {
             match self
                 .router_call(
                     "look the rule up by its comment",
-                    self.router.find_by_comment(comment),
+                    self.router.find_dstnat(rule.router_port),
                 )
                 .await
             {
                 Ok(rows) => {
                     return Ok(rows
                         .into_iter()
-                        .filter(|r| r.comment.as_deref() == Some(comment) && !r.dynamic)
+                        .filter(|r| {
+                            !r.dynamic
+                                && r.comment
+                                    .as_deref()
+                                    .and_then(RuleComment::parse)
+                                    .is_some_and(|c| c.same_rule(rule))
+                        })
                         .collect())
                 }
                 Err(e) if tries >= SETTLE_TRIES || !e.is_uncertain() => return Err(e),
@@ -133,8 +141,9 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         }
     }
 
-    /// Adds `rule` (see the module docs for how a lost reply is settled).
-    pub async fn add_rule(&self, rule: &DstNatRule) -> Added {
+    /// Adds `rule`, whose comment is `identity` (see the module docs for how a lost reply is
+    /// settled).
+    pub async fn add_rule(&self, rule: &DstNatRule, identity: &RuleComment) -> Added {
         let error = match self
             .router_call("add the dst-nat rule", self.router.add_dstnat(rule))
             .await
@@ -146,7 +155,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         if error.is_timeout() {
             return Added::Unknown(error);
         }
-        match self.find(&rule.comment).await {
+        match self.find(identity).await {
             Ok(found) => match found.split_first() {
                 Some((first, extra)) => match &first.id {
                     Some(id) => {
@@ -175,25 +184,26 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         }
     }
 
-    /// Removes every rule whose comment is `comment`, whatever its id now (`known` is the id we
-    /// last saw, for the log). `Ok` once none is left, with how many this call removed.
+    /// Removes every rule that is `rule` (by its comment's key and router port), whatever its
+    /// id now (`known` is the id we last saw, for the log). `Ok` once none is left, with how
+    /// many this call removed.
     pub async fn remove_rule(
         &self,
-        comment: &str,
+        rule: &RuleComment,
         known: Option<&RuleId>,
     ) -> Result<usize, MappingError> {
         let mut settled_once = false;
         let mut removed = 0;
         loop {
-            let found = self.find(comment).await?;
+            let found = self.find(rule).await?;
             if found.is_empty() {
                 return Ok(removed);
             }
             let mut lost = None;
-            for rule in &found {
-                let Some(id) = &rule.id else { continue };
+            for row in &found {
+                let Some(id) = &row.id else { continue };
                 if known.is_some_and(|k| k != id) {
-                    info!(old_rule = ?known, rule = %id, %comment, "the router shows our rule under another id (a reboot renumbers): re-bound by comment");
+                    info!(old_rule = ?known, rule = %id, comment = ?row.comment, "the router shows our rule under another id (a reboot renumbers): re-bound by comment");
                 }
                 match self
                     .router_call("remove the rule", self.router.remove_rule(id))

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use tokio::time::Instant;
 
 use crate::mapping::events::Origin;
+use crate::mapping::rule::RuleComment;
 use crate::natpmp::wire::Protocol;
 use crate::routeros::api::RuleId;
 
@@ -58,6 +59,8 @@ pub struct Lease {
     pub router_port: u16,
     /// The router side: the dst-nat rule (a src-nat rule may join it).
     pub rules: Vec<OwnedRule>,
+    /// What the rules' comment says: identity (key, R) and the restart data on the router.
+    pub comment: RuleComment,
     /// The external port E the VPN gateway mapped.
     pub external_port: u16,
     /// The lifetime last granted to the client (seconds).

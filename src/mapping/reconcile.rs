@@ -255,8 +255,8 @@ async fn recreate<R: Router, U: Upstream>(
     let Some(lease) = core.table.get(&key).filter(|l| l.serial == serial) else {
         return Ok(false);
     };
-    let rule = dst_nat_rule(&core.config, key, lease.router_port);
-    let id = match core.layers.add_rule(&rule).await {
+    let rule = dst_nat_rule(&core.config, &lease.comment);
+    let id = match core.layers.add_rule(&rule, &lease.comment).await {
         Added::Yes(id) => id,
         Added::No(e) | Added::Unknown(e) => return Err(e),
     };

@@ -1,12 +1,18 @@
-//! The comment on our dst-nat rules: the ownership marker, and what a restart needs.
+//! The comment on our rules: the ownership marker, and what a restart needs.
 //!
-//! Format (ASCII, one line, version 1):
+//! Format (ASCII, one line). Version 2, written now:
 //!
 //! ```text
-//! double-natpmp:v1 <protocol> <client>:<internal port> r=<router port>
-//! double-natpmp:v1 tcp 192.168.88.10:6881 r=40001
+//! double-natpmp:v2 <protocol> <client>:<internal port> r=<router port> l=<lifetime>[ e=<external port>]
+//! double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=3600
+//! double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=3600 e=51234
 //! ```
 //!
+//! * `l=` is the lifetime the client asked for (capped at MAX_LIFETIME): a restart gives an
+//!   adopted lease that long for its client to come back. `e=` is the external port the
+//!   gateway last gave, written when the gateway moved the mapping (the add cannot carry it:
+//!   the rule is made before, or while, the gateway answers); a restart suggests it.
+//! * Version 1 (`double-natpmp:v1 … r=<router port>`, no restart data) is still read.
 //! * `double-natpmp:` is the ownership marker. A rule whose comment starts with it is ours, even
 //!   when the rest does not parse (a newer version wrote it): the reconciler may remove it when
 //!   no live lease owns it.
@@ -15,12 +21,13 @@
 //! * Dynamic rules (made by a router service) and rules without the marker are never ours and are
 //!   never touched.
 //!
-//! The router port repeats the rule's `dst-port` so a comment alone identifies the mapping.
+//! A rule's identity is its key and router port ([`RuleComment::same_rule`]); the restart data
+//! may change over the rule's life, so lookups match on identity, never on the whole text.
 
 use std::net::Ipv4Addr;
 
 use crate::mapping::config::MappingConfig;
-use crate::mapping::lease::{MappingKey, RuleKind};
+use crate::mapping::lease::MappingKey;
 use crate::natpmp::wire::Protocol;
 use crate::routeros::api::DstNatRule;
 
@@ -28,43 +35,72 @@ use crate::routeros::api::DstNatRule;
 pub const MARKER: &str = "double-natpmp:";
 /// The prefix of version-1 comments.
 pub const V1_PREFIX: &str = "double-natpmp:v1 ";
+/// The prefix of version-2 comments.
+pub const V2_PREFIX: &str = "double-natpmp:v2 ";
 /// The comment prefix of rules made by the original tool (recognised as ours).
 pub const ORIGINAL_TOOL_PREFIX: &str = "double-natpmp-";
 
-/// The data a version-1 comment carries.
+/// The data a comment of ours carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleComment {
     /// The mapping the rule belongs to.
     pub key: MappingKey,
     /// The router port R (the rule's dst-port).
     pub router_port: u16,
+    /// The lifetime the client asked for, capped (version 2).
+    pub lifetime: Option<u32>,
+    /// The external port the gateway last gave (version 2, once known).
+    pub external_port: Option<u16>,
 }
 
 impl RuleComment {
-    /// The comment of the rule of `kind` that the lease of `key` at `router_port` owns.
-    pub fn for_rule(key: MappingKey, router_port: u16, kind: RuleKind) -> String {
-        match kind {
-            RuleKind::DstNat => RuleComment { key, router_port }.encode(),
+    /// A version-2 comment without an external port.
+    pub fn new(key: MappingKey, router_port: u16, lifetime: u32) -> RuleComment {
+        RuleComment {
+            key,
+            router_port,
+            lifetime: Some(lifetime),
+            external_port: None,
         }
     }
 
-    /// The comment text to put on the rule.
-    pub fn encode(&self) -> String {
-        format!(
-            "{V1_PREFIX}{} {}:{} r={}",
-            self.key.protocol, self.key.client, self.key.internal_port, self.router_port
-        )
+    /// Whether both name the same rule (key and router port), whatever the restart data.
+    pub fn same_rule(&self, other: &RuleComment) -> bool {
+        self.key == other.key && self.router_port == other.router_port
     }
 
-    /// Reads a version-1 comment; `None` for anything else.
+    /// The comment text to put on the rule: version 2 when it carries a lifetime.
+    pub fn encode(&self) -> String {
+        let head = format!(
+            "{} {}:{} r={}",
+            self.key.protocol, self.key.client, self.key.internal_port, self.router_port
+        );
+        match (self.lifetime, self.external_port) {
+            (Some(l), Some(e)) => format!("{V2_PREFIX}{head} l={l} e={e}"),
+            (Some(l), None) => format!("{V2_PREFIX}{head} l={l}"),
+            _ => format!("{V1_PREFIX}{head}"),
+        }
+    }
+
+    /// Reads a version-1 or version-2 comment; `None` for anything else.
     pub fn parse(comment: &str) -> Option<RuleComment> {
-        let rest = comment.strip_prefix(V1_PREFIX)?;
+        let (rest, v2) = match comment.strip_prefix(V2_PREFIX) {
+            Some(rest) => (rest, true),
+            None => (comment.strip_prefix(V1_PREFIX)?, false),
+        };
         let mut parts = rest.split(' ');
         let protocol = Protocol::parse(parts.next()?)?;
         let (client, port) = parts.next()?.split_once(':')?;
         let client: Ipv4Addr = client.parse().ok()?;
         let internal_port: u16 = port.parse().ok()?;
         let router_port: u16 = parts.next()?.strip_prefix("r=")?.parse().ok()?;
+        let (mut lifetime, mut external_port) = (None, None);
+        if v2 {
+            lifetime = Some(parts.next()?.strip_prefix("l=")?.parse().ok()?);
+            if let Some(e) = parts.next() {
+                external_port = Some(e.strip_prefix("e=")?.parse().ok()?);
+            }
+        }
         if parts.next().is_some() {
             return None;
         }
@@ -75,26 +111,29 @@ impl RuleComment {
                 internal_port,
             },
             router_port,
+            lifetime,
+            external_port,
         })
     }
 }
 
-/// The dst-nat rule of `key` at router port R.
-pub fn dst_nat_rule(config: &MappingConfig, key: MappingKey, router_port: u16) -> DstNatRule {
+/// The dst-nat rule of `key` at router port R, its comment carrying `comment`'s data.
+pub fn dst_nat_rule(config: &MappingConfig, comment: &RuleComment) -> DstNatRule {
+    let key = comment.key;
     DstNatRule {
         protocol: key.protocol,
         in_interface: config.in_interface.clone(),
-        dst_port: router_port,
+        dst_port: comment.router_port,
         to_address: key.client,
         to_port: key.internal_port,
-        comment: RuleComment::for_rule(key, router_port, RuleKind::DstNat),
+        comment: comment.encode(),
     }
 }
 
 /// Who owns a dst-nat rule, judged from its comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleOwner {
-    /// Ours; the data if the comment is version 1.
+    /// Ours; the data if the comment is one we can read.
     Ours(Option<RuleComment>),
     /// Left by the original tool (`double-natpmp-…`): ours, without data.
     OriginalTool,
@@ -137,6 +176,8 @@ mod tests {
                 internal_port: 6881,
             },
             router_port: 40001,
+            lifetime: None,
+            external_port: None,
         }
     }
 
@@ -179,6 +220,35 @@ mod tests {
             "double-natpmp:v1 tcp 192.168.88.10:6881 r=70000",
             "double-natpmp:v1 tcp 192.168.88.10:6881 r=1 extra",
             "double-natpmp:v1 tcp 192.168.88.10:6881",
+        ] {
+            assert_eq!(RuleComment::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn version_2_carries_the_restart_data_and_identity_ignores_it() {
+        let v2 = RuleComment::new(sample().key, 40001, 3600);
+        assert_eq!(
+            v2.encode(),
+            "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=3600"
+        );
+        let moved = RuleComment {
+            external_port: Some(51234),
+            ..v2
+        };
+        let text = moved.encode();
+        assert_eq!(
+            text,
+            "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=3600 e=51234"
+        );
+        assert_eq!(RuleComment::parse(&text), Some(moved));
+        assert!(moved.same_rule(&v2) && moved.same_rule(&sample()));
+        assert!(!moved.same_rule(&RuleComment::new(sample().key, 40002, 3600)));
+        for bad in [
+            "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001",
+            "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=x",
+            "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=60 x=1",
+            "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=60 e=1 more",
         ] {
             assert_eq!(RuleComment::parse(bad), None, "{bad}");
         }

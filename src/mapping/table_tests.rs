@@ -18,6 +18,7 @@ fn lease(router_port: u16) -> Lease {
             kind: RuleKind::DstNat,
             id: RuleId("*1".into()),
         }],
+        comment: crate::mapping::rule::RuleComment::new(key(1), router_port, 60),
         external_port: 50000,
         lifetime: 60,
         deadline: now,

@@ -29,7 +29,6 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, RemovalReason};
 use crate::mapping::lease::{Lease, MappingKey};
-use crate::mapping::rule::RuleComment;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{Protocol, ResultCode};
@@ -141,9 +140,11 @@ async fn remove_rules<R: Router, U: Upstream>(
     key: MappingKey,
     lease: &Lease,
 ) -> Result<(), MappingError> {
+    debug_assert_eq!(lease.comment.key, key);
     for rule in &lease.rules {
-        let comment = RuleComment::for_rule(key, lease.router_port, rule.kind);
-        core.layers.remove_rule(&comment, Some(&rule.id)).await?;
+        core.layers
+            .remove_rule(&lease.comment, Some(&rule.id))
+            .await?;
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ use crate::mapping::layers::Added;
 use crate::mapping::lease::{
     reply_lifetime, upstream_lifetime, Lease, MappingKey, OwnedRule, RuleKind,
 };
-use crate::mapping::rule::dst_nat_rule;
+use crate::mapping::rule::{dst_nat_rule, RuleComment};
 use crate::mapping::table::Reservation;
 use crate::mapping::teardown::{delete, delete_all};
 use crate::natpmp::handler::MapReply;
@@ -51,8 +51,8 @@ use crate::routeros::api::{Router, RuleId};
 /// One undo step of a create.
 #[derive(Clone, Debug)]
 enum Undo {
-    /// Remove the rule with this comment (last seen under `id`).
-    RemoveRule { comment: String, id: RuleId },
+    /// Remove the rule that is `rule` (last seen under `id`).
+    RemoveRule { rule: RuleComment, id: RuleId },
     /// Delete the upstream mapping of R.
     DeleteUpstream { protocol: Protocol, port: u16 },
 }
@@ -71,8 +71,8 @@ impl UndoLog {
         let mut all = true;
         for step in self.0.into_iter().rev() {
             let result = match &step {
-                Undo::RemoveRule { comment, id } => {
-                    core.layers.remove_rule(comment, Some(id)).await.map(|_| ())
+                Undo::RemoveRule { rule, id } => {
+                    core.layers.remove_rule(rule, Some(id)).await.map(|_| ())
                 }
                 Undo::DeleteUpstream { protocol, port } => core
                     .layers
@@ -181,8 +181,10 @@ async fn create<R: Router, U: Upstream>(
     let router_port = reservation.port();
     let mut undo = UndoLog::default();
 
-    let rule = dst_nat_rule(&core.config, key, router_port);
-    let id = match core.layers.add_rule(&rule).await {
+    let asked = upstream_lifetime(request.lifetime, core.config.max_lifetime);
+    let comment = RuleComment::new(key, router_port, asked);
+    let rule = dst_nat_rule(&core.config, &comment);
+    let id = match core.layers.add_rule(&rule, &comment).await {
         Added::Yes(id) => id,
         Added::No(e) => {
             reservation.release();
@@ -195,7 +197,6 @@ async fn create<R: Router, U: Upstream>(
             // nothing right after a timeout proves nothing, so R then stays a suspect until the
             // reconciler has looked.
             let core2 = Arc::clone(core);
-            let comment = rule.comment.clone();
             core.background.spawn(async move {
                 match core2.layers.remove_rule(&comment, None).await {
                     Ok(n) if n > 0 => reservation.release(),
@@ -211,11 +212,10 @@ async fn create<R: Router, U: Upstream>(
         }
     };
     undo.push(Undo::RemoveRule {
-        comment: rule.comment.clone(),
+        rule: comment,
         id: id.clone(),
     });
 
-    let asked = upstream_lifetime(request.lifetime, core.config.max_lifetime);
     let grant = match core
         .layers
         .upstream_map(
@@ -253,6 +253,7 @@ async fn create<R: Router, U: Upstream>(
             kind: RuleKind::DstNat,
             id: id.clone(),
         }],
+        comment,
         external_port: grant.external_port,
         lifetime,
         deadline: now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace,

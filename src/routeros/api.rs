@@ -126,11 +126,12 @@ pub trait Router: Send + Sync + 'static {
     fn remove_rule(&self, id: &RuleId) -> impl Future<Output = Result<(), RouterError>> + Send;
     /// Every rule of the `dstnat` chain, whatever its in-interface (with `.proplist`).
     fn list_dstnat(&self) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
-    /// The NAT rules whose comment is exactly `comment` (`?comment=…`): how a rule of ours is
-    /// found by what it is, whatever its `.id` is now.
-    fn find_by_comment(
+    /// The dst-nat rules whose `dst-port` is exactly `dst_port` (`?chain=dstnat ?dst-port=…`):
+    /// the candidates among which a rule of ours is found by its comment, whatever its `.id`
+    /// is now.
+    fn find_dstnat(
         &self,
-        comment: &str,
+        dst_port: u16,
     ) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
     /// Every `/interface/list/member` row.
     fn list_members(&self) -> impl Future<Output = Result<Vec<ListMember>, RouterError>> + Send;
@@ -356,10 +357,11 @@ impl Router for RouterApi {
         Ok(resp.rows.iter().map(NatRule::from_reply).collect())
     }
 
-    async fn find_by_comment(&self, comment: &str) -> Result<Vec<NatRule>, RouterError> {
+    async fn find_dstnat(&self, dst_port: u16) -> Result<Vec<NatRule>, RouterError> {
         let cmd = Command::new("/ip/firewall/nat/print")
             .attr(".proplist", NAT_PROPLIST)
-            .query(format!("comment={comment}"));
+            .query("chain=dstnat")
+            .query(format!("dst-port={dst_port}"));
         let resp = self.run(cmd).await?;
         Ok(resp.rows.iter().map(NatRule::from_reply).collect())
     }
