@@ -382,8 +382,8 @@ async fn c29_retransmit_and_renewal_keep_the_external_port_with_zero_router_comm
     );
     assert_eq!(
         lab.gateway.map_requests() - exchanges,
-        3,
-        "one upstream exchange per renewal"
+        0,
+        "renewals are answered from the lease: the keeper keeps the upstream mapping"
     );
 }
 
@@ -1201,13 +1201,31 @@ async fn router_hanging_answers_3_within_the_api_timeout_and_recovers() {
 }
 
 #[tokio::test]
-async fn renewal_after_the_gateway_lost_its_state_reports_the_new_external_port_with_one_rule() {
-    let lab = start(Setup::default()).await;
+async fn a_gateway_that_lost_its_state_is_healed_by_the_daemon_and_renewals_report_the_new_port() {
+    let lab = start(Setup {
+        flags: vec![("address-refresh", "1s".into())],
+        gateway: GatewayConfig {
+            quota_per_peer: 1000,
+            up_for: Duration::from_secs(3600),
+            ..GatewayConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
     let client = Client::on(10, lab.daemon.listen).await;
     let first = success(client.ask(map(Protocol::Udp, 6881, 0, 60)).await);
+    let mut events = lab.daemon.orchestrator.subscribe();
     lab.gateway.lose_state();
     lab.router.reset_counters();
 
+    // No client asks: the next address refresh shows the reset epoch (C-48), and the daemon
+    // makes the mapping again by itself.
+    assert!(
+        lab.gateway
+            .wait_for_mappings(|m| m.len() == 1, Duration::from_secs(5))
+            .await,
+        "the daemon did not heal the gateway's mappings"
+    );
     let renewal = success(client.ask(map(Protocol::Udp, 6881, 0, 60)).await);
 
     let up = lab.gateway.mappings();
@@ -1218,7 +1236,33 @@ async fn renewal_after_the_gateway_lost_its_state_reports_the_new_external_port_
         first.external_port
     );
     assert_eq!(our_rules(&lab.router).len(), 1);
-    assert_eq!(lab.router.command_count(), 0);
+    assert_eq!(
+        lab.router.command_count_for(ADD),
+        0,
+        "healing the gateway never touches the rule"
+    );
+    if renewal.external_port != first.external_port {
+        // The keeper records the moved port in the rule's comment (for a restart).
+        within(Duration::from_secs(5), "the comment update", async {
+            loop {
+                match events.recv().await {
+                    Ok(double_natpmp::mapping::MappingEvent::RouterCommand { what, .. })
+                        if what.starts_with("record the new external port") =>
+                    {
+                        break
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    }
+    assert_eq!(
+        lab.router.command_count_for("/ip/firewall/nat/set"),
+        u64::from(renewal.external_port != first.external_port),
+        "the only router command records a moved external port in the rule's comment"
+    );
 }
 
 #[tokio::test]

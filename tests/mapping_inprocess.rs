@@ -55,6 +55,7 @@ struct RouterState {
     removes: usize,
     lists: usize,
     finds: usize,
+    sets: usize,
     /// `/interface/list/member` rows (list, interface).
     members: Vec<(String, String)>,
     /// The interface `/ip/route/check` names for the gateway (default: IFACE).
@@ -93,7 +94,7 @@ impl FakeRouter {
 
     fn commands(&self) -> usize {
         let s = self.state();
-        s.adds + s.removes + s.lists + s.finds
+        s.adds + s.removes + s.lists + s.finds + s.sets
     }
 
     /// Gives every rule a new id `*1`, `*2`, … in rule order, as a reboot may.
@@ -224,6 +225,20 @@ impl Router for FakeRouter {
             });
         }
         Ok(())
+    }
+
+    async fn set_comment(&self, id: &RuleId, comment: &str) -> Result<(), RouterError> {
+        let mut s = self.state();
+        s.sets += 1;
+        match s.rules.iter_mut().find(|r| r.id.as_ref() == Some(id)) {
+            Some(r) => {
+                r.comment = Some(comment.to_owned());
+                Ok(())
+            }
+            None => Err(RouterError::NotFound {
+                what: id.to_string(),
+            }),
+        }
     }
 
     async fn list_dstnat(&self) -> Result<Vec<NatRule>, RouterError> {
@@ -580,13 +595,13 @@ async fn c29_retransmit_and_renewal_return_same_external_port_with_no_router_com
     assert_eq!(router.rules().len(), 1, "no second rule");
     assert_eq!(
         upstream.exchanges(),
-        3,
-        "each renewal is one upstream exchange"
+        1,
+        "renewals are answered from the lease while the keeper keeps the upstream mapping valid"
     );
 }
 
 #[tokio::test(start_paused = true)]
-async fn renewal_reports_a_new_external_port_when_the_gateway_moves_it() {
+async fn the_keeper_sees_a_moved_external_port_and_the_next_renewal_carries_it() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start(&router, &upstream).await;
     let first = success(
@@ -594,12 +609,101 @@ async fn renewal_reports_a_new_external_port_when_the_gateway_moves_it() {
             .await,
     );
     upstream.state().move_on_renewal = true;
+    // The keeper renews at about half of the 60 s grant, without the client.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(upstream.exchanges(), 2, "one map, one keeper renewal");
     let renewal = success(
         orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
             .await,
     );
     assert_ne!(renewal.external_port, first.external_port);
     assert_eq!(orch.leases()[0].lease.external_port, renewal.external_port);
+    assert_eq!(
+        upstream.exchanges(),
+        2,
+        "the client's renewal was answered from the lease"
+    );
+    let comment = router.our_rules()[0].comment.clone().unwrap_or_default();
+    assert!(
+        comment.ends_with(&format!(" e={}", renewal.external_port)),
+        "the rule's comment records the new port for a restart: {comment}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keeper_renews_once_per_half_lifetime_and_never_touches_the_router() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
+            .await,
+    );
+    let commands = router.commands();
+    // Five minutes of a 60 s upstream grant, the client renewing every 50 s: the keeper renews
+    // every ~30 s (±10 %), so 9 to 11 times, and the client's renewals cost nothing upstream.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        success(
+            orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
+                .await,
+        );
+    }
+    let renewals = upstream.exchanges() - 1;
+    assert!((9..=11).contains(&renewals), "{renewals} keeper renewals");
+    assert_eq!(
+        router.commands(),
+        commands,
+        "keeping a mapping costs no router command"
+    );
+    assert_eq!(orch.lease_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_hiccup_during_a_client_renewal_never_reaches_the_client() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    let first = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    upstream.state().fault = Some(UpFault::Silent);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let renewal = success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    assert_eq!(renewal.external_port, first.external_port);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_gets_a_failure_only_when_the_upstream_mapping_is_really_gone() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
+            .await,
+    );
+    upstream.state().fault = Some(UpFault::Silent);
+    // Within the 60 s upstream grant a renewal is answered from the lease…
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
+            .await,
+    );
+    // …past it, with every keeper renewal lost, the mapping is really gone: the client is told.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let reply = orch
+        .handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
+        .await;
+    assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
+    // The gateway comes back: the keeper makes the mapping again on its own.
+    upstream.state().fault = None;
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(upstream.mapped().len(), 1);
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
+            .await,
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -971,12 +1075,12 @@ async fn concurrent_identical_requests_are_serialized_into_one_rule() {
     assert_eq!(router.state().adds, 1);
     // The copy that waited got the first request's answer: no renewal exchange upstream.
     assert_eq!(upstream.exchanges(), 1);
-    // A request that arrives after the first finished is a real renewal again.
+    // A request that arrives after the first finished is a renewal, answered from the lease.
     success(
         orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
             .await,
     );
-    assert_eq!(upstream.exchanges(), 2);
+    assert_eq!(upstream.exchanges(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1631,14 +1735,24 @@ async fn c48_upstream_epoch_going_backwards_resets_our_epoch() {
             .await,
     );
     assert!(epoch.sssoe() >= 5000);
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    // The gateway restarted: its epoch is near zero.
-    upstream.state().epoch_offset = -29;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The gateway restarted and lost its mappings: its epoch is near zero.
+    upstream.state().epoch_offset = -9;
+    upstream.state().maps.clear();
+    let exchanges = upstream.exchanges();
+    // The keeper's next renewal (at about 30 s) shows it; our epoch is reset and every mapping
+    // is made again at once.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(epoch.sssoe() <= 25, "our epoch was reset");
+    assert!(
+        upstream.exchanges() >= exchanges + 2,
+        "renewed, then healed"
     );
-    assert!(epoch.sssoe() <= 1, "our epoch was reset");
+    assert_eq!(
+        upstream.mapped().len(),
+        1,
+        "the mapping is back at the gateway"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1655,6 +1769,7 @@ async fn every_change_of_a_mapping_is_an_event_in_order() {
             .await,
     );
     upstream.state().move_on_renewal = true;
+    tokio::time::sleep(Duration::from_secs(35)).await;
     let renewed = success(
         orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
             .await,
@@ -1681,12 +1796,12 @@ async fn every_change_of_a_mapping_is_an_event_in_order() {
                 lifetime: 60,
                 origin: Origin::NatPmp,
             },
-            MappingEvent::Renewed { key, lifetime: 60 },
             MappingEvent::ExternalPortChanged {
                 key,
                 old: first.external_port,
                 new: renewed.external_port,
             },
+            MappingEvent::Renewed { key, lifetime: 60 },
             MappingEvent::Removed {
                 key,
                 router_port: 6881,

@@ -26,7 +26,7 @@ use clap::Args;
 use crate::cli::fixes::{router_fix, upstream_fix};
 use crate::config::DaemonArgs;
 use crate::daemon::{router_api, upstream_config, DaemonError};
-use crate::mapping::lease::MappingKey;
+use crate::mapping::key::MappingKey;
 use crate::mapping::rule::RuleComment;
 use crate::natpmp::upstream::{Upstream, UpstreamClient};
 use crate::natpmp::wire::Protocol;

@@ -82,6 +82,10 @@ pub struct Core<R, U> {
     pub config: MappingConfig,
     /// Wakes the expiry task when a new deadline appears.
     pub expiry_wake: Notify,
+    /// Wakes the keeper when a renewal became due sooner than it sleeps.
+    pub keeper_wake: Notify,
+    /// Set while the keeper re-makes every mapping after a loss (to tell when it is healed).
+    pub healing: AtomicBool,
     /// Stops the background tasks.
     pub stop: ShutdownTrigger,
     /// Background undo and drain work.
@@ -103,6 +107,8 @@ impl<R, U> Core<R, U> {
             locks: KeyLocks::new(),
             config,
             expiry_wake: Notify::new(),
+            keeper_wake: Notify::new(),
+            healing: AtomicBool::new(false),
             stop,
             background: Arc::new(Background::default()),
             tasks: Mutex::new(Vec::new()),

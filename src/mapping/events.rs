@@ -10,39 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::mapping::lease::MappingKey;
+use crate::mapping::key::MappingKey;
+pub use crate::mapping::lease::Origin;
 
 /// How many events a slow listener may fall behind before it loses some.
 pub const EVENT_BUFFER: usize = 1024;
-
-/// Where a mapping came from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Origin {
-    /// A NAT-PMP request from a LAN client.
-    #[default]
-    NatPmp,
-    /// The HTTP API (a forward for a program that cannot speak NAT-PMP).
-    Api,
-    /// A static reservation from the configuration: kept alive by the daemon, never expires.
-    Static,
-}
-
-impl Origin {
-    /// `natpmp`, `api` or `static`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::NatPmp => "natpmp",
-            Origin::Api => "api",
-            Origin::Static => "static",
-        }
-    }
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a mapping ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

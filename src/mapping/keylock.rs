@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::mapping::error::MappingError;
-use crate::mapping::lease::MappingKey;
+use crate::mapping::key::MappingKey;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::wire::MapRequest;
 

@@ -60,6 +60,8 @@ pub struct Layers<R, U> {
     epoch_watch: Mutex<UpstreamEpochWatch>,
     /// Where what happens is told.
     pub events: Events,
+    /// Notified when the gateway lost its state: the keeper makes every mapping again.
+    pub heal_needed: tokio::sync::Notify,
 }
 
 impl<R: Router, U: Upstream> Layers<R, U> {
@@ -79,6 +81,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
             epoch,
             epoch_watch: Mutex::new(UpstreamEpochWatch::new()),
             events: Events::new(),
+            heal_needed: tokio::sync::Notify::new(),
         }
     }
 
@@ -278,6 +281,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
             self.epoch.reset();
             self.events
                 .emit(MappingEvent::UpstreamLost { epoch: sssoe });
+            self.heal_needed.notify_one();
         }
         lost
     }

@@ -1,34 +1,38 @@
 //! A mapping's identity ([`MappingKey`]) and what it owns on both layers ([`Lease`]), with the
 //! lifetime arithmetic of C-30.
 
-use std::net::Ipv4Addr;
-
 use tokio::time::Instant;
 
-use crate::mapping::events::Origin;
+pub use crate::mapping::key::MappingKey;
 use crate::mapping::rule::RuleComment;
-use crate::natpmp::wire::Protocol;
 use crate::routeros::api::RuleId;
 
-/// The NAT-PMP identity of a mapping (C-29): retransmits and renewals of the same key are the
-/// same mapping, whatever external port they suggest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MappingKey {
-    /// The LAN client (the request's source address, C-25).
-    pub client: Ipv4Addr,
-    /// UDP or TCP (the opcode).
-    pub protocol: Protocol,
-    /// The client's own port I.
-    pub internal_port: u16,
+/// Where a mapping came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A NAT-PMP request from a LAN client.
+    #[default]
+    NatPmp,
+    /// The HTTP API (a forward for a program that cannot speak NAT-PMP).
+    Api,
+    /// A static reservation from the configuration: kept alive by the daemon, never expires.
+    Static,
 }
 
-impl std::fmt::Display for MappingKey {
+impl Origin {
+    /// `natpmp`, `api` or `static`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::NatPmp => "natpmp",
+            Origin::Api => "api",
+            Origin::Static => "static",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}:{}",
-            self.protocol, self.client, self.internal_port
-        )
+        f.write_str(self.as_str())
     }
 }
 
@@ -67,8 +71,16 @@ pub struct Lease {
     pub lifetime: u32,
     /// When both layers are removed unless the client renews: grant time + lifetime + grace.
     pub deadline: Instant,
-    /// When the gateway's mapping lapses unless renewed: its grant time + its lifetime.
+    /// When the gateway's mapping lapses unless renewed: its grant time + its lifetime. Before
+    /// it, a client's renewal is answered from the lease.
     pub upstream_deadline: Instant,
+    /// The lifetime the gateway last granted (seconds).
+    pub upstream_lifetime: u32,
+    /// When the keeper renews the upstream mapping next (about half its lifetime after the
+    /// grant, sooner after a failure).
+    pub renew_at: Instant,
+    /// Upstream renewals that failed in a row.
+    pub keep_failures: u32,
     /// Where the mapping came from (a static one never expires).
     pub origin: Origin,
     /// Set by the lease table when the lease goes live; a lease made again for the same key

@@ -7,6 +7,7 @@
 //! * [`teardown`]: delete, delete-all, expiry and shutdown: both layers, upstream first.
 //! * [`table`]: the [`LeaseTable`], the only store of leases and router-port holds.
 //! * [`keylock`]: per-key serialization and the retransmission memo.
+//! * [`keeper`]: upstream renewals the daemon makes itself, and healing after a gateway's loss.
 //! * [`layers`]: the router and the gateway under our bounds; rules found by comment, lost
 //!   replies settled at once.
 //! * [`interface`]: proving the VPN in-interface before any rule is added.
@@ -17,7 +18,8 @@
 //! * [`events`]: what happens to mappings, for whoever listens (status API, metrics, webhooks).
 //! * [`ports`]: what the router says about its ports, and the choice of a router port.
 //! * [`rule`]: the comment format that marks our rules.
-//! * [`lease`]: the key, the lease and the lifetime arithmetic (C-30).
+//! * [`key`]: the mapping's identity (C-29).
+//! * [`lease`]: the lease and the lifetime arithmetic (C-30).
 //! * [`epoch_watch`]: the upstream epoch watch (C-48).
 //! * [`config`]: the [`MappingConfig`] and its checks.
 //! * [`error`]: [`MappingError`] and its mapping to NAT-PMP result codes (one place).
@@ -30,7 +32,8 @@
 //!   mappings behind them expire within their lifetime anyway, 60 s with ProtonVPN), so the start
 //!   reconcile removes them; clients re-map on their next renewal.
 //! * Internal port 0 with a lifetime (C-37) is answered 2 (RFC-safe; miniupnpd does the same).
-//! * Renewals and retransmits cost one upstream exchange and no router command.
+//! * Renewals and retransmits cost no router command, and no upstream exchange while the
+//!   upstream mapping is known to be valid: the keeper renews it.
 
 pub mod config;
 pub mod core;
@@ -38,6 +41,8 @@ pub mod epoch_watch;
 pub mod error;
 pub mod events;
 pub mod interface;
+pub mod keeper;
+pub mod key;
 pub mod keylock;
 pub mod layers;
 pub mod lease;

@@ -23,6 +23,7 @@ use crate::mapping::config::MappingConfig;
 use crate::mapping::core::{Core, InterfaceState};
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
+use crate::mapping::keeper;
 use crate::mapping::layers::Layers;
 use crate::mapping::lease::LeaseInfo;
 use crate::mapping::reconcile::{self, ReconcileReport};
@@ -126,9 +127,11 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
             Arc::clone(core),
             core.stop.subscribe(),
         ));
+        let keeper = tokio::spawn(keeper::keeper_loop(Arc::clone(core), core.stop.subscribe()));
         let mut handles = core.tasks.lock().unwrap_or_else(|p| p.into_inner());
         handles.push(expiry);
         handles.push(reconcile);
+        handles.push(keeper);
     }
 
     /// One reconcile pass now (see [`crate::mapping::reconcile`]).
@@ -146,6 +149,17 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
     /// watch; resets our epoch when the gateway lost its state (C-48). Returns whether it did.
     pub fn observe_upstream_epoch(&self, sssoe: u32) -> bool {
         self.core.layers.observe_epoch(sssoe)
+    }
+
+    /// Makes every live mapping again at the gateway now (its external address changed, or it
+    /// lost its state in a way the daemon learnt of elsewhere).
+    pub fn heal(&self, why: &str) {
+        keeper::heal(&self.core, why);
+    }
+
+    /// Runs the keeper's due renewals now (the keeper task does this on its own).
+    pub async fn renew_due(&self) {
+        keeper::renew_due(&self.core).await;
     }
 
     /// The number of live mappings.

@@ -27,7 +27,7 @@
 use std::net::Ipv4Addr;
 
 use crate::mapping::config::MappingConfig;
-use crate::mapping::lease::MappingKey;
+use crate::mapping::key::MappingKey;
 use crate::natpmp::wire::Protocol;
 use crate::routeros::api::DstNatRule;
 

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
-use crate::mapping::events::Origin;
-use crate::mapping::lease::{Lease, LeaseInfo, MappingKey};
+use crate::mapping::key::MappingKey;
+use crate::mapping::lease::{Lease, LeaseInfo, Origin};
 use crate::mapping::ports::{choose_port, slot, RouterView};
 use crate::natpmp::wire::Protocol;
 
@@ -195,6 +195,32 @@ impl LeaseTable {
             .filter(|(_, l)| l.origin != Origin::Static && l.deadline <= now)
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// The earliest time the keeper must renew an upstream mapping.
+    pub fn next_renewal(&self) -> Option<Instant> {
+        self.state().leases.values().map(|l| l.renew_at).min()
+    }
+
+    /// The keys whose upstream renewal is due at `now`.
+    pub fn renewals_due(&self, now: Instant) -> Vec<MappingKey> {
+        self.state()
+            .leases
+            .iter()
+            .filter(|(_, l)| l.renew_at <= now)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Makes every live lease's upstream renewal due now and its upstream mapping unknown (the
+    /// gateway lost its state); returns how many.
+    pub fn renew_all_now(&self, now: Instant) -> usize {
+        let mut st = self.state();
+        for lease in st.leases.values_mut() {
+            lease.renew_at = now;
+            lease.upstream_deadline = lease.upstream_deadline.min(now);
+        }
+        st.leases.len()
     }
 
     /// Puts back a lease whose rule was found on the router (a restart): the lease goes live and

@@ -23,6 +23,9 @@ fn lease(router_port: u16) -> Lease {
         lifetime: 60,
         deadline: now,
         upstream_deadline: now,
+        upstream_lifetime: 60,
+        renew_at: now,
+        keep_failures: 0,
         origin: Origin::NatPmp,
         serial: 0,
     }

@@ -3,7 +3,7 @@
 //! | request | router | upstream | reply |
 //! |---|---|---|---|
 //! | new mapping | add the dst-nat rule (1 command) | map (proto, R, client's suggestion, min(asked, cap)) | I, E, min(asked, granted, cap) |
-//! | renewal / retransmit | none | map (proto, R, current E, min(asked, cap)) | I, E (new E if the gateway moved it) |
+//! | renewal / retransmit | none | none while the upstream mapping is valid (the keeper renews it); else map (proto, R, current E, min(asked, cap)) | I, the lease's E, min(asked, upstream grant, cap) |
 //!
 //! **Create** is a list of steps, each pushing its undo on an [`UndoLog`] once done: reserve R
 //! (undo: free it), add the router rules (undo: remove them, by comment), map upstream (undo:
@@ -36,10 +36,10 @@ use tracing::{debug, info, warn};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
+use crate::mapping::keeper::next_renewal;
+use crate::mapping::key::MappingKey;
 use crate::mapping::layers::Added;
-use crate::mapping::lease::{
-    reply_lifetime, upstream_lifetime, Lease, MappingKey, OwnedRule, RuleKind,
-};
+use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule, RuleKind};
 use crate::mapping::rule::{dst_nat_rule, RuleComment};
 use crate::mapping::table::Reservation;
 use crate::mapping::teardown::{delete, delete_all};
@@ -258,6 +258,9 @@ async fn create<R: Router, U: Upstream>(
         lifetime,
         deadline: now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace,
         upstream_deadline: now + Duration::from_secs(u64::from(grant.lifetime)),
+        upstream_lifetime: grant.lifetime,
+        renew_at: next_renewal(now, grant.lifetime),
+        keep_failures: 0,
         origin,
         serial: 0,
     });
@@ -306,6 +309,39 @@ async fn renew<R: Router, U: Upstream>(
     lease: Lease,
     request: MapRequest,
 ) -> Result<MapReply, MappingError> {
+    let now = Instant::now();
+    if now < lease.upstream_deadline {
+        // The keeper keeps the upstream mapping alive: answer from the lease, with no
+        // exchange, so a gateway hiccup now never reaches the client.
+        let lifetime = reply_lifetime(
+            request.lifetime,
+            lease.upstream_lifetime,
+            core.config.max_lifetime,
+        );
+        core.table.update(&key, |l| {
+            l.lifetime = lifetime;
+            l.deadline = now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace;
+        });
+        core.layers
+            .events
+            .emit(MappingEvent::Renewed { key, lifetime });
+        debug!(
+            client = %key.client,
+            proto = %key.protocol,
+            internal_port = key.internal_port,
+            router_port = lease.router_port,
+            external_port = lease.external_port,
+            lifetime,
+            "renewed from the lease"
+        );
+        return Ok(MapReply {
+            result: ResultCode::Success,
+            external_port: lease.external_port,
+            lifetime,
+        });
+    }
+    // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
+    // the gateway lost it): ask the gateway on the client's path.
     let asked = upstream_lifetime(request.lifetime, core.config.max_lifetime);
     let grant = core
         .layers
@@ -324,7 +360,11 @@ async fn renew<R: Router, U: Upstream>(
         l.lifetime = lifetime;
         l.deadline = now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace;
         l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
+        l.upstream_lifetime = grant.lifetime;
+        l.renew_at = next_renewal(now, grant.lifetime);
+        l.keep_failures = 0;
     });
+    core.keeper_wake.notify_one();
     core.layers
         .events
         .emit(MappingEvent::Renewed { key, lifetime });
@@ -351,7 +391,7 @@ async fn renew<R: Router, U: Upstream>(
         router_port = lease.router_port,
         external_port = grant.external_port,
         lifetime,
-        "renewed"
+        "renewed at the VPN gateway"
     );
     Ok(MapReply {
         result: ResultCode::Success,

@@ -20,8 +20,14 @@ pub struct AddressCache<U> {
     upstream: Arc<U>,
     cached: StdMutex<Option<Ipv4Addr>>,
     epoch_observer: StdMutex<Option<EpochObserver>>,
+    change_observer: StdMutex<Option<ChangeObserver>>,
     fetching: tokio::sync::Mutex<()>,
+    wake: tokio::sync::Notify,
 }
+
+/// Called with (old, new) when the upstream's external address changes: the mapping layer
+/// re-creates its mappings (a new address means the gateway's state is new too).
+pub type ChangeObserver = Arc<dyn Fn(Ipv4Addr, Ipv4Addr) + Send + Sync>;
 
 /// Called with the upstream's SSSoE from each address reply (C-48: the mapping layer watches it
 /// for a gateway that lost its state).
@@ -34,7 +40,9 @@ impl<U: Upstream> AddressCache<U> {
             upstream,
             cached: StdMutex::new(None),
             epoch_observer: StdMutex::new(None),
+            change_observer: StdMutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -51,6 +59,17 @@ impl<U: Upstream> AddressCache<U> {
             Ok(mut g) => std::mem::replace(&mut *g, value),
             Err(p) => std::mem::replace(&mut *p.into_inner(), value),
         };
+        if let (Some(old), Some(new)) = (old, value) {
+            if old != new {
+                let observer = match self.change_observer.lock() {
+                    Ok(g) => g.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                if let Some(observe) = observer {
+                    observe(old, new);
+                }
+            }
+        }
         if old != value {
             match value {
                 Some(a) => info!(external_address = %a, "upstream external address"),
@@ -79,6 +98,20 @@ impl<U: Upstream> AddressCache<U> {
             Ok(mut g) => *g = Some(observer),
             Err(p) => *p.into_inner() = Some(observer),
         }
+    }
+
+    /// Sets the function told when the external address changes.
+    pub fn set_change_observer(&self, observer: ChangeObserver) {
+        match self.change_observer.lock() {
+            Ok(mut g) => *g = Some(observer),
+            Err(p) => *p.into_inner() = Some(observer),
+        }
+    }
+
+    /// Makes the background refresh ask the upstream now instead of at its next interval (the
+    /// gateway lost its state: its address may have changed too).
+    pub fn refresh_soon(&self) {
+        self.wake.notify_one();
     }
 
     /// Asks the upstream now and updates the cache.
@@ -112,6 +145,7 @@ impl<U: Upstream> AddressCache<U> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
+                _ = self.wake.notified() => {}
                 _ = shutdown.recv() => return,
             }
         }

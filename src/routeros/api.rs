@@ -124,6 +124,12 @@ pub trait Router: Send + Sync + 'static {
     ) -> impl Future<Output = Result<RuleId, RouterError>> + Send;
     /// `/ip/firewall/nat/remove =.id=…`; `NotFound` when it was already gone.
     fn remove_rule(&self, id: &RuleId) -> impl Future<Output = Result<(), RouterError>> + Send;
+    /// `/ip/firewall/nat/set =.id=… =comment=…`; `NotFound` when it is gone.
+    fn set_comment(
+        &self,
+        id: &RuleId,
+        comment: &str,
+    ) -> impl Future<Output = Result<(), RouterError>> + Send;
     /// Every rule of the `dstnat` chain, whatever its in-interface (with `.proplist`).
     fn list_dstnat(&self) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
     /// The dst-nat rules whose `dst-port` is exactly `dst_port` (`?chain=dstnat ?dst-port=…`):
@@ -347,6 +353,13 @@ impl Router for RouterApi {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    async fn set_comment(&self, id: &RuleId, comment: &str) -> Result<(), RouterError> {
+        let cmd = Command::new("/ip/firewall/nat/set")
+            .attr(".id", id.0.as_str())
+            .attr("comment", comment);
+        self.run(cmd).await.map(|_| ())
     }
 
     async fn list_dstnat(&self) -> Result<Vec<NatRule>, RouterError> {

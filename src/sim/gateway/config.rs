@@ -24,6 +24,10 @@ pub struct GatewayConfig {
     pub honour_suggested: bool,
     /// Delay before each reply is sent.
     pub latency: Duration,
+    /// How long the gateway has been up when the emulator starts: its epoch (SSSoE) starts
+    /// there, so a later [`lose_state`](crate::sim::gateway::Gateway::lose_state) is a visible
+    /// step back (RFC 6886 §3.6 allows 2 s of slack).
+    pub up_for: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -37,6 +41,7 @@ impl Default for GatewayConfig {
             port_range: 32768..=65535,
             honour_suggested: false,
             latency: Duration::ZERO,
+            up_for: Duration::ZERO,
         }
     }
 }

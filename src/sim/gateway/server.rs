@@ -89,13 +89,16 @@ impl Gateway {
         }
         let socket = UdpSocket::bind(bind).await?;
         let local_addr = socket.local_addr()?;
+        let origin = std::time::Instant::now()
+            .checked_sub(config.up_for)
+            .unwrap_or_else(std::time::Instant::now);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 config,
                 mode: Mode::Normal,
                 table: MappingTable::default(),
             }),
-            epoch: Epoch::new(),
+            epoch: Epoch::starting_at(origin),
             requests: watch::Sender::new(0),
             map_requests: AtomicU64::new(0),
             generation: watch::Sender::new(0),
