@@ -483,6 +483,10 @@ impl Bench {
             .env("MIKROTIK_POOL_SIZE", opts.pool.to_string())
             .env("LISTEN_ADDR", listen.to_string())
             .env("ALLOWED_CLIENTS", "127.0.0.0/8")
+            // The bench is one client making thousands of mappings: lift the per-client limits.
+            .env("MAX_MAPPINGS", "100000")
+            .env("MAX_MAPPINGS_PER_CLIENT", "65535")
+            .env("CLIENT_RATE_LIMIT", "10000")
             .env("MAX_LIFETIME", LIFETIME.to_string())
             .env("ROUTER_PORT_MIN", "1024")
             .env("ROUTER_PORT_MAX", "65535")

@@ -196,6 +196,24 @@ pub struct DaemonArgs {
     /// Time allowed at SIGTERM/SIGINT to remove every mapping from both layers (1ms to 1d).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub shutdown_timeout: Duration,
+
+    /// Keep every mapping (router rule and gateway mapping) at SIGTERM/SIGINT, for an upgrade:
+    /// the next start adopts them. By default a stop removes both layers.
+    #[arg(long, env = "KEEP_MAPPINGS_ON_STOP", value_name = "KEEP_MAPPINGS_ON_STOP", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub keep_mappings_on_stop: bool,
+
+    /// Most live mappings at once, 1 to 100000; past it new mappings are answered 4.
+    #[arg(long, env = "MAX_MAPPINGS", value_name = "MAX_MAPPINGS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_mappings: u32,
+
+    /// Most live mappings of one client, 1 to 65535; past it its new mappings are answered 4.
+    #[arg(long, env = "MAX_MAPPINGS_PER_CLIENT", value_name = "MAX_MAPPINGS_PER_CLIENT", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub max_mappings_per_client: u32,
+
+    /// Mapping requests one client may make per second, 1 to 10000 (bursts of twice that);
+    /// past it requests are answered 4.
+    #[arg(long, env = "CLIENT_RATE_LIMIT", value_name = "CLIENT_RATE_LIMIT", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub client_rate_limit: u32,
 }
 
 /// Errors found after parsing, when values are checked against each other or files are read.

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, DaemonArgs, RouterArgs};
-use crate::mapping::{MappingConfig, MappingError, Orchestrator};
+use crate::mapping::limits::LimitsConfig;
+use crate::mapping::{MappingConfig, MappingError, MappingEvent, Orchestrator};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
@@ -59,8 +61,11 @@ pub fn shutdown_on_signals() -> Shutdown {
     let (trigger, shutdown) = ShutdownTrigger::new();
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("stop signal received: finishing requests in flight and removing mappings");
+        info!("stop signal received: finishing requests in flight and removing mappings (a second signal exits at once)");
         trigger.trigger();
+        wait_for_signal().await;
+        warn!("second stop signal: exiting now; the next start adopts or removes what is left");
+        std::process::exit(130);
     });
     shutdown
 }
@@ -163,6 +168,12 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
         router_timeout: args.router.mikrotik_api_timeout * 2,
         upstream_timeout: args.upstream_timeout + Duration::from_secs(1),
         shutdown_timeout: args.shutdown_timeout,
+        keep_on_stop: args.keep_mappings_on_stop,
+        limits: LimitsConfig {
+            max_mappings: args.max_mappings as usize,
+            max_per_client: args.max_mappings_per_client as usize,
+            requests_per_second: args.client_rate_limit,
+        },
     }
 }
 
@@ -254,11 +265,12 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     };
     let epoch = Arc::new(Epoch::new());
     let upstream = UpstreamClient::new(upstream_config(&args));
-    let orchestrator = Orchestrator::start(
+    let orchestrator = start_orchestrator(
         router,
         upstream.clone(),
         epoch.clone(),
         mapping_config(&args, in_interface),
+        &mut shutdown,
     )
     .await?;
     let server = Server::bind(
@@ -278,31 +290,70 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         Arc::new(orchestrator.clone()),
     )
     .await?;
-    // C-48: a gateway whose epoch goes backwards in an address reply lost its mappings too.
+    // C-48: a gateway whose epoch goes backwards in an address reply lost its mappings too;
+    // so did one whose external address changed. Either way every mapping is made again.
+    let addresses = server.addresses();
     let watcher = orchestrator.clone();
-    server
-        .addresses()
-        .set_epoch_observer(Arc::new(move |sssoe| {
-            watcher.observe_upstream_epoch(sssoe);
-        }));
+    addresses.set_epoch_observer(Arc::new(move |sssoe| {
+        watcher.observe_upstream_epoch(sssoe);
+    }));
+    let healer = orchestrator.clone();
+    addresses.set_change_observer(Arc::new(move |old, new| {
+        healer.heal(&format!("the VPN exit address changed from {old} to {new}"));
+    }));
+    // A loss seen on a mapping reply may come with a new address: ask for it at once.
+    let mut events = orchestrator.subscribe();
+    let refresh = Arc::clone(&addresses);
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(MappingEvent::UpstreamLost { .. }) => refresh.refresh_soon(),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
     let listen = server.local_addr();
     let stats = server.stats();
     let bound = args.shutdown_timeout;
     let stopping = orchestrator.clone();
     let done = tokio::spawn(async move {
-        let served = server.run(shutdown).await;
+        // The server keeps answering while the orchestrator stops: requests that arrive
+        // during the stop get result 3, never silence.
+        let (server_stop, server_shutdown) = ShutdownTrigger::new();
+        let mut serving = tokio::spawn(server.run(server_shutdown));
+        let early = tokio::select! {
+            _ = shutdown.recv() => None,
+            r = &mut serving => Some(r),
+        };
         let report = stopping.shutdown(bound).await;
-        if report.failed > 0 || report.remaining > 0 {
+        if report.kept > 0 {
+            info!(
+                kept = report.kept,
+                "stopped; mappings kept for the next start"
+            );
+        } else if report.failed > 0 || report.remaining > 0 {
             error!(
                 removed = report.removed,
                 failed = report.failed,
                 remaining = report.remaining,
-                "some mappings could not be removed at shutdown; the next start's reconcile removes their rules"
+                "some mappings could not be removed at shutdown; the next start adopts or removes their rules"
             );
         } else {
             info!(removed = report.removed, "all mappings removed; stopped");
         }
-        served.map_err(DaemonError::from)
+        server_stop.trigger();
+        let served = match early {
+            Some(r) => r,
+            None => serving.await,
+        };
+        match served {
+            Ok(r) => r.map_err(DaemonError::from),
+            Err(join) => {
+                error!(error = %join, "the NAT-PMP server task failed");
+                Ok(())
+            }
+        }
     });
     Ok(Running {
         listen,
@@ -310,6 +361,40 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         orchestrator,
         done,
     })
+}
+
+/// Starts the orchestrator (adoption, the first reconcile), retrying with back-off while the
+/// router cannot be listed; a refusal no retry fixes (a missing policy) ends the start.
+async fn start_orchestrator(
+    router: RouterApi,
+    upstream: UpstreamClient,
+    epoch: Arc<Epoch>,
+    config: MappingConfig,
+    shutdown: &mut Shutdown,
+) -> Result<Orchestrator<RouterApi, UpstreamClient>, DaemonError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match Orchestrator::start(
+            router.clone(),
+            upstream.clone(),
+            epoch.clone(),
+            config.clone(),
+        )
+        .await
+        {
+            Ok(o) => return Ok(o),
+            Err(MappingError::Router { source, .. }) if is_permanent(&source) => {
+                return Err(DaemonError::Router(source))
+            }
+            Err(e @ MappingError::InvalidConfig(_)) => return Err(DaemonError::Mapping(e)),
+            Err(e) => warn!(error = %e, retry_in = ?delay, "the first reconcile failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.recv() => return Err(DaemonError::Interrupted),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Runs the daemon until `shutdown` fires and every mapping is removed.

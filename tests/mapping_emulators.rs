@@ -111,6 +111,10 @@ fn daemon_args(setup: &Setup, router: SocketAddr, gateway: SocketAddr) -> Daemon
     );
     flag("upstream-retry", "250ms".into());
     flag("shutdown-timeout", "5s".into());
+    // Tests run hundreds of mappings from a few loopback clients: lift the per-client limits
+    // (limits_* tests set their own).
+    flag("max-mappings-per-client", "65535".into());
+    flag("client-rate-limit", "10000".into());
     if let Some(iface) = setup.in_interface {
         flag("mikrotik-in-interface", iface.into());
     }
@@ -1053,7 +1057,7 @@ async fn a_port_used_by_a_foreign_rule_is_never_taken_for_a_mapping() {
 }
 
 #[tokio::test]
-async fn start_removes_rules_left_by_an_earlier_run_and_keeps_foreign_ones() {
+async fn start_adopts_our_rules_removes_the_original_tools_and_keeps_foreign_ones() {
     let lab = start(Setup {
         foreign_rules: vec![
             vec![
@@ -1096,7 +1100,27 @@ async fn start_removes_rules_left_by_an_earlier_run_and_keeps_foreign_ones() {
         .iter()
         .map(|r| field(r, "comment").to_owned())
         .collect();
-    assert_eq!(comments, vec!["web server".to_owned()]);
+    // Our (version-1) rule is a lease again, its gateway mapping made before the daemon
+    // answered anyone; the original tool's rule carries nothing to adopt and is removed.
+    assert_eq!(
+        comments,
+        vec![
+            "double-natpmp:v1 udp 127.0.0.10:6881 r=40010".to_owned(),
+            "web server".to_owned()
+        ]
+    );
+    let leases = lab.daemon.orchestrator.leases();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].lease.router_port, 40010);
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].internal_port, 40010);
+    assert_eq!(leases[0].lease.external_port, up[0].external_port);
+    // The client's renewal finds its mapping, with no router command.
+    let client = Client::on(10, lab.daemon.listen).await;
+    let renewal = success(client.ask(map(Protocol::Udp, 6881, 0, 60)).await);
+    assert_eq!(renewal.external_port, up[0].external_port);
+    assert_eq!(lab.router.command_count(), 0);
 }
 
 #[tokio::test]
@@ -1137,7 +1161,7 @@ async fn reconcile_recreates_a_live_rule_the_admin_deleted_and_renewal_still_cos
 // The router misbehaving, the gateway losing state, other clients
 
 #[tokio::test]
-async fn shutdown_while_the_router_is_down_still_ends_and_the_next_start_removes_the_rules() {
+async fn shutdown_while_the_router_is_down_still_ends_and_the_next_start_adopts_the_rules() {
     let setup = Setup::default();
     let lab = start(Setup::default()).await;
     let client = Client::on(10, lab.daemon.listen).await;
@@ -1164,9 +1188,13 @@ async fn shutdown_while_the_router_is_down_still_ends_and_the_next_start_removes
         .unwrap_or_else(|e| panic!("come_up: {e}"));
     let restarted = start_daemon(&setup, &lab.router, &lab.gateway).await;
     assert!(restarted.is_ok(), "restart failed: {:?}", restarted.err());
-    assert!(
-        our_rules(&lab.router).is_empty(),
-        "the restart's reconcile removes the rules left behind"
+    let Ok((daemon, _stop)) = restarted else {
+        return;
+    };
+    assert_eq!(
+        daemon.orchestrator.lease_count(),
+        our_rules(&lab.router).len(),
+        "the restart adopts the rules left behind (their clients' renewals find them)"
     );
 }
 

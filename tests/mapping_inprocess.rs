@@ -1564,7 +1564,7 @@ async fn renewal_postpones_expiry() {
 // Reconciler
 
 #[tokio::test(start_paused = true)]
-async fn start_reconcile_removes_our_old_rules_and_never_touches_foreign_ones() {
+async fn start_adopts_our_rules_removes_the_original_tools_and_never_touches_foreign_ones() {
     let router = FakeRouter::default();
     let upstream = FakeUpstream::new();
     router.seed(
@@ -1586,7 +1586,20 @@ async fn start_reconcile_removes_our_old_rules_and_never_touches_foreign_ones() 
     let orch = start(&router, &upstream).await;
 
     let comments: Vec<Option<String>> = router.rules().into_iter().map(|r| r.comment).collect();
-    assert_eq!(comments, vec![Some("web server".to_owned()), None]);
+    assert_eq!(
+        comments,
+        vec![
+            Some("double-natpmp:v1 tcp 192.168.88.10:6881 r=40010".to_owned()),
+            Some("web server".to_owned()),
+            None
+        ]
+    );
+    assert_eq!(orch.lease_count(), 1, "our rule is a lease again");
+    assert_eq!(
+        upstream.mapped().len(),
+        1,
+        "its gateway mapping is made again"
+    );
     // The foreign range is skipped when choosing router ports.
     for port in [40000, 40003, 40005, 40007] {
         assert!(orch.table().is_used(Protocol::Udp, port), "{port}");
@@ -1595,7 +1608,11 @@ async fn start_reconcile_removes_our_old_rules_and_never_touches_foreign_ones() 
         orch.handle_map(lan(30), map(Protocol::Udp, 100, 0, 60))
             .await,
     );
-    assert_eq!(router.our_rules()[0].dst_port.as_deref(), Some("40006"));
+    let new_rule = router
+        .our_rules()
+        .into_iter()
+        .find(|r| r.to_addresses.as_deref() == Some("192.168.88.30"));
+    assert_eq!(new_rule.and_then(|r| r.dst_port), Some("40006".into()));
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::mapping::error::MappingError;
+use crate::mapping::limits::LimitsConfig;
 
 /// Default router port range for R when neither the suggested nor the internal port is free:
 /// high ports, away from the well-known and registered ranges most LAN services use.
@@ -41,6 +42,11 @@ pub struct MappingConfig {
     pub router_timeout: Duration,
     /// Bound on one upstream exchange, on top of the client's own retransmission budget.
     pub upstream_timeout: Duration,
+    /// A stop leaves every mapping in place (both layers) for the next start to adopt,
+    /// instead of removing them.
+    pub keep_on_stop: bool,
+    /// Limits that protect the router and the gateway's quota.
+    pub limits: LimitsConfig,
     /// Default bound for [`Orchestrator::shutdown`].
     pub shutdown_timeout: Duration,
 }
@@ -58,6 +64,8 @@ impl Default for MappingConfig {
             router_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            keep_on_stop: false,
+            limits: LimitsConfig::default(),
         }
     }
 }

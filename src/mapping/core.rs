@@ -16,6 +16,7 @@ use crate::mapping::config::MappingConfig;
 use crate::mapping::interface::{InterfaceProblem, Proof};
 use crate::mapping::keylock::KeyLocks;
 use crate::mapping::layers::Layers;
+use crate::mapping::limits::Limits;
 use crate::mapping::table::LeaseTable;
 use crate::shutdown::ShutdownTrigger;
 
@@ -88,6 +89,8 @@ pub struct Core<R, U> {
     pub healing: AtomicBool,
     /// Stops the background tasks.
     pub stop: ShutdownTrigger,
+    /// The caps on mappings and the per-client request rate.
+    pub limits: Limits,
     /// Background undo and drain work.
     pub background: Arc<Background>,
     /// The background loops, aborted at shutdown.
@@ -105,6 +108,7 @@ impl<R, U> Core<R, U> {
             layers,
             table: Arc::new(LeaseTable::new(config.router_ports.clone())),
             locks: KeyLocks::new(),
+            limits: Limits::new(config.limits),
             config,
             expiry_wake: Notify::new(),
             keeper_wake: Notify::new(),

@@ -78,6 +78,28 @@ pub enum MappingError {
         /// The internal port, or `None` for a delete-all.
         port: Option<u16>,
     },
+    /// The client asked too often.
+    #[error("{client} sent more than {per_second} mapping requests a second (CLIENT_RATE_LIMIT)")]
+    RateLimited {
+        /// The client.
+        client: Ipv4Addr,
+        /// The limit.
+        per_second: u32,
+    },
+    /// The cap on live mappings is reached.
+    #[error("{limit} mappings are live, the most MAX_MAPPINGS allows")]
+    TooManyMappings {
+        /// The cap.
+        limit: usize,
+    },
+    /// The client has as many mappings as it may.
+    #[error("{client} has {limit} mappings, the most MAX_MAPPINGS_PER_CLIENT allows")]
+    TooManyForClient {
+        /// The client.
+        client: Ipv4Addr,
+        /// The limit.
+        limit: usize,
+    },
     /// The daemon is stopping.
     #[error("double-natpmp is shutting down")]
     ShuttingDown,
@@ -123,7 +145,10 @@ impl MappingError {
             MappingError::Upstream { .. }
             | MappingError::UpstreamTimeout { .. }
             | MappingError::UpstreamUnusable { .. } => ResultCode::NetworkFailure,
-            MappingError::PortsExhausted { .. } => ResultCode::OutOfResources,
+            MappingError::PortsExhausted { .. }
+            | MappingError::RateLimited { .. }
+            | MappingError::TooManyMappings { .. }
+            | MappingError::TooManyForClient { .. } => ResultCode::OutOfResources,
             MappingError::InternalPortZero | MappingError::ForeignRule { .. } => {
                 ResultCode::NotAuthorized
             }
@@ -194,6 +219,9 @@ impl MappingError {
             MappingError::UpstreamTimeout { .. } => "upstream_timeout",
             MappingError::UpstreamUnusable { .. } => "upstream_unusable",
             MappingError::PortsExhausted { .. } => "ports_exhausted",
+            MappingError::RateLimited { .. } => "rate_limited",
+            MappingError::TooManyMappings { .. } => "too_many_mappings",
+            MappingError::TooManyForClient { .. } => "too_many_for_client",
             MappingError::InternalPortZero => "internal_port_zero",
             MappingError::ForeignRule { .. } => "foreign_rule",
             MappingError::ShuttingDown => "shutting_down",
@@ -201,6 +229,16 @@ impl MappingError {
             MappingError::InterfaceUnusable { .. } => "interface_unusable",
             MappingError::FailedJustNow { .. } => "failed_just_now",
         }
+    }
+
+    /// A limit that protects the router and the gateway refused the request.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            MappingError::RateLimited { .. }
+                | MappingError::TooManyMappings { .. }
+                | MappingError::TooManyForClient { .. }
+        )
     }
 
     /// The router said the item does not exist (a remove of something already gone).

@@ -1,6 +1,7 @@
 //! The double-NAT mapping core: transactions across the router rule and the upstream mapping,
 //! the lease table, port allocation, expiry and reconciliation.
 //!
+//! * [`adopt`]: a start without loss: the router's rules of ours become leases again.
 //! * [`orchestrator`]: the [`Orchestrator`], the facade that implements
 //!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest.
 //! * [`transaction`]: answering a request: create (steps with their undo) and renew.
@@ -10,6 +11,7 @@
 //! * [`keeper`]: upstream renewals the daemon makes itself, and healing after a gateway's loss.
 //! * [`layers`]: the router and the gateway under our bounds; rules found by comment, lost
 //!   replies settled at once.
+//! * [`limits`]: the caps on mappings and the per-client request rate.
 //! * [`interface`]: proving the VPN in-interface before any rule is added.
 //! * [`reconcile`]: the reconcile pass (orphans removed, deleted live rules recreated, ids
 //!   re-bound, the router view refreshed), at start and every `reconcile_interval`.
@@ -28,13 +30,15 @@
 //!
 //! * A rule is ours by its comment, never by its `.id` alone; ids are handles, re-bound by
 //!   comment.
-//! * Leases live in memory only. Rules of ours found at start have no live lease (the upstream
-//!   mappings behind them expire within their lifetime anyway, 60 s with ProtonVPN), so the start
-//!   reconcile removes them; clients re-map on their next renewal.
+//! * The router is the database: a start adopts the rules of ours as leases (their comments
+//!   carry what a lease needs) and makes their upstream mappings again before any client is
+//!   answered. A stop removes both layers, unless KEEP_MAPPINGS_ON_STOP keeps them for the
+//!   next start.
 //! * Internal port 0 with a lifetime (C-37) is answered 2 (RFC-safe; miniupnpd does the same).
 //! * Renewals and retransmits cost no router command, and no upstream exchange while the
 //!   upstream mapping is known to be valid: the keeper renews it.
 
+pub mod adopt;
 pub mod config;
 pub mod core;
 pub mod epoch_watch;
@@ -46,6 +50,7 @@ pub mod key;
 pub mod keylock;
 pub mod layers;
 pub mod lease;
+pub mod limits;
 pub mod orchestrator;
 pub mod ports;
 pub mod reconcile;

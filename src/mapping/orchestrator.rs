@@ -19,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use tracing::{info, warn};
 
+use crate::mapping::adopt;
 use crate::mapping::config::MappingConfig;
 use crate::mapping::core::{Core, InterfaceState};
 use crate::mapping::error::MappingError;
@@ -68,6 +69,8 @@ pub struct ShutdownReport {
     pub failed: usize,
     /// Mappings still held when the bound ran out.
     pub remaining: usize,
+    /// Mappings kept on both layers for the next start (KEEP_MAPPINGS_ON_STOP).
+    pub kept: usize,
     /// The bound ran out.
     pub timed_out: bool,
 }
@@ -95,9 +98,11 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         })
     }
 
-    /// Builds the orchestrator, runs the start reconcile (proves the VPN interface, loads the
-    /// router view, removes rules of ours, which no lease owns after a restart), then starts the
-    /// expiry task and the periodic reconciler. Fails if the router cannot be listed.
+    /// Builds the orchestrator, adopts the router's rules of ours as leases and makes their
+    /// upstream mappings again ([`crate::mapping::adopt`]), runs the start reconcile (proves the
+    /// VPN interface, loads the router view, removes rules of ours no lease owns), then starts
+    /// the expiry task, the keeper and the periodic reconciler. Fails if the router cannot be
+    /// listed.
     pub async fn start(
         router: R,
         upstream: U,
@@ -105,6 +110,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         config: MappingConfig,
     ) -> Result<Self, MappingError> {
         let orchestrator = Orchestrator::new(router, upstream, epoch, config)?;
+        let adopted = Box::pin(adopt::adopt(&orchestrator.core)).await?;
         let report = orchestrator.reconcile().await?;
         info!(
             in_interface = %orchestrator.core.config.in_interface,
@@ -113,6 +119,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
             foreign = report.foreign_rules,
             foreign_on_tunnel = report.foreign_on_tunnel,
             removed = report.orphans_removed,
+            adopted = adopted.adopted,
             "mapping orchestrator ready"
         );
         orchestrator.spawn_background();
@@ -228,6 +235,9 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         let work = async {
             let _closed = core.close().await;
             let mut set = JoinSet::new();
+            if core.config.keep_on_stop {
+                return;
+            }
             for info in core.table.snapshot() {
                 let core = Arc::clone(core);
                 let removed = Arc::clone(&removed);
@@ -251,10 +261,13 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         for h in handles {
             h.abort();
         }
+        let left = core.table.len();
+        let kept = if core.config.keep_on_stop { left } else { 0 };
         let report = ShutdownReport {
             removed: removed.load(Ordering::Relaxed),
             failed: failed.load(Ordering::Relaxed),
-            remaining: core.table.len(),
+            remaining: left - kept,
+            kept,
             timed_out,
         };
         if timed_out {
@@ -262,6 +275,11 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
                 ?bound,
                 remaining = report.remaining,
                 "shutdown bound ran out; remaining rules are removed at the next start"
+            );
+        } else if kept > 0 {
+            info!(
+                mappings = kept,
+                "KEEP_MAPPINGS_ON_STOP: every mapping stays on both layers for the next start"
             );
         } else {
             info!(

@@ -164,6 +164,15 @@ impl LeaseTable {
         out
     }
 
+    /// How many live leases `client` has (both protocols).
+    pub fn count_of(&self, client: Ipv4Addr) -> usize {
+        self.state()
+            .leases
+            .keys()
+            .filter(|k| k.client == client)
+            .count()
+    }
+
     /// The keys of `client`'s live leases of `protocol`.
     pub fn keys_of(&self, client: Ipv4Addr, protocol: Protocol) -> Vec<MappingKey> {
         let mut keys: Vec<MappingKey> = self

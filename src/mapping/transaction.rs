@@ -103,6 +103,12 @@ pub async fn handle<R: Router, U: Upstream>(
     };
     let outcome = match core.enter().await {
         None => Err(MappingError::ShuttingDown),
+        Some(_gate) if origin == Origin::NatPmp && !core.limits.allow(client, Instant::now()) => {
+            Err(MappingError::RateLimited {
+                client,
+                per_second: core.limits.config().requests_per_second,
+            })
+        }
         Some(_gate) => {
             if request.is_delete_all() {
                 delete_all(core, client, request.protocol).await
@@ -119,7 +125,11 @@ pub async fn handle<R: Router, U: Upstream>(
         Ok(reply) => reply,
         Err(e) => {
             let result = e.result_code();
-            if result == ResultCode::NetworkFailure {
+            if e.is_limit() {
+                if core.limits.should_log(client, Instant::now()) {
+                    warn!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request refused (logged once a minute per client): {e}");
+                }
+            } else if result == ResultCode::NetworkFailure {
                 warn!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request failed: {e}");
             } else {
                 info!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request refused: {e}");
@@ -166,6 +176,18 @@ async fn create<R: Router, U: Upstream>(
     request: MapRequest,
     origin: Origin,
 ) -> Result<MapReply, MappingError> {
+    let limits = core.limits.config();
+    if core.table.len() >= limits.max_mappings {
+        return Err(MappingError::TooManyMappings {
+            limit: limits.max_mappings,
+        });
+    }
+    if origin == Origin::NatPmp && core.table.count_of(key.client) >= limits.max_per_client {
+        return Err(MappingError::TooManyForClient {
+            client: key.client,
+            limit: limits.max_per_client,
+        });
+    }
     let preferred = [request.suggested_external_port, key.internal_port];
     let Some(reservation) = core.table.reserve(key, &preferred) else {
         return Err(MappingError::PortsExhausted {

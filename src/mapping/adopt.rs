@@ -1,0 +1,175 @@
+//! A start without loss: the router is the database.
+//!
+//! At start, before the first reconcile pass and before any client is answered, every rule of
+//! ours whose comment we can read (version 2, or version 1 of an earlier release) becomes a
+//! live lease again: its key and router port from the comment, the client lifetime from `l=`
+//! (MAX_LIFETIME for a version-1 rule), the last external port from `e=` when known. The rules
+//! stay in place, so the data plane never stops. Then each adopted lease's upstream mapping is
+//! made again (suggesting the last external port; a gateway that still has the mapping answers
+//! with it), a bounded number at once. A lease whose client does not come back is removed at
+//! the end of its lifetime as usual; one whose gateway mapping cannot be made is kept and the
+//! keeper retries it.
+//!
+//! Rules of the original tool (`double-natpmp-…`) carry no data: the reconcile pass removes
+//! them. A second rule with the same identity is left to the reconcile pass too (it removes
+//! the copy).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::mapping::core::Core;
+use crate::mapping::error::MappingError;
+use crate::mapping::keeper::next_renewal;
+use crate::mapping::key::MappingKey;
+use crate::mapping::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
+use crate::mapping::rule::RuleOwner;
+use crate::natpmp::upstream::Upstream;
+use crate::routeros::api::Router;
+
+/// Upstream mappings made again at once after a restart.
+const PARALLEL: usize = 64;
+/// The first retry of an adopted lease whose upstream mapping could not be made.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What a start found on the router and made of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdoptReport {
+    /// Rules of ours that became live leases again.
+    pub adopted: usize,
+    /// Of those, leases whose upstream mapping was made again.
+    pub upstream_ok: usize,
+    /// Of those, leases whose external port is the one they had before.
+    pub same_external_port: usize,
+}
+
+/// Adopts the router's rules of ours as leases (see the module docs).
+pub async fn adopt<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+) -> Result<AdoptReport, MappingError> {
+    let rules = core
+        .layers
+        .router_call("list the dst-nat rules", core.layers.router.list_dstnat())
+        .await?;
+    let now = Instant::now();
+    let max = core.config.max_lifetime;
+    let mut adopted: Vec<(MappingKey, Option<u16>)> = Vec::new();
+    for rule in &rules {
+        let RuleOwner::Ours(Some(comment)) = RuleOwner::of(rule.comment.as_deref(), rule.dynamic)
+        else {
+            continue;
+        };
+        let Some(id) = rule.id.clone() else { continue };
+        // The rule must still say what its comment says.
+        let dst_port_ok = rule.dst_port.as_deref().map(str::trim)
+            == Some(comment.router_port.to_string().as_str());
+        let protocol_ok = rule.protocol.as_deref() == Some(comment.key.protocol.as_str());
+        if !dst_port_ok || !protocol_ok {
+            continue;
+        }
+        let lifetime = comment.lifetime.unwrap_or(max).clamp(1, max);
+        let lease = Lease {
+            router_port: comment.router_port,
+            rules: vec![OwnedRule {
+                kind: RuleKind::DstNat,
+                id,
+            }],
+            comment,
+            external_port: comment.external_port.unwrap_or(0),
+            lifetime,
+            deadline: now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace,
+            upstream_deadline: now,
+            upstream_lifetime: 0,
+            renew_at: now + RETRY,
+            keep_failures: 0,
+            origin: Origin::NatPmp,
+            serial: 0,
+        };
+        if core.table.adopt(comment.key, lease).is_ok() {
+            adopted.push((comment.key, comment.external_port));
+        }
+    }
+    let mut report = AdoptReport {
+        adopted: adopted.len(),
+        ..AdoptReport::default()
+    };
+    if adopted.is_empty() {
+        return Ok(report);
+    }
+    let mut set = JoinSet::new();
+    for (key, last) in adopted {
+        while set.len() >= PARALLEL {
+            if let Some(Ok(outcome)) = set.join_next().await {
+                tally(outcome, &mut report);
+            }
+        }
+        let core = Arc::clone(core);
+        set.spawn(async move { remap(&core, key, last).await });
+    }
+    while let Some(r) = set.join_next().await {
+        if let Ok(outcome) = r {
+            tally(outcome, &mut report);
+        }
+    }
+    core.expiry_wake.notify_one();
+    core.keeper_wake.notify_one();
+    info!(
+        adopted = report.adopted,
+        upstream_ok = report.upstream_ok,
+        same_external_port = report.same_external_port,
+        "adopted the mappings the router's rules describe"
+    );
+    Ok(report)
+}
+
+/// (upstream made, same external port as before)
+fn tally(outcome: (bool, bool), report: &mut AdoptReport) {
+    report.upstream_ok += usize::from(outcome.0);
+    report.same_external_port += usize::from(outcome.1);
+}
+
+/// Makes an adopted lease's upstream mapping again.
+async fn remap<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    key: MappingKey,
+    last: Option<u16>,
+) -> (bool, bool) {
+    let _lock = core.locks.lock(key).await;
+    let Some(lease) = core.table.get(&key) else {
+        return (false, false);
+    };
+    match core
+        .layers
+        .upstream_map(
+            "make the mapping again after a restart",
+            key.protocol,
+            lease.router_port,
+            last.unwrap_or(0),
+            lease.lifetime,
+        )
+        .await
+    {
+        Ok(grant) => {
+            let now = Instant::now();
+            let lifetime = reply_lifetime(lease.lifetime, grant.lifetime, core.config.max_lifetime);
+            core.table.update(&key, |l| {
+                l.lifetime = lifetime;
+                l.external_port = grant.external_port;
+                l.upstream_lifetime = grant.lifetime;
+                l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
+                l.renew_at = next_renewal(now, grant.lifetime);
+            });
+            if last.is_some_and(|e| e != grant.external_port) {
+                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, old_external_port = ?last, external_port = grant.external_port, "after the restart the VPN gateway gave another external port");
+            }
+            (true, last == Some(grant.external_port))
+        }
+        Err(e) => {
+            warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = lease.router_port, "could not make the adopted mapping again at the VPN gateway; the keeper retries: {e}");
+            (false, false)
+        }
+    }
+}
