@@ -434,6 +434,69 @@ impl Lab {
         }
     }
 
+    /// Kills the daemon this lab started with SIGKILL (no cleanup at all, as a crash or an OOM
+    /// kill would) and waits until it is gone.
+    pub fn kill_daemon(&mut self) {
+        let pid = self.daemon_pid.take().expect("no daemon started");
+        let child = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("the daemon is our child");
+        child.kill().expect("SIGKILL the daemon");
+        child.wait().expect("reap the daemon");
+    }
+
+    /// Restarts miniupnpd so that it has lost every mapping: stops the one this lab started
+    /// (by its pid file), removes its lease file and its rules, and starts it again; its epoch
+    /// starts again at 0.
+    pub fn restart_miniupnpd_losing_state(&mut self, allow: &str) {
+        let dir = self.dir.path().to_owned();
+        let pid = std::fs::read_to_string(dir.join("miniupnpd.pid"))
+            .expect("miniupnpd's pid file")
+            .trim()
+            .to_owned();
+        let status = Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "cannot stop miniupnpd {pid}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "miniupnpd {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(dir.join("upnp.leases"));
+        let _ = std::fs::remove_file(dir.join("miniupnpd.pid"));
+        for chain in ["prerouting_miniupnpd", "postrouting_miniupnpd", "miniupnpd"] {
+            self.exec(
+                Host::Vpn,
+                &["nft", "flush", "chain", "inet", "filter", chain],
+            );
+        }
+        self.start_miniupnpd(allow);
+    }
+
+    /// Drops every NAT-PMP datagram to the gateway (an outage that says nothing) until
+    /// [`Lab::end_natpmp_outage`].
+    pub fn begin_natpmp_outage(&self) {
+        self.nft(
+            Host::Vpn,
+            "table inet outage {
+               chain input {
+                 type filter hook input priority -10; policy accept;
+                 udp dport 5351 drop
+               }
+             }",
+        );
+    }
+
+    /// Ends [`Lab::begin_natpmp_outage`].
+    pub fn end_natpmp_outage(&self) {
+        let out = self.exec(Host::Vpn, &["nft", "delete", "table", "inet", "outage"]);
+        assert!(out.status.success(), "cannot end the outage: {out:?}");
+    }
+
     /// Starts our NAT-PMP gateway emulator at 10.2.0.1:5351 in the VPN namespace.
     pub fn start_gateway_emulator(&mut self, extra: &[&str]) -> mpsc::Receiver<String> {
         let mut argv = vec![daemon_bin(), "sim-gateway", "--listen", "10.2.0.1:5351"];

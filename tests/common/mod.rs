@@ -3,3 +3,4 @@
 pub mod container;
 pub mod lab;
 pub mod skip;
+pub mod traffic;
