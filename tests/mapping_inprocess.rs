@@ -1856,3 +1856,107 @@ fn orch_key(
         internal_port,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits that protect the router and the gateway's quota
+
+#[tokio::test(start_paused = true)]
+async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate() {
+    use double_natpmp::mapping::limits::LimitsConfig;
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start_with(
+        &router,
+        &upstream,
+        MappingConfig {
+            limits: LimitsConfig {
+                max_mappings: 3,
+                max_per_client: 2,
+                requests_per_second: 5,
+            },
+            ..config()
+        },
+    )
+    .await;
+    // Per client: two mappings, the third is refused.
+    for port in [1001, 1002] {
+        success(
+            orch.handle_map(lan(10), map(Protocol::Tcp, port, 0, 60))
+                .await,
+        );
+    }
+    let third = orch
+        .handle_map(lan(10), map(Protocol::Tcp, 1003, 0, 60))
+        .await;
+    assert_eq!(third, MapReply::failure(ResultCode::OutOfResources));
+    // A renewal of an existing one is still fine.
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 60))
+            .await,
+    );
+    // The cap: one more from another client fills it; the next is refused.
+    success(
+        orch.handle_map(lan(11), map(Protocol::Tcp, 1001, 0, 60))
+            .await,
+    );
+    let over = orch
+        .handle_map(lan(12), map(Protocol::Tcp, 1001, 0, 60))
+        .await;
+    assert_eq!(over, MapReply::failure(ResultCode::OutOfResources));
+    assert_eq!(orch.lease_count(), 3);
+    assert_eq!(router.our_rules().len(), 3, "no rule for a refused request");
+
+    // The rate: a burst of twice the rate, then 4 until the bucket refills.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let answers: Vec<ResultCode> = {
+        let mut v = Vec::new();
+        for _ in 0..12 {
+            v.push(
+                orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 60))
+                    .await
+                    .result,
+            );
+        }
+        v
+    };
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|r| **r == ResultCode::Success)
+            .count(),
+        10,
+        "{answers:?}"
+    );
+    assert_eq!(answers[10], ResultCode::OutOfResources);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 60))
+            .await,
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_on_stop_leaves_both_layers_and_the_next_start_adopts_them() {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let keep = MappingConfig {
+        keep_on_stop: true,
+        ..config()
+    };
+    let orch = start_with(&router, &upstream, keep.clone()).await;
+    let first = success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    let report = orch.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.kept, report.removed, report.remaining), (1, 0, 0));
+    assert_eq!(router.our_rules().len(), 1, "the rule stays");
+    assert_eq!(upstream.mapped().len(), 1, "the gateway mapping stays");
+
+    let next = start_with(&router, &upstream, keep).await;
+    assert_eq!(next.lease_count(), 1, "adopted");
+    let renewal = success(
+        next.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
+            .await,
+    );
+    assert_eq!(renewal.external_port, first.external_port);
+    assert_eq!(router.our_rules().len(), 1);
+}
