@@ -141,6 +141,11 @@ impl<R, U> Core<R, U> {
         self.gate.write().await
     }
 
+    /// Refuses every new transaction from now on, without waiting (a crash, for tests).
+    pub fn abandon(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
     /// Whether a stop has begun.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)

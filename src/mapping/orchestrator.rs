@@ -226,6 +226,21 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         self.core.background.settled().await;
     }
 
+    /// Stops every background task at once and refuses new requests, touching neither layer,
+    /// as a crash (SIGKILL) would; a new orchestrator on the same router then adopts what was
+    /// left (tests of a restart use this).
+    pub fn abandon(&self) {
+        self.core.stop.trigger();
+        let handles: Vec<JoinHandle<()>> = {
+            let mut tasks = self.core.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.drain(..).collect()
+        };
+        for h in handles {
+            h.abort();
+        }
+        self.core.abandon();
+    }
+
     /// Graceful stop: new requests are answered 3, in-flight transactions finish, then every
     /// mapping is removed on both layers; all within `bound`. Background tasks are stopped.
     pub async fn shutdown(&self, bound: Duration) -> ShutdownReport {
