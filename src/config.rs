@@ -13,6 +13,7 @@
 //! EXPIRY_GRACE 0 to 1d, ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to 7d
 //! ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
 
+pub mod status;
 pub mod value;
 
 use std::net::{SocketAddr, SocketAddrV4};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use clap::Args;
 use thiserror::Error;
 
+use self::status::StatusArgs;
 use self::value::{
     parse_bool, parse_fingerprint, parse_gateway, parse_grace, parse_host_port, parse_interval,
     parse_log_level, parse_name, parse_natpmp_listen_addr, parse_password, parse_server_name,
@@ -196,6 +198,10 @@ pub struct DaemonArgs {
     /// Time allowed at SIGTERM/SIGINT to remove every mapping from both layers (1ms to 1d).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub shutdown_timeout: Duration,
+
+    /// The status server, the forwards API, the webhook, the status file, static mappings.
+    #[command(flatten)]
+    pub status: StatusArgs,
 }
 
 /// Errors found after parsing, when values are checked against each other or files are read.
@@ -243,6 +249,26 @@ pub enum ConfigError {
     /// TLS settings that contradict each other; the text names them and what to set.
     #[error("{0}")]
     Tls(String),
+    /// The API token file could not be read.
+    #[error("API_TOKEN_FILE={path}: cannot read it: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API token file holds no usable token.
+    #[error("API_TOKEN_FILE={path}: {expected}")]
+    BadTokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        expected: String,
+    },
+    /// Status settings that do not fit together; the text names them and what to set.
+    #[error("{0}")]
+    Status(String),
 }
 
 impl RouterArgs {
@@ -329,6 +355,7 @@ impl DaemonArgs {
                 listen: self.listen_addr,
             });
         }
+        self.status.validate(&self.allowed_clients)?;
         self.router.validate()
     }
 }
