@@ -24,6 +24,7 @@ use crate::routeros::conn::ApiConfig;
 use crate::routeros::error::TlsProblem;
 use crate::routeros::tls::TlsMode;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::status::{CountingHandler, Metrics, Services, Setup, StatusError};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -46,6 +47,9 @@ pub enum DaemonError {
         #[source]
         source: RouterError,
     },
+    /// The status server could not start.
+    #[error(transparent)]
+    Status(#[from] StatusError),
     /// The orchestrator could not start.
     #[error("cannot start the mapping orchestrator: {0}")]
     Mapping(#[from] MappingError),
@@ -225,6 +229,8 @@ pub struct Running {
     pub stats: Arc<ServerStats>,
     /// The orchestrator (lease table, reconcile on demand).
     pub orchestrator: Orchestrator<RouterApi, UpstreamClient>,
+    /// Where the status server listens (STATUS_ADDR), when it runs.
+    pub status: Option<std::net::SocketAddr>,
     /// Resolves when the daemon has stopped.
     pub done: tokio::task::JoinHandle<Result<(), DaemonError>>,
 }
@@ -233,6 +239,7 @@ pub struct Running {
 /// (await [`Running::done`]).
 pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, DaemonError> {
     args.validate()?;
+    let token = args.status.token()?;
     let router = router_api(&args.router)?;
     if args.router.mikrotik_api_tls && args.router.mikrotik_api_tls_insecure {
         warn!("MIKROTIK_API_TLS_INSECURE=true: the router's certificate is not verified; anyone on the path can read the API password");
@@ -261,6 +268,7 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         mapping_config(&args, in_interface),
     )
     .await?;
+    let metrics = Arc::new(Metrics::new());
     let server = Server::bind(
         ServerConfig {
             listen: args.listen_addr,
@@ -275,7 +283,10 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         },
         epoch,
         Arc::new(upstream),
-        Arc::new(orchestrator.clone()),
+        Arc::new(CountingHandler::new(
+            orchestrator.clone(),
+            Arc::clone(&metrics),
+        )),
     )
     .await?;
     // C-48: a gateway whose epoch goes backwards in an address reply lost its mappings too.
@@ -288,10 +299,35 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     let listen = server.local_addr();
     let stats = server.stats();
     let bound = args.shutdown_timeout;
+    let addresses = server.addresses();
+    let services = Services::start(
+        Setup {
+            args: args.status.clone(),
+            token,
+            allowed: args.allowed_clients.clone(),
+            max_lifetime: args.max_lifetime,
+            orchestrator: orchestrator.clone(),
+            external: Arc::new(move || addresses.cached()),
+            server_stats: Some(Arc::clone(&stats)),
+            metrics,
+        },
+        shutdown.clone(),
+    )
+    .await;
+    let services = match services {
+        Ok(s) => s,
+        Err(e) => {
+            orchestrator.shutdown(bound).await;
+            return Err(e.into());
+        }
+    };
+    let status = services.addr;
     let stopping = orchestrator.clone();
     let done = tokio::spawn(async move {
         let served = server.run(shutdown).await;
         let report = stopping.shutdown(bound).await;
+        // The webhook and the status file see the removals of the shutdown.
+        services.finish().await;
         if report.failed > 0 || report.remaining > 0 {
             error!(
                 removed = report.removed,
@@ -308,6 +344,7 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         listen,
         stats,
         orchestrator,
+        status,
         done,
     })
 }

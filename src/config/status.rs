@@ -190,7 +190,12 @@ impl StatusArgs {
                 "API_TOKEN is set but STATUS_ADDR is not: expected STATUS_ADDR (such as :8080) for the forwards API to listen on".into(),
             ));
         }
-        if let Some(key) = self.static_mappings.0.iter().find(|k| !allowed.contains(k.client)) {
+        if let Some(key) = self
+            .static_mappings
+            .0
+            .iter()
+            .find(|k| !allowed.contains(k.client))
+        {
             return Err(ConfigError::Status(format!(
                 "STATIC_MAPPINGS has {}:{}:{}, whose client is outside ALLOWED_CLIENTS={allowed}: expected LAN clients that may ask for mappings",
                 key.protocol, key.client, key.internal_port
