@@ -1,5 +1,6 @@
 //! Test support shared by the integration tests.
 
 pub mod container;
+pub mod daemon;
 pub mod lab;
 pub mod skip;
