@@ -48,7 +48,10 @@ async fn every_endpoint_answers_and_metrics_move_as_a_client_maps_and_deletes() 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert!(page.contains("<title>double-natpmp</title>"), "{page}");
-    assert!(!page.contains("http://") && !page.contains("https://"), "the page loads nothing from outside");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from outside"
+    );
 
     // Without API_TOKEN the forwards routes do not exist.
     let (status, _, _) = http(addr, Method::POST, "/api/v1/forwards", &[], Some("{}")).await;
@@ -61,7 +64,14 @@ async fn every_endpoint_answers_and_metrics_move_as_a_client_maps_and_deletes() 
 
     let before = metrics(&python, addr).await;
     assert_eq!(value(&before, "double_natpmp_requests_total", &[]), 0.0);
-    assert_eq!(value(&before, "double_natpmp_mappings", &[("protocol", "tcp"), ("origin", "natpmp")]), 0.0);
+    assert_eq!(
+        value(
+            &before,
+            "double_natpmp_mappings",
+            &[("protocol", "tcp"), ("origin", "natpmp")]
+        ),
+        0.0
+    );
 
     // A client maps a port.
     let mut events = lab.daemon.orchestrator.subscribe();
@@ -93,11 +103,43 @@ async fn every_endpoint_answers_and_metrics_move_as_a_client_maps_and_deletes() 
     let mapped = metrics(&python, addr).await;
     let tcp_ok = [("opcode", "2"), ("result", "0")];
     assert_eq!(value(&mapped, "double_natpmp_requests_total", &tcp_ok), 1.0);
-    assert_eq!(value(&mapped, "double_natpmp_mappings", &[("protocol", "tcp"), ("origin", "natpmp")]), 1.0);
-    assert_eq!(value(&mapped, "double_natpmp_mappings_created_total", &[("protocol", "tcp"), ("origin", "natpmp")]), 1.0);
-    assert!(value(&mapped, "double_natpmp_router_command_duration_seconds_count", &[]) >= 1.0);
-    assert!(value(&mapped, "double_natpmp_upstream_exchange_duration_seconds_count", &[]) >= 1.0);
-    assert!(value(&mapped, "double_natpmp_datagrams_total", &[("outcome", "replied")]) >= 1.0);
+    assert_eq!(
+        value(
+            &mapped,
+            "double_natpmp_mappings",
+            &[("protocol", "tcp"), ("origin", "natpmp")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &mapped,
+            "double_natpmp_mappings_created_total",
+            &[("protocol", "tcp"), ("origin", "natpmp")]
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            &mapped,
+            "double_natpmp_router_command_duration_seconds_count",
+            &[]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &mapped,
+            "double_natpmp_upstream_exchange_duration_seconds_count",
+            &[]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &mapped,
+            "double_natpmp_datagrams_total",
+            &[("outcome", "replied")]
+        ) >= 1.0
+    );
 
     // The client deletes it.
     let reply = client.ask(map(Protocol::Tcp, 6881, 0)).await;
@@ -107,21 +149,48 @@ async fn every_endpoint_answers_and_metrics_move_as_a_client_maps_and_deletes() 
     })
     .await;
     let deleted = metrics(&python, addr).await;
-    assert_eq!(value(&deleted, "double_natpmp_requests_total", &tcp_ok), 2.0);
-    assert_eq!(value(&deleted, "double_natpmp_mappings", &[("protocol", "tcp")]), 0.0);
-    assert_eq!(value(&deleted, "double_natpmp_mappings_removed_total", &[("reason", "deleted")]), 1.0);
+    assert_eq!(
+        value(&deleted, "double_natpmp_requests_total", &tcp_ok),
+        2.0
+    );
+    assert_eq!(
+        value(&deleted, "double_natpmp_mappings", &[("protocol", "tcp")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &deleted,
+            "double_natpmp_mappings_removed_total",
+            &[("reason", "deleted")]
+        ),
+        1.0
+    );
     let mappings = get_json(addr, "/api/v1/mappings", StatusCode::OK).await;
     assert_eq!(mappings, serde_json::json!([]));
 
     // A reconcile pass is counted.
-    lab.daemon.orchestrator.reconcile().await.expect("reconcile");
+    lab.daemon
+        .orchestrator
+        .reconcile()
+        .await
+        .expect("reconcile");
     let reconciled = metrics(&python, addr).await;
-    assert_eq!(value(&reconciled, "double_natpmp_reconcile_runs_total", &[("result", "ok")]), 1.0);
+    assert_eq!(
+        value(
+            &reconciled,
+            "double_natpmp_reconcile_runs_total",
+            &[("result", "ok")]
+        ),
+        1.0
+    );
     lab.stop().await;
 }
 
 /// GET /metrics, parsed strictly.
-async fn metrics(python: &std::path::Path, addr: std::net::SocketAddr) -> Vec<common::daemon::Sample> {
+async fn metrics(
+    python: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> Vec<common::daemon::Sample> {
     let (status, headers, text) = http(addr, Method::GET, "/metrics", &[], None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -135,7 +204,8 @@ async fn metrics(python: &std::path::Path, addr: std::net::SocketAddr) -> Vec<co
 async fn readyz_is_503_and_names_the_failing_check_when_the_interface_is_down() {
     let lab = start(gateway_config(), &[]).await;
     let addr = lab.status();
-    lab.router.set_interface_running(common::daemon::IFACE, false);
+    lab.router
+        .set_interface_running(common::daemon::IFACE, false);
     let _ = lab.daemon.orchestrator.reconcile().await;
     let ready = get_json(addr, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(ready["ready"], false);
@@ -145,18 +215,28 @@ async fn readyz_is_503_and_names_the_failing_check_when_the_interface_is_down() 
         .expect("interface check")
         .clone();
     assert_eq!(interface["ok"], false, "{ready}");
-    assert!(interface["detail"].as_str().unwrap_or_default().contains(common::daemon::IFACE), "{ready}");
+    assert!(
+        interface["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(common::daemon::IFACE),
+        "{ready}"
+    );
 }
 
 #[tokio::test]
 async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
     let mut lab = start(
         gateway_config(),
-        &[("api-token", TOKEN.into()), ("allowed-clients", "127.0.0.0/24".into())],
+        &[
+            ("api-token", TOKEN.into()),
+            ("allowed-clients", "127.0.0.0/24".into()),
+        ],
     )
     .await;
     let addr = lab.status();
-    let body = r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 32400, "lifetime": 3600}"#;
+    let body =
+        r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 32400, "lifetime": 3600}"#;
     let bearer = format!("Bearer {TOKEN}");
 
     let (status, headers, _) = http(addr, Method::POST, "/api/v1/forwards", &[], Some(body)).await;
@@ -175,10 +255,22 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
 
     // Outside ALLOWED_CLIENTS, and NAT-PMP's limits.
     for (bad, want) in [
-        (r#"{"client": "127.0.1.20", "protocol": "tcp", "internal_port": 80, "lifetime": 60}"#, StatusCode::FORBIDDEN),
-        (r#"{"client": "127.0.0.20", "protocol": "sctp", "internal_port": 80, "lifetime": 60}"#, StatusCode::BAD_REQUEST),
-        (r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 0, "lifetime": 60}"#, StatusCode::BAD_REQUEST),
-        (r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 80, "lifetime": 0}"#, StatusCode::BAD_REQUEST),
+        (
+            r#"{"client": "127.0.1.20", "protocol": "tcp", "internal_port": 80, "lifetime": 60}"#,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            r#"{"client": "127.0.0.20", "protocol": "sctp", "internal_port": 80, "lifetime": 60}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 0, "lifetime": 60}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 80, "lifetime": 0}"#,
+            StatusCode::BAD_REQUEST,
+        ),
         ("not json", StatusCode::BAD_REQUEST),
     ] {
         let (status, _, text) = http(
@@ -197,7 +289,10 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
         addr,
         Method::POST,
         "/api/v1/forwards",
-        &[("authorization", &bearer), ("content-type", "application/json")],
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
         Some(body),
     )
     .await;
@@ -210,7 +305,10 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
     let external = lease["external_port"].as_u64().expect("external_port");
     let rules = lab.our_rules();
     assert_eq!(rules.len(), 1, "one dst-nat rule on the router");
-    assert_eq!(rules[0].fields.get("to-addresses").map(String::as_str), Some("127.0.0.20"));
+    assert_eq!(
+        rules[0].fields.get("to-addresses").map(String::as_str),
+        Some("127.0.0.20")
+    );
     let at_gateway = lab.gateway.mappings();
     assert_eq!(at_gateway.len(), 1);
     assert_eq!(u64::from(at_gateway[0].external_port), external);
@@ -219,14 +317,38 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
     let path = "/api/v1/forwards/tcp/127.0.0.20/32400";
     let (status, _, _) = http(addr, Method::DELETE, path, &[], None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, _) = http(addr, Method::DELETE, path, &[("authorization", "Bearer nope")], None).await;
+    let (status, _, _) = http(
+        addr,
+        Method::DELETE,
+        path,
+        &[("authorization", "Bearer nope")],
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _, text) = http(addr, Method::DELETE, path, &[("authorization", &bearer)], None).await;
+    let (status, _, text) = http(
+        addr,
+        Method::DELETE,
+        path,
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(text.contains("\"deleted\""), "{text}");
     assert!(lab.our_rules().is_empty(), "the rule is removed");
-    assert!(lab.gateway.mappings().is_empty(), "the gateway's mapping is removed");
-    let (status, _, _) = http(addr, Method::DELETE, path, &[("authorization", &bearer)], None).await;
+    assert!(
+        lab.gateway.mappings().is_empty(),
+        "the gateway's mapping is removed"
+    );
+    let (status, _, _) = http(
+        addr,
+        Method::DELETE,
+        path,
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     lab.stop().await;
 }
@@ -235,7 +357,11 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
 async fn status_file_holds_the_mappings_and_is_replaced_atomically() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("mappings.json");
-    let mut lab = start(gateway_config(), &[("status-file", file.display().to_string())]).await;
+    let mut lab = start(
+        gateway_config(),
+        &[("status-file", file.display().to_string())],
+    )
+    .await;
     read_mappings(&file, 0).await;
     let client = Client::on(11, lab.daemon.listen).await;
     let reply = client.ask(map(Protocol::Udp, 5000, 60)).await;
@@ -266,18 +392,32 @@ async fn the_status_subcommand_prints_the_mappings_as_a_table_and_as_json() {
                 .expect("run status")
         })
     };
-    let out = run(vec!["status".into(), format!("--status-addr={addr}")]).await.expect("join");
+    let out = run(vec!["status".into(), format!("--status-addr={addr}")])
+        .await
+        .expect("join");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.starts_with("PROTO"), "{text}");
     assert!(text.contains("127.0.0.12:7000"), "{text}");
-    assert!(text.contains(&format!("198.51.100.7:{}", reply.external_port)), "{text}");
-    let out = run(vec!["status".into(), "--json".into(), format!("--status-addr={addr}")]).await.expect("join");
+    assert!(
+        text.contains(&format!("198.51.100.7:{}", reply.external_port)),
+        "{text}"
+    );
+    let out = run(vec![
+        "status".into(),
+        "--json".into(),
+        format!("--status-addr={addr}"),
+    ])
+    .await
+    .expect("join");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v[0]["internal_port"], 7000);
     let out = run(vec!["status".into()]).await.expect("join");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("STATUS_ADDR"), "says how to turn it on");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("STATUS_ADDR"),
+        "says how to turn it on"
+    );
     lab.stop().await;
 }
 
@@ -293,7 +433,10 @@ async fn read_mappings(file: &std::path::Path, want: usize) -> serde_json::Value
                 return v;
             }
         }
-        assert!(Instant::now() < deadline, "STATUS_FILE never held {want} mapping(s)");
+        assert!(
+            Instant::now() < deadline,
+            "STATUS_FILE never held {want} mapping(s)"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

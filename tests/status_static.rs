@@ -60,7 +60,10 @@ async fn static_mappings_survive_a_deleted_rule_a_gateway_that_lost_its_state_an
     };
     let mut lab = start(
         gateway,
-        &[("static-mappings", format!("tcp:{CLIENT}:32400,udp:{CLIENT}:32400"))],
+        &[(
+            "static-mappings",
+            format!("tcp:{CLIENT}:32400,udp:{CLIENT}:32400"),
+        )],
     )
     .await;
     until(&lab, "both static mappings made", |l| {
@@ -74,7 +77,11 @@ async fn static_mappings_survive_a_deleted_rule_a_gateway_that_lost_its_state_an
     for m in mappings.as_array().expect("list") {
         assert_eq!(m["origin"], "static", "{m}");
         assert_eq!(m["client"], CLIENT, "{m}");
-        assert_eq!(m["lifetime_left"], serde_json::Value::Null, "never expires: {m}");
+        assert_eq!(
+            m["lifetime_left"],
+            serde_json::Value::Null,
+            "never expires: {m}"
+        );
     }
 
     // Someone deletes the TCP rule on the router: the reconciler makes it again.
@@ -85,12 +92,19 @@ async fn static_mappings_survive_a_deleted_rule_a_gateway_that_lost_its_state_an
         .expect("the tcp rule");
     assert!(lab.router.delete_nat_rule(&tcp_rule.id));
     assert_eq!(lab.our_rules().len(), 1);
-    let report = lab.daemon.orchestrator.reconcile().await.expect("reconcile");
+    let report = lab
+        .daemon
+        .orchestrator
+        .reconcile()
+        .await
+        .expect("reconcile");
     assert_eq!(report.recreated, 1, "{report:?}");
     let rules = lab.our_rules();
     assert_eq!(rules.len(), 2);
     assert!(
-        rules.iter().any(|r| r.fields.get("comment") == tcp_rule.fields.get("comment")),
+        rules
+            .iter()
+            .any(|r| r.fields.get("comment") == tcp_rule.fields.get("comment")),
         "the same rule is back: {rules:?}"
     );
 
@@ -108,22 +122,37 @@ async fn static_mappings_survive_a_deleted_rule_a_gateway_that_lost_its_state_an
         .expect("list")
         .iter()
         .map(|m| {
-            let protocol = Protocol::parse(m["protocol"].as_str().unwrap_or_default()).expect("protocol");
-            let port = |k: &str| u16::try_from(m[k].as_u64().unwrap_or_default()).unwrap_or_default();
+            let protocol =
+                Protocol::parse(m["protocol"].as_str().unwrap_or_default()).expect("protocol");
+            let port =
+                |k: &str| u16::try_from(m[k].as_u64().unwrap_or_default()).unwrap_or_default();
             ((protocol, port("router_port")), port("external_port"))
         })
         .collect();
-    assert_eq!(shown, at_gateway(&lab), "the API shows the current external ports");
+    assert_eq!(
+        shown,
+        at_gateway(&lab),
+        "the API shows the current external ports"
+    );
 
     // The client itself deletes one: the keeper makes it again at once.
     let mut events = lab.daemon.orchestrator.subscribe();
     let client = Client::on(30, lab.daemon.listen).await;
     let reply = client.ask(map(Protocol::Udp, 32400, 0)).await;
     assert_eq!(reply.result, ResultCode::Success);
-    wait_event(&mut events, Duration::from_secs(10), "made again", |e| match e {
-        MappingEvent::Created { key, origin: Origin::Static, .. } if key.protocol == Protocol::Udp => Some(()),
-        _ => None,
-    })
+    wait_event(
+        &mut events,
+        Duration::from_secs(10),
+        "made again",
+        |e| match e {
+            MappingEvent::Created {
+                key,
+                origin: Origin::Static,
+                ..
+            } if key.protocol == Protocol::Udp => Some(()),
+            _ => None,
+        },
+    )
     .await;
     assert_eq!(static_leases(&lab).len(), 2);
 
@@ -134,7 +163,10 @@ async fn static_mappings_survive_a_deleted_rule_a_gateway_that_lost_its_state_an
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(renewed >= 2, "the keeper's renewals are counted:\n{metrics}");
+    assert!(
+        renewed >= 2,
+        "the keeper's renewals are counted:\n{metrics}"
+    );
     assert!(
         metrics.contains("double_natpmp_mappings{protocol=\"tcp\",origin=\"static\"} 1"),
         "{metrics}"
@@ -161,5 +193,10 @@ async fn a_static_mapping_outside_allowed_clients_is_refused_by_name() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("STATIC_MAPPINGS") && err.contains("192.168.99.20") && err.contains("ALLOWED_CLIENTS"), "{err}");
+    assert!(
+        err.contains("STATIC_MAPPINGS")
+            && err.contains("192.168.99.20")
+            && err.contains("ALLOWED_CLIENTS"),
+        "{err}"
+    );
 }

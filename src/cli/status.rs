@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use hyper::{Method, StatusCode, Uri};
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::config::status::parse_status_addr;
 use crate::config::value::parse_timeout;
@@ -30,7 +30,7 @@ pub struct StatusCmdArgs {
 }
 
 /// One mapping as the API gives it (only what the table shows).
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 struct Row {
     client: Ipv4Addr,
     protocol: String,
@@ -40,6 +40,28 @@ struct Row {
     external_port: u16,
     lifetime_left: Option<u64>,
     origin: String,
+}
+
+impl Row {
+    /// The row of one element of `/api/v1/mappings`; `None` when it is not a mapping.
+    fn from_json(v: &Value) -> Option<Row> {
+        let text = |k: &str| v.get(k).and_then(Value::as_str);
+        let port = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+        };
+        Some(Row {
+            client: text("client")?.parse().ok()?,
+            protocol: text("protocol")?.to_owned(),
+            internal_port: port("internal_port")?,
+            router_port: port("router_port")?,
+            external_address: text("external_address").and_then(|a| a.parse().ok()),
+            external_port: port("external_port")?,
+            lifetime_left: v.get("lifetime_left").and_then(Value::as_u64),
+            origin: text("origin")?.to_owned(),
+        })
+    }
 }
 
 /// The address to ask: STATUS_ADDR with an unspecified address replaced by loopback.
@@ -107,7 +129,11 @@ pub async fn run(args: StatusCmdArgs) -> ExitCode {
         println!("{}", String::from_utf8_lossy(&body).trim_end());
         return ExitCode::SUCCESS;
     }
-    match serde_json::from_slice::<Vec<Row>>(&body) {
+    let rows: Option<Vec<Row>> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_array().map(|a| a.iter().map(Row::from_json).collect()))
+        .flatten();
+    match rows.ok_or("expected a JSON list of mappings") {
         Ok(rows) if rows.is_empty() => {
             println!("no mappings");
             ExitCode::SUCCESS

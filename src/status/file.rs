@@ -40,7 +40,7 @@ pub fn spawn<R: Router, U: Upstream>(
             let mappings = state.mappings();
             let path2 = path.clone();
             let written = tokio::task::spawn_blocking(move || {
-                let bytes = serde_json::to_vec_pretty(&mappings).map_err(std::io::Error::other)?;
+                let bytes = serde_json::to_vec(&mappings).map_err(std::io::Error::other)?;
                 write_atomically(&path2, &bytes)
             })
             .await;
@@ -52,7 +52,7 @@ pub fn spawn<R: Router, U: Upstream>(
             if changes.changed().await.is_err() {
                 // The last write after the sender is gone shows the final state.
                 let mappings = state.mappings();
-                if let Ok(bytes) = serde_json::to_vec_pretty(&mappings) {
+                if let Ok(bytes) = serde_json::to_vec(&mappings) {
                     let path2 = path.clone();
                     let _ =
                         tokio::task::spawn_blocking(move || write_atomically(&path2, &bytes)).await;

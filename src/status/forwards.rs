@@ -16,7 +16,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::mapping::events::Origin;
 use crate::mapping::lease::MappingKey;
@@ -34,15 +35,72 @@ const MAX_BODY: usize = 4096;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of `POST /api/v1/forwards`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct ForwardRequest {
     client: Ipv4Addr,
-    protocol: String,
+    protocol: Protocol,
     internal_port: u16,
     lifetime: u32,
-    #[serde(default)]
     external_port: u16,
+}
+
+/// The fields a forward may have.
+const FIELDS: [&str; 5] = [
+    "client",
+    "protocol",
+    "internal_port",
+    "lifetime",
+    "external_port",
+];
+
+impl ForwardRequest {
+    /// Reads the JSON body; the error names the field that is wrong.
+    fn parse(bytes: &[u8]) -> Result<ForwardRequest, String> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let Some(object) = value.as_object() else {
+            return Err("expected a JSON object".into());
+        };
+        if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!("unknown field '{unknown}'"));
+        }
+        let number = |name: &str, max: u64| -> Result<Option<u64>, String> {
+            match object.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| *n <= max)
+                    .map(Some)
+                    .ok_or_else(|| format!("{name}: expected a whole number from 0 to {max}")),
+            }
+        };
+        let client = object
+            .get("client")
+            .and_then(Value::as_str)
+            .and_then(|c| Ipv4Addr::from_str(c).ok())
+            .ok_or("client: expected an IPv4 address such as \"192.168.88.20\"")?;
+        let protocol = object
+            .get("protocol")
+            .and_then(Value::as_str)
+            .and_then(Protocol::parse)
+            .ok_or("protocol: expected \"tcp\" or \"udp\"")?;
+        let port = |name: &str| -> Result<Option<u16>, String> {
+            Ok(number(name, u64::from(u16::MAX))?.and_then(|n| u16::try_from(n).ok()))
+        };
+        let internal_port = port("internal_port")?
+            .filter(|p| *p != 0)
+            .ok_or("internal_port: expected 1 to 65535")?;
+        let lifetime = number("lifetime", u64::from(u32::MAX))?
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|l| *l != 0)
+            .ok_or("lifetime: expected at least 1 second (use DELETE to remove a forward)")?;
+        Ok(ForwardRequest {
+            client,
+            protocol,
+            internal_port,
+            lifetime,
+            external_port: port("external_port")?.unwrap_or(0),
+        })
+    }
 }
 
 /// A NAT-PMP failure, as the API answers it.
@@ -141,30 +199,16 @@ pub async fn create<R: Router, U: Upstream>(
             )
         }
     };
-    let ask: ForwardRequest = match serde_json::from_slice(&bytes) {
+    let ask = match ForwardRequest::parse(&bytes) {
         Ok(a) => a,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("expected {{\"client\": \"192.168.88.20\", \"protocol\": \"tcp\", \"internal_port\": 32400, \"lifetime\": 3600}}: {e}"),
+                &format!("{e}; expected {{\"client\": \"192.168.88.20\", \"protocol\": \"tcp\", \"internal_port\": 32400, \"lifetime\": 3600}}"),
             )
         }
     };
-    let Some(protocol) = Protocol::parse(&ask.protocol) else {
-        return error(StatusCode::BAD_REQUEST, "protocol: expected tcp or udp");
-    };
-    if ask.internal_port == 0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "internal_port: expected 1 to 65535",
-        );
-    }
-    if ask.lifetime == 0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "lifetime: expected at least 1 second (use DELETE to remove a forward)",
-        );
-    }
+    let protocol = ask.protocol;
     if let Some(r) = client_refused(state, ask.client) {
         return r;
     }

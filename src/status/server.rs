@@ -67,7 +67,7 @@ pub fn respond(
 
 /// `value` as a JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec_pretty(value) {
+    match serde_json::to_vec(value) {
         Ok(body) => respond(status, "application/json", body),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -176,7 +176,7 @@ async fn route<R: Router, U: Upstream>(
             );
             r
         }
-        "/healthz" if get => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/healthz" if get => respond(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
         "/readyz" if get => {
             let readiness = state.readiness();
             let status = if readiness.ready {

@@ -84,7 +84,9 @@ pub async fn start(gateway: GatewayConfig, flags: &[(&str, String)]) -> Lab {
     let router = RouterSim::start(router_config(), any)
         .await
         .expect("router emulator");
-    let gateway = Gateway::start(gateway, any).await.expect("gateway emulator");
+    let gateway = Gateway::start(gateway, any)
+        .await
+        .expect("gateway emulator");
     let mut argv: Vec<String> = vec!["double-natpmp".into()];
     let mut flag = |name: &str, value: String| {
         // A test's own value of a flag replaces the usual one.
@@ -115,7 +117,12 @@ pub async fn start(gateway: GatewayConfig, flags: &[(&str, String)]) -> Lab {
         Err(e) => panic!("test flags do not parse: {e}"),
     };
     let (stop, stopped) = ShutdownTrigger::new();
-    let daemon = match within(Duration::from_secs(10), "daemon start", daemon::start(args, stopped)).await
+    let daemon = match within(
+        Duration::from_secs(10),
+        "daemon start",
+        daemon::start(args, stopped),
+    )
+    .await
     {
         Ok(d) => d,
         Err(e) => panic!("daemon did not start: {e}"),
@@ -213,7 +220,8 @@ impl Client {
             let deadline = tokio::time::Instant::now() + wait;
             let mut rbuf = [0u8; MAX_PACKET_LEN];
             loop {
-                let Ok(got) = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut rbuf)).await
+                let Ok(got) =
+                    tokio::time::timeout_at(deadline, self.sock.recv_from(&mut rbuf)).await
                 else {
                     break;
                 };
@@ -348,7 +356,10 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|(_, _, n, l, _)| {
-            n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
         })
         .map(|s| s.4)
         .sum()
