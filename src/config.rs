@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::Args;
 use thiserror::Error;
 
-use self::status::StatusArgs;
+use self::status::{parse_token, StatusArgs};
 use self::value::{
     parse_bool, parse_fingerprint, parse_gateway, parse_grace, parse_host_port, parse_interval,
     parse_log_level, parse_name, parse_natpmp_listen_addr, parse_password, parse_server_name,
@@ -357,6 +357,57 @@ impl DaemonArgs {
         }
         self.status.validate(&self.allowed_clients)?;
         self.router.validate()
+    }
+}
+
+impl StatusArgs {
+    /// The API token, from API_TOKEN or else API_TOKEN_FILE; `None` when neither is set.
+    pub fn token(&self) -> Result<Option<Password>, ConfigError> {
+        if let Some(t) = &self.api_token {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.api_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        parse_token(line)
+            .map(Some)
+            .map_err(|e| ConfigError::BadTokenFile {
+                path: path.clone(),
+                expected: e.0,
+            })
+    }
+
+    /// Checks the settings against each other and against ALLOWED_CLIENTS.
+    pub fn validate(&self, allowed: &crate::cidr::CidrList) -> Result<(), ConfigError> {
+        let token_set = self.api_token.is_some() || self.api_token_file.is_some();
+        if self.api_token.is_some() && self.api_token_file.is_some() {
+            return Err(ConfigError::Status(
+                "API_TOKEN and API_TOKEN_FILE are both set: expected one or the other".into(),
+            ));
+        }
+        if token_set && self.status_addr.is_none() {
+            return Err(ConfigError::Status(
+                "API_TOKEN is set but STATUS_ADDR is not: expected STATUS_ADDR (such as :8080) for the forwards API to listen on".into(),
+            ));
+        }
+        if let Some(key) = self
+            .static_mappings
+            .0
+            .iter()
+            .find(|k| !allowed.contains(k.client))
+        {
+            return Err(ConfigError::Status(format!(
+                "STATIC_MAPPINGS has {}:{}:{}, whose client is outside ALLOWED_CLIENTS={allowed}: expected LAN clients that may ask for mappings",
+                key.protocol, key.client, key.internal_port
+            )));
+        }
+        Ok(())
     }
 }
 

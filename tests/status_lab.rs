@@ -48,11 +48,17 @@ fn send_from_internet(lab: &Lab, port: u16, message: &str) {
          s.sendall(b'{message}'); s.close()\n"
     );
     let out = lab.exec(Host::Inet, &["python3", "-c", &script]);
-    assert!(out.status.success(), "sending from the internet failed: {out:?}");
+    assert!(
+        out.status.success(),
+        "sending from the internet failed: {out:?}"
+    );
 }
 
 fn router_rules(lab: &Lab) -> usize {
-    let out = lab.exec(Host::Router, &["nft", "list", "chain", "ip", "mikrotik", "dstnat"]);
+    let out = lab.exec(
+        Host::Router,
+        &["nft", "list", "chain", "ip", "mikrotik", "dstnat"],
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("dnat to"))
@@ -77,7 +83,12 @@ fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
     let body = format!(
         r#"{{"client": "{CLIENT_IP}", "protocol": "tcp", "internal_port": 8000, "lifetime": 600}}"#
     );
-    let json = ["-H", "Content-Type: application/json", "--data", body.as_str()];
+    let json = [
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        body.as_str(),
+    ];
 
     let mut no_token = vec!["-X", "POST"];
     no_token.extend_from_slice(&json);
@@ -98,7 +109,10 @@ fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
     let lease: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
     assert_eq!(lease["origin"], "api");
     assert_eq!(lease["client"], CLIENT_IP);
-    let external = lease["external_port"].as_u64().and_then(|p| u16::try_from(p).ok()).expect("port");
+    let external = lease["external_port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("port");
     assert_eq!(router_rules(&lab), 1, "one dst-nat rule on the router");
 
     send_from_internet(&lab, external, "hello-through-the-api");
@@ -106,7 +120,10 @@ fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
     assert!(line.contains("hello-through-the-api"), "{line}");
 
     let path = format!("{API}/tcp/{CLIENT_IP}/8000");
-    let (code, answer) = curl(&lab, &["-X", "DELETE", "-H", bearer.as_str(), path.as_str()]);
+    let (code, answer) = curl(
+        &lab,
+        &["-X", "DELETE", "-H", bearer.as_str(), path.as_str()],
+    );
     assert_eq!(code, 200, "{answer}");
     assert_eq!(router_rules(&lab), 0, "the rule is removed");
 }

@@ -53,7 +53,11 @@ fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
-        .find_map(|name| std::env::split_paths(&path).map(|p| p.join(name)).find(|p| p.is_file()))
+        .find_map(|name| {
+            std::env::split_paths(&path)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
 }
 
 /// Headless Chromium with the DevTools protocol on a port of its choosing; killed on drop.
@@ -99,7 +103,10 @@ impl Browser {
             {
                 break port;
             }
-            assert!(Instant::now() < deadline, "chromium's DevTools did not start");
+            assert!(
+                Instant::now() < deadline,
+                "chromium's DevTools did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Browser {
@@ -129,7 +136,9 @@ impl Page {
         self.next += 1;
         let id = self.next;
         let text = json!({ "id": id, "method": method, "params": params }).to_string();
-        self.ws.send(Message::Text(text.into())).expect("send to DevTools");
+        self.ws
+            .send(Message::Text(text.into()))
+            .expect("send to DevTools");
         loop {
             let msg = self.ws.read().expect("read from DevTools");
             let Message::Text(text) = msg else { continue };
@@ -215,15 +224,26 @@ async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let page = tokio::task::spawn_blocking(move || {
         let (ws, _) = tungstenite::connect(ws_url.as_str()).expect("connect to DevTools");
-        let mut page = Page { ws, next: 0, errors: Vec::new() };
+        let mut page = Page {
+            ws,
+            next: 0,
+            errors: Vec::new(),
+        };
         page.call("Runtime.enable", json!({}));
         page.call("Log.enable", json!({}));
         page.call("Page.enable", json!({}));
         page.call("Page.navigate", json!({ "url": url }));
         let row = "document.querySelector('tr[data-key=\"tcp/127.0.0.60/6881\"]')";
         page.until(&format!("{row} !== null"), "the mapping's row");
-        let text = page.eval(&format!("{row}.innerText")).as_str().unwrap_or_default().to_owned();
-        assert!(text.contains(&format!("198.51.100.7:{external}")), "row: {text}");
+        let text = page
+            .eval(&format!("{row}.innerText"))
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            text.contains(&format!("198.51.100.7:{external}")),
+            "row: {text}"
+        );
         assert!(text.contains("127.0.0.60:6881"), "row: {text}");
         page.until(
             "document.getElementById('ready').textContent === 'ready'",

@@ -23,7 +23,12 @@ use tokio::sync::mpsc;
 
 /// A receiver that answers 500 to its first `failures` requests and 200 after; every body
 /// arrives on the channel with the status it got.
-async fn flaky_receiver(failures: usize) -> (SocketAddr, mpsc::UnboundedReceiver<(StatusCode, serde_json::Value)>) {
+async fn flaky_receiver(
+    failures: usize,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<(StatusCode, serde_json::Value)>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::unbounded_channel();
@@ -33,23 +38,30 @@ async fn flaky_receiver(failures: usize) -> (SocketAddr, mpsc::UnboundedReceiver
             let tx = tx.clone();
             let seen = Arc::clone(&seen);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let tx = tx.clone();
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        assert_eq!(req.method(), Method::POST);
-                        assert_eq!(req.uri().path(), "/hook");
-                        assert_eq!(req.headers()["content-type"], "application/json");
-                        let body = req.into_body().collect().await.expect("body").to_bytes();
-                        let n = seen.fetch_add(1, Ordering::SeqCst);
-                        let status = if n < failures { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
-                        let json = serde_json::from_slice(&body).expect("the webhook sends JSON");
-                        let _ = tx.send((status, json));
-                        let mut r = Response::new(Full::new(Bytes::from_static(b"")));
-                        *r.status_mut() = status;
-                        Ok::<_, Infallible>(r)
-                    }
-                });
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            assert_eq!(req.method(), Method::POST);
+                            assert_eq!(req.uri().path(), "/hook");
+                            assert_eq!(req.headers()["content-type"], "application/json");
+                            let body = req.into_body().collect().await.expect("body").to_bytes();
+                            let n = seen.fetch_add(1, Ordering::SeqCst);
+                            let status = if n < failures {
+                                StatusCode::INTERNAL_SERVER_ERROR
+                            } else {
+                                StatusCode::OK
+                            };
+                            let json =
+                                serde_json::from_slice(&body).expect("the webhook sends JSON");
+                            let _ = tx.send((status, json));
+                            let mut r = Response::new(Full::new(Bytes::from_static(b"")));
+                            *r.status_mut() = status;
+                            Ok::<_, Infallible>(r)
+                        }
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -78,7 +90,14 @@ async fn the_webhook_retries_a_receiver_that_fails_twice_and_then_accepts() {
     let (s1, first) = next(&mut posts).await;
     let (s2, second) = next(&mut posts).await;
     let (s3, third) = next(&mut posts).await;
-    assert_eq!((s1, s2, s3), (StatusCode::INTERNAL_SERVER_ERROR, StatusCode::INTERNAL_SERVER_ERROR, StatusCode::OK));
+    assert_eq!(
+        (s1, s2, s3),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::OK
+        )
+    );
     assert_eq!(first, second, "a retry sends the same event");
     assert_eq!(first, third, "a retry sends the same event");
     assert_eq!(first["event"], "created", "{first}");
@@ -169,7 +188,11 @@ async fn a_receiver_that_never_answers_does_not_delay_transactions() {
     // The stop is not held up by the receiver either (the webhook gets at most 2 s at the end).
     let started = Instant::now();
     lab.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(5), "stop took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
 }
 
 async fn next(

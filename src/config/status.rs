@@ -14,7 +14,6 @@ use hyper::Uri;
 use crate::config::value::{
     parse_duration_within, parse_listen_addr, parse_timeout, Expected, MIN_TIMEOUT,
 };
-use crate::config::ConfigError;
 use crate::mapping::lease::MappingKey;
 use crate::natpmp::wire::Protocol;
 use crate::routeros::conn::Password;
@@ -152,55 +151,4 @@ pub fn parse_static_mappings(s: &str) -> Result<StaticMappings, Expected> {
         }
     }
     Ok(StaticMappings(keys))
-}
-
-impl StatusArgs {
-    /// The API token, from API_TOKEN or else API_TOKEN_FILE; `None` when neither is set.
-    pub fn token(&self) -> Result<Option<Password>, ConfigError> {
-        if let Some(t) = &self.api_token {
-            return Ok(Some(t.clone()));
-        }
-        let Some(path) = &self.api_token_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-            path: path.clone(),
-            source,
-        })?;
-        let line = text.strip_suffix('\n').unwrap_or(&text);
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        parse_token(line)
-            .map(Some)
-            .map_err(|e| ConfigError::BadTokenFile {
-                path: path.clone(),
-                expected: e.0,
-            })
-    }
-
-    /// Checks the settings against each other and against ALLOWED_CLIENTS.
-    pub fn validate(&self, allowed: &crate::cidr::CidrList) -> Result<(), ConfigError> {
-        let token_set = self.api_token.is_some() || self.api_token_file.is_some();
-        if self.api_token.is_some() && self.api_token_file.is_some() {
-            return Err(ConfigError::Status(
-                "API_TOKEN and API_TOKEN_FILE are both set: expected one or the other".into(),
-            ));
-        }
-        if token_set && self.status_addr.is_none() {
-            return Err(ConfigError::Status(
-                "API_TOKEN is set but STATUS_ADDR is not: expected STATUS_ADDR (such as :8080) for the forwards API to listen on".into(),
-            ));
-        }
-        if let Some(key) = self
-            .static_mappings
-            .0
-            .iter()
-            .find(|k| !allowed.contains(k.client))
-        {
-            return Err(ConfigError::Status(format!(
-                "STATIC_MAPPINGS has {}:{}:{}, whose client is outside ALLOWED_CLIENTS={allowed}: expected LAN clients that may ask for mappings",
-                key.protocol, key.client, key.internal_port
-            )));
-        }
-        Ok(())
-    }
 }

@@ -25,7 +25,7 @@ use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use crate::routeros::api::Router;
 use crate::status::auth::Verdict;
-use crate::status::server::{error, json, Body};
+use crate::status::respond::{error, json, Body};
 use crate::status::state::StatusState;
 use crate::status::view::MappingView;
 

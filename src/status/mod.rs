@@ -6,7 +6,8 @@
 //! It reads the mapping core only through the [`Orchestrator`] facade: the lease table's
 //! snapshot, the events, and `handle_from` for forwards and static mappings.
 //!
-//! * [`server`]: the HTTP server and its routes; [`forwards`]: POST/DELETE forwards;
+//! * [`server`]: the HTTP server and its routes; [`respond`]: building answers;
+//!   [`forwards`]: POST/DELETE forwards;
 //!   [`auth`]: the token check (constant time).
 //! * [`state`]: what the handlers share; [`view`]: the JSON answers.
 //! * [`history`]: created/renewed times, the last events, the far sides' last answers.
@@ -26,6 +27,7 @@ pub mod forwards;
 pub mod history;
 pub mod listener;
 pub mod metrics;
+pub mod respond;
 pub mod server;
 pub mod state;
 pub mod view;

@@ -17,15 +17,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use hyper::header::{HeaderValue, ALLOW};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -36,6 +33,7 @@ use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 use crate::status::forwards;
 use crate::status::metrics::CONTENT_TYPE as METRICS_TYPE;
+use crate::status::respond::{error, json, respond, Body};
 use crate::status::state::StatusState;
 
 /// The page, embedded in the binary.
@@ -46,47 +44,6 @@ const MAX_CONNECTIONS: usize = 64;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// A response body.
-pub type Body = Full<Bytes>;
-
-/// A response with `body` of `content_type`.
-pub fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
-}
-
-/// `value` as a JSON response.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(body) => respond(status, "application/json", body),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot write JSON: {e}"),
-        ),
-    }
-}
-
-/// `{"error": message}`.
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    #[derive(Serialize)]
-    struct Error<'a> {
-        error: &'a str,
-    }
-    match serde_json::to_vec(&Error { error: message }) {
-        Ok(body) => respond(status, "application/json", body),
-        Err(_) => respond(status, "text/plain; charset=utf-8", message.to_owned()),
-    }
-}
 
 /// Serves `listener` until `shutdown` fires.
 pub async fn serve<R: Router, U: Upstream>(
