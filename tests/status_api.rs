@@ -440,3 +440,88 @@ async fn read_mappings(file: &std::path::Path, want: usize) -> serde_json::Value
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected() {
+    let base = [
+        ("VPN_GATEWAY", "10.2.0.1"),
+        ("MIKROTIK_API_ADDRESS", "127.0.0.1:1"),
+        ("MIKROTIK_API_PASSWORD", "x"),
+    ];
+    for (var, value, expected) in [
+        ("STATUS_ADDR", "192.168.88.2", "expected [ip]:port"),
+        ("STATUS_ADDR", "nowhere", "expected [ip]:port"),
+        (
+            "WEBHOOK_URL",
+            "https://hooks.example/x",
+            "expected an http:// URL",
+        ),
+        ("WEBHOOK_URL", "not a url", "expected an http:// URL"),
+        ("WEBHOOK_TIMEOUT", "0", "expected a duration from 1ms to 1d"),
+        ("WEBHOOK_RETRIES", "21", "0..=20"),
+        (
+            "WEBHOOK_BACKOFF",
+            "2m",
+            "expected a duration from 1ms to 1m",
+        ),
+        ("WEBHOOK_QUEUE", "0", "1..=65536"),
+        (
+            "STATIC_MAPPINGS",
+            "tcp:192.168.88.20",
+            "expected protocol:client:port",
+        ),
+        (
+            "STATIC_MAPPINGS",
+            "sctp:192.168.88.20:80",
+            "expected protocol:client:port",
+        ),
+        ("API_TOKEN", "has space", "expected a token without spaces"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_double-natpmp"))
+            .env_clear()
+            .envs(base)
+            .env(var, value)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(var), "{var}={value}: {err}");
+        if var != "API_TOKEN" {
+            assert!(err.contains(value), "{var}={value}: {err}");
+        }
+        assert!(err.contains(expected), "{var}={value}: {err}");
+    }
+    // Settings that do not fit together.
+    for (env, expected) in [
+        (
+            vec![("API_TOKEN", "t0ken")],
+            "API_TOKEN is set but STATUS_ADDR is not",
+        ),
+        (
+            vec![
+                ("STATUS_ADDR", ":0"),
+                ("API_TOKEN", "t0ken"),
+                ("API_TOKEN_FILE", "/nonexistent"),
+            ],
+            "API_TOKEN and API_TOKEN_FILE are both set",
+        ),
+        (
+            vec![
+                ("STATUS_ADDR", ":0"),
+                ("API_TOKEN_FILE", "/nonexistent/token"),
+            ],
+            "API_TOKEN_FILE=/nonexistent/token: cannot read it",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_double-natpmp"))
+            .env_clear()
+            .envs(base)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{env:?}: {err}");
+        assert_ne!(out.status.code(), Some(0), "{env:?}: {err}");
+    }
+}
