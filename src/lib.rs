@@ -23,9 +23,12 @@
 //! * [`routeros::api`]: the typed router operations (add/remove/list dst-nat, route check).
 //! * [`mapping`]: the transactions, the port allocator, expiry and the reconciler.
 //! * [`sim`]: emulators of the router API and of the VPN gateway, for tests and the demo.
+//! * [`status`]: the HTTP status server (page, `/healthz`, `/readyz`, `/metrics`, the JSON API
+//!   and the forwards API), the webhook and the status file, all fed by the mapping core's
+//!   events and lease snapshot; [`static_keeper`]: keeps STATIC_MAPPINGS alive.
 //! * [`shutdown`]: the one stop signal every task honours.
-//! * [`cli`]: the command line ([`cli::args`]), the `demo`, `client`, `check` and `health`
-//!   subcommands, and the hidden `sim-router` and `sim-gateway` that run one emulator alone (the
+//! * [`cli`]: the command line ([`cli::args`]), the `demo`, `client`, `check`, `health` and
+//!   `status` subcommands, and the hidden `sim-router` and `sim-gateway` that run one emulator alone (the
 //!   namespace tests use them).
 //!
 //! A request's trip: `natpmp::server` reads a datagram and parses it with `natpmp::wire`; an
@@ -47,3 +50,5 @@ pub mod natpmp;
 pub mod routeros;
 pub mod shutdown;
 pub mod sim;
+pub mod static_keeper;
+pub mod status;

@@ -60,6 +60,10 @@ fn main() -> ExitCode {
             return runtime.block_on(cli::check::run(args));
         }
         Some(Command::Health(args)) => return runtime.block_on(cli::health::run(args)),
+        Some(Command::Status(args)) => {
+            logging::init(LogLevel::Warn, LogFormat::Text);
+            return runtime.block_on(cli::status::run(args));
+        }
         Some(Command::SimRouter(args)) => {
             logging::init(LogLevel::Info, LogFormat::Text);
             runtime

@@ -12,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::cli::check::CheckArgs;
 use crate::cli::client::ClientArgs;
 use crate::cli::health::HealthArgs;
+use crate::cli::status::StatusCmdArgs;
+use crate::config::status::parse_status_addr;
 use crate::config::value::{
     parse_duration_within, parse_listen_addr, parse_log_level, parse_password, Expected, LogLevel,
     MAX_INTERVAL,
@@ -85,6 +87,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Exit 0 when the daemon answers NAT-PMP (for a container HEALTHCHECK; needs no shell).
     Health(HealthArgs),
+    /// Print the daemon's mappings as a table, from its status server (STATUS_ADDR).
+    Status(StatusCmdArgs),
     /// (testing) Run only the NAT-PMP gateway emulator.
     #[command(hide = true)]
     SimGateway(SimGatewayArgs),
@@ -165,6 +169,9 @@ pub struct DemoArgs {
     /// Log level (DEBUG, INFO, WARN, ERROR).
     #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = parse_log_level)]
     pub log_level: LogLevel,
+    /// Where the demo serves the status page, the API and /metrics.
+    #[arg(long, env = "STATUS_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_status_addr)]
+    pub status_addr: SocketAddr,
 }
 
 /// `demo --duration`: 1 s to 1 week.

@@ -5,6 +5,8 @@
 //! gateway (API login, in-interface discovery with `/ip/route/check`, start reconcile), and
 //! listens for NAT-PMP on `--listen`. Every change of the emulated router's dst-nat rules and of
 //! the gateway's mappings is printed, so a newcomer sees both NAT layers being made and removed.
+//! The status page, the API and `/metrics` are served on `--status-addr` (STATUS_ADDR,
+//! 127.0.0.1:8080 by default), so the mapping also appears in a browser.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -47,6 +49,7 @@ pub enum DemoError {
 /// The daemon's settings for the demo: everything on loopback, short timeouts.
 fn daemon_args(
     listen: SocketAddr,
+    status: SocketAddr,
     router: SocketAddr,
     gateway: SocketAddr,
 ) -> Result<DaemonArgs, DemoError> {
@@ -60,6 +63,7 @@ fn daemon_args(
         "--allowed-clients=127.0.0.0/8".to_owned(),
         "--upstream-timeout=1s".to_owned(),
         "--shutdown-timeout=5s".to_owned(),
+        format!("--status-addr={status}"),
     ];
     daemon_args_from(flags).map_err(|e| DemoError::Settings(e.to_string()))
 }
@@ -111,7 +115,12 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     })?;
 
     let (stop, stopped) = ShutdownTrigger::new();
-    let daemon_args = daemon_args(args.listen, router.local_addr(), gateway.local_addr())?;
+    let daemon_args = daemon_args(
+        args.listen,
+        args.status_addr,
+        router.local_addr(),
+        gateway.local_addr(),
+    )?;
     let running = daemon::start(daemon_args, stopped).await?;
     let listen = running.listen;
     println!();
@@ -122,6 +131,14 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     println!("  VPN gateway emulator    {} (ProtonVPN-like: exit {EXIT_ADDRESS}, lifetime <= 60 s, random ports)", gateway.local_addr());
     println!("  daemon (NAT-PMP)        {listen}");
+    if let Some(status) = running.status {
+        let host = match status.ip() {
+            ip if ip.is_unspecified() => std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        let page = SocketAddr::new(host, status.port());
+        println!("  status page             http://{page}/  (API http://{page}/api/v1/mappings, metrics http://{page}/metrics)");
+    }
     println!();
     println!("Ask it for a port from another terminal, for example:");
     println!("  natpmpc -g {} -a 0 6881 tcp 60", listen.ip());

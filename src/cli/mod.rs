@@ -7,3 +7,4 @@ pub mod demo;
 pub mod fixes;
 pub mod health;
 pub mod sim;
+pub mod status;

@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests.
 
 pub mod container;
+pub mod daemon;
 pub mod fakes;
 pub mod lab;
 pub mod skip;

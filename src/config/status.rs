@@ -1,0 +1,154 @@
+//! The settings of what shows the daemon to people and scripts ([`StatusArgs`]): the HTTP status
+//! server (STATUS_ADDR), its forwards API (API_TOKEN, API_TOKEN_FILE), the webhook (WEBHOOK_*),
+//! the status file (STATUS_FILE) and the static reservations (STATIC_MAPPINGS). All are off
+//! unless set.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use hyper::Uri;
+
+use crate::config::value::{
+    parse_duration_within, parse_listen_addr, parse_timeout, Expected, MIN_TIMEOUT,
+};
+use crate::mapping::lease::MappingKey;
+use crate::natpmp::wire::Protocol;
+use crate::routeros::conn::Password;
+
+/// The status server, its API, the webhook, the status file and the static reservations.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Where the HTTP status server listens, [ip]:port such as :8080 (the page at /, /healthz,
+    /// /readyz, /metrics, /api/v1/…). Off when not set.
+    #[arg(long, env = "STATUS_ADDR", value_name = "STATUS_ADDR", value_parser = parse_status_addr)]
+    pub status_addr: Option<SocketAddr>,
+
+    /// The bearer token that turns on POST/DELETE /api/v1/forwards (needs STATUS_ADDR). Off when
+    /// neither this nor API_TOKEN_FILE is set.
+    #[arg(long, env = "API_TOKEN", value_name = "API_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub api_token: Option<Password>,
+
+    /// File holding the API token, instead of API_TOKEN. A trailing newline is ignored.
+    #[arg(long, env = "API_TOKEN_FILE", value_name = "API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+
+    /// An http:// URL that receives a JSON POST when a mapping is created, changes its external
+    /// port or is removed, and when the upstream is lost or healed. Off when not set.
+    #[arg(long, env = "WEBHOOK_URL", value_name = "WEBHOOK_URL", value_parser = parse_webhook_url)]
+    pub webhook_url: Option<WebhookUrl>,
+
+    /// Time limit for one webhook delivery: connect, send, and the receiver's answer (1ms to 1d).
+    #[arg(long, env = "WEBHOOK_TIMEOUT", value_name = "WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
+    pub webhook_timeout: Duration,
+
+    /// How often a failed webhook delivery is tried again, 0 to 20.
+    #[arg(long, env = "WEBHOOK_RETRIES", value_name = "WEBHOOK_RETRIES", default_value = "5", value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub webhook_retries: u32,
+
+    /// Pause before the first webhook retry; it doubles after each, up to 1m (1ms to 1m).
+    #[arg(long, env = "WEBHOOK_BACKOFF", value_name = "WEBHOOK_BACKOFF", default_value = "1s", value_parser = parse_backoff)]
+    pub webhook_backoff: Duration,
+
+    /// Webhook events waiting for delivery, 1 to 65536; when full, new events are dropped and
+    /// counted in /metrics.
+    #[arg(long, env = "WEBHOOK_QUEUE", value_name = "WEBHOOK_QUEUE", default_value = "256", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub webhook_queue: u32,
+
+    /// A file that holds the current mappings as JSON, replaced atomically (a temporary file,
+    /// then a rename) at each change. Off when not set.
+    #[arg(long, env = "STATUS_FILE", value_name = "STATUS_FILE")]
+    pub status_file: Option<PathBuf>,
+
+    /// Mappings the daemon keeps itself, comma-separated protocol:client:port such as
+    /// tcp:192.168.88.20:32400; they never expire and are made again after any loss.
+    #[arg(long, env = "STATIC_MAPPINGS", value_name = "STATIC_MAPPINGS", default_value = "", hide_default_value = true, value_parser = parse_static_mappings)]
+    pub static_mappings: StaticMappings,
+}
+
+/// WEBHOOK_URL: an absolute `http://` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl(pub Uri);
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// STATIC_MAPPINGS: the keys of the mappings the daemon keeps alive itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticMappings(pub Vec<MappingKey>);
+
+/// The longest pause between two webhook tries.
+pub const MAX_WEBHOOK_BACKOFF: Duration = Duration::from_secs(60);
+
+/// `STATUS_ADDR`: `:port`, `ip:port` or `[v6]:port`; a port must be given (there is no
+/// standard one).
+pub fn parse_status_addr(s: &str) -> Result<SocketAddr, Expected> {
+    let want = "expected [ip]:port such as :8080 or 192.168.88.250:8080";
+    let s = s.trim();
+    if std::net::IpAddr::from_str(s).is_ok() {
+        return Err(Expected(want.to_owned()));
+    }
+    parse_listen_addr(s).map_err(|_| Expected(want.to_owned()))
+}
+
+/// `WEBHOOK_BACKOFF`: 1 ms to 1 minute.
+pub fn parse_backoff(s: &str) -> Result<Duration, Expected> {
+    parse_duration_within(s, MIN_TIMEOUT, MAX_WEBHOOK_BACKOFF)
+}
+
+/// `WEBHOOK_URL`: `http://host[:port]/path`; https is refused (no TLS client for it here).
+pub fn parse_webhook_url(s: &str) -> Result<WebhookUrl, Expected> {
+    let want = "expected an http:// URL such as http://192.168.88.5:8123/api/webhook/natpmp (https is not supported: point it at a local receiver or a TLS proxy)";
+    let uri = Uri::from_str(s.trim()).map_err(|_| Expected(want.to_owned()))?;
+    let http = uri.scheme_str() == Some("http");
+    let host = uri.host().is_some_and(|h| !h.is_empty());
+    if !http || !host || uri.port_u16() == Some(0) {
+        return Err(Expected(want.to_owned()));
+    }
+    Ok(WebhookUrl(uri))
+}
+
+/// `API_TOKEN`: any text without spaces or control characters, at least one character.
+pub fn parse_token(s: &str) -> Result<Password, Expected> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Expected(
+            "expected a token without spaces, such as the output of `openssl rand -hex 32`".into(),
+        ));
+    }
+    Ok(Password::new(s))
+}
+
+/// `STATIC_MAPPINGS`: `protocol:client:port` items, comma-separated; empty means none.
+pub fn parse_static_mappings(s: &str) -> Result<StaticMappings, Expected> {
+    let want = "expected protocol:client:port items, comma-separated, such as tcp:192.168.88.20:32400,udp:192.168.88.20:32400 (port 1 to 65535)";
+    let mut keys: Vec<MappingKey> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let mut parts = item.split(':');
+        let (Some(proto), Some(client), Some(port), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Expected(format!("{want}; '{item}' is not")));
+        };
+        let protocol = Protocol::parse(proto.trim());
+        let client = Ipv4Addr::from_str(client.trim()).ok();
+        let port = port.trim().parse::<u16>().ok().filter(|p| *p != 0);
+        let (Some(protocol), Some(client), Some(internal_port)) = (protocol, client, port) else {
+            return Err(Expected(format!("{want}; '{item}' is not")));
+        };
+        let key = MappingKey {
+            client,
+            protocol,
+            internal_port,
+        };
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(StaticMappings(keys))
+}

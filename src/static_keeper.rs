@@ -1,0 +1,176 @@
+//! The static keeper: keeps the STATIC_MAPPINGS alive by itself, through the same transaction a
+//! NAT-PMP request runs ([`Orchestrator::handle_from`] with [`Origin::Static`]).
+//!
+//! A static lease never expires in the lease table, but its upstream mapping does (60 s with
+//! ProtonVPN). So the keeper asks again at half of each granted lifetime (RFC 6886 §3.3's
+//! client rule), which renews the gateway's mapping, or makes it again when the gateway lost it;
+//! it makes the whole mapping again at once when it is removed (a client's or the API's delete)
+//! and when the gateway's epoch shows it lost its state. A failed attempt is tried again after
+//! 1 s, doubling up to 30 s. A rule deleted on the router is made again by the reconciler, which
+//! restores the rules of live leases.
+//!
+//! Kept small on purpose: the mapping core's own keeper will take over upstream renewals.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tracing::{info, warn};
+
+use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
+use crate::mapping::lease::MappingKey;
+use crate::mapping::Orchestrator;
+use crate::natpmp::upstream::Upstream;
+use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::routeros::api::Router;
+use crate::shutdown::Shutdown;
+
+/// The first pause after a failed attempt (doubling).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause after failed attempts.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The shortest time between two renewals of one mapping.
+const RENEW_MIN: Duration = Duration::from_secs(1);
+
+/// What the keeper did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct KeeperStats {
+    created: AtomicU64,
+    create_failed: AtomicU64,
+    renewed: AtomicU64,
+    renew_failed: AtomicU64,
+}
+
+impl KeeperStats {
+    /// `(result, count)` for each outcome: `created`, `create_failed`, `renewed`,
+    /// `renew_failed`.
+    pub fn counts(&self) -> [(&'static str, u64); 4] {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("created", load(&self.created)),
+            ("create_failed", load(&self.create_failed)),
+            ("renewed", load(&self.renewed)),
+            ("renew_failed", load(&self.renew_failed)),
+        ]
+    }
+}
+
+/// One static mapping's schedule.
+struct Slot {
+    due: Instant,
+    retry: Duration,
+}
+
+/// Starts keeping `keys` alive, asking for `lifetime` seconds each time; stops when `shutdown`
+/// fires.
+pub fn spawn<R: Router, U: Upstream>(
+    orchestrator: Orchestrator<R, U>,
+    keys: Vec<MappingKey>,
+    lifetime: u32,
+    stats: Arc<KeeperStats>,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
+    // Subscribed before the task runs, so no removal between now and its first step is missed.
+    let events = orchestrator.subscribe();
+    tokio::spawn(run(orchestrator, keys, lifetime, stats, events, shutdown))
+}
+
+async fn run<R: Router, U: Upstream>(
+    orchestrator: Orchestrator<R, U>,
+    keys: Vec<MappingKey>,
+    lifetime: u32,
+    stats: Arc<KeeperStats>,
+    mut events: tokio::sync::broadcast::Receiver<MappingEvent>,
+    mut shutdown: Shutdown,
+) {
+    if keys.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let mut slots: HashMap<MappingKey, Slot> = keys
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                Slot {
+                    due: now,
+                    retry: RETRY_FIRST,
+                },
+            )
+        })
+        .collect();
+    loop {
+        for (key, slot) in slots.iter_mut() {
+            if slot.due <= Instant::now() && !shutdown.is_shutdown() {
+                keep(&orchestrator, *key, slot, lifetime, &stats).await;
+            }
+        }
+        let next = slots
+            .values()
+            .map(|s| s.due)
+            .min()
+            .unwrap_or_else(|| Instant::now() + RETRY_MAX);
+        tokio::select! {
+            _ = sleep_until(next) => {}
+            _ = shutdown.recv() => return,
+            event = events.recv() => {
+                let now = Instant::now();
+                match event {
+                    Ok(MappingEvent::Removed { key, reason, .. }) if reason != RemovalReason::Shutdown => {
+                        if let Some(slot) = slots.get_mut(&key) {
+                            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "static mapping removed ({}): making it again", reason.as_str());
+                            slot.due = now;
+                        }
+                    }
+                    Ok(MappingEvent::UpstreamLost { .. }) | Err(RecvError::Lagged(_)) => {
+                        for slot in slots.values_mut() {
+                            slot.due = now;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Makes or renews one static mapping now and schedules the next attempt.
+async fn keep<R: Router, U: Upstream>(
+    orchestrator: &Orchestrator<R, U>,
+    key: MappingKey,
+    slot: &mut Slot,
+    lifetime: u32,
+    stats: &KeeperStats,
+) {
+    let existing = orchestrator.table().get(&key);
+    let request = MapRequest {
+        protocol: key.protocol,
+        internal_port: key.internal_port,
+        suggested_external_port: existing.as_ref().map_or(0, |l| l.external_port),
+        lifetime,
+    };
+    let reply = orchestrator
+        .handle_from(key.client, request, Origin::Static)
+        .await;
+    let (ok, failed) = match existing {
+        Some(_) => (&stats.renewed, &stats.renew_failed),
+        None => (&stats.created, &stats.create_failed),
+    };
+    let now = Instant::now();
+    if reply.result == ResultCode::Success {
+        ok.fetch_add(1, Ordering::Relaxed);
+        let half = Duration::from_secs(u64::from(reply.lifetime / 2));
+        slot.due = now + half.max(RENEW_MIN);
+        slot.retry = RETRY_FIRST;
+    } else {
+        failed.fetch_add(1, Ordering::Relaxed);
+        warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, retry_in = ?slot.retry, "static mapping could not be kept");
+        slot.due = now + slot.retry;
+        slot.retry = (slot.retry * 2).min(RETRY_MAX);
+    }
+}

@@ -1,0 +1,89 @@
+//! The event listener: one task reads the mapping core's events and hands each to the
+//! [`History`](crate::status::history::History), the [`Metrics`](crate::status::metrics::Metrics),
+//! the webhook's queue and the status file's writer. Nothing it does waits on the network, so it
+//! keeps up with the core; if it ever falls behind, the lost events are counted.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::mapping::events::MappingEvent;
+use crate::natpmp::upstream::Upstream;
+use crate::routeros::api::Router;
+use crate::shutdown::Shutdown;
+use crate::status::state::StatusState;
+use crate::status::webhook::Webhook;
+
+/// Where the listener sends what it learns besides the history and the metrics.
+pub struct Sinks {
+    /// The webhook's queue.
+    pub webhook: Option<Webhook>,
+    /// Bumped when the mappings changed (the status file's writer waits on it).
+    pub file: Option<watch::Sender<u64>>,
+}
+
+/// Starts the listener; it stops when `stop` fires, after taking the events already sent (so
+/// the removals of a shutdown still reach the webhook and the file), and then drops the sinks.
+pub fn spawn<R: Router, U: Upstream>(
+    state: Arc<StatusState<R, U>>,
+    mut events: broadcast::Receiver<MappingEvent>,
+    sinks: Sinks,
+    mut stop: Shutdown,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => handle(&state, &sinks, &e),
+                    Err(RecvError::Lagged(n)) => lagged(&state, &sinks, n),
+                    Err(RecvError::Closed) => return,
+                },
+                _ = stop.recv() => break,
+            }
+        }
+        loop {
+            match events.try_recv() {
+                Ok(e) => handle(&state, &sinks, &e),
+                Err(TryRecvError::Lagged(n)) => lagged(&state, &sinks, n),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+fn lagged<R: Router, U: Upstream>(state: &StatusState<R, U>, sinks: &Sinks, n: u64) {
+    state.metrics.events_missed(n);
+    let live: Vec<_> = state.orchestrator.leases().iter().map(|l| l.key).collect();
+    state.history.retain(|k| live.contains(k));
+    bump(sinks);
+}
+
+fn bump(sinks: &Sinks) {
+    if let Some(file) = &sinks.file {
+        file.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+fn handle<R: Router, U: Upstream>(state: &StatusState<R, U>, sinks: &Sinks, event: &MappingEvent) {
+    state.metrics.record(event);
+    let record = state
+        .history
+        .observe(event, SystemTime::now(), (state.external)());
+    if matches!(
+        event,
+        MappingEvent::Created { .. }
+            | MappingEvent::Renewed { .. }
+            | MappingEvent::ExternalPortChanged { .. }
+            | MappingEvent::Removed { .. }
+    ) {
+        bump(sinks);
+    }
+    if let (Some(webhook), Some(record)) = (&sinks.webhook, record) {
+        if record.for_webhook() {
+            webhook.offer(record);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! [`StatusState`]: what the status server's handlers share: the orchestrator (the mapping core's
+//! facade), the [`History`], the [`Metrics`], the gateway's external address, and the API
+//! token. Its methods build the JSON views from a snapshot of the lease table.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use crate::cidr::CidrList;
+use crate::mapping::Orchestrator;
+use crate::natpmp::server::ServerStats;
+use crate::natpmp::upstream::Upstream;
+use crate::routeros::api::Router;
+use crate::static_keeper::KeeperStats;
+use crate::status::auth::Token;
+use crate::status::history::{unix_seconds, History};
+use crate::status::metrics::Metrics;
+use crate::status::view::{MappingView, Readiness, StatusView};
+
+/// Reads the VPN gateway's external address as the daemon knows it now.
+pub type ExternalAddress = Arc<dyn Fn() -> Option<Ipv4Addr> + Send + Sync>;
+
+/// See the module docs.
+pub struct StatusState<R, U> {
+    /// The mapping core.
+    pub orchestrator: Orchestrator<R, U>,
+    /// Times and events learned from the core's events.
+    pub history: Arc<History>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The NAT-PMP server's counters (none in tests that run no server).
+    pub server_stats: Option<Arc<ServerStats>>,
+    /// The static keeper's counters.
+    pub keeper: Arc<KeeperStats>,
+    /// The external address.
+    pub external: ExternalAddress,
+    /// The API token; `None`: the forwards routes do not exist.
+    pub token: Option<Token>,
+    /// ALLOWED_CLIENTS: the forwards API serves only these clients.
+    pub allowed: CidrList,
+}
+
+impl<R: Router, U: Upstream> StatusState<R, U> {
+    /// Every live mapping, sorted by key.
+    pub fn mappings(&self) -> Vec<MappingView> {
+        let external = (self.external)();
+        let grace = self.orchestrator.config().expiry_grace;
+        let now = Instant::now();
+        self.orchestrator
+            .leases()
+            .iter()
+            .map(|info| MappingView::new(info, &self.history, external, grace, now))
+            .collect()
+    }
+
+    /// The readiness checks now.
+    pub fn readiness(&self) -> Readiness {
+        Readiness::new(
+            &self.history,
+            &self.orchestrator.interface(),
+            (self.external)(),
+            SystemTime::now(),
+        )
+    }
+
+    /// The page's summary.
+    pub fn status(&self) -> StatusView {
+        StatusView {
+            version: env!("CARGO_PKG_VERSION"),
+            external_address: (self.external)(),
+            in_interface: self.orchestrator.config().in_interface.clone(),
+            mappings: self.orchestrator.lease_count(),
+            health: self.readiness(),
+            events: self.history.recent(),
+            now: unix_seconds(SystemTime::now()),
+        }
+    }
+
+    /// The metrics exposition now.
+    pub fn metrics_text(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.encode(
+            &self.orchestrator.leases(),
+            self.server_stats.as_deref(),
+            &self.keeper,
+        )
+    }
+}
