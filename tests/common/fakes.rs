@@ -17,6 +17,7 @@ use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, Upstream
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{
     DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterError, RuleId, ServiceInfo,
+    SrcNatRule,
 };
 use tokio::time::Instant;
 
@@ -81,6 +82,10 @@ pub struct RouterState {
     pub fault_only_removes: bool,
     pub remove_fails: bool,
     pub delay: Duration,
+    /// src-nat adds (also counted in `adds`).
+    pub srcnat_adds: usize,
+    /// While set, every src-nat add fails with a `!trap` (nothing added).
+    pub srcnat_add_fails: bool,
 }
 
 impl RouterState {
@@ -153,15 +158,45 @@ impl FakeRouter {
             action: Some("dst-nat".into()),
             protocol: Some(protocol.into()),
             in_interface: Some(IFACE.into()),
-            in_interface_list: None,
             dst_port: Some(dst_port.into()),
             to_addresses: Some(to.to_string()),
             to_ports: to_port.map(str::to_owned),
             comment: comment.map(str::to_owned),
-            disabled: false,
-            dynamic: false,
+            ..NatRule::default()
         });
         id
+    }
+
+    /// Puts a masquerade of the VPN interface at the end of the srcnat chain, as an
+    /// administrator would (no command counted).
+    pub fn seed_masquerade(&self, out_interface: &str) -> RuleId {
+        let mut s = self.state();
+        let id = s.free_id();
+        s.rules.push(NatRule {
+            id: Some(id.clone()),
+            chain: Some("srcnat".into()),
+            action: Some("masquerade".into()),
+            out_interface: Some(out_interface.into()),
+            comment: Some("masquerade the tunnel".into()),
+            ..NatRule::default()
+        });
+        id
+    }
+
+    /// Our src-nat rules, in rule order.
+    pub fn our_srcnat(&self) -> Vec<NatRule> {
+        self.our_rules()
+            .into_iter()
+            .filter(|r| r.chain.as_deref() == Some("srcnat"))
+            .collect()
+    }
+
+    /// The srcnat chain, in rule order.
+    pub fn srcnat_chain(&self) -> Vec<NatRule> {
+        self.rules()
+            .into_iter()
+            .filter(|r| r.chain.as_deref() == Some("srcnat"))
+            .collect()
     }
 
     /// Deletes a rule behind the daemon's back.
@@ -241,13 +276,11 @@ impl Router for FakeRouter {
                 action: Some("dst-nat".into()),
                 protocol: Some(rule.protocol.as_str().into()),
                 in_interface: Some(rule.in_interface.clone()),
-                in_interface_list: None,
                 dst_port: Some(rule.dst_port.to_string()),
                 to_addresses: Some(rule.to_address.to_string()),
                 to_ports: Some(rule.to_port.to_string()),
                 comment: Some(rule.comment.clone()),
-                disabled: false,
-                dynamic: false,
+                ..NatRule::default()
             });
             if s.add_fault == Some(AddFault::ExecuteThenCut) {
                 return Err(RouterError::Connection {
@@ -343,6 +376,99 @@ impl Router for FakeRouter {
                 .filter(|r| {
                     r.chain.as_deref() == Some("dstnat")
                         && r.dst_port.as_deref() == Some(dst_port.to_string().as_str())
+                })
+                .cloned()
+                .collect())
+        }
+        .await;
+        self.after(true, result)
+    }
+
+    async fn add_srcnat(&self, rule: &SrcNatRule) -> Result<RuleId, RouterError> {
+        self.before(false).await?;
+        let result = async {
+            let delay = self.state().delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut s = self.state();
+            s.adds += 1;
+            s.srcnat_adds += 1;
+            if s.srcnat_add_fails || s.add_fault == Some(AddFault::Trap) {
+                return Err(RouterError::Trap {
+                    command: "/ip/firewall/nat/add".into(),
+                    message: "failure: injected src-nat failure".into(),
+                    category: None,
+                });
+            }
+            let position = match &rule.place_before {
+                Some(anchor) => match s.rules.iter().position(|r| r.id.as_ref() == Some(anchor)) {
+                    Some(i) => i,
+                    None => {
+                        return Err(RouterError::NotFound {
+                            what: format!("place-before {anchor}"),
+                        })
+                    }
+                },
+                None => s.rules.len(),
+            };
+            let id = s.free_id();
+            s.rules.insert(
+                position,
+                NatRule {
+                    id: Some(id.clone()),
+                    chain: Some("srcnat".into()),
+                    action: Some("masquerade".into()),
+                    protocol: Some(rule.protocol.as_str().into()),
+                    out_interface: Some(rule.out_interface.clone()),
+                    src_address: Some(rule.src_address.to_string()),
+                    src_port: Some(rule.src_port.to_string()),
+                    to_ports: Some(rule.to_port.to_string()),
+                    comment: Some(rule.comment.clone()),
+                    ..NatRule::default()
+                },
+            );
+            if s.add_fault == Some(AddFault::ExecuteThenCut) {
+                return Err(cut());
+            }
+            Ok(id)
+        }
+        .await;
+        self.after(false, result)
+    }
+
+    async fn list_srcnat(&self) -> Result<Vec<NatRule>, RouterError> {
+        self.before(false).await?;
+        let result = async {
+            let mut s = self.state();
+            s.lists += 1;
+            Ok(s.rules
+                .iter()
+                .filter(|r| r.chain.as_deref() == Some("srcnat"))
+                .cloned()
+                .collect())
+        }
+        .await;
+        self.after(false, result)
+    }
+
+    async fn find_srcnat(&self, to_port: u16) -> Result<Vec<NatRule>, RouterError> {
+        self.before(true).await?;
+        let result = async {
+            let delay = self.state().delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut s = self.state();
+            s.finds += 1;
+            if s.remove_fails {
+                return Err(cut());
+            }
+            Ok(s.rules
+                .iter()
+                .filter(|r| {
+                    r.chain.as_deref() == Some("srcnat")
+                        && r.to_ports.as_deref() == Some(to_port.to_string().as_str())
                 })
                 .cloned()
                 .collect())
