@@ -214,6 +214,18 @@ pub struct DaemonArgs {
     /// past it requests are answered 4.
     #[arg(long, env = "CLIENT_RATE_LIMIT", value_name = "CLIENT_RATE_LIMIT", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub client_rate_limit: u32,
+
+    /// Give every UDP mapping a src-nat rule too, placed before the VPN interface's masquerade,
+    /// so what the client sends from its internal port leaves the tunnel from the mapped port
+    /// (RFC 6886 §3.9: DHT, uTP, games). Costs one more router lookup and rule per UDP mapping.
+    #[arg(long, env = "UDP_SRCNAT", value_name = "UDP_SRCNAT", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub udp_srcnat: bool,
+
+    /// Give every TCP mapping a UDP twin (same client, internal port and, when free, router
+    /// port; the gateway is asked for the same external port), kept and ended with it: for
+    /// clients that map only TCP but use UDP too (Transmission's uTP). Twins take gateway ports.
+    #[arg(long, env = "MAP_BOTH_PROTOCOLS", value_name = "MAP_BOTH_PROTOCOLS", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub map_both_protocols: bool,
 }
 
 /// Errors found after parsing, when values are checked against each other or files are read.

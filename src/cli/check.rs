@@ -355,16 +355,15 @@ async fn test_mapping(
         return;
     };
     let protocol = Protocol::Udp;
-    let comment = RuleComment {
-        key: MappingKey {
+    let comment = RuleComment::new(
+        MappingKey {
             client: target,
             protocol,
             internal_port: port,
         },
-        router_port: port,
-        lifetime: Some(TEST_LIFETIME),
-        external_port: None,
-    }
+        port,
+        TEST_LIFETIME,
+    )
     .encode();
     let rule = DstNatRule {
         protocol,
