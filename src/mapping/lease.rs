@@ -4,8 +4,8 @@
 use tokio::time::Instant;
 
 pub use crate::mapping::key::MappingKey;
-pub use crate::mapping::rule::RuleKind;
 use crate::mapping::rule::RuleComment;
+pub use crate::mapping::rule::RuleKind;
 use crate::routeros::api::RuleId;
 
 /// Where a mapping came from.

@@ -380,7 +380,8 @@ mod tests {
         let read = RuleComment::parse(&text).unwrap();
         assert!(read.twin && read.kind == RuleKind::DstNat && read.same_rule(&dst));
         // A comment written before kinds existed is a dst-nat rule, not a twin.
-        let old = RuleComment::parse("double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=60 e=9").unwrap();
+        let old =
+            RuleComment::parse("double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=60 e=9").unwrap();
         assert_eq!((old.kind, old.twin), (RuleKind::DstNat, false));
         for bad in [
             "double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=60 k=dnat",

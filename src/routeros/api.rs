@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::conn::{ApiConfig, Response};
 pub use super::error::RouterError;
-use super::pool::ApiPool;
 pub use super::nat::{flag, DstNatRule, NatRule, RuleId, SrcNatRule, NAT_PROPLIST};
+use super::pool::ApiPool;
 use super::wire::{Command, Reply};
 
 /// What the router says about itself, for the start-up log.

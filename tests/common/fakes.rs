@@ -572,6 +572,12 @@ pub struct UpState {
     pub move_on_renewal: bool,
     pub origin: Instant,
     pub epoch_offset: i64,
+    /// How long every answer takes.
+    pub delay: Duration,
+    /// Gives the suggested external port when no other mapping has it (miniupnpd-like).
+    pub honour_suggestion: bool,
+    /// Answers 4 to mapping requests of this protocol only.
+    pub quota_for: Option<Protocol>,
 }
 
 /// A ProtonVPN-like gateway: random-ish external ports, 60 s at most, counts exchanges.
@@ -591,6 +597,9 @@ impl FakeUpstream {
             move_on_renewal: false,
             origin: Instant::now(),
             epoch_offset: 100_000,
+            delay: Duration::ZERO,
+            honour_suggestion: false,
+            quota_for: None,
         })))
     }
 
@@ -634,14 +643,23 @@ impl Upstream for FakeUpstream {
         &self,
         protocol: Protocol,
         internal_port: u16,
-        _suggested_external_port: u16,
+        suggested: u16,
         lifetime: u32,
     ) -> Result<MapGrant, UpstreamError> {
-        let fault = {
+        let (fault, delay, quota_for) = {
             let mut s = self.state();
             s.exchanges += 1;
-            s.fault
+            (s.fault, s.delay, s.quota_for)
         };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if lifetime > 0 && quota_for == Some(protocol) {
+            return Err(UpstreamError::Rejected {
+                gateway: gw(),
+                result: ResultCode::OutOfResources,
+            });
+        }
         match fault {
             Some(UpFault::Silent) => std::future::pending::<()>().await,
             Some(UpFault::LosesReplies) => {
@@ -696,8 +714,14 @@ impl Upstream for FakeUpstream {
             .get(&(protocol, internal_port))
             .map(|m| m.0)
             .filter(|_| alive);
+        let taken = |s: &UpState, port: u16| {
+            s.maps
+                .iter()
+                .any(|(k, v)| v.0 == port && *k != (protocol, internal_port) && k.0 == protocol)
+        };
         let external = match existing {
             Some(e) if !s.move_on_renewal => e,
+            _ if s.honour_suggestion && suggested != 0 && !taken(&s, suggested) => suggested,
             _ => {
                 s.next_external += 1;
                 s.next_external
