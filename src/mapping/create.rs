@@ -10,11 +10,17 @@
 //! **At once.** R is chosen locally (`table.rs`), so neither side needs the other's answer: the
 //! rules and the upstream mapping are asked together (`tokio::join!`) and a new mapping costs
 //! the longer of the two round trips, not their sum. When one side fails, whatever the other
-//! made is undone: the [`UndoLog`] holds the rule removals first and the upstream delete last,
+//! made is undone: the undo log holds the rule removals first and the upstream delete last,
 //! and runs backwards, so even an undo keeps the teardown order (upstream first, then the
 //! rules; the gateway never forwards a port whose rule is gone). Until the rule is in place the
 //! gateway may forward R to the router itself for a moment; R is never a router service's port
 //! (`ports.rs`), so such a packet meets no listener.
+//!
+//! Measured against the emulators over loopback (30 creates each, router/gateway injected
+//! RTT): 5/20 ms → p50 22.3 ms, 20/5 ms → p50 22.5 ms, one router command per mapping (the
+//! sequential order cost about 25 ms in both). A UDP mapping with UDP_SRCNAT adds the srcnat
+//! listing and the src-nat add beside the dst-nat add: 5/20 ms → 22.7 ms, 20/5 ms → 45.4 ms
+//! (two router round trips), three router commands.
 //!
 //! **Sequential after a quota refusal.** When the gateway answered 4 (port quota used up) a
 //! moment ago, asking both at once would add and remove a rule for every refused request.
