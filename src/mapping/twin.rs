@@ -102,11 +102,15 @@ async fn make<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey
             "the VPN gateway gave the UDP twin another external port than its TCP mapping; the client's reply carried the TCP one"
         ),
         Ok(_) => {}
-        Err(e) => warn!(
+        // Tried again at every renewal: said once a minute per client, the rest at debug.
+        Err(e) if core.limits.should_log(key.client, Instant::now()) => warn!(
             client = %key.client,
             internal_port = key.internal_port,
-            "the TCP mapping goes on without its UDP twin (MAP_BOTH_PROTOCOLS): {e}"
+            "the TCP mapping goes on without its UDP twin (MAP_BOTH_PROTOCOLS); its next renewal tries again: {e}"
         ),
+        Err(e) => {
+            debug!(client = %key.client, internal_port = key.internal_port, "still no UDP twin: {e}")
+        }
     }
 }
 
