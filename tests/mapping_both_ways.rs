@@ -294,13 +294,30 @@ async fn a_failed_src_nat_add_rolls_the_whole_mapping_back() {
 async fn a_masquerade_that_vanished_before_the_add_is_looked_up_again() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     router.seed_masquerade(IFACE);
+    let later = router.seed_masquerade(IFACE);
     let orch = start_with(&router, &upstream, srcnat_config()).await;
-    // Without a masquerade at all, the rule is appended.
+    router.state().anchor_vanishes = true;
+    success(
+        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+            .await,
+    );
+    assert_eq!(
+        router.state().srcnat_adds,
+        2,
+        "refused once (no such item), then placed"
+    );
+    let ours = router.our_srcnat()[0].id.clone().unwrap();
+    assert!(
+        position(&router, &ours) < position(&router, &later),
+        "before the one left"
+    );
+
+    // Without any masquerade the rule is appended.
     for id in router.srcnat_chain().iter().filter_map(|r| r.id.clone()) {
         router.delete_by_hand(&id);
     }
     success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
+        orch.handle_map(lan(10), map(Protocol::Udp, 6882, 0, 60))
             .await,
     );
     assert_eq!(router.our_srcnat().len(), 1);

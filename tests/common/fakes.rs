@@ -86,6 +86,9 @@ pub struct RouterState {
     pub srcnat_adds: usize,
     /// While set, every src-nat add fails with a `!trap` (nothing added).
     pub srcnat_add_fails: bool,
+    /// The next src-nat add finds the rule it is to go before gone (an admin removed it since
+    /// the listing): the rule is removed and the add answers `no such item`.
+    pub anchor_vanishes: bool,
 }
 
 impl RouterState {
@@ -400,6 +403,10 @@ impl Router for FakeRouter {
                     message: "failure: injected src-nat failure".into(),
                     category: None,
                 });
+            }
+            if let Some(anchor) = rule.place_before.as_ref().filter(|_| s.anchor_vanishes) {
+                s.anchor_vanishes = false;
+                s.rules.retain(|r| r.id.as_ref() != Some(anchor));
             }
             let position = match &rule.place_before {
                 Some(anchor) => match s.rules.iter().position(|r| r.id.as_ref() == Some(anchor)) {
