@@ -220,6 +220,18 @@ pub struct DaemonArgs {
     /// The status server, the forwards API, the webhook, the status file, static mappings.
     #[command(flatten)]
     pub status: StatusArgs,
+
+    /// Give every UDP mapping a src-nat rule too, placed before the VPN interface's masquerade,
+    /// so what the client sends from its internal port leaves the tunnel from the mapped port
+    /// (RFC 6886 §3.9: DHT, uTP, games). Costs one more router lookup and rule per UDP mapping.
+    #[arg(long, env = "UDP_SRCNAT", value_name = "UDP_SRCNAT", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub udp_srcnat: bool,
+
+    /// Give every TCP mapping a UDP twin (same client, internal port and, when free, router
+    /// port; the gateway is asked for the same external port), kept and ended with it: for
+    /// clients that map only TCP but use UDP too (Transmission's uTP). Twins take gateway ports.
+    #[arg(long, env = "MAP_BOTH_PROTOCOLS", value_name = "MAP_BOTH_PROTOCOLS", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub map_both_protocols: bool,
 }
 
 /// Errors found after parsing, when values are checked against each other or files are read.

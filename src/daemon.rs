@@ -173,6 +173,8 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
         upstream_timeout: args.upstream_timeout + Duration::from_secs(1),
         shutdown_timeout: args.shutdown_timeout,
         keep_on_stop: args.keep_mappings_on_stop,
+        udp_srcnat: args.udp_srcnat,
+        map_both_protocols: args.map_both_protocols,
         limits: LimitsConfig {
             max_mappings: args.max_mappings as usize,
             max_per_client: args.max_mappings_per_client as usize,

@@ -20,7 +20,8 @@
 //! * [`routeros::wire`]: RouterOS API words and sentences, shared by client and emulator.
 //! * [`routeros::conn`], [`routeros::tls`], [`routeros::pool`]: one API connection, api-ssl,
 //!   and the pool of connections.
-//! * [`routeros::api`]: the typed router operations (add/remove/list dst-nat, route check).
+//! * [`routeros::api`]: the typed router operations (add/remove/list dst-nat and src-nat, route
+//!   check); [`routeros::nat`]: the NAT rules they carry.
 //! * [`mapping`]: the transactions, the port allocator, expiry and the reconciler.
 //! * [`sim`]: emulators of the router API and of the VPN gateway, for tests and the demo.
 //! * [`status`]: the HTTP status server (page, `/healthz`, `/readyz`, `/metrics`, the JSON API

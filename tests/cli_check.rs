@@ -359,3 +359,109 @@ async fn health_fails_when_the_daemon_cannot_reach_the_vpn() {
         stdout(&out)
     );
 }
+
+/// The one OK line whose text contains `what`.
+fn ok_line(out: &Output, what: &str) -> String {
+    let text = stdout(out);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("OK   ") && l.contains(what))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one OK line about {what:?}:\n{text}"
+    );
+    lines[0].to_owned()
+}
+
+const MASQUERADE: &[(&str, &str)] = &[
+    ("chain", "srcnat"),
+    ("action", "masquerade"),
+    ("out-interface", "wg-proton"),
+    ("comment", "masquerade the tunnel"),
+];
+
+fn our_srcnat(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("chain", "srcnat".into()),
+        ("action", "masquerade".into()),
+        ("protocol", "udp".into()),
+        ("src-address", "192.168.88.10".into()),
+        ("src-port", "6881".into()),
+        ("out-interface", "wg-proton".into()),
+        ("to-ports", port.to_string()),
+        (
+            "comment",
+            format!("double-natpmp:v2 udp 192.168.88.10:6881 r={port} l=60 k=snat"),
+        ),
+    ]
+}
+
+fn insert(router: &RouterSim, fields: &[(&'static str, String)]) -> String {
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    router.insert_nat_rule(&pairs)
+}
+
+#[tokio::test]
+async fn a_masquerade_above_our_src_nat_rule_fails_with_the_move_that_fixes_it() {
+    let lab = lab().await;
+    let masquerade = lab.router.insert_nat_rule(MASQUERADE);
+    let ours = insert(&lab.router, &our_srcnat(40123));
+    let out = lab.check(&[("UDP_SRCNAT", "true")]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let line = fail_line(&out, "src-nat order");
+    assert!(
+        line.contains(&format!("rule {masquerade} action=masquerade")),
+        "{line}"
+    );
+    assert!(line.contains("192.168.88.10:6881"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "/ip firewall nat move {ours} destination={masquerade}"
+        )),
+        "{line}"
+    );
+    // Every other step still passes: only the order is wrong.
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.starts_with("FAIL"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn our_src_nat_rule_before_the_masquerade_passes_and_names_where_new_ones_go() {
+    let lab = lab().await;
+    // Ours first, as the daemon places it, then the masquerade.
+    insert(&lab.router, &our_srcnat(40123));
+    let masquerade = lab.router.insert_nat_rule(MASQUERADE);
+    let out = lab.check(&[("UDP_SRCNAT", "true")]).await;
+    let line = ok_line(&out, "src-nat order");
+    assert!(
+        line.contains("1 src-nat rules of ours come first"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("new ones go before rule {masquerade}")),
+        "{line}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn with_udp_srcnat_off_check_says_which_rule_picks_the_outbound_port() {
+    let lab = lab().await;
+    let masquerade = lab.router.insert_nat_rule(MASQUERADE);
+    let out = lab.check(&[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let line = ok_line(&out, "src-nat order");
+    assert!(line.contains("off"), "{line}");
+    assert!(
+        line.contains(&format!("rule {masquerade} action=masquerade")),
+        "{line}"
+    );
+    assert!(line.contains("UDP_SRCNAT=true"), "{line}");
+}

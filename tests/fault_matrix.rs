@@ -14,7 +14,11 @@
 //! * every renewing client is still mapped (lease, rule and gateway mapping);
 //! * every request was answered (within a bound, never silence).
 //!
-//! The totals are printed and must all be zero.
+//! The totals are printed and must all be zero. The matrix runs twice: with the default
+//! settings, and with UDP_SRCNAT and MAP_BOTH_PROTOCOLS (every UDP mapping also owns a src-nat
+//! rule placed before a masquerade, and the renewing client's TCP mapping has a UDP twin that
+//! must live, be kept and end with it; a rule of ours is then an orphan unless its lease owns
+//! a rule of that kind).
 
 mod common;
 
@@ -22,7 +26,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::fakes::*;
-use double_natpmp::mapping::rule::RuleComment;
+use double_natpmp::mapping::rule::{RuleComment, RuleKind};
+use double_natpmp::mapping::MappingConfig;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 
@@ -84,6 +89,14 @@ struct Tally {
 /// The renewing client: lan(10), TCP 6881.
 fn renewing() -> MapRequest {
     map(Protocol::Tcp, 6881, 0, 60)
+}
+
+fn renewing_key() -> double_natpmp::mapping::MappingKey {
+    double_natpmp::mapping::MappingKey {
+        client: lan(10),
+        protocol: Protocol::Tcp,
+        internal_port: 6881,
+    }
 }
 
 struct Cell {
@@ -162,11 +175,31 @@ impl Cell {
     }
 }
 
+/// The settings a matrix runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// The defaults.
+    Plain,
+    /// UDP_SRCNAT and MAP_BOTH_PROTOCOLS.
+    BothWays,
+}
+
+fn settings(variant: Variant) -> MappingConfig {
+    MappingConfig {
+        udp_srcnat: variant == Variant::BothWays,
+        map_both_protocols: variant == Variant::BothWays,
+        ..config()
+    }
+}
+
 /// Runs one cell; returns (orphans, lost, unanswered).
-async fn cell(fault: Fault, step: Step) -> (usize, usize, usize) {
+async fn cell(fault: Fault, step: Step, variant: Variant) -> (usize, usize, usize) {
     let router = FakeRouter::default();
+    if variant == Variant::BothWays {
+        router.seed_masquerade(IFACE);
+    }
     let upstream = FakeUpstream::new();
-    let orch = start(&router, &upstream).await;
+    let orch = start_with(&router, &upstream, settings(variant)).await;
     let mut c = Cell {
         router,
         upstream,
@@ -223,7 +256,7 @@ async fn cell(fault: Fault, step: Step) -> (usize, usize, usize) {
         action.abort();
         let _ = action.await;
         c.orch.abandon();
-        c.orch = start(&c.router, &c.upstream).await;
+        c.orch = start_with(&c.router, &c.upstream, settings(variant)).await;
     } else {
         c.arm(fault, step);
         c.act(step).await;
@@ -244,6 +277,18 @@ async fn cell(fault: Fault, step: Step) -> (usize, usize, usize) {
     c.orch.settled().await;
     let last = c.ask(10, renewing()).await;
 
+    let owned: HashSet<(double_natpmp::mapping::MappingKey, u16, RuleKind)> = c
+        .orch
+        .leases()
+        .iter()
+        .flat_map(|l| {
+            l.lease
+                .rules
+                .iter()
+                .map(|r| (l.key, l.lease.router_port, r.kind))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let leases: HashSet<(double_natpmp::mapping::MappingKey, u16)> = c
         .orch
         .leases()
@@ -260,7 +305,8 @@ async fn cell(fault: Fault, step: Step) -> (usize, usize, usize) {
     let orphans = ours
         .iter()
         .filter(|r| {
-            !leases.contains(&(r.key, r.router_port)) || !seen.insert((r.key, r.router_port))
+            !owned.contains(&(r.key, r.router_port, r.kind))
+                || !seen.insert((r.key, r.router_port, r.kind))
         })
         .count();
     let lease_ports: HashSet<(Protocol, u16)> =
@@ -276,7 +322,7 @@ async fn cell(fault: Fault, step: Step) -> (usize, usize, usize) {
         .orch
         .leases()
         .into_iter()
-        .find(|l| l.key.client == lan(10) && l.key.internal_port == 6881);
+        .find(|l| l.key == renewing_key());
     let a_ok = last.is_some_and(|r| r.result == ResultCode::Success)
         && a.as_ref().is_some_and(|l| {
             ours.iter()
@@ -288,9 +334,31 @@ async fn cell(fault: Fault, step: Step) -> (usize, usize, usize) {
     if !a_ok {
         lost += 1;
     }
+    if variant == Variant::BothWays && a_ok {
+        // Its UDP twin lives with it on both layers, with its src-nat rule.
+        let twin_key = double_natpmp::mapping::MappingKey {
+            protocol: Protocol::Udp,
+            ..renewing_key()
+        };
+        let twin = c.orch.leases().into_iter().find(|l| l.key == twin_key);
+        let twin_ok = twin.is_some_and(|t| {
+            let kinds: HashSet<RuleKind> = ours
+                .iter()
+                .filter(|r| r.key == t.key && r.router_port == t.lease.router_port)
+                .map(|r| r.kind)
+                .collect();
+            kinds.len() == 2
+                && c.upstream
+                    .mapped()
+                    .contains_key(&(Protocol::Udp, t.lease.router_port))
+        });
+        if !twin_ok {
+            lost += 1;
+        }
+    }
     if orphans + lost > 0 || c.tally.asked != c.tally.answered {
         eprintln!(
-            "fault matrix: {fault:?} at {step:?}: orphans {orphans}, lost {lost}, unanswered {}; rules {:?}, upstream {:?}, leases {:?}, last {last:?}",
+            "fault matrix ({variant:?}): {fault:?} at {step:?}: orphans {orphans}, lost {lost}, unanswered {}; rules {:?}, upstream {:?}, leases {:?}, last {last:?}",
             c.tally.asked - c.tally.answered,
             c.router.our_rules(),
             c.upstream.mapped(),
@@ -300,14 +368,12 @@ async fn cell(fault: Fault, step: Step) -> (usize, usize, usize) {
     (orphans, lost, c.tally.asked - c.tally.answered)
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_fault_at_every_step_recovers_with_no_orphan_no_lost_mapping_and_every_request_answered(
-) {
+async fn matrix(variant: Variant) -> (usize, (usize, usize, usize)) {
     let mut totals = (0, 0, 0);
     let mut cells = 0;
     for fault in FAULTS {
         for step in STEPS {
-            let (o, l, u) = cell(fault, step).await;
+            let (o, l, u) = cell(fault, step, variant).await;
             totals.0 += o;
             totals.1 += l;
             totals.2 += u;
@@ -315,17 +381,35 @@ async fn every_fault_at_every_step_recovers_with_no_orphan_no_lost_mapping_and_e
         }
     }
     eprintln!(
-        "fault matrix: {} faults x {} steps = {cells} cells: orphans {}, lost mappings {}, unanswered requests {}",
+        "fault matrix ({variant:?}): {} faults x {} steps = {cells} cells: orphans {}, lost mappings {}, unanswered requests {}",
         FAULTS.len(),
         STEPS.len(),
         totals.0,
         totals.1,
         totals.2
     );
+    (cells, totals)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_fault_at_every_step_recovers_with_no_orphan_no_lost_mapping_and_every_request_answered(
+) {
+    let (cells, totals) = matrix(Variant::Plain).await;
     assert_eq!(cells, 64);
     assert_eq!(
         totals,
         (0, 0, 0),
         "orphans, lost mappings, unanswered requests"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_src_nat_rules_and_twins_every_fault_at_every_step_recovers_the_same_way() {
+    let (cells, totals) = matrix(Variant::BothWays).await;
+    assert_eq!(cells, 64);
+    assert_eq!(
+        totals,
+        (0, 0, 0),
+        "orphans, lost mappings (twins included), unanswered requests"
     );
 }

@@ -625,10 +625,11 @@ async fn router_trap_on_add_answers_3_and_makes_no_upstream_mapping() {
         ),
         "{reply:?}"
     );
+    // The gateway is asked at once with the router; its mapping is deleted before the reply.
     assert_eq!(
         lab.gateway.map_requests(),
-        exchanges,
-        "upstream never asked"
+        exchanges + 2,
+        "the map and its rollback"
     );
     assert!(lab.gateway.mappings().is_empty());
     assert!(lab.router.nat_rules().is_empty());
@@ -659,9 +660,10 @@ async fn router_permission_refusal_answers_2() {
     assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
     assert_eq!(
         lab.gateway.map_requests(),
-        exchanges,
-        "upstream never asked"
+        exchanges + 2,
+        "asked at once with the router, and rolled back"
     );
+    assert!(lab.gateway.mappings().is_empty());
     assert!(lab.router.nat_rules().is_empty());
 }
 
@@ -1213,7 +1215,15 @@ async fn router_hanging_answers_3_within_the_api_timeout_and_recovers() {
         took <= Duration::from_secs(2) + SLACK,
         "answered after {took:?}"
     );
-    assert!(lab.gateway.mappings().is_empty(), "upstream never asked");
+    // The gateway was asked at once with the router; its mapping is deleted in the
+    // background (the rule's fate is unknown until the router answers again).
+    assert!(
+        lab.gateway
+            .wait_for_mappings(|m| m.is_empty(), Duration::from_secs(10))
+            .await,
+        "no upstream mapping left: {:?}",
+        lab.gateway.mappings()
+    );
 
     lab.router.set_hang(false);
     let deadline = Instant::now() + Duration::from_secs(8);
@@ -1694,4 +1704,124 @@ async fn a_failed_upstream_delete_keeps_the_router_port_reserved_until_it_is_kno
         lab.gateway.mappings()
     );
     assert!(!lab.daemon.orchestrator.table().is_used(Protocol::Udp, 6881));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Both directions (issue 12) over the real wire protocol
+
+#[tokio::test]
+async fn udp_srcnat_writes_the_exact_src_nat_rule_before_the_admins_masquerade() {
+    let lab = start(Setup {
+        flags: vec![("udp-srcnat", "true".into())],
+        foreign_rules: vec![vec![
+            ("chain", "srcnat"),
+            ("action", "masquerade"),
+            ("out-interface", IFACE),
+            ("comment", "masquerade the tunnel"),
+        ]],
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    lab.router.reset_counters();
+    success(client.ask(map(Protocol::Udp, 6881, 40123, 60)).await);
+    assert_eq!(lab.router.command_count_for(ADD), 2, "dst-nat and src-nat");
+    let rules = lab.router.nat_rules();
+    let srcnat: Vec<&SimNatRule> = rules
+        .iter()
+        .filter(|r| field(r, "chain") == "srcnat")
+        .collect();
+    assert_eq!(srcnat.len(), 2, "{rules:?}");
+    let ours = srcnat[0];
+    for (name, value) in [
+        ("action", "masquerade"),
+        ("protocol", "udp"),
+        ("src-address", "127.0.0.10"),
+        ("src-port", "6881"),
+        ("out-interface", IFACE),
+        ("to-ports", "40123"),
+        (
+            "comment",
+            "double-natpmp:v2 udp 127.0.0.10:6881 r=40123 l=60 k=snat",
+        ),
+    ] {
+        assert_eq!(field(ours, name), value, "{name} of {ours:?}");
+    }
+    assert_eq!(
+        field(srcnat[1], "comment"),
+        "masquerade the tunnel",
+        "ours comes first"
+    );
+
+    // A delete takes it away with the dst-nat rule; the admin's masquerade stays.
+    let deleted = client.ask(map(Protocol::Udp, 6881, 0, 0)).await;
+    assert_eq!(deleted.result, ResultCode::Success);
+    assert!(
+        our_rules(&lab.router).is_empty(),
+        "{:?}",
+        lab.router.nat_rules()
+    );
+    assert_eq!(lab.router.nat_rules().len(), 1);
+}
+
+#[tokio::test]
+async fn a_twin_on_the_same_router_port_gets_the_tcp_mappings_external_port_as_a_companion() {
+    // A ProtonVPN-like gateway forwards one port for both protocols: the twin, on the TCP
+    // mapping's router port, is its companion and takes no quota slot.
+    let lab = start(Setup {
+        flags: vec![("map-both-protocols", "true".into())],
+        gateway: GatewayConfig {
+            quota_per_peer: 1,
+            ..GatewayConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let reply = success(client.ask(map(Protocol::Tcp, 51413, 0, 60)).await);
+    settled(&lab).await;
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(rules.iter().all(|r| router_port(r) == 51413), "{rules:?}");
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 2, "{up:?}");
+    assert!(
+        up.iter().all(|m| m.external_port == reply.external_port),
+        "{up:?}"
+    );
+}
+
+#[tokio::test]
+async fn map_both_protocols_over_the_wire_keeps_the_tcp_mapping_when_the_gateway_refuses_its_twin()
+{
+    let lab = start(Setup {
+        flags: vec![("map-both-protocols", "true".into())],
+        gateway: GatewayConfig {
+            quota_per_peer: 1,
+            ..GatewayConfig::default()
+        },
+        // The admin's UDP 51413 on the tunnel: the twin needs another router port, so it is
+        // no companion at the gateway, and the quota (one port) is used up.
+        foreign_rules: vec![vec![
+            ("chain", "dstnat"),
+            ("action", "dst-nat"),
+            ("protocol", "udp"),
+            ("in-interface", IFACE),
+            ("dst-port", "51413"),
+            ("to-addresses", "192.168.88.77"),
+        ]],
+        ..Setup::default()
+    })
+    .await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let reply = success(client.ask(map(Protocol::Tcp, 51413, 0, 60)).await);
+    settled(&lab).await;
+    // The twin was refused and undone: only the TCP mapping, on both layers.
+    let rules = our_rules(&lab.router);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(field(&rules[0], "protocol"), "tcp");
+    let up = lab.gateway.mappings();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].external_port, reply.external_port);
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 1);
 }

@@ -129,7 +129,7 @@ pub struct SimRouterArgs {
     /// (repeatable).
     #[arg(long = "nat-rule")]
     pub nat_rules: Vec<String>,
-    /// Mirror dst-nat rules into nftables in this network namespace.
+    /// Mirror dst-nat and src-nat rules into nftables in this network namespace.
     #[arg(long)]
     pub nft_netns: Option<String>,
     /// The nftables table (family ip) of the mirror.
@@ -138,6 +138,9 @@ pub struct SimRouterArgs {
     /// The nftables chain of the mirror.
     #[arg(long, default_value = "dstnat")]
     pub nft_chain: String,
+    /// The nftables chain src-nat and masquerade rules are mirrored into, in table order.
+    #[arg(long, default_value = "srcnat")]
+    pub nft_srcnat_chain: String,
 }
 
 /// `double-natpmp sim-gateway`: the NAT-PMP gateway emulator alone, for tests in namespaces.

@@ -3,8 +3,10 @@
 //! It reads the daemon's own configuration (the same environment variables) and checks, in
 //! order: the configuration, that the RouterOS API answers, the login, the user's policies
 //! (`read` by printing, `test` by `/ip/route/check`, `write` by adding and removing a test
-//! rule), the VPN in-interface, that the upstream gateway answers NAT-PMP, and a test mapping
-//! made and removed on both layers. Each step prints one line:
+//! rule), the VPN in-interface, that the upstream gateway answers NAT-PMP, the order of the
+//! `srcnat` chain for UDP_SRCNAT (`check_srcnat.rs`: does a masquerade take a mapped client's
+//! outbound UDP before our src-nat rule), and a test mapping made and removed on both layers.
+//! Each step prints one line:
 //!
 //! ```text
 //! OK   <what>
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::cli::check_srcnat::{srcnat_order, Verdict};
 use crate::cli::fixes::{router_fix, upstream_fix};
 use crate::config::DaemonArgs;
 use crate::daemon::{router_api, upstream_config, DaemonError};
@@ -186,6 +189,10 @@ async fn run_steps(args: &DaemonArgs, report: &mut Report) {
         );
         return;
     };
+    match srcnat_order(&router, &in_interface, args.udp_srcnat, limit).await {
+        Verdict::Ok(text) => report.ok(&text),
+        Verdict::Fail { what, error, fix } => report.fail(&what, &error, &fix),
+    }
     let target = match local_ip {
         Some(IpAddr::V4(ip)) => ip,
         // Reached over IPv6: the test rule only needs some address it can name.
@@ -355,16 +362,15 @@ async fn test_mapping(
         return;
     };
     let protocol = Protocol::Udp;
-    let comment = RuleComment {
-        key: MappingKey {
+    let comment = RuleComment::new(
+        MappingKey {
             client: target,
             protocol,
             internal_port: port,
         },
-        router_port: port,
-        lifetime: Some(TEST_LIFETIME),
-        external_port: None,
-    }
+        port,
+        TEST_LIFETIME,
+    )
     .encode();
     let rule = DstNatRule {
         protocol,

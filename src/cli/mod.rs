@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod check;
+pub mod check_srcnat;
 pub mod client;
 pub mod demo;
 pub mod fixes;

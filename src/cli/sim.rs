@@ -125,6 +125,7 @@ pub async fn router(args: SimRouterArgs, mut stop: Shutdown) -> std::io::Result<
             netns: netns.clone(),
             table: args.nft_table.clone(),
             chain: args.nft_chain.clone(),
+            srcnat_chain: Some(args.nft_srcnat_chain.clone()),
             interface_map: names.iter().map(|i| (i.clone(), i.clone())).collect(),
         });
     }

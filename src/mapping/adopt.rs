@@ -10,6 +10,11 @@
 //! the end of its lifetime as usual; one whose gateway mapping cannot be made is kept and the
 //! keeper retries it.
 //!
+//! A dst-nat rule brings its src-nat rule along (UDP_SRCNAT; one more listing, of the
+//! `srcnat` chain); a missing one is restored by the reconcile pass, one no longer wanted is
+//! removed by it. A twin (`o=twin`, MAP_BOTH_PROTOCOLS) is adopted as the twin of its TCP
+//! mapping, and only when that one was adopted too (and the setting is still on).
+//!
 //! Rules of the original tool (`double-natpmp-…`) carry no data: the reconcile pass removes
 //! them. A second rule with the same identity is left to the reconcile pass too (it removes
 //! the copy).
@@ -26,9 +31,10 @@ use crate::mapping::error::MappingError;
 use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
-use crate::mapping::rule::RuleOwner;
+use crate::mapping::rule::{wanted_rules, RuleComment, RuleOwner};
 use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
+use crate::natpmp::wire::Protocol;
+use crate::routeros::api::{Router, RuleId};
 
 /// Upstream mappings made again at once after a restart.
 const PARALLEL: usize = 64;
@@ -54,9 +60,13 @@ pub async fn adopt<R: Router, U: Upstream>(
         .layers
         .router_call("list the dst-nat rules", core.layers.router.list_dstnat())
         .await?;
+    let src_rules = core
+        .layers
+        .router_call("list the src-nat rules", core.layers.router.list_srcnat())
+        .await?;
     let now = Instant::now();
     let max = core.config.max_lifetime;
-    let mut adopted: Vec<(MappingKey, Option<u16>)> = Vec::new();
+    let mut candidates: Vec<(RuleComment, RuleId)> = Vec::new();
     for rule in &rules {
         let RuleOwner::Ours(Some(comment)) = RuleOwner::of(rule.comment.as_deref(), rule.dynamic)
         else {
@@ -67,16 +77,54 @@ pub async fn adopt<R: Router, U: Upstream>(
         let dst_port_ok = rule.dst_port.as_deref().map(str::trim)
             == Some(comment.router_port.to_string().as_str());
         let protocol_ok = rule.protocol.as_deref() == Some(comment.key.protocol.as_str());
-        if !dst_port_ok || !protocol_ok {
+        if !dst_port_ok || !protocol_ok || comment.kind != RuleKind::DstNat {
             continue;
+        }
+        // A twin only with MAP_BOTH_PROTOCOLS; else its rules are orphans for the reconciler.
+        if comment.twin && !core.config.map_both_protocols {
+            continue;
+        }
+        candidates.push((comment, id));
+    }
+    // TCP mappings first, so a twin is adopted only when its TCP mapping was.
+    candidates.sort_by_key(|(c, _)| c.twin);
+    let mut adopted: Vec<(MappingKey, Option<u16>)> = Vec::new();
+    for (comment, id) in candidates {
+        let key = comment.key;
+        let origin = if comment.twin {
+            let parent = MappingKey {
+                protocol: Protocol::Tcp,
+                ..key
+            };
+            if key.protocol != Protocol::Udp || !adopted.iter().any(|(k, _)| *k == parent) {
+                continue;
+            }
+            Origin::Twin(parent)
+        } else {
+            Origin::NatPmp
+        };
+        let mut owned = vec![OwnedRule {
+            kind: RuleKind::DstNat,
+            id,
+        }];
+        if wanted_rules(&core.config, &key).contains(&RuleKind::SrcNat) {
+            // Its src-nat rule, when the router still has it; a missing one is restored by
+            // the reconcile pass that follows.
+            let src = comment.for_kind(RuleKind::SrcNat);
+            if let Some(id) = src_rules.iter().find_map(|r| {
+                let c = RuleComment::parse(r.comment.as_deref()?)?;
+                (c.same_rule(&src) && !r.dynamic).then(|| r.id.clone())?
+            }) {
+                owned.push(OwnedRule {
+                    kind: RuleKind::SrcNat,
+                    id,
+                });
+            }
         }
         let lifetime = comment.lifetime.unwrap_or(max).clamp(1, max);
         let lease = Lease {
             router_port: comment.router_port,
-            rules: vec![OwnedRule {
-                kind: RuleKind::DstNat,
-                id,
-            }],
+            rules: owned,
             comment,
             external_port: comment.external_port.unwrap_or(0),
             lifetime,
@@ -85,11 +133,11 @@ pub async fn adopt<R: Router, U: Upstream>(
             upstream_lifetime: 0,
             renew_at: now + RETRY,
             keep_failures: 0,
-            origin: Origin::NatPmp,
+            origin,
             serial: 0,
         };
-        if core.table.adopt(comment.key, lease).is_ok() {
-            adopted.push((comment.key, comment.external_port));
+        if core.table.adopt(key, lease).is_ok() {
+            adopted.push((key, comment.external_port));
         }
     }
     let mut report = AdoptReport {

@@ -49,6 +49,12 @@ pub struct MappingConfig {
     pub limits: LimitsConfig,
     /// Default bound for [`Orchestrator::shutdown`].
     pub shutdown_timeout: Duration,
+    /// UDP_SRCNAT: every UDP mapping also gets a src-nat rule, so what the client sends from
+    /// its internal port leaves the tunnel from the router port (RFC 6886 §3.9, C-42).
+    pub udp_srcnat: bool,
+    /// MAP_BOTH_PROTOCOLS: every TCP mapping also gets a UDP twin (same client and internal
+    /// port), made, kept and ended with it.
+    pub map_both_protocols: bool,
 }
 
 impl Default for MappingConfig {
@@ -66,6 +72,8 @@ impl Default for MappingConfig {
             shutdown_timeout: Duration::from_secs(10),
             keep_on_stop: false,
             limits: LimitsConfig::default(),
+            udp_srcnat: false,
+            map_both_protocols: false,
         }
     }
 }

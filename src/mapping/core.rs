@@ -17,7 +17,10 @@ use crate::mapping::interface::{InterfaceProblem, Proof};
 use crate::mapping::keylock::KeyLocks;
 use crate::mapping::layers::Layers;
 use crate::mapping::limits::Limits;
+use crate::mapping::quota::QuotaHint;
+use crate::mapping::srcnat::OutScope;
 use crate::mapping::table::LeaseTable;
+use crate::routeros::api::ListMember;
 use crate::shutdown::ShutdownTrigger;
 
 /// Whether the in-interface may carry new rules, as of the last proof.
@@ -95,6 +98,11 @@ pub struct Core<R, U> {
     pub background: Arc<Background>,
     /// The background loops, aborted at shutdown.
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether new mappings ask the gateway first for a while (its quota was used up).
+    pub quota: QuotaHint,
+    /// The router's interface-list members, as of the last reconcile pass (which lists say a
+    /// src-nat rule's out-interface-list holds the VPN interface).
+    members: Mutex<Vec<ListMember>>,
     gate: RwLock<()>,
     closing: AtomicBool,
     interface: Mutex<InterfaceState>,
@@ -116,6 +124,8 @@ impl<R, U> Core<R, U> {
             stop,
             background: Arc::new(Background::default()),
             tasks: Mutex::new(Vec::new()),
+            quota: QuotaHint::default(),
+            members: Mutex::new(Vec::new()),
             gate: RwLock::new(()),
             closing: AtomicBool::new(false),
             interface: Mutex::new(InterfaceState::Unknown),
@@ -149,6 +159,17 @@ impl<R, U> Core<R, U> {
     /// Whether a stop has begun.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Records the interface-list members a reconcile pass listed.
+    pub fn set_members(&self, members: Vec<ListMember>) {
+        *self.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+    }
+
+    /// Which src-nat rules catch traffic out of the VPN interface, as of the last listing.
+    pub fn out_scope(&self) -> OutScope {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        OutScope::new(&self.config.in_interface, &members)
     }
 
     fn interface_state(&self) -> MutexGuard<'_, InterfaceState> {

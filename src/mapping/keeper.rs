@@ -24,7 +24,7 @@ use crate::mapping::core::Core;
 use crate::mapping::events::MappingEvent;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::reply_lifetime;
-use crate::mapping::rule::RuleComment;
+use crate::mapping::rule::{RuleComment, RuleKind};
 use crate::natpmp::upstream::Upstream;
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
@@ -196,7 +196,7 @@ async fn renew_one<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingK
                     core,
                     key,
                     &lease.comment,
-                    lease.rules.first().map(|r| &r.id),
+                    lease.rule_id(RuleKind::DstNat),
                     grant.external_port,
                 )
                 .await;

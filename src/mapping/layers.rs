@@ -13,6 +13,10 @@
 //!   (`print ?comment=`), so an id that a reboot gave to somebody else's rule is never removed;
 //!   each rule found is removed by the id the router shows now. A lost reply is settled by
 //!   looking again.
+//! * **Adding a src-nat rule** ([`Layers::add_src_rule`], UDP_SRCNAT): one `print
+//!   ?chain=srcnat` to find the rule it goes before (see `srcnat.rs`), then the add with
+//!   `place-before`; when that rule vanished in between (`no such item`), once more. A lost
+//!   reply is settled as for the dst-nat rule, looked up by `?to-ports=R` and the comment.
 //! * **Upstream** ([`Layers::upstream_map`]): one exchange under the bound; every grant's epoch
 //!   goes to the epoch watch (C-48).
 
@@ -26,11 +30,12 @@ use tracing::{info, warn};
 use crate::mapping::epoch_watch::UpstreamEpochWatch;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{Events, MappingEvent};
-use crate::mapping::rule::RuleComment;
+use crate::mapping::rule::{RuleComment, RuleKind};
+use crate::mapping::srcnat::{anchor, OutScope};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::upstream::{MapGrant, Upstream};
 use crate::natpmp::wire::Protocol;
-use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId};
+use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId, SrcNatRule};
 
 /// How often a lost reply is looked up before the outcome is left to the reconciler.
 const SETTLE_TRIES: u32 = 3;
@@ -116,13 +121,23 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         let mut tries = 0;
         loop {
             tries += 1;
-            match self
-                .router_call(
-                    "look the rule up by its comment",
-                    self.router.find_dstnat(rule.router_port),
-                )
-                .await
-            {
+            let rows = match rule.kind {
+                RuleKind::DstNat => {
+                    self.router_call(
+                        "look the rule up by its comment",
+                        self.router.find_dstnat(rule.router_port),
+                    )
+                    .await
+                }
+                RuleKind::SrcNat => {
+                    self.router_call(
+                        "look the src-nat rule up by its comment",
+                        self.router.find_srcnat(rule.router_port),
+                    )
+                    .await
+                }
+            };
+            match rows {
                 Ok(rows) => {
                     return Ok(rows
                         .into_iter()
@@ -147,10 +162,53 @@ impl<R: Router, U: Upstream> Layers<R, U> {
     /// Adds `rule`, whose comment is `identity` (see the module docs for how a lost reply is
     /// settled).
     pub async fn add_rule(&self, rule: &DstNatRule, identity: &RuleComment) -> Added {
-        let error = match self
+        let result = self
             .router_call("add the dst-nat rule", self.router.add_dstnat(rule))
-            .await
-        {
+            .await;
+        self.settle_add(result, identity).await
+    }
+
+    /// Adds the src-nat rule `make` builds, placed before the first rule that would catch the
+    /// traffic otherwise (`make` gets that rule's id); `identity` is its comment.
+    pub async fn add_src_rule(
+        &self,
+        scope: &OutScope,
+        make: impl Fn(Option<RuleId>) -> SrcNatRule,
+        identity: &RuleComment,
+    ) -> Added {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let rules = match self
+                .router_call(
+                    "list the src-nat rules (where ours goes)",
+                    self.router.list_srcnat(),
+                )
+                .await
+            {
+                Ok(rules) => rules,
+                // A listing changes nothing: whatever went wrong, no rule was added.
+                Err(e) => return Added::No(e),
+            };
+            let rule = make(anchor(&rules, scope).cloned());
+            let result = self
+                .router_call("add the src-nat rule", self.router.add_srcnat(&rule))
+                .await;
+            match result {
+                // The rule it was to go before is gone since the listing: look again.
+                Err(e) if e.is_not_found() && rule.place_before.is_some() && tries < 2 => continue,
+                result => return self.settle_add(result, identity).await,
+            }
+        }
+    }
+
+    /// Settles the outcome of an add of the rule that is `identity` (see the module docs).
+    async fn settle_add(
+        &self,
+        result: Result<RuleId, MappingError>,
+        identity: &RuleComment,
+    ) -> Added {
+        let error = match result {
             Ok(id) => return Added::Yes(id),
             Err(e) if !e.is_uncertain() => return Added::No(e),
             Err(e) => e,
@@ -162,7 +220,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
             Ok(found) => match found.split_first() {
                 Some((first, extra)) => match &first.id {
                     Some(id) => {
-                        info!(rule = %id, comment = %rule.comment, "the add's reply was lost, but the rule exists: going on with it");
+                        info!(rule = %id, comment = %identity.encode(), "the add's reply was lost, but the rule exists: going on with it");
                         for dup in extra.iter().filter_map(|r| r.id.as_ref()) {
                             if let Err(e) = self
                                 .router_call(
@@ -181,7 +239,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
                 None => Added::No(error),
             },
             Err(lookup) => {
-                warn!(comment = %rule.comment, "the add's reply was lost and the rule could not be looked up: {lookup}");
+                warn!(comment = %identity.encode(), "the add's reply was lost and the rule could not be looked up: {lookup}");
                 Added::Unknown(error)
             }
         }

@@ -5,6 +5,7 @@ use tokio::time::Instant;
 
 pub use crate::mapping::key::MappingKey;
 use crate::mapping::rule::RuleComment;
+pub use crate::mapping::rule::RuleKind;
 use crate::routeros::api::RuleId;
 
 /// Where a mapping came from.
@@ -17,16 +18,34 @@ pub enum Origin {
     Api,
     /// A static reservation from the configuration: kept alive by the daemon, never expires.
     Static,
+    /// The UDP twin of this TCP mapping (MAP_BOTH_PROTOCOLS): made, kept, deleted and ended
+    /// with it; never expires by itself.
+    Twin(MappingKey),
 }
 
 impl Origin {
-    /// `natpmp`, `api` or `static`.
+    /// `natpmp`, `api`, `static` or `twin`.
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::NatPmp => "natpmp",
             Origin::Api => "api",
             Origin::Static => "static",
+            Origin::Twin(_) => "twin",
         }
+    }
+
+    /// The TCP mapping this is the twin of, if it is one.
+    pub fn twin_of(self) -> Option<MappingKey> {
+        match self {
+            Origin::Twin(parent) => Some(parent),
+            _ => None,
+        }
+    }
+
+    /// Whether a lease of this origin ends when its client stops renewing it (a static one
+    /// never does; a twin ends with its TCP mapping).
+    pub fn expires(self) -> bool {
+        matches!(self, Origin::NatPmp | Origin::Api)
     }
 }
 
@@ -34,13 +53,6 @@ impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Which kind of router rule a lease owns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RuleKind {
-    /// The dst-nat rule: tunnel traffic to router port R goes to the client's internal port.
-    DstNat,
 }
 
 /// One router rule a lease owns. The comment (from the lease's key, router port and the kind)
@@ -61,7 +73,8 @@ pub struct Lease {
     /// Router port R: dst-port of our rule on the VPN interface, and the internal port we map
     /// upstream.
     pub router_port: u16,
-    /// The router side: the dst-nat rule (a src-nat rule may join it).
+    /// The router side: the dst-nat rule, and the src-nat rule of a UDP mapping under
+    /// UDP_SRCNAT.
     pub rules: Vec<OwnedRule>,
     /// What the rules' comment says: identity (key, R) and the restart data on the router.
     pub comment: RuleComment,
@@ -81,7 +94,7 @@ pub struct Lease {
     pub renew_at: Instant,
     /// Upstream renewals that failed in a row.
     pub keep_failures: u32,
-    /// Where the mapping came from (a static one never expires).
+    /// Where the mapping came from (a static one never expires; a twin names its TCP mapping).
     pub origin: Origin,
     /// Set by the lease table when the lease goes live; a lease made again for the same key
     /// gets another, so a task that looked at the old one can tell.

@@ -4,7 +4,10 @@
 //! * [`adopt`]: a start without loss: the router's rules of ours become leases again.
 //! * [`orchestrator`]: the [`Orchestrator`], the facade that implements
 //!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest.
-//! * [`transaction`]: answering a request: create (steps with their undo) and renew.
+//! * [`transaction`]: answering a request: the entry point and renewals.
+//! * [`create`]: a new mapping: the router rules and the upstream mapping asked at once,
+//!   each with its undo (sequential only while the gateway's quota is used up: [`quota`]).
+//! * [`twin`]: MAP_BOTH_PROTOCOLS: the UDP twin of a TCP mapping, made, kept and ended with it.
 //! * [`teardown`]: delete, delete-all, expiry and shutdown: both layers, upstream first.
 //! * [`table`]: the [`LeaseTable`], the only store of leases and router-port holds.
 //! * [`keylock`]: per-key serialization and the retransmission memo.
@@ -19,7 +22,9 @@
 //! * [`core`]: the state they all share.
 //! * [`events`]: what happens to mappings, for whoever listens (status API, metrics, webhooks).
 //! * [`ports`]: what the router says about its ports, and the choice of a router port.
-//! * [`rule`]: the comment format that marks our rules.
+//! * [`rule`]: the comment format that marks our rules (and names their kind).
+//! * [`srcnat`]: UDP_SRCNAT: where a src-nat rule goes in the `srcnat` chain, and what comes
+//!   before it (RFC 6886 §3.9, C-42).
 //! * [`key`]: the mapping's identity (C-29).
 //! * [`lease`]: the lease and the lifetime arithmetic (C-30).
 //! * [`epoch_watch`]: the upstream epoch watch (C-48).
@@ -35,12 +40,17 @@
 //!   answered. A stop removes both layers, unless KEEP_MAPPINGS_ON_STOP keeps them for the
 //!   next start.
 //! * Internal port 0 with a lifetime (C-37) is answered 2 (RFC-safe; miniupnpd does the same).
+//! * A new mapping asks the router and the gateway at once (the router port is chosen
+//!   locally), so it costs the longer round trip, not both; teardown stays upstream first.
+//! * A lease's router side is a list of rules: the dst-nat rule, and with UDP_SRCNAT the
+//!   src-nat rule of a UDP mapping, each found by its comment (`k=snat` names the kind).
 //! * Renewals and retransmits cost no router command, and no upstream exchange while the
 //!   upstream mapping is known to be valid: the keeper renews it.
 
 pub mod adopt;
 pub mod config;
 pub mod core;
+pub mod create;
 pub mod epoch_watch;
 pub mod error;
 pub mod events;
@@ -53,12 +63,15 @@ pub mod lease;
 pub mod limits;
 pub mod orchestrator;
 pub mod ports;
+pub mod quota;
 pub mod reconcile;
 pub mod rule;
+pub mod srcnat;
 pub mod table;
 pub mod tasks;
 pub mod teardown;
 pub mod transaction;
+pub mod twin;
 
 pub use config::{
     MappingConfig, DEFAULT_MAX_LIFETIME, DEFAULT_RECONCILE_INTERVAL, DEFAULT_ROUTER_PORTS,

@@ -1,7 +1,7 @@
 //! The [`Orchestrator`]: the mapping core's facade. It builds the [`Core`], runs the start
 //! reconcile, starts the background loops, hands each request to the transactions, and stops
-//! everything in order. The work itself lives in `transaction.rs` (create, renew, delete,
-//! expire, teardown), `reconcile.rs`, `tasks.rs` (expiry and reconcile loops), `table.rs` (the
+//! everything in order. The work itself lives in `transaction.rs` (the entry point, renew),
+//! `create.rs`, `teardown.rs` (delete, expire, shutdown), `twin.rs`, `reconcile.rs`, `tasks.rs` (expiry and reconcile loops), `table.rs` (the
 //! leases and router ports), `keylock.rs` (per-key serialization) and `layers.rs` (the router
 //! and the gateway under our bounds).
 //!

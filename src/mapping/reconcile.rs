@@ -1,25 +1,31 @@
-//! The reconciler: brings the router's dst-nat rules and our leases back in line, at start and
-//! every `reconcile_interval` (default 10 min).
+//! The reconciler: brings the router's NAT rules of ours (dst-nat, and the src-nat rules of
+//! UDP_SRCNAT) and our leases back in line, at start and every `reconcile_interval` (default
+//! 10 min).
 //!
 //! One pass:
 //! 1. prove the VPN in-interface again (see `interface.rs`): while it is unusable, new mappings
 //!    are answered 3;
-//! 2. snapshot the table's holds and leases, list every dst-nat rule, the interface-list members
-//!    and the router services (three commands), snapshot again;
+//! 2. snapshot the table's holds and leases, list every dst-nat rule, every src-nat rule, the
+//!    interface-list members and the router services (four commands), snapshot again;
 //! 3. a rule is ours only by its comment (our marker, or the original tool's `double-natpmp-`
 //!    prefix). A rule whose comment names a live lease (key and router port) is that lease's
 //!    rule: its id is re-bound if the router shows another one now (a reboot renumbers), and a
 //!    second copy is removed. A rule of ours that no lease owns and whose port no transaction
 //!    holds is an orphan, and is removed (an add whose answer was lost, a failed rollback, a
 //!    restart);
-//! 4. a live lease whose rule is missing from the listing (someone deleted it) gets its rule
-//!    recreated; only leases that were live with the same serial before the listing started
+//!    A src-nat rule of ours is its lease's only while the lease wants one (a UDP mapping under
+//!    UDP_SRCNAT); with the setting turned off, the rules left by an earlier run are orphans;
+//! 4. a live lease whose rule is missing from the listing (someone deleted it, or UDP_SRCNAT
+//!    was turned on since the rule was made) gets its rule recreated (a src-nat rule placed
+//!    before the masquerade again, see `srcnat.rs`); only leases that were live with the same serial before the listing started
 //!    count, so a mapping made during the listing is never duplicated;
 //! 5. the table gets the listing's view: the ports of every foreign rule that can catch tunnel
 //!    traffic (see `ports.rs`), of our rules that could not be removed, and of enabled services.
 //!
 //! Foreign rules (no marker, or `dynamic`) are never touched, whatever their id. Each change is
-//! logged at `info`.
+//! logged at `info`. A src-nat rule of ours that a foreign rule above it shadows (the
+//! masquerade was moved on top) is logged at `warn` with the fix; `double-natpmp check` says
+//! the same.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,10 +38,10 @@ use crate::mapping::events::MappingEvent;
 use crate::mapping::interface::prove;
 use crate::mapping::key::MappingKey;
 use crate::mapping::layers::Added;
-use crate::mapping::lease::{Lease, RuleKind};
+use crate::mapping::lease::{Lease, OwnedRule, RuleKind};
 use crate::mapping::ports::{parse_port_list, RouterView, TunnelScope};
-use crate::mapping::rule::dst_nat_rule;
-use crate::mapping::rule::RuleOwner;
+use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleOwner};
+use crate::mapping::srcnat::{describe, shadowed, OutScope};
 use crate::mapping::table::Hold;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::Protocol;
@@ -60,15 +66,23 @@ pub struct ReconcileReport {
     pub recreate_failed: usize,
     /// Lease rules whose id the router changed, re-bound by comment.
     pub rebound: usize,
+    /// src-nat rules on the router.
+    pub srcnat_rules_seen: usize,
+    /// src-nat rules of ours that a foreign rule above them takes the traffic from.
+    pub srcnat_shadowed: usize,
     /// Whether the VPN interface is usable after this pass.
     pub interface_ok: bool,
 }
 
-/// The single (protocol, port) an own rule holds, if it names exactly one.
-fn single_port(rule: &NatRule) -> Option<(Protocol, u16)> {
+/// The single (protocol, router port) an own rule holds, if it names exactly one (a
+/// dst-nat rule's dst-port, a src-nat rule's to-ports).
+fn single_port(kind: RuleKind, rule: &NatRule) -> Option<(Protocol, u16)> {
     let protocol = Protocol::parse(rule.protocol.as_deref()?)?;
-    let port = rule.dst_port.as_deref()?.trim().parse().ok()?;
-    Some((protocol, port))
+    let port = match kind {
+        RuleKind::DstNat => rule.dst_port.as_deref()?,
+        RuleKind::SrcNat => rule.to_ports.as_deref()?,
+    };
+    Some((protocol, port.trim().parse().ok()?))
 }
 
 /// Marks the ports of an own rule that could not be removed as used.
@@ -120,6 +134,9 @@ pub async fn pass<R: Router, U: Upstream>(
             layers.router.list_members(),
         )
         .await?;
+    let src_rules = layers
+        .router_call("list the src-nat rules", layers.router.list_srcnat())
+        .await?;
     let services = layers
         .router_call("list the router services", layers.router.services())
         .await?;
@@ -132,44 +149,58 @@ pub async fn pass<R: Router, U: Upstream>(
     let holds = core.table.holds();
     report.rules_seen = rules.len();
 
+    report.srcnat_rules_seen = src_rules.len();
+
     let scope = TunnelScope::new(&core.config.in_interface, &members);
     let mut view = RouterView::new();
     view.add_services(&services);
-    // The lease each listed rule of ours belongs to, by comment.
-    let mut present: HashSet<MappingKey> = HashSet::new();
-    for rule in &rules {
+    // The lease each listed rule of ours belongs to, by comment and kind.
+    let mut present: HashSet<(MappingKey, RuleKind)> = HashSet::new();
+    // The ids of the rules of ours kept as their lease's.
+    let mut kept: HashSet<RuleId> = HashSet::new();
+    let listed = rules
+        .iter()
+        .map(|r| (RuleKind::DstNat, r))
+        .chain(src_rules.iter().map(|r| (RuleKind::SrcNat, r)));
+    for (chain, rule) in listed {
         let owner = RuleOwner::of(rule.comment.as_deref(), rule.dynamic);
         if !owner.is_ours() {
-            report.foreign_rules += 1;
-            if scope.catches(rule) {
-                report.foreign_on_tunnel += 1;
-                view.add_foreign_rule(rule);
+            if chain == RuleKind::DstNat {
+                report.foreign_rules += 1;
+                if scope.catches(rule) {
+                    report.foreign_on_tunnel += 1;
+                    view.add_foreign_rule(rule);
+                }
             }
             continue;
         }
         if let RuleOwner::Ours(Some(c)) = owner {
-            if let Some(lease) = after.get(&c.key).filter(|l| l.router_port == c.router_port) {
-                if present.insert(c.key) {
+            let at = (c.key.protocol, c.router_port);
+            let owner_lease = after.get(&c.key).filter(|l| {
+                l.router_port == c.router_port
+                    && c.kind == chain
+                    && wanted_rules(&core.config, &c.key).contains(&c.kind)
+            });
+            if let Some(lease) = owner_lease {
+                if present.insert((c.key, c.kind)) {
+                    kept.extend(rule.id.clone());
                     if let Some(id) = &rule.id {
-                        if lease.rule_id(RuleKind::DstNat) != Some(id) {
-                            rebind(core, c.key, lease.serial, id.clone());
+                        if lease.rule_id(c.kind) != Some(id) {
+                            rebind(core, c.key, lease.serial, c.kind, id.clone());
                             report.rebound += 1;
                         }
                     }
                     continue;
                 }
                 // A second rule with the same comment: fall through and remove it.
-            } else if holds.contains_key(&(c.key.protocol, c.router_port))
-                && !matches!(
-                    holds.get(&(c.key.protocol, c.router_port)),
-                    Some(Hold::Leased(_))
-                )
-            {
+            } else if holds.contains_key(&at) && !matches!(holds.get(&at), Some(Hold::Leased(_))) {
                 // In flight or draining: its transaction (or drain) owns the rule.
-                view.add_used(c.key.protocol, c.router_port);
+                if chain == RuleKind::DstNat {
+                    view.add_used(c.key.protocol, c.router_port);
+                }
                 continue;
             }
-        } else if single_port(rule).is_some_and(|p| {
+        } else if single_port(chain, rule).is_some_and(|p| {
             matches!(
                 holds.get(&p),
                 Some(Hold::InFlight(_)) | Some(Hold::Draining(_))
@@ -195,6 +226,7 @@ pub async fn pass<R: Router, U: Upstream>(
             report.orphans_removed += 1;
             info!(
                 rule = ?rule.id,
+                chain = chain.as_str(),
                 comment = ?rule.comment,
                 dst_port = ?rule.dst_port,
                 to = ?rule.to_addresses,
@@ -202,19 +234,33 @@ pub async fn pass<R: Router, U: Upstream>(
             );
         } else {
             report.orphans_left += 1;
-            keep_ports_used(&mut view, rule);
+            if chain == RuleKind::DstNat {
+                keep_ports_used(&mut view, rule);
+            }
         }
     }
+    let out = OutScope::new(&core.config.in_interface, &members);
+    let live = shadowed(&src_rules, &out)
+        .into_iter()
+        .filter(|s| s.ours_id.as_ref().is_some_and(|id| kept.contains(id)));
+    for s in live {
+        report.srcnat_shadowed += 1;
+        warn!(rule = ?s.ours_id, client = %s.ours.key.client, internal_port = s.ours.key.internal_port, before = %describe(&s.by), "a src-nat rule above ours takes the client's outbound UDP first, so it leaves with another port; move ours above it (/ip firewall nat move {} destination={})", s.ours_id.as_ref().map_or("<ours>", |i| i.0.as_str()), s.by.id.as_ref().map_or("<its id>", |i| i.0.as_str()));
+    }
+    core.set_members(members);
 
-    let missing: Vec<(MappingKey, u64)> = before
+    let missing: Vec<(MappingKey, u64, RuleKind)> = before
         .iter()
-        .filter(|(key, lease)| {
-            after.get(key).is_some_and(|l| l.serial == lease.serial) && !present.contains(key)
+        .filter(|(key, lease)| after.get(key).is_some_and(|l| l.serial == lease.serial))
+        .flat_map(|(key, lease)| {
+            wanted_rules(&core.config, key)
+                .iter()
+                .filter(|kind| !present.contains(&(*key, **kind)))
+                .map(|kind| (*key, lease.serial, *kind))
         })
-        .map(|(key, lease)| (*key, lease.serial))
         .collect();
-    for (key, serial) in missing {
-        match recreate(core, key, serial).await {
+    for (key, serial, kind) in missing {
+        match recreate(core, key, serial, kind).await {
             Ok(true) => report.recreated += 1,
             Ok(false) => {}
             Err(e) => {
@@ -233,36 +279,58 @@ pub async fn pass<R: Router, U: Upstream>(
     Ok(report)
 }
 
-/// The router shows the lease's rule under another id: remember that one.
-fn rebind<R, U>(core: &Core<R, U>, key: MappingKey, serial: u64, id: RuleId) {
+/// The router shows the lease's rule of `kind` under another id (or has it at all, after a
+/// recreate): remember that one.
+fn rebind<R, U>(core: &Core<R, U>, key: MappingKey, serial: u64, kind: RuleKind, id: RuleId) {
     core.table.update(&key, |l| {
-        if l.serial == serial {
-            if let Some(r) = l.rules.iter_mut().find(|r| r.kind == RuleKind::DstNat) {
+        if l.serial != serial {
+            return;
+        }
+        match l.rules.iter_mut().find(|r| r.kind == kind) {
+            Some(r) => {
                 info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, old_rule = %r.id, rule = %id, "the router shows our rule under another id: re-bound by comment");
                 r.id = id;
             }
+            None => l.rules.push(OwnedRule { kind, id }),
         }
     });
 }
 
-/// Recreates the rule of a live lease whose rule vanished; `Ok(false)` when the lease changed
-/// meanwhile.
+/// Recreates the rule of `kind` of a live lease whose rule vanished; `Ok(false)` when the
+/// lease changed meanwhile.
 async fn recreate<R: Router, U: Upstream>(
     core: &Core<R, U>,
     key: MappingKey,
     serial: u64,
+    kind: RuleKind,
 ) -> Result<bool, MappingError> {
     let _lock = core.locks.lock(key).await;
     let Some(lease) = core.table.get(&key).filter(|l| l.serial == serial) else {
         return Ok(false);
     };
-    let rule = dst_nat_rule(&core.config, &lease.comment);
-    let id = match core.layers.add_rule(&rule, &lease.comment).await {
+    let comment = lease.comment.for_kind(kind);
+    let added = match kind {
+        RuleKind::DstNat => {
+            let rule = dst_nat_rule(&core.config, &comment);
+            core.layers.add_rule(&rule, &comment).await
+        }
+        RuleKind::SrcNat => {
+            let scope = core.out_scope();
+            core.layers
+                .add_src_rule(
+                    &scope,
+                    |anchor| src_nat_rule(&core.config, &comment, anchor),
+                    &comment,
+                )
+                .await
+        }
+    };
+    let id = match added {
         Added::Yes(id) => id,
         Added::No(e) | Added::Unknown(e) => return Err(e),
     };
-    let old = lease.rule_id(RuleKind::DstNat).cloned();
-    rebind(core, key, serial, id.clone());
+    let old = lease.rule_id(kind).cloned();
+    rebind(core, key, serial, kind, id.clone());
     info!(
         client = %key.client,
         proto = %key.protocol,
@@ -270,7 +338,8 @@ async fn recreate<R: Router, U: Upstream>(
         router_port = lease.router_port,
         old_rule = ?old,
         rule = %id,
-        "recreated the dst-nat rule someone deleted"
+        kind = kind.as_str(),
+        "recreated a missing rule of a live mapping"
     );
     Ok(true)
 }

@@ -3,15 +3,21 @@
 //! Format (ASCII, one line). Version 2, written now:
 //!
 //! ```text
-//! double-natpmp:v2 <protocol> <client>:<internal port> r=<router port> l=<lifetime>[ e=<external port>]
+//! double-natpmp:v2 <protocol> <client>:<internal port> r=<router port> l=<lifetime>[ e=<external port>][ k=snat][ o=twin]
 //! double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=3600
 //! double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=3600 e=51234
+//! double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=3600 k=snat
+//! double-natpmp:v2 udp 192.168.88.10:51413 r=51413 l=60 o=twin
 //! ```
 //!
 //! * `l=` is the lifetime the client asked for (capped at MAX_LIFETIME): a restart gives an
 //!   adopted lease that long for its client to come back. `e=` is the external port the
 //!   gateway last gave, written when the gateway moved the mapping (the add cannot carry it:
 //!   the rule is made before, or while, the gateway answers); a restart suggests it.
+//! * `k=` is the kind of rule: absent on the dst-nat rule (so every comment written before
+//!   src-nat rules existed still reads the same), `k=snat` on the src-nat rule of UDP_SRCNAT.
+//! * `o=twin` marks the rules of a UDP twin that MAP_BOTH_PROTOCOLS made for the TCP mapping
+//!   of the same client and internal port; a restart adopts it as that mapping's twin.
 //! * Version 1 (`double-natpmp:v1 … r=<router port>`, no restart data) is still read.
 //! * `double-natpmp:` is the ownership marker. A rule whose comment starts with it is ours, even
 //!   when the rest does not parse (a newer version wrote it): the reconciler may remove it when
@@ -21,15 +27,46 @@
 //! * Dynamic rules (made by a router service) and rules without the marker are never ours and are
 //!   never touched.
 //!
-//! A rule's identity is its key and router port ([`RuleComment::same_rule`]); the restart data
-//! may change over the rule's life, so lookups match on identity, never on the whole text.
+//! A rule's identity is its key, router port and kind ([`RuleComment::same_rule`]); the
+//! restart data (and the twin mark, when the client takes its twin over) may change over the
+//! rule's life, so lookups match on identity, never on the whole text.
 
 use std::net::Ipv4Addr;
 
 use crate::mapping::config::MappingConfig;
 use crate::mapping::key::MappingKey;
 use crate::natpmp::wire::Protocol;
-use crate::routeros::api::DstNatRule;
+use crate::routeros::api::{DstNatRule, RuleId, SrcNatRule};
+
+/// Which kind of router rule a lease owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleKind {
+    /// The dst-nat rule: tunnel traffic to router port R goes to the client's internal port.
+    DstNat,
+    /// The src-nat rule (UDP_SRCNAT): UDP the client sends from its internal port out of the
+    /// tunnel leaves from router port R (RFC 6886 §3.9, C-42).
+    SrcNat,
+}
+
+impl RuleKind {
+    /// `dst-nat` or `src-nat`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::DstNat => "dst-nat",
+            RuleKind::SrcNat => "src-nat",
+        }
+    }
+}
+
+/// The rules a live mapping of `key` owns on the router under `config`: its dst-nat rule, and
+/// for UDP with UDP_SRCNAT its src-nat rule.
+pub fn wanted_rules(config: &MappingConfig, key: &MappingKey) -> &'static [RuleKind] {
+    if config.udp_srcnat && key.protocol == Protocol::Udp {
+        &[RuleKind::DstNat, RuleKind::SrcNat]
+    } else {
+        &[RuleKind::DstNat]
+    }
+}
 
 /// The marker every comment of ours starts with.
 pub const MARKER: &str = "double-natpmp:";
@@ -51,6 +88,10 @@ pub struct RuleComment {
     pub lifetime: Option<u32>,
     /// The external port the gateway last gave (version 2, once known).
     pub external_port: Option<u16>,
+    /// Which of the mapping's rules this is (`k=`).
+    pub kind: RuleKind,
+    /// The rule belongs to a UDP twin of a TCP mapping (`o=twin`).
+    pub twin: bool,
 }
 
 impl RuleComment {
@@ -61,12 +102,23 @@ impl RuleComment {
             router_port,
             lifetime: Some(lifetime),
             external_port: None,
+            kind: RuleKind::DstNat,
+            twin: false,
         }
     }
 
-    /// Whether both name the same rule (key and router port), whatever the restart data.
+    /// The comment of this mapping's rule of `kind` (a src-nat rule carries no `e=`).
+    pub fn for_kind(&self, kind: RuleKind) -> RuleComment {
+        RuleComment {
+            kind,
+            external_port: self.external_port.filter(|_| kind == RuleKind::DstNat),
+            ..*self
+        }
+    }
+
+    /// Whether both name the same rule (key, router port and kind), whatever the restart data.
     pub fn same_rule(&self, other: &RuleComment) -> bool {
-        self.key == other.key && self.router_port == other.router_port
+        self.key == other.key && self.router_port == other.router_port && self.kind == other.kind
     }
 
     /// The comment text to put on the rule: version 2 when it carries a lifetime.
@@ -75,11 +127,20 @@ impl RuleComment {
             "{} {}:{} r={}",
             self.key.protocol, self.key.client, self.key.internal_port, self.router_port
         );
-        match (self.lifetime, self.external_port) {
-            (Some(l), Some(e)) => format!("{V2_PREFIX}{head} l={l} e={e}"),
-            (Some(l), None) => format!("{V2_PREFIX}{head} l={l}"),
-            _ => format!("{V1_PREFIX}{head}"),
+        let Some(l) = self.lifetime else {
+            return format!("{V1_PREFIX}{head}");
+        };
+        let mut text = format!("{V2_PREFIX}{head} l={l}");
+        if let Some(e) = self.external_port {
+            text.push_str(&format!(" e={e}"));
         }
+        if self.kind == RuleKind::SrcNat {
+            text.push_str(" k=snat");
+        }
+        if self.twin {
+            text.push_str(" o=twin");
+        }
+        text
     }
 
     /// Reads a version-1 or version-2 comment; `None` for anything else.
@@ -88,17 +149,25 @@ impl RuleComment {
             Some(rest) => (rest, true),
             None => (comment.strip_prefix(V1_PREFIX)?, false),
         };
-        let mut parts = rest.split(' ');
+        let mut parts = rest.split(' ').peekable();
         let protocol = Protocol::parse(parts.next()?)?;
         let (client, port) = parts.next()?.split_once(':')?;
         let client: Ipv4Addr = client.parse().ok()?;
         let internal_port: u16 = port.parse().ok()?;
         let router_port: u16 = parts.next()?.strip_prefix("r=")?.parse().ok()?;
         let (mut lifetime, mut external_port) = (None, None);
+        let (mut kind, mut twin) = (RuleKind::DstNat, false);
         if v2 {
             lifetime = Some(parts.next()?.strip_prefix("l=")?.parse().ok()?);
-            if let Some(e) = parts.next() {
+            // The optional words, each at most once and in this order.
+            if let Some(e) = parts.next_if(|p| p.starts_with("e=")) {
                 external_port = Some(e.strip_prefix("e=")?.parse().ok()?);
+            }
+            if parts.next_if(|p| *p == "k=snat").is_some() {
+                kind = RuleKind::SrcNat;
+            }
+            if parts.next_if(|p| *p == "o=twin").is_some() {
+                twin = true;
             }
         }
         if parts.next().is_some() {
@@ -113,6 +182,8 @@ impl RuleComment {
             router_port,
             lifetime,
             external_port,
+            kind,
+            twin,
         })
     }
 }
@@ -130,7 +201,26 @@ pub fn dst_nat_rule(config: &MappingConfig, comment: &RuleComment) -> DstNatRule
     }
 }
 
-/// Who owns a dst-nat rule, judged from its comment.
+/// The src-nat rule of a UDP mapping (`comment` is its `k=snat` comment), placed before
+/// `place_before` (see `srcnat.rs` for how that rule is chosen).
+pub fn src_nat_rule(
+    config: &MappingConfig,
+    comment: &RuleComment,
+    place_before: Option<RuleId>,
+) -> SrcNatRule {
+    let key = comment.key;
+    SrcNatRule {
+        protocol: key.protocol,
+        out_interface: config.in_interface.clone(),
+        src_address: key.client,
+        src_port: key.internal_port,
+        to_port: comment.router_port,
+        place_before,
+        comment: comment.encode(),
+    }
+}
+
+/// Who owns a NAT rule, judged from its comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleOwner {
     /// Ours; the data if the comment is one we can read.
@@ -178,6 +268,8 @@ mod tests {
             router_port: 40001,
             lifetime: None,
             external_port: None,
+            kind: RuleKind::DstNat,
+            twin: false,
         }
     }
 
@@ -249,6 +341,53 @@ mod tests {
             "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=x",
             "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=60 x=1",
             "double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=60 e=1 more",
+        ] {
+            assert_eq!(RuleComment::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_kind_and_the_twin_mark_are_written_and_read_and_old_comments_read_as_before() {
+        let dst = RuleComment::new(
+            MappingKey {
+                protocol: Protocol::Udp,
+                ..sample().key
+            },
+            40001,
+            3600,
+        );
+        let snat = RuleComment {
+            external_port: Some(51234),
+            ..dst
+        }
+        .for_kind(RuleKind::SrcNat);
+        assert_eq!(
+            snat.encode(),
+            "double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=3600 k=snat"
+        );
+        assert_eq!(RuleComment::parse(&snat.encode()), Some(snat));
+        assert!(!snat.same_rule(&dst), "the kind is part of the identity");
+        let twin = RuleComment { twin: true, ..dst };
+        let text = RuleComment {
+            external_port: Some(7),
+            ..twin
+        }
+        .encode();
+        assert_eq!(
+            text,
+            "double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=3600 e=7 o=twin"
+        );
+        let read = RuleComment::parse(&text).unwrap();
+        assert!(read.twin && read.kind == RuleKind::DstNat && read.same_rule(&dst));
+        // A comment written before kinds existed is a dst-nat rule, not a twin.
+        let old =
+            RuleComment::parse("double-natpmp:v2 tcp 192.168.88.10:6881 r=40001 l=60 e=9").unwrap();
+        assert_eq!((old.kind, old.twin), (RuleKind::DstNat, false));
+        for bad in [
+            "double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=60 k=dnat",
+            "double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=60 o=twin k=snat",
+            "double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=60 k=snat e=1",
+            "double-natpmp:v2 udp 192.168.88.10:6881 r=40001 l=60 k=snat k=snat",
         ] {
             assert_eq!(RuleComment::parse(bad), None, "{bad}");
         }

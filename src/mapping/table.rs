@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use crate::mapping::key::MappingKey;
-use crate::mapping::lease::{Lease, LeaseInfo, Origin};
+use crate::mapping::lease::{Lease, LeaseInfo};
 use crate::mapping::ports::{choose_port, slot, RouterView};
 use crate::natpmp::wire::Protocol;
 
@@ -164,12 +164,12 @@ impl LeaseTable {
         out
     }
 
-    /// How many live leases `client` has (both protocols).
+    /// How many live leases `client` has (both protocols; twins are not the client's own).
     pub fn count_of(&self, client: Ipv4Addr) -> usize {
         self.state()
             .leases
-            .keys()
-            .filter(|k| k.client == client)
+            .iter()
+            .filter(|(k, l)| k.client == client && l.origin.twin_of().is_none())
             .count()
     }
 
@@ -186,22 +186,23 @@ impl LeaseTable {
         keys
     }
 
-    /// The earliest client deadline of any live lease (static ones never expire).
+    /// The earliest client deadline of any live lease (static ones never expire, twins end
+    /// with their TCP mapping).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.state()
             .leases
             .values()
-            .filter(|l| l.origin != Origin::Static)
+            .filter(|l| l.origin.expires())
             .map(|l| l.deadline)
             .min()
     }
 
-    /// The keys whose deadline is at or before `now` (never a static one).
+    /// The keys whose deadline is at or before `now` (never a static one or a twin).
     pub fn due(&self, now: Instant) -> Vec<MappingKey> {
         self.state()
             .leases
             .iter()
-            .filter(|(_, l)| l.origin != Origin::Static && l.deadline <= now)
+            .filter(|(_, l)| l.origin.expires() && l.deadline <= now)
             .map(|(k, _)| *k)
             .collect()
     }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::mapping::lease::{OwnedRule, RuleKind};
+use crate::mapping::lease::{Origin, OwnedRule, RuleKind};
 use crate::routeros::api::{NatRule, RuleId};
 
 fn key(port: u16) -> MappingKey {

@@ -14,6 +14,10 @@
 //! mapping ends within the upstream lifetime, which the daemon sees to). At shutdown the rule
 //! is left for the next start.
 //!
+//! **Twins** (MAP_BOTH_PROTOCOLS, see `twin.rs`) end with their TCP mapping: its delete and its
+//! expiry tear the twin down right after it, with the same reason. A client's delete or
+//! delete-all of UDP leaves a twin alone (it answers as for a mapping the client does not hold).
+//!
 //! **Delete of a mapping we do not hold** answers success (C-34), unless a dst-nat rule we did
 //! not make forwards that protocol and port to the client: then 2 (C-35). Delete-all answers 2
 //! when such rules exist for the client, after deleting everything of ours (C-36).
@@ -27,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
-use crate::mapping::events::{MappingEvent, RemovalReason};
+use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::Lease;
 use crate::natpmp::handler::MapReply;
@@ -85,7 +89,11 @@ pub async fn delete<R: Router, U: Upstream>(
     key: MappingKey,
 ) -> Result<MapReply, MappingError> {
     let _lock = core.locks.lock(key).await;
-    let Some(lease) = core.table.get(&key) else {
+    let Some(lease) = core
+        .table
+        .get(&key)
+        .filter(|l| l.origin.twin_of().is_none())
+    else {
         if core
             .table
             .foreign_target(key.protocol, key.client, Some(key.internal_port))
@@ -98,7 +106,9 @@ pub async fn delete<R: Router, U: Upstream>(
         }
         return Ok(deleted(ResultCode::Success));
     };
-    Box::pin(teardown(core, key, &lease, Teardown::Delete)).await?;
+    let ended = Box::pin(teardown(core, key, &lease, Teardown::Delete)).await;
+    Box::pin(end_twin(core, key, Teardown::Delete)).await;
+    ended?;
     info!(
         client = %key.client,
         proto = %key.protocol,
@@ -118,6 +128,13 @@ pub async fn delete_all<R: Router, U: Upstream>(
 ) -> Result<MapReply, MappingError> {
     let mut failure = None;
     for key in core.table.keys_of(client, protocol) {
+        if core
+            .table
+            .get(&key)
+            .is_some_and(|l| l.origin.twin_of().is_some())
+        {
+            continue; // a twin ends with its TCP mapping, not by a UDP delete-all
+        }
         if let Err(e) = delete(core, key).await {
             failure.get_or_insert(e);
         }
@@ -135,16 +152,48 @@ pub async fn delete_all<R: Router, U: Upstream>(
     }
 }
 
-/// Removes every router rule of `lease`, by comment.
+/// Ends the UDP twin of the TCP mapping `parent` (just torn down), if it has one that is
+/// still a twin (the caller holds `parent`'s lock; the twin's is taken here).
+async fn end_twin<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    parent: MappingKey,
+    mode: Teardown,
+) {
+    if parent.protocol != Protocol::Tcp {
+        return;
+    }
+    let key = MappingKey {
+        protocol: Protocol::Udp,
+        ..parent
+    };
+    let _lock = core.locks.lock(key).await;
+    let Some(lease) = core
+        .table
+        .get(&key)
+        .filter(|l| l.origin == Origin::Twin(parent))
+    else {
+        return;
+    };
+    match teardown(core, key, &lease, mode).await {
+        Ok(_) => {
+            info!(client = %key.client, internal_port = key.internal_port, router_port = lease.router_port, external_port = lease.external_port, reason = mode.reason().as_str(), "removed the UDP twin with its TCP mapping")
+        }
+        Err(e) => {
+            warn!(client = %key.client, internal_port = key.internal_port, router_port = lease.router_port, "could not remove the UDP twin's rule with its TCP mapping; the reconciler will: {e}")
+        }
+    }
+}
+
+/// Removes every router rule of `lease` (the src-nat rule first), by comment.
 async fn remove_rules<R: Router, U: Upstream>(
     core: &Core<R, U>,
     key: MappingKey,
     lease: &Lease,
 ) -> Result<(), MappingError> {
     debug_assert_eq!(lease.comment.key, key);
-    for rule in &lease.rules {
+    for rule in lease.rules.iter().rev() {
         core.layers
-            .remove_rule(&lease.comment, Some(&rule.id))
+            .remove_rule(&lease.comment.for_kind(rule.kind), Some(&rule.id))
             .await?;
     }
     Ok(())
@@ -195,6 +244,7 @@ async fn teardown_layers<R: Router, U: Upstream>(
             .spawn(async move { drain(&core2, key, lease).await });
         return Ok(Ended::UpstreamLeft);
     }
+    core.quota.room();
     match remove_rules(core, key, lease).await {
         Ok(()) => {
             core.table.remove(&key);
@@ -255,7 +305,11 @@ pub async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: Mapping
         return;
     };
     let _lock = core.locks.lock(key).await;
-    let Some(lease) = core.table.get(&key) else {
+    let Some(lease) = core
+        .table
+        .get(&key)
+        .filter(|l| l.origin.twin_of().is_none())
+    else {
         return;
     };
     if lease.deadline > Instant::now() {
@@ -263,6 +317,7 @@ pub async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: Mapping
     }
     // Expire never returns an error.
     let _ = teardown(core, key, &lease, Teardown::Expire).await;
+    Box::pin(end_twin(core, key, Teardown::Expire)).await;
     info!(
         client = %key.client,
         proto = %key.protocol,

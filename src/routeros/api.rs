@@ -9,66 +9,9 @@ use std::time::Duration;
 
 use super::conn::{ApiConfig, Response};
 pub use super::error::RouterError;
+pub use super::nat::{flag, DstNatRule, NatRule, RuleId, SrcNatRule, NAT_PROPLIST};
 use super::pool::ApiPool;
 use super::wire::{Command, Reply};
-use crate::natpmp::wire::Protocol;
-
-/// A RouterOS item id such as `*1F`: opaque, as the router made it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RuleId(pub String);
-
-impl std::fmt::Display for RuleId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A dst-nat rule to add: traffic arriving on `in_interface` for `protocol`/`dst_port` goes to
-/// `to_address:to_port`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DstNatRule {
-    /// tcp or udp.
-    pub protocol: Protocol,
-    /// The VPN interface (e.g. `wg-proton`).
-    pub in_interface: String,
-    /// The router port R that the upstream forwards to.
-    pub dst_port: u16,
-    /// The LAN client.
-    pub to_address: Ipv4Addr,
-    /// The client's internal port.
-    pub to_port: u16,
-    /// Our ownership marker and restart data (ASCII; see `mapping::rule`).
-    pub comment: String,
-}
-
-/// A NAT rule as `/ip/firewall/nat/print` returns it; unset fields are `None`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NatRule {
-    /// `.id`.
-    pub id: Option<RuleId>,
-    /// `chain`.
-    pub chain: Option<String>,
-    /// `action`.
-    pub action: Option<String>,
-    /// `protocol`.
-    pub protocol: Option<String>,
-    /// `in-interface` (may start with `!`, "not this interface").
-    pub in_interface: Option<String>,
-    /// `in-interface-list` (may start with `!`).
-    pub in_interface_list: Option<String>,
-    /// `dst-port` (may be a list or range on rules we did not make).
-    pub dst_port: Option<String>,
-    /// `to-addresses`.
-    pub to_addresses: Option<String>,
-    /// `to-ports`.
-    pub to_ports: Option<String>,
-    /// `comment`.
-    pub comment: Option<String>,
-    /// `disabled=true`.
-    pub disabled: bool,
-    /// `dynamic=true` (made by a router service; never ours).
-    pub dynamic: bool,
-}
 
 /// What the router says about itself, for the start-up log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +82,20 @@ pub trait Router: Send + Sync + 'static {
         &self,
         dst_port: u16,
     ) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
+    /// `/ip/firewall/nat/add chain=srcnat action=masquerade …` (placed before
+    /// `rule.place_before` when set) in one command; returns the new id from `!done =ret=`.
+    fn add_srcnat(
+        &self,
+        rule: &SrcNatRule,
+    ) -> impl Future<Output = Result<RuleId, RouterError>> + Send;
+    /// Every rule of the `srcnat` chain, in rule order (with `.proplist`).
+    fn list_srcnat(&self) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
+    /// The src-nat rules whose `to-ports` is exactly `to_port` (`?chain=srcnat ?to-ports=…`):
+    /// the candidates among which a src-nat rule of ours is found by its comment.
+    fn find_srcnat(
+        &self,
+        to_port: u16,
+    ) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
     /// Every `/interface/list/member` row.
     fn list_members(&self) -> impl Future<Output = Result<Vec<ListMember>, RouterError>> + Send;
     /// Every `/ip/service` row.
@@ -160,9 +117,6 @@ pub trait Router: Send + Sync + 'static {
         interface: &str,
     ) -> impl Future<Output = Result<Vec<Ipv4Addr>, RouterError>> + Send;
 }
-
-/// The `.proplist` of our NAT rule listing.
-const NAT_PROPLIST: &str = ".id,chain,action,protocol,in-interface,in-interface-list,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
 
 /// The policy a command probably needs, to name it when the router says `not enough
 /// permissions` (docs/routeros-api.md §2.6).
@@ -227,31 +181,6 @@ fn checked(path: &str, resp: Response) -> Result<Response, RouterError> {
     match resp.traps.first() {
         Some(trap) => Err(trap_error(path, trap)),
         None => Ok(resp),
-    }
-}
-
-fn flag(row: &Reply, name: &str) -> bool {
-    matches!(row.get(name), Some("true" | "yes"))
-}
-
-impl NatRule {
-    /// Reads a `/ip/firewall/nat/print` row.
-    pub fn from_reply(row: &Reply) -> NatRule {
-        let s = |name: &str| row.get(name).map(str::to_owned);
-        NatRule {
-            id: s(".id").map(RuleId),
-            chain: s("chain"),
-            action: s("action"),
-            protocol: s("protocol"),
-            in_interface: s("in-interface"),
-            in_interface_list: s("in-interface-list"),
-            dst_port: s("dst-port"),
-            to_addresses: s("to-addresses"),
-            to_ports: s("to-ports"),
-            comment: s("comment"),
-            disabled: flag(row, "disabled"),
-            dynamic: flag(row, "dynamic"),
-        }
     }
 }
 
@@ -375,6 +304,62 @@ impl Router for RouterApi {
             .attr(".proplist", NAT_PROPLIST)
             .query("chain=dstnat")
             .query(format!("dst-port={dst_port}"));
+        let resp = self.run(cmd).await?;
+        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+    }
+
+    async fn add_srcnat(&self, rule: &SrcNatRule) -> Result<RuleId, RouterError> {
+        const PATH: &str = "/ip/firewall/nat/add";
+        let (src, sport, to) = (
+            rule.src_address.to_string(),
+            rule.src_port.to_string(),
+            rule.to_port.to_string(),
+        );
+        // Two literal commands, so tests/routeros_commands.rs checks both argument lists.
+        let cmd = match &rule.place_before {
+            Some(anchor) => Command::new(PATH)
+                .attr("chain", "srcnat")
+                .attr("action", "masquerade")
+                .attr("protocol", rule.protocol.as_str())
+                .attr("src-address", src)
+                .attr("src-port", sport)
+                .attr("out-interface", rule.out_interface.as_str())
+                .attr("to-ports", to)
+                .attr("comment", rule.comment.as_str())
+                .attr("place-before", anchor.0.as_str()),
+            None => Command::new(PATH)
+                .attr("chain", "srcnat")
+                .attr("action", "masquerade")
+                .attr("protocol", rule.protocol.as_str())
+                .attr("src-address", src)
+                .attr("src-port", sport)
+                .attr("out-interface", rule.out_interface.as_str())
+                .attr("to-ports", to)
+                .attr("comment", rule.comment.as_str()),
+        };
+        let resp = self.run(cmd).await?;
+        match resp.ret() {
+            Some(id) if !id.is_empty() => Ok(RuleId(id.to_owned())),
+            _ => Err(RouterError::IncompleteReply {
+                command: PATH.into(),
+                missing: "=ret= (the new rule's id)",
+            }),
+        }
+    }
+
+    async fn list_srcnat(&self) -> Result<Vec<NatRule>, RouterError> {
+        let cmd = Command::new("/ip/firewall/nat/print")
+            .attr(".proplist", NAT_PROPLIST)
+            .query("chain=srcnat");
+        let resp = self.run(cmd).await?;
+        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+    }
+
+    async fn find_srcnat(&self, to_port: u16) -> Result<Vec<NatRule>, RouterError> {
+        let cmd = Command::new("/ip/firewall/nat/print")
+            .attr(".proplist", NAT_PROPLIST)
+            .query("chain=srcnat")
+            .query(format!("to-ports={to_port}"));
         let resp = self.run(cmd).await?;
         Ok(resp.rows.iter().map(NatRule::from_reply).collect())
     }

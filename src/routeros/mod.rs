@@ -4,6 +4,7 @@
 pub mod api;
 pub mod conn;
 pub mod error;
+pub mod nat;
 pub mod pool;
 pub mod tls;
 pub mod wire;

@@ -17,6 +17,7 @@ use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, Upstream
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{
     DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterError, RuleId, ServiceInfo,
+    SrcNatRule,
 };
 use tokio::time::Instant;
 
@@ -81,6 +82,13 @@ pub struct RouterState {
     pub fault_only_removes: bool,
     pub remove_fails: bool,
     pub delay: Duration,
+    /// src-nat adds (also counted in `adds`).
+    pub srcnat_adds: usize,
+    /// While set, every src-nat add fails with a `!trap` (nothing added).
+    pub srcnat_add_fails: bool,
+    /// The next src-nat add finds the rule it is to go before gone (an admin removed it since
+    /// the listing): the rule is removed and the add answers `no such item`.
+    pub anchor_vanishes: bool,
 }
 
 impl RouterState {
@@ -153,15 +161,45 @@ impl FakeRouter {
             action: Some("dst-nat".into()),
             protocol: Some(protocol.into()),
             in_interface: Some(IFACE.into()),
-            in_interface_list: None,
             dst_port: Some(dst_port.into()),
             to_addresses: Some(to.to_string()),
             to_ports: to_port.map(str::to_owned),
             comment: comment.map(str::to_owned),
-            disabled: false,
-            dynamic: false,
+            ..NatRule::default()
         });
         id
+    }
+
+    /// Puts a masquerade of the VPN interface at the end of the srcnat chain, as an
+    /// administrator would (no command counted).
+    pub fn seed_masquerade(&self, out_interface: &str) -> RuleId {
+        let mut s = self.state();
+        let id = s.free_id();
+        s.rules.push(NatRule {
+            id: Some(id.clone()),
+            chain: Some("srcnat".into()),
+            action: Some("masquerade".into()),
+            out_interface: Some(out_interface.into()),
+            comment: Some("masquerade the tunnel".into()),
+            ..NatRule::default()
+        });
+        id
+    }
+
+    /// Our src-nat rules, in rule order.
+    pub fn our_srcnat(&self) -> Vec<NatRule> {
+        self.our_rules()
+            .into_iter()
+            .filter(|r| r.chain.as_deref() == Some("srcnat"))
+            .collect()
+    }
+
+    /// The srcnat chain, in rule order.
+    pub fn srcnat_chain(&self) -> Vec<NatRule> {
+        self.rules()
+            .into_iter()
+            .filter(|r| r.chain.as_deref() == Some("srcnat"))
+            .collect()
     }
 
     /// Deletes a rule behind the daemon's back.
@@ -241,13 +279,11 @@ impl Router for FakeRouter {
                 action: Some("dst-nat".into()),
                 protocol: Some(rule.protocol.as_str().into()),
                 in_interface: Some(rule.in_interface.clone()),
-                in_interface_list: None,
                 dst_port: Some(rule.dst_port.to_string()),
                 to_addresses: Some(rule.to_address.to_string()),
                 to_ports: Some(rule.to_port.to_string()),
                 comment: Some(rule.comment.clone()),
-                disabled: false,
-                dynamic: false,
+                ..NatRule::default()
             });
             if s.add_fault == Some(AddFault::ExecuteThenCut) {
                 return Err(RouterError::Connection {
@@ -351,6 +387,103 @@ impl Router for FakeRouter {
         self.after(true, result)
     }
 
+    async fn add_srcnat(&self, rule: &SrcNatRule) -> Result<RuleId, RouterError> {
+        self.before(false).await?;
+        let result = async {
+            let delay = self.state().delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut s = self.state();
+            s.adds += 1;
+            s.srcnat_adds += 1;
+            if s.srcnat_add_fails || s.add_fault == Some(AddFault::Trap) {
+                return Err(RouterError::Trap {
+                    command: "/ip/firewall/nat/add".into(),
+                    message: "failure: injected src-nat failure".into(),
+                    category: None,
+                });
+            }
+            if let Some(anchor) = rule.place_before.as_ref().filter(|_| s.anchor_vanishes) {
+                s.anchor_vanishes = false;
+                s.rules.retain(|r| r.id.as_ref() != Some(anchor));
+            }
+            let position = match &rule.place_before {
+                Some(anchor) => match s.rules.iter().position(|r| r.id.as_ref() == Some(anchor)) {
+                    Some(i) => i,
+                    None => {
+                        return Err(RouterError::NotFound {
+                            what: format!("place-before {anchor}"),
+                        })
+                    }
+                },
+                None => s.rules.len(),
+            };
+            let id = s.free_id();
+            s.rules.insert(
+                position,
+                NatRule {
+                    id: Some(id.clone()),
+                    chain: Some("srcnat".into()),
+                    action: Some("masquerade".into()),
+                    protocol: Some(rule.protocol.as_str().into()),
+                    out_interface: Some(rule.out_interface.clone()),
+                    src_address: Some(rule.src_address.to_string()),
+                    src_port: Some(rule.src_port.to_string()),
+                    to_ports: Some(rule.to_port.to_string()),
+                    comment: Some(rule.comment.clone()),
+                    ..NatRule::default()
+                },
+            );
+            if s.add_fault == Some(AddFault::ExecuteThenCut) {
+                return Err(cut());
+            }
+            Ok(id)
+        }
+        .await;
+        self.after(false, result)
+    }
+
+    async fn list_srcnat(&self) -> Result<Vec<NatRule>, RouterError> {
+        self.before(false).await?;
+        let result = async {
+            let mut s = self.state();
+            s.lists += 1;
+            Ok(s.rules
+                .iter()
+                .filter(|r| r.chain.as_deref() == Some("srcnat"))
+                .cloned()
+                .collect())
+        }
+        .await;
+        self.after(false, result)
+    }
+
+    async fn find_srcnat(&self, to_port: u16) -> Result<Vec<NatRule>, RouterError> {
+        self.before(true).await?;
+        let result = async {
+            let delay = self.state().delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut s = self.state();
+            s.finds += 1;
+            if s.remove_fails {
+                return Err(cut());
+            }
+            Ok(s.rules
+                .iter()
+                .filter(|r| {
+                    r.chain.as_deref() == Some("srcnat")
+                        && r.to_ports.as_deref() == Some(to_port.to_string().as_str())
+                })
+                .cloned()
+                .collect())
+        }
+        .await;
+        self.after(true, result)
+    }
+
     async fn list_members(&self) -> Result<Vec<ListMember>, RouterError> {
         self.before(false).await?;
         let result = async {
@@ -446,6 +579,12 @@ pub struct UpState {
     pub move_on_renewal: bool,
     pub origin: Instant,
     pub epoch_offset: i64,
+    /// How long every answer takes.
+    pub delay: Duration,
+    /// Gives the suggested external port when no other mapping has it (miniupnpd-like).
+    pub honour_suggestion: bool,
+    /// Answers 4 to mapping requests of this protocol only.
+    pub quota_for: Option<Protocol>,
 }
 
 /// A ProtonVPN-like gateway: random-ish external ports, 60 s at most, counts exchanges.
@@ -465,6 +604,9 @@ impl FakeUpstream {
             move_on_renewal: false,
             origin: Instant::now(),
             epoch_offset: 100_000,
+            delay: Duration::ZERO,
+            honour_suggestion: false,
+            quota_for: None,
         })))
     }
 
@@ -508,14 +650,23 @@ impl Upstream for FakeUpstream {
         &self,
         protocol: Protocol,
         internal_port: u16,
-        _suggested_external_port: u16,
+        suggested: u16,
         lifetime: u32,
     ) -> Result<MapGrant, UpstreamError> {
-        let fault = {
+        let (fault, delay, quota_for) = {
             let mut s = self.state();
             s.exchanges += 1;
-            s.fault
+            (s.fault, s.delay, s.quota_for)
         };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if lifetime > 0 && quota_for == Some(protocol) {
+            return Err(UpstreamError::Rejected {
+                gateway: gw(),
+                result: ResultCode::OutOfResources,
+            });
+        }
         match fault {
             Some(UpFault::Silent) => std::future::pending::<()>().await,
             Some(UpFault::LosesReplies) => {
@@ -570,8 +721,14 @@ impl Upstream for FakeUpstream {
             .get(&(protocol, internal_port))
             .map(|m| m.0)
             .filter(|_| alive);
+        let taken = |s: &UpState, port: u16| {
+            s.maps
+                .iter()
+                .any(|(k, v)| v.0 == port && *k != (protocol, internal_port) && k.0 == protocol)
+        };
         let external = match existing {
             Some(e) if !s.move_on_renewal => e,
+            _ if s.honour_suggestion && suggested != 0 && !taken(&s, suggested) => suggested,
             _ => {
                 s.next_external += 1;
                 s.next_external

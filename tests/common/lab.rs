@@ -56,6 +56,9 @@ pub const TUNNEL_IP: &str = "10.2.0.2";
 pub const ROUTER_LAN_IP: &str = "192.168.88.250";
 /// The LAN client.
 pub const CLIENT_IP: &str = "192.168.88.10";
+/// The router emulator's first NAT rule (`*1`): the masquerade of the tunnel interface.
+pub const MASQUERADE_RULE: &str =
+    "chain=srcnat,action=masquerade,out-interface=rtr-v,comment=masquerade the tunnel";
 
 /// Whether this process may build namespaces. Under CI=true a lab test must run: a missing
 /// capability fails the test. Locally it prints a loud notice and the caller returns early.
@@ -168,7 +171,9 @@ impl Lab {
             ),
         );
         // The gateway's skeleton that miniupnpd fills (docs/lab.md §2), and the router's NAT table whose
-        // dstnat chain stands for the MikroTik's /ip/firewall/nat dstnat rules.
+        // dstnat and srcnat chains stand for the MikroTik's /ip/firewall/nat chains: the
+        // router emulator mirrors its rules into them in table order, the tunnel's masquerade
+        // included (see start_router_emulator).
         lab.nft(
             Host::Vpn,
             "table inet filter {
@@ -201,7 +206,6 @@ impl Lab {
                }
                chain srcnat {
                  type nat hook postrouting priority 100; policy accept;
-                 oifname \"rtr-v\" masquerade
                }
              }",
         );
@@ -355,8 +359,9 @@ impl Lab {
 impl Lab {
     /// Starts our RouterOS API emulator in the router namespace on 127.0.0.1:8728 (user admin,
     /// password admin), mirroring its dst-nat rules into the router's `table ip mikrotik` chain
-    /// `dstnat`. Its interface `rtr-v` is the VPN interface; `/ip/route/check` finds it toward
-    /// the gateway.
+    /// `dstnat` and its src-nat rules into `srcnat`, in table order. Its interface `rtr-v` is
+    /// the VPN interface; `/ip/route/check` finds it toward the gateway. Its NAT table starts
+    /// with the tunnel's masquerade ([`MASQUERADE_RULE`]), as a MikroTik behind a VPN has it.
     pub fn start_router_emulator(&mut self, extra: &[&str]) -> mpsc::Receiver<String> {
         let ns = self.ns(Host::Router);
         let mut argv = vec![
@@ -374,6 +379,8 @@ impl Lab {
             "192.168.88.0/24,rtr-l,192.168.88.250",
             "--nft-netns",
             &ns,
+            "--nat-rule",
+            MASQUERADE_RULE,
         ];
         argv.extend_from_slice(extra);
         let logs = self.spawn(Host::Router, &argv, &[]);
@@ -495,6 +502,17 @@ impl Lab {
     pub fn end_natpmp_outage(&self) {
         let out = self.exec(Host::Vpn, &["nft", "delete", "table", "inet", "outage"]);
         assert!(out.status.success(), "cannot end the outage: {out:?}");
+    }
+
+    /// Lets the VPN gateway carry the tunnel's own outbound traffic to the internet, as a VPN
+    /// exit does: forwarded from `vpn-r` to `vpn-wan` and masqueraded behind the exit address
+    /// (after miniupnpd's own postrouting rules, which come first).
+    pub fn allow_tunnel_egress(&self) {
+        self.sh(
+            Host::Vpn,
+            "nft insert rule inet filter forward iifname vpn-r oifname vpn-wan accept && \
+             nft add rule inet filter postrouting oifname vpn-wan ip saddr 10.2.0.0/24 masquerade",
+        );
     }
 
     /// Starts our NAT-PMP gateway emulator at 10.2.0.1:5351 in the VPN namespace.

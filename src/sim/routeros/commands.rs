@@ -87,9 +87,18 @@ fn run(
             if let Some(m) = lock(&shared.faults).trap_on_add.clone() {
                 return Err(SimTrap::Injected(m));
             }
-            let rule = lock(&shared.table).add(&cmd.attributes, &shared.config.interfaces)?;
+            let (rule, following) = {
+                let mut table = lock(&shared.table);
+                let rule = table.add(&cmd.attributes, &shared.config.interfaces)?;
+                // Only the nftables mirror needs the rule's place.
+                let following = match shared.nft {
+                    Some(_) => table.following(&rule.id),
+                    None => Vec::new(),
+                };
+                (rule, following)
+            };
             let reply = done(tag).attr("ret", rule.id.clone());
-            changes.push(RuleChange::Added(rule));
+            changes.push(RuleChange::Added { rule, following });
             Ok(Outcome::Replies(vec![reply]))
         }
         ("/ip/firewall/nat", "print" | "getall") => {
@@ -121,9 +130,20 @@ fn run(
                 .filter(|(k, _)| k != ".id" && k != "numbers")
                 .cloned()
                 .collect();
-            let (before, after) =
-                lock(&shared.table).set(&id, &fields, &shared.config.interfaces)?;
-            changes.push(RuleChange::Updated(before, after));
+            let (before, after, following) = {
+                let mut table = lock(&shared.table);
+                let (before, after) = table.set(&id, &fields, &shared.config.interfaces)?;
+                let following = match shared.nft {
+                    Some(_) => table.following(&id),
+                    None => Vec::new(),
+                };
+                (before, after, following)
+            };
+            changes.push(RuleChange::Updated {
+                before,
+                after,
+                following,
+            });
             Ok(Outcome::Replies(vec![done(tag)]))
         }
         ("/ip/route", "check") => {

@@ -152,7 +152,10 @@ impl RouterSim {
     pub fn insert_nat_rule(&self, fields: &[(&str, &str)]) -> String {
         let id = lock(&self.shared.table).insert_raw(fields);
         if let Some(rule) = self.nat_rules().into_iter().find(|r| r.id == id) {
-            self.shared.mirror(vec![RuleChange::Added(rule)]);
+            self.shared.mirror(vec![RuleChange::Added {
+                rule,
+                following: Vec::new(),
+            }]);
         }
         id
     }
@@ -178,7 +181,11 @@ impl RouterSim {
             .iter()
             .map(|(old, _)| RuleChange::Removed(old.clone()))
             .collect();
-        changes.extend(pairs.into_iter().map(|(_, new)| RuleChange::Added(new)));
+        // In table order, each at the end: the order comes out as the table has it.
+        changes.extend(pairs.into_iter().map(|(_, new)| RuleChange::Added {
+            rule: new,
+            following: Vec::new(),
+        }));
         self.shared.mirror(changes);
     }
 

@@ -76,12 +76,19 @@ fn defaults() -> BTreeMap<String, String> {
 /// A change to the NAT table, for the nftables mirror.
 #[derive(Clone, Debug)]
 pub(crate) enum RuleChange {
-    /// A rule was added.
-    Added(SimNatRule),
+    /// A rule was added; `following` are the ids of the rows after it, in table order.
+    Added {
+        rule: SimNatRule,
+        following: Vec<String>,
+    },
     /// A rule was removed.
     Removed(SimNatRule),
-    /// A rule changed from .0 to .1.
-    Updated(SimNatRule, SimNatRule),
+    /// A rule changed; `following` as for `Added`.
+    Updated {
+        before: SimNatRule,
+        after: SimNatRule,
+        following: Vec<String>,
+    },
 }
 
 /// The ordered NAT table. Ids are `*` + uppercase hex, monotonic, never reused.
@@ -160,6 +167,14 @@ impl NatTable {
             fields,
         });
         id
+    }
+
+    /// The ids of the rows after the row `id`, in table order (empty when it is the last).
+    pub(crate) fn following(&self, id: &str) -> Vec<String> {
+        match self.position(id) {
+            Some(i) => self.rows[i + 1..].iter().map(|r| r.id.clone()).collect(),
+            None => Vec::new(),
+        }
     }
 
     fn position(&self, id: &str) -> Option<usize> {

@@ -675,6 +675,7 @@ async fn nft_mirror_follows_added_and_removed_dstnat_rules() {
             netns: name.clone(),
             table: "mikrotik".into(),
             chain: "dstnat".into(),
+            srcnat_chain: None,
             interface_map: vec![("wg-proton".into(), "veth-wg".into())],
         }),
         ..RouterSimConfig::default()
@@ -705,6 +706,76 @@ async fn nft_mirror_follows_added_and_removed_dstnat_rules() {
     sim.nft_synced().await;
     let chain = ns.nft(&["list", "chain", "ip", "mikrotik", "dstnat"]);
     assert!(!chain.contains("dnat to"), "{chain}");
+}
+
+#[tokio::test]
+async fn nft_mirror_puts_src_nat_rules_where_the_table_has_them() {
+    let name = format!("h4snat{}", std::process::id());
+    let Some(ns) = Netns::create(&name) else {
+        eprintln!("SKIPPED: nft_mirror test: cannot create a network namespace (not root?)");
+        return;
+    };
+    ns.nft(&["add", "table", "ip", "mikrotik"]);
+    ns.nft(&[
+        "add",
+        "chain",
+        "ip",
+        "mikrotik",
+        "srcnat",
+        "{ type nat hook postrouting priority 100 ; }",
+    ]);
+    let config = RouterSimConfig {
+        nft_mirror: Some(NftMirror {
+            netns: name.clone(),
+            table: "mikrotik".into(),
+            chain: "dstnat".into(),
+            srcnat_chain: Some("srcnat".into()),
+            interface_map: vec![("wg-proton".into(), "veth-wg".into())],
+        }),
+        ..RouterSimConfig::default()
+    };
+    let sim = sim_with(config).await;
+    let mut c = logged_in(&sim).await;
+    // The masquerade of the tunnel, then ours placed before it.
+    c.cmd(&[
+        "/ip/firewall/nat/add",
+        "=chain=srcnat",
+        "=action=masquerade",
+        "=out-interface=wg-proton",
+    ])
+    .await;
+    let ours = [
+        "/ip/firewall/nat/add",
+        "=chain=srcnat",
+        "=action=masquerade",
+        "=protocol=udp",
+        "=src-address=192.168.88.10",
+        "=src-port=6881",
+        "=out-interface=wg-proton",
+        "=to-ports=40001",
+        "=place-before=*1",
+    ];
+    assert_eq!(c.cmd(&ours).await, vec![words(&["!done", "=ret=*2"])]);
+    sim.nft_synced().await;
+    let chain = ns.nft(&["list", "chain", "ip", "mikrotik", "srcnat"]);
+    let lines: Vec<&str> = chain
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("masquerade"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "oifname \"veth-wg\" ip saddr 192.168.88.10 udp sport 6881 masquerade to :40001 comment \"*2\"",
+            "oifname \"veth-wg\" masquerade comment \"*1\"",
+        ],
+        "{chain}"
+    );
+    assert_eq!(sim.nat_rules()[0].id, "*2", "the table has the same order");
+    c.cmd(&["/ip/firewall/nat/remove", "=.id=*2"]).await;
+    sim.nft_synced().await;
+    let chain = ns.nft(&["list", "chain", "ip", "mikrotik", "srcnat"]);
+    assert_eq!(chain.matches("masquerade").count(), 1, "{chain}");
 }
 
 /// Arguments checked against RouterOS's command tree of the emulated version (`schema.rs`).

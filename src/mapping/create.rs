@@ -1,0 +1,392 @@
+//! The create transaction: a new mapping's router rules and its upstream mapping, asked **at
+//! once**, each with its undo.
+//!
+//! | step | router | upstream | undo |
+//! |---|---|---|---|
+//! | reserve R | — | — | free R |
+//! | add the rules | `/ip/firewall/nat/add` dst-nat (1 command); with UDP_SRCNAT and UDP also `print ?chain=srcnat` + the src-nat add, beside it | — | remove them, by comment |
+//! | map upstream | — | map (proto, R, suggestion, min(asked, cap)) | delete it |
+//!
+//! **At once.** R is chosen locally (`table.rs`), so neither side needs the other's answer: the
+//! rules and the upstream mapping are asked together (`tokio::join!`) and a new mapping costs
+//! the longer of the two round trips, not their sum. When one side fails, whatever the other
+//! made is undone: the undo log holds the rule removals first and the upstream delete last,
+//! and runs backwards, so even an undo keeps the teardown order (upstream first, then the
+//! rules; the gateway never forwards a port whose rule is gone). Until the rule is in place the
+//! gateway may forward R to the router itself for a moment; R is never a router service's port
+//! (`ports.rs`), so such a packet meets no listener.
+//!
+//! Measured against the emulators over loopback (30 creates each, router/gateway injected
+//! RTT): 5/20 ms → p50 22.3 ms, 20/5 ms → p50 22.5 ms, one router command per mapping (the
+//! sequential order cost about 25 ms in both). A UDP mapping with UDP_SRCNAT adds the srcnat
+//! listing and the src-nat add beside the dst-nat add: 5/20 ms → 22.7 ms, 20/5 ms → 45.4 ms
+//! (two router round trips), three router commands.
+//!
+//! **Sequential after a quota refusal.** When the gateway answered 4 (port quota used up) a
+//! moment ago, asking both at once would add and remove a rule for every refused request.
+//! Then the gateway is asked first and the router only after it granted ([`QuotaHint`], for up
+//! to a minute or until the quota has room again). That is the one case where the sum of the
+//! round trips is the better price.
+//!
+//! **Failures are answered** (C-17). The reply carries the router's error when a rule could
+//! not be made (2 refused by policy, 3 otherwise), else the gateway's (4 for its quota). A
+//! failure whose outcome is certain is undone before the reply. When a side may have acted
+//! without answering (a router or gateway timeout, a lost reply that could not be settled),
+//! the undo runs in the background (it has to ask the silent side) and R stays reserved until
+//! it has finished; when a rule could not be found after a timeout, R stays a suspect until the
+//! reconciler has looked.
+//!
+//! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
+//! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
+//!
+//! [`QuotaHint`]: crate::mapping::quota::QuotaHint
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::mapping::core::Core;
+use crate::mapping::error::MappingError;
+use crate::mapping::events::{MappingEvent, Origin};
+use crate::mapping::keeper::next_renewal;
+use crate::mapping::key::MappingKey;
+use crate::mapping::layers::Added;
+use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
+use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleComment, RuleKind};
+use crate::mapping::table::Reservation;
+use crate::natpmp::handler::MapReply;
+use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError};
+use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::routeros::api::{Router, RuleId};
+
+/// What a create is asked to make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The mapping.
+    pub key: MappingKey,
+    /// Router ports to try before the range (the client's suggestion and its internal port;
+    /// for a twin, its TCP mapping's router port first).
+    pub preferred: [u16; 2],
+    /// The external port suggested to the gateway.
+    pub suggested: u16,
+    /// The lifetime the client asked for.
+    pub lifetime: u32,
+    /// Where the mapping comes from.
+    pub origin: Origin,
+}
+
+/// One undo step of a create.
+#[derive(Clone, Debug)]
+enum Undo {
+    /// Remove the rule that is `rule`: it exists (last seen under `id`), or, with no id, the
+    /// router did not answer its add in time (R is freed only when it is found and removed).
+    RemoveRule {
+        rule: RuleComment,
+        id: Option<RuleId>,
+    },
+    /// A rule may exist and could not be looked up: R stays a suspect for the reconciler.
+    RuleMayExist,
+    /// Delete the upstream mapping of R.
+    DeleteUpstream { protocol: Protocol, port: u16 },
+}
+
+/// The undo steps of a create so far; run backwards.
+#[derive(Debug, Default)]
+struct UndoLog(Vec<Undo>);
+
+impl UndoLog {
+    fn push(&mut self, step: Undo) {
+        self.0.push(step);
+    }
+
+    /// Runs every step, last first; `true` when R may be freed (every step succeeded and
+    /// proved that nothing is left at R).
+    async fn run<R: Router, U: Upstream>(self, core: &Core<R, U>, key: MappingKey) -> bool {
+        let mut free = true;
+        for step in self.0.into_iter().rev() {
+            let result = match &step {
+                Undo::RemoveRule { rule, id } => {
+                    match core.layers.remove_rule(rule, id.as_ref()).await {
+                        // A rule whose add timed out and that is not found proves nothing yet.
+                        Ok(0) if id.is_none() => Ok(false),
+                        Ok(_) => Ok(true),
+                        Err(e) => Err(e),
+                    }
+                }
+                Undo::RuleMayExist => Ok(false),
+                Undo::DeleteUpstream { protocol, port } => core
+                    .layers
+                    .upstream_map("delete the mapping (rollback)", *protocol, *port, 0, 0)
+                    .await
+                    .map(|_| true),
+            };
+            match result {
+                Ok(proved) => free &= proved,
+                Err(e) => {
+                    free = false;
+                    warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, ?step, "rollback step failed; the reconciler or the gateway's own expiry finishes it: {e}");
+                }
+            }
+        }
+        free
+    }
+}
+
+/// Undoes a failed create; R is freed when the undo proved nothing is left, else left a
+/// suspect.
+async fn roll_back<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    key: MappingKey,
+    undo: UndoLog,
+    reservation: Reservation,
+) {
+    if undo.run(core, key).await {
+        reservation.release();
+    } else {
+        drop(reservation);
+    }
+}
+
+/// Adds the rules of a new mapping whose dst-nat comment is `comment`: the dst-nat rule, and
+/// beside it the src-nat rule when the mapping wants one. Each with its outcome.
+async fn add_rules<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    comment: &RuleComment,
+) -> Vec<(RuleComment, Added)> {
+    let dst_rule = dst_nat_rule(&core.config, comment);
+    let dst = core.layers.add_rule(&dst_rule, comment);
+    if !wanted_rules(&core.config, &comment.key).contains(&RuleKind::SrcNat) {
+        return vec![(*comment, dst.await)];
+    }
+    let src_comment = comment.for_kind(RuleKind::SrcNat);
+    let scope = core.out_scope();
+    let src = core.layers.add_src_rule(
+        &scope,
+        |anchor| src_nat_rule(&core.config, &src_comment, anchor),
+        &src_comment,
+    );
+    let (dst, src) = tokio::join!(dst, src);
+    vec![(*comment, dst), (src_comment, src)]
+}
+
+fn is_quota(e: &MappingError) -> bool {
+    matches!(
+        e,
+        MappingError::Upstream {
+            source: UpstreamError::Rejected {
+                result: ResultCode::OutOfResources,
+                ..
+            },
+            ..
+        }
+    )
+}
+
+/// Makes a new mapping on both layers (see the module docs); the caller holds the key's lock.
+/// Returns the reply and the new lease's serial.
+pub async fn create<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    plan: Plan,
+) -> Result<(MapReply, u64), MappingError> {
+    let key = plan.key;
+    let limits = core.limits.config();
+    if core.table.len() >= limits.max_mappings {
+        return Err(MappingError::TooManyMappings {
+            limit: limits.max_mappings,
+        });
+    }
+    if plan.origin == Origin::NatPmp && core.table.count_of(key.client) >= limits.max_per_client {
+        return Err(MappingError::TooManyForClient {
+            client: key.client,
+            limit: limits.max_per_client,
+        });
+    }
+    let Some(reservation) = core.table.reserve(key, &plan.preferred) else {
+        return Err(MappingError::PortsExhausted {
+            protocol: key.protocol,
+            start: *core.config.router_ports.start(),
+            end: *core.config.router_ports.end(),
+        });
+    };
+    if let Some(problem) = core.interface_problem() {
+        reservation.release();
+        return Err(MappingError::InterfaceUnusable { problem });
+    }
+    let router_port = reservation.port();
+    let asked = upstream_lifetime(plan.lifetime, core.config.max_lifetime);
+    let comment = RuleComment {
+        twin: plan.origin.twin_of().is_some(),
+        ..RuleComment::new(key, router_port, asked)
+    };
+
+    let started = Instant::now();
+    let rules = add_rules(core, &comment);
+    let upstream = core.layers.upstream_map(
+        "map the port",
+        key.protocol,
+        router_port,
+        plan.suggested,
+        asked,
+    );
+    let (rules, grant) = if core.quota.sequential(started) {
+        let grant = upstream.await;
+        match grant {
+            Ok(_) => (rules.await, grant),
+            Err(_) => (Vec::new(), grant),
+        }
+    } else {
+        tokio::join!(rules, upstream)
+    };
+
+    let mut undo = UndoLog::default();
+    let mut owned = Vec::new();
+    let mut failure = None;
+    let mut uncertain = false;
+    for (rule, added) in rules {
+        match added {
+            Added::Yes(id) => {
+                undo.push(Undo::RemoveRule {
+                    rule,
+                    id: Some(id.clone()),
+                });
+                owned.push(OwnedRule {
+                    kind: rule.kind,
+                    id,
+                });
+            }
+            Added::No(e) => {
+                failure.get_or_insert(e);
+            }
+            Added::Unknown(e) if e.is_timeout() => {
+                // The router may still carry the add out: looked up and removed in the
+                // background, R reserved until then.
+                uncertain = true;
+                undo.push(Undo::RemoveRule { rule, id: None });
+                failure.get_or_insert(e);
+            }
+            Added::Unknown(e) => {
+                undo.push(Undo::RuleMayExist);
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let error = match (failure, grant) {
+        (None, Ok(grant)) => {
+            core.quota.room();
+            return Ok(commit(
+                core,
+                plan,
+                reservation,
+                comment,
+                owned,
+                grant,
+                started,
+            ));
+        }
+        (Some(e), Ok(_)) => {
+            core.quota.room();
+            undo.push(Undo::DeleteUpstream {
+                protocol: key.protocol,
+                port: router_port,
+            });
+            e
+        }
+        (failure, Err(e)) => {
+            if is_quota(&e) {
+                core.quota.exhausted(Instant::now());
+            }
+            if e.is_uncertain() {
+                uncertain = true;
+                undo.push(Undo::DeleteUpstream {
+                    protocol: key.protocol,
+                    port: router_port,
+                });
+            }
+            // The router's failure, if any, is the answer (it tells 2 from 3).
+            failure.unwrap_or(e)
+        }
+    };
+    if uncertain {
+        let core2 = Arc::clone(core);
+        core.background.spawn(async move {
+            roll_back(&core2, key, undo, reservation).await;
+        });
+    } else {
+        roll_back(core, key, undo, reservation).await;
+    }
+    Err(error)
+}
+
+/// The new mapping goes live: its lease, the event, the log line.
+fn commit<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    plan: Plan,
+    reservation: Reservation,
+    comment: RuleComment,
+    owned: Vec<OwnedRule>,
+    grant: MapGrant,
+    started: Instant,
+) -> (MapReply, u64) {
+    let key = plan.key;
+    let router_port = reservation.port();
+    let now = Instant::now();
+    let lifetime = reply_lifetime(plan.lifetime, grant.lifetime, core.config.max_lifetime);
+    let ids: Vec<String> = owned.iter().map(|r| r.id.to_string()).collect();
+    let serial = reservation.commit(Lease {
+        router_port,
+        rules: owned,
+        comment,
+        external_port: grant.external_port,
+        lifetime,
+        deadline: now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace,
+        upstream_deadline: now + Duration::from_secs(u64::from(grant.lifetime)),
+        upstream_lifetime: grant.lifetime,
+        renew_at: next_renewal(now, grant.lifetime),
+        keep_failures: 0,
+        origin: plan.origin,
+        serial: 0,
+    });
+    core.expiry_wake.notify_one();
+    core.layers.events.emit(MappingEvent::Created {
+        key,
+        router_port,
+        external_port: grant.external_port,
+        lifetime,
+        origin: plan.origin,
+    });
+    let took_ms = started.elapsed().as_millis();
+    match plan.origin.twin_of() {
+        Some(parent) => info!(
+            client = %key.client,
+            proto = %key.protocol,
+            internal_port = key.internal_port,
+            router_port,
+            external_port = grant.external_port,
+            twin_of = %parent,
+            rules = ?ids,
+            took_ms,
+            "mapped the UDP twin of a TCP mapping (MAP_BOTH_PROTOCOLS)"
+        ),
+        None => info!(
+            client = %key.client,
+            proto = %key.protocol,
+            internal_port = key.internal_port,
+            router_port,
+            external_port = grant.external_port,
+            lifetime,
+            rules = ?ids,
+            took_ms,
+            "mapped"
+        ),
+    }
+    (
+        MapReply {
+            result: ResultCode::Success,
+            external_port: grant.external_port,
+            lifetime,
+        },
+        serial,
+    )
+}
