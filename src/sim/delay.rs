@@ -6,18 +6,24 @@
 //! Here one thread, shared by every emulator of the process, keeps the pending deadlines in a
 //! heap and waits on a condition variable for the earliest one. That wait is a futex with the
 //! kernel's high-resolution timer: late by the timer slack (50 µs) plus the time a sleeping
-//! CPU takes to wake, not by a tick. So the thread asks to wake a margin before the deadline,
-//! yields until the deadline has passed, and wakes the waiting task through a oneshot channel.
-//! The margin follows how late its own wake-ups have been (an average of the last few, plus
-//! [`MARGIN_MIN`], at most [`MARGIN_MAX`]): a busy machine wakes it within tens of
-//! microseconds and it spins little; an idle virtual CPU takes longer, and spinning costs
-//! nothing there. The emulators await [`sleep`] where they hold a reply.
+//! CPU takes to wake, not by a tick. Two measured leads take the rest out:
 //!
-//! Measured by this module's tests, and by the benchmark against the bare emulators
-//! (BENCHMARKS.md).
+//! - the thread asks to wake a margin before the deadline and yields until it is due; the
+//!   margin follows how late its own wake-ups have been (an average of the last few, plus
+//!   [`MARGIN_MIN`], at most [`MARGIN_MAX`]): a busy machine wakes it within tens of
+//!   microseconds and it spins little; an idle virtual CPU takes longer, and spinning costs
+//!   nothing there;
+//! - the waiting task is then woken through a oneshot channel, and a parked tokio worker takes
+//!   tens of microseconds more to run it; the task reports that latency, and the thread wakes
+//!   tasks that much (an average, at most [`TASK_LEAD_MAX`]) before their deadline. A task
+//!   woken early yields until its deadline, so a delay never ends early.
+//!
+//! The emulators await [`sleep`] where they hold a reply. Measured by this module's tests, and
+//! by the benchmark against the bare emulators (BENCHMARKS.md).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +35,8 @@ pub const MARGIN_MIN: Duration = Duration::from_micros(30);
 pub const MARGIN_MAX: Duration = Duration::from_millis(1);
 /// The margin before the first wake-up is measured.
 const MARGIN_START: Duration = Duration::from_micros(150);
+/// The most a task is woken before its deadline (then it yields until it).
+pub const TASK_LEAD_MAX: Duration = Duration::from_micros(300);
 
 /// Waits `d` from now, to within a tenth of a millisecond; zero returns at once.
 pub async fn sleep(d: Duration) {
@@ -47,7 +55,12 @@ pub async fn sleep_until(deadline: Instant) {
             let (tx, rx) = oneshot::channel();
             t.push(deadline, tx);
             // The timer thread never drops a sender before its deadline.
-            let _ = rx.await;
+            if let Ok(sent) = rx.await {
+                t.task_woke(Instant::now().saturating_duration_since(sent));
+            }
+            while Instant::now() < deadline {
+                tokio::task::yield_now().await;
+            }
         }
         // No timer thread (the OS refused one): tokio's timer, a tick late.
         None => tokio::time::sleep_until(deadline.into()).await,
@@ -59,7 +72,8 @@ pub async fn sleep_until(deadline: Instant) {
 struct Entry {
     deadline: Instant,
     seq: u64,
-    wake: oneshot::Sender<()>,
+    /// Gets the instant it was sent.
+    wake: oneshot::Sender<Instant>,
 }
 
 impl PartialEq for Entry {
@@ -111,6 +125,8 @@ impl Pending {
 struct Timer {
     pending: Mutex<Pending>,
     changed: Condvar,
+    /// How long a woken task takes to run, nanoseconds (an average of the last few).
+    task_lead_ns: AtomicU64,
 }
 
 impl Timer {
@@ -119,7 +135,20 @@ impl Timer {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, deadline: Instant, wake: oneshot::Sender<()>) {
+    /// A task ran `latency` after it was woken: the next ones are woken earlier by an average
+    /// of it (weight 1/4 for the newest; racing updates only lose a sample).
+    fn task_woke(&self, latency: Duration) {
+        let sample = latency.min(TASK_LEAD_MAX).as_nanos() as u64;
+        let old = self.task_lead_ns.load(Ordering::Relaxed);
+        self.task_lead_ns
+            .store((old * 3 + sample) / 4, Ordering::Relaxed);
+    }
+
+    fn task_lead(&self) -> Duration {
+        Duration::from_nanos(self.task_lead_ns.load(Ordering::Relaxed))
+    }
+
+    fn push(&self, deadline: Instant, wake: oneshot::Sender<Instant>) {
         let mut p = self.lock();
         let earliest = p.heap.peek().is_none_or(|Reverse(e)| deadline < e.deadline);
         p.seq += 1;
@@ -140,16 +169,19 @@ impl Timer {
         let mut p = self.lock();
         loop {
             let now = Instant::now();
-            while p.heap.peek().is_some_and(|Reverse(e)| e.deadline <= now) {
+            // An entry is due when its task, woken now, would run at its deadline.
+            let due = now + self.task_lead();
+            while p.heap.peek().is_some_and(|Reverse(e)| e.deadline <= due) {
                 if let Some(Reverse(e)) = p.heap.pop() {
                     // The task may have been dropped (a cancelled reply): nothing to wake.
-                    let _ = e.wake.send(());
+                    let _ = e.wake.send(Instant::now());
                 }
             }
             let Some(next) = p.heap.peek().map(|Reverse(e)| e.deadline) else {
                 p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
+            let next = next.checked_sub(self.task_lead()).unwrap_or(next);
             let left = next.saturating_duration_since(now);
             if left > p.margin {
                 let wake_at = next - p.margin;
