@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
@@ -115,10 +116,15 @@ pub fn gateway_config(profile: Profile, upstream: Duration) -> GatewayConfig {
     }
 }
 
-/// The two emulators, in this process.
+/// The two emulators, in this process. The gateway runs on a runtime and a thread of its own,
+/// as it would on its own machine: the router emulator's work (encoding a listing of 10,000
+/// rules takes about 100 ms of one core) must not hold up the gateway's replies.
 pub struct Emulators {
-    pub router: RouterSim,
+    /// Shared with the bench's watcher thread (see `scale.rs`).
+    pub router: Arc<RouterSim>,
     pub gateway: Gateway,
+    /// Dropped after the gateway (fields drop in order).
+    _gateway_runtime: SideRuntime,
 }
 
 impl Emulators {
@@ -139,10 +145,55 @@ impl Emulators {
                 gateway: Ipv4Addr::LOCALHOST,
             },
         );
-        let router = RouterSim::start(config, any).await?;
+        let router = Arc::new(RouterSim::start(config, any).await?);
         router.set_latency(router_rtt);
-        let gateway = Gateway::start(gateway, any).await?;
-        Ok(Emulators { router, gateway })
+        let side = SideRuntime::start("bench-gateway")?;
+        let gateway = side.handle.spawn(Gateway::start(gateway, any)).await??;
+        Ok(Emulators {
+            router,
+            gateway,
+            _gateway_runtime: side,
+        })
+    }
+}
+
+/// A current-thread runtime on a thread of its own, until dropped.
+struct SideRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SideRuntime {
+    fn start(name: &str) -> Result<SideRuntime, BenchError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                })
+            })?;
+        Ok(SideRuntime {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SideRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
