@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The full mapping benchmark, reproducibly: a release build of the daemon (the profile in
 # Cargo.toml: opt-level s, lto, codegen-units 1, panic abort, strip), then
-# `cargo bench --bench mapping` against the in-process RouterOS and NAT-PMP emulators on
-# loopback, with 0/0 and 5/20 ms injected router/upstream RTT.
-# The table is printed and written to <target dir>/bench-mapping.md; paste it into BENCHMARKS.md.
-#   scripts/bench.sh             full run (about 70 s on 2 cores, plus the build)
-#   scripts/bench.sh --quick     short run (seconds)
+# `cargo bench --bench mapping` (benches/mapping/) against the in-process RouterOS and NAT-PMP
+# emulators on loopback: the proton and bulk gateway profiles at 0/0, 5/20 and 20/5 ms injected
+# router/upstream RTT, 10,000 mappings (memory, reconcile, a start with their rules), and 100
+# idle leases renewing every 30 s (CPU time and wake-ups from /proc).
+# The tables are printed and written to <target dir>/bench-mapping.md; BENCHMARKS.md holds the
+# last full run (the bench reads its "measured" column as the previous run's figures).
+#   scripts/bench.sh             full run (about 7 minutes on 2 cores, plus the build)
+#   scripts/bench.sh --quick     short run (about 2 minutes)
 #   scripts/bench.sh --rtt 2/10  other scenarios (repeatable), --pool N for the router pool
-#   scripts/bench.sh --calibrate inject each RTT minus the emulators' timer overshoot
-#                                (table in <target dir>/bench-mapping-calibrated.md)
+#   scripts/bench.sh --profile proton|bulk --only latency|scale|idle
+#                                one profile, one part (both repeatable)
 #   scripts/bench.sh --throughput-only --rtt 5/20 --clients 256
 #                                where the concurrent phase spends its time (bench-throughput.md);
 #                                BENCH_DAEMON_ENV="MAX_INFLIGHT=1024" passes settings to the daemon

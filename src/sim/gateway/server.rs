@@ -333,7 +333,7 @@ fn handle(shared: &Arc<Shared>, socket: &Arc<UdpSocket>, packet: &[u8], from: So
         // A Weak handle: a delayed reply must not keep a closed (Unreachable) socket alive.
         let weak: Weak<UdpSocket> = Arc::downgrade(socket);
         tokio::spawn(async move {
-            tokio::time::sleep(latency).await;
+            crate::sim::delay::sleep(latency).await;
             if let Some(s) = weak.upgrade() {
                 send(&s, &reply, from);
             }

@@ -372,7 +372,5 @@ where
 }
 
 async fn sleep(d: Duration) {
-    if !d.is_zero() {
-        tokio::time::sleep(d).await;
-    }
+    crate::sim::delay::sleep(d).await;
 }
