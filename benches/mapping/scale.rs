@@ -556,7 +556,6 @@ async fn window<'a>(
     };
     let (c1, s1) = (daemon.cpu()?, daemon.switches()?);
     let seconds = start.elapsed().as_secs_f64();
-    let n = renewals.len() as u64;
     Ok(Window {
         seconds,
         cpu: c1 - c0,
@@ -566,8 +565,9 @@ async fn window<'a>(
             threads: s1.threads,
         },
         switches_end: s1,
-        // The daemon's own requests: all the gateway saw, less one per client renewal.
-        upstream_requests: (emu.gateway.requests_received() - requests0).saturating_sub(n),
+        // The daemon's own requests (the keeper's renewals, the address refresh): everything
+        // the gateway saw, since a client's renewal is answered from the lease.
+        upstream_requests: emu.gateway.requests_received() - requests0,
         renewals: Stats::of(renewals),
     })
 }
