@@ -31,16 +31,17 @@ const SKIP_DIRS: &[&str] = &[
 const SELF: &str = "tests/docs.rs";
 /// Prefixes of rule numbers defined in docs/conformance.md.
 const RULE_PREFIXES: &[char] = &['C', 'P', 'Q', 'U'];
-/// Texts that point outside the repository (the design notes the docs replaced).
+/// Texts that point outside the repository (the design notes the docs replaced). Written in
+/// pieces, so that a plain search of the tree for them finds only real citations.
 const OUTSIDE: &[&str] = &[
-    "NATPMP_CONFORMANCE",
-    "ROUTEROS_API.md",
-    "ROUTEROS_API_SPEC",
-    "LAB.md",
-    "ARCHITECTURE.md",
-    "STYLE.md",
-    "../shared",
-    "shared/design",
+    concat!("NATPMP_", "CONFORMANCE"),
+    concat!("ROUTEROS_", "API.md"),
+    concat!("ROUTEROS_", "API_SPEC"),
+    concat!("LAB", ".md"),
+    concat!("ARCHITECTURE", ".md"),
+    concat!("STYLE", ".md"),
+    concat!("..", "/shared"),
+    concat!("shared", "/design"),
 ];
 
 fn root() -> PathBuf {
