@@ -184,6 +184,18 @@ fn checked(path: &str, resp: Response) -> Result<Response, RouterError> {
     }
 }
 
+/// The id an `add` returned in `!done =ret=`; its absence is an incomplete reply (the rule may
+/// exist).
+fn new_rule_id(path: &str, resp: Response) -> Result<RuleId, RouterError> {
+    match resp.ret() {
+        Some(id) if !id.is_empty() => Ok(RuleId(id.to_owned())),
+        _ => Err(RouterError::IncompleteReply {
+            command: path.into(),
+            missing: "=ret= (the new rule's id)",
+        }),
+    }
+}
+
 /// The RouterOS API client the daemon uses: typed operations over a connection pool.
 #[derive(Clone, Debug)]
 pub struct RouterApi {
@@ -210,6 +222,12 @@ impl RouterApi {
     /// The pool underneath, for status and raw commands.
     pub fn pool(&self) -> &ApiPool {
         &self.pool
+    }
+
+    /// Runs a `/ip/firewall/nat/print` and reads its rows.
+    async fn nat_rows(&self, cmd: Command) -> Result<Vec<NatRule>, RouterError> {
+        let resp = self.run(cmd).await?;
+        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
     }
 
     /// Runs any command; a `!trap` becomes a typed error.
@@ -263,14 +281,7 @@ impl Router for RouterApi {
             .attr("to-addresses", rule.to_address.to_string())
             .attr("to-ports", rule.to_port.to_string())
             .attr("comment", rule.comment.as_str());
-        let resp = self.run(cmd).await?;
-        match resp.ret() {
-            Some(id) if !id.is_empty() => Ok(RuleId(id.to_owned())),
-            _ => Err(RouterError::IncompleteReply {
-                command: PATH.into(),
-                missing: "=ret= (the new rule's id)",
-            }),
-        }
+        new_rule_id(PATH, self.run(cmd).await?)
     }
 
     async fn remove_rule(&self, id: &RuleId) -> Result<(), RouterError> {
@@ -295,8 +306,7 @@ impl Router for RouterApi {
         let cmd = Command::new("/ip/firewall/nat/print")
             .attr(".proplist", NAT_PROPLIST)
             .query("chain=dstnat");
-        let resp = self.run(cmd).await?;
-        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+        self.nat_rows(cmd).await
     }
 
     async fn find_dstnat(&self, dst_port: u16) -> Result<Vec<NatRule>, RouterError> {
@@ -304,8 +314,7 @@ impl Router for RouterApi {
             .attr(".proplist", NAT_PROPLIST)
             .query("chain=dstnat")
             .query(format!("dst-port={dst_port}"));
-        let resp = self.run(cmd).await?;
-        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+        self.nat_rows(cmd).await
     }
 
     async fn add_srcnat(&self, rule: &SrcNatRule) -> Result<RuleId, RouterError> {
@@ -337,22 +346,14 @@ impl Router for RouterApi {
                 .attr("to-ports", to)
                 .attr("comment", rule.comment.as_str()),
         };
-        let resp = self.run(cmd).await?;
-        match resp.ret() {
-            Some(id) if !id.is_empty() => Ok(RuleId(id.to_owned())),
-            _ => Err(RouterError::IncompleteReply {
-                command: PATH.into(),
-                missing: "=ret= (the new rule's id)",
-            }),
-        }
+        new_rule_id(PATH, self.run(cmd).await?)
     }
 
     async fn list_srcnat(&self) -> Result<Vec<NatRule>, RouterError> {
         let cmd = Command::new("/ip/firewall/nat/print")
             .attr(".proplist", NAT_PROPLIST)
             .query("chain=srcnat");
-        let resp = self.run(cmd).await?;
-        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+        self.nat_rows(cmd).await
     }
 
     async fn find_srcnat(&self, to_port: u16) -> Result<Vec<NatRule>, RouterError> {
@@ -360,8 +361,7 @@ impl Router for RouterApi {
             .attr(".proplist", NAT_PROPLIST)
             .query("chain=srcnat")
             .query(format!("to-ports={to_port}"));
-        let resp = self.run(cmd).await?;
-        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+        self.nat_rows(cmd).await
     }
 
     async fn list_members(&self) -> Result<Vec<ListMember>, RouterError> {
