@@ -228,6 +228,39 @@ impl FakeRouter {
         }
     }
 
+    /// A listing of `chain`'s rules that pass `keep`: a plain print, or (`lookup`) a lookup
+    /// before a remove, which waits the injected delay and fails while removes fail.
+    async fn listed(
+        &self,
+        chain: &str,
+        keep: impl Fn(&NatRule) -> bool,
+        lookup: bool,
+    ) -> Result<Vec<NatRule>, RouterError> {
+        self.before(lookup).await?;
+        let delay = self.state().delay;
+        if lookup && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let result = {
+            let mut s = self.state();
+            if lookup {
+                s.finds += 1;
+            } else {
+                s.lists += 1;
+            }
+            if lookup && s.remove_fails {
+                Err(cut())
+            } else {
+                Ok(s.rules
+                    .iter()
+                    .filter(|r| r.chain.as_deref() == Some(chain) && keep(r))
+                    .cloned()
+                    .collect())
+            }
+        };
+        self.after(lookup, result)
+    }
+
     /// The command ran: its reply is lost if the fault says so.
     fn after<T>(&self, removing: bool, result: Result<T, RouterError>) -> Result<T, RouterError> {
         let s = self.state();
@@ -345,46 +378,17 @@ impl Router for FakeRouter {
     }
 
     async fn list_dstnat(&self) -> Result<Vec<NatRule>, RouterError> {
-        self.before(false).await?;
-        let result = async {
-            let mut s = self.state();
-            s.lists += 1;
-            Ok(s.rules
-                .iter()
-                .filter(|r| r.chain.as_deref() == Some("dstnat"))
-                .cloned()
-                .collect())
-        }
-        .await;
-        self.after(false, result)
+        self.listed("dstnat", |_| true, false).await
     }
 
     async fn find_dstnat(&self, dst_port: u16) -> Result<Vec<NatRule>, RouterError> {
-        self.before(true).await?;
-        let result = async {
-            let delay = self.state().delay;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let mut s = self.state();
-            s.finds += 1;
-            if s.remove_fails {
-                return Err(RouterError::Connection {
-                    address: "127.0.0.1:8728".into(),
-                    message: "connection reset by peer".into(),
-                });
-            }
-            Ok(s.rules
-                .iter()
-                .filter(|r| {
-                    r.chain.as_deref() == Some("dstnat")
-                        && r.dst_port.as_deref() == Some(dst_port.to_string().as_str())
-                })
-                .cloned()
-                .collect())
-        }
-        .await;
-        self.after(true, result)
+        let port = dst_port.to_string();
+        self.listed(
+            "dstnat",
+            |r| r.dst_port.as_deref() == Some(port.as_str()),
+            true,
+        )
+        .await
     }
 
     async fn add_srcnat(&self, rule: &SrcNatRule) -> Result<RuleId, RouterError> {
@@ -445,43 +449,17 @@ impl Router for FakeRouter {
     }
 
     async fn list_srcnat(&self) -> Result<Vec<NatRule>, RouterError> {
-        self.before(false).await?;
-        let result = async {
-            let mut s = self.state();
-            s.lists += 1;
-            Ok(s.rules
-                .iter()
-                .filter(|r| r.chain.as_deref() == Some("srcnat"))
-                .cloned()
-                .collect())
-        }
-        .await;
-        self.after(false, result)
+        self.listed("srcnat", |_| true, false).await
     }
 
     async fn find_srcnat(&self, to_port: u16) -> Result<Vec<NatRule>, RouterError> {
-        self.before(true).await?;
-        let result = async {
-            let delay = self.state().delay;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let mut s = self.state();
-            s.finds += 1;
-            if s.remove_fails {
-                return Err(cut());
-            }
-            Ok(s.rules
-                .iter()
-                .filter(|r| {
-                    r.chain.as_deref() == Some("srcnat")
-                        && r.to_ports.as_deref() == Some(to_port.to_string().as_str())
-                })
-                .cloned()
-                .collect())
-        }
-        .await;
-        self.after(true, result)
+        let port = to_port.to_string();
+        self.listed(
+            "srcnat",
+            |r| r.to_ports.as_deref() == Some(port.as_str()),
+            true,
+        )
+        .await
     }
 
     async fn list_members(&self) -> Result<Vec<ListMember>, RouterError> {
