@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::conn::{ApiConfig, Response};
-pub use super::error::RouterError;
+pub use super::error::{trap_error, RouterError};
 pub use super::nat::{flag, DstNatRule, NatRule, RuleId, SrcNatRule, NAT_PROPLIST};
 use super::pool::ApiPool;
 use super::wire::{Command, Reply};
@@ -75,6 +75,19 @@ pub trait Router: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RouterError>> + Send;
     /// Every rule of the `dstnat` chain, whatever its in-interface (with `.proplist`).
     fn list_dstnat(&self) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
+    /// The same listing, each rule handed to `each` as it arrives, so thousands of rules are
+    /// never held at once; how many there were. By default, from [`Router::list_dstnat`].
+    fn scan_dstnat<F: FnMut(NatRule) + Send>(
+        &self,
+        mut each: F,
+    ) -> impl Future<Output = Result<usize, RouterError>> + Send {
+        async move {
+            let rules = self.list_dstnat().await?;
+            let count = rules.len();
+            rules.into_iter().for_each(&mut each);
+            Ok(count)
+        }
+    }
     /// The dst-nat rules whose `dst-port` is exactly `dst_port` (`?chain=dstnat ?dst-port=…`):
     /// the candidates among which a rule of ours is found by its comment, whatever its `.id`
     /// is now.
@@ -118,64 +131,6 @@ pub trait Router: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Ipv4Addr>, RouterError>> + Send;
 }
 
-/// The policy a command probably needs, to name it when the router says `not enough
-/// permissions` (docs/routeros-api.md §2.6).
-fn policy_for(path: &str) -> Option<&'static str> {
-    let verb = path.rsplit('/').next().unwrap_or("");
-    if path.starts_with("/ip/route/check") {
-        Some("test")
-    } else if matches!(
-        verb,
-        "add" | "remove" | "set" | "move" | "enable" | "disable"
-    ) {
-        Some("write")
-    } else if matches!(verb, "print" | "getall") {
-        Some("read")
-    } else {
-        None
-    }
-}
-
-/// Maps a `!trap` of command `path` to a typed error (docs/routeros-api.md §2.1, §2.3, §2.6).
-pub fn trap_error(path: &str, trap: &Reply) -> RouterError {
-    let message = trap.get("message").unwrap_or("(no message)").to_owned();
-    let category = trap.get("category").and_then(|c| c.parse::<u8>().ok());
-    let command = path.to_owned();
-    if message.starts_with("no such item") {
-        return RouterError::NotFound {
-            what: format!("({message}) for {path}"),
-        };
-    }
-    if message.starts_with("not enough permissions") {
-        return RouterError::PermissionDenied {
-            command,
-            message,
-            policy: policy_for(path),
-        };
-    }
-    if path.starts_with("/ip/route/check") && message.starts_with("no such command") {
-        return RouterError::Trap {
-            command,
-            message: format!(
-                "{message}: this RouterOS has no /ip/route/check, so the VPN interface cannot be found by itself; set MIKROTIK_IN_INTERFACE"
-            ),
-            category,
-        };
-    }
-    if message.starts_with("input does not match any value of")
-        || message.starts_with("invalid value")
-        || message.starts_with("unknown parameter")
-        || category == Some(1)
-    {
-        return RouterError::InvalidValue { command, message };
-    }
-    RouterError::Trap {
-        command,
-        message,
-        category,
-    }
-}
-
 /// The response, or the first `!trap` as a typed error.
 fn checked(path: &str, resp: Response) -> Result<Response, RouterError> {
     match resp.traps.first() {
@@ -194,6 +149,13 @@ fn new_rule_id(path: &str, resp: Response) -> Result<RuleId, RouterError> {
             missing: "=ret= (the new rule's id)",
         }),
     }
+}
+
+/// `/ip/firewall/nat/print` of the whole `dstnat` chain, with our `.proplist`.
+fn dstnat_listing() -> Command {
+    Command::new("/ip/firewall/nat/print")
+        .attr(".proplist", NAT_PROPLIST)
+        .query("chain=dstnat")
 }
 
 /// The RouterOS API client the daemon uses: typed operations over a connection pool.
@@ -226,14 +188,45 @@ impl RouterApi {
 
     /// Runs a `/ip/firewall/nat/print` and reads its rows.
     async fn nat_rows(&self, cmd: Command) -> Result<Vec<NatRule>, RouterError> {
-        let resp = self.run(cmd).await?;
-        Ok(resp.rows.iter().map(NatRule::from_reply).collect())
+        let mut rules = Vec::new();
+        self.nat_each(cmd, &mut |rule| rules.push(rule)).await?;
+        Ok(rules)
+    }
+
+    /// Runs a `/ip/firewall/nat/print`, handing each rule to `each` as it arrives; how many
+    /// there were.
+    async fn nat_each(
+        &self,
+        cmd: Command,
+        each: &mut (dyn FnMut(NatRule) + Send),
+    ) -> Result<usize, RouterError> {
+        let mut count = 0;
+        self.run_each(cmd, &mut |row| {
+            count += 1;
+            each(NatRule::from_row(row));
+        })
+        .await?;
+        Ok(count)
     }
 
     /// Runs any command; a `!trap` becomes a typed error.
     pub async fn run(&self, cmd: Command) -> Result<Response, RouterError> {
+        let mut rows = Vec::new();
+        let mut resp = self.run_each(cmd, &mut |row| rows.push(row)).await?;
+        resp.rows = rows;
+        Ok(resp)
+    }
+
+    /// Like [`RouterApi::run`], with each `!re` row handed to `each` as it arrives.
+    pub async fn run_each(
+        &self,
+        cmd: Command,
+        each: &mut (dyn FnMut(Reply) + Send),
+    ) -> Result<Response, RouterError> {
         let path = cmd.path.clone();
-        checked(&path, self.pool.run(cmd).await?)
+        // Boxed: a pooled command (checkout, exchange, timeouts) is the largest future here,
+        // and every caller's state (a create holds several at once) would carry it inline.
+        checked(&path, Box::pin(self.pool.run_each(cmd, each)).await?)
     }
 
     /// Identity, version and board, for the start-up log.
@@ -303,10 +296,14 @@ impl Router for RouterApi {
     }
 
     async fn list_dstnat(&self) -> Result<Vec<NatRule>, RouterError> {
-        let cmd = Command::new("/ip/firewall/nat/print")
-            .attr(".proplist", NAT_PROPLIST)
-            .query("chain=dstnat");
-        self.nat_rows(cmd).await
+        self.nat_rows(dstnat_listing()).await
+    }
+
+    async fn scan_dstnat<F: FnMut(NatRule) + Send>(
+        &self,
+        mut each: F,
+    ) -> Result<usize, RouterError> {
+        self.nat_each(dstnat_listing(), &mut each).await
     }
 
     async fn find_dstnat(&self, dst_port: u16) -> Result<Vec<NatRule>, RouterError> {

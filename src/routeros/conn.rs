@@ -18,6 +18,9 @@ use super::error::RouterError;
 use super::tls::{TlsClient, TlsMode};
 use super::wire::{decode_sentence, Command, Reply, ReplyKind};
 
+/// How much room a read asks the socket for at least.
+const READ_CHUNK: usize = 4096;
+
 /// The API password. `Debug` and `Display` print `***` so it never reaches a log or an error.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
@@ -260,13 +263,32 @@ impl Connection {
     /// `api`). Errors here are [`RouterError::Connection`], [`RouterError::Fatal`] and
     /// [`RouterError::Timeout`], and they poison the connection.
     pub async fn run(&mut self, cmd: Command) -> Result<Response, RouterError> {
+        let mut rows = Vec::new();
+        let mut resp = self.run_each(cmd, &mut |row| rows.push(row)).await?;
+        resp.rows = rows;
+        Ok(resp)
+    }
+
+    /// Like [`Connection::run`], but hands each `!re` row to `each` as it arrives, so a
+    /// listing of thousands of rules is never held whole; the [`Response`]'s `rows` stay
+    /// empty.
+    pub async fn run_each(
+        &mut self,
+        cmd: Command,
+        each: &mut (dyn FnMut(Reply) + Send),
+    ) -> Result<Response, RouterError> {
         let path = cmd.path.clone();
         let started = Instant::now();
-        let result = self.run_inner(cmd, &path).await;
+        let mut rows = 0usize;
+        let mut counted = |row: Reply| {
+            rows += 1;
+            each(row);
+        };
+        let result = self.run_inner(cmd, &path, &mut counted).await;
         match &result {
             Ok(r) => tracing::debug!(
                 address = %self.address, command = %path, elapsed = ?started.elapsed(),
-                rows = r.rows.len(), traps = r.traps.len(), "RouterOS API command"
+                rows, traps = r.traps.len(), "RouterOS API command"
             ),
             Err(e) => tracing::debug!(
                 address = %self.address, command = %path, elapsed = ?started.elapsed(),
@@ -276,7 +298,12 @@ impl Connection {
         result
     }
 
-    async fn run_inner(&mut self, cmd: Command, path: &str) -> Result<Response, RouterError> {
+    async fn run_inner(
+        &mut self,
+        cmd: Command,
+        path: &str,
+        each: &mut (dyn FnMut(Reply) + Send),
+    ) -> Result<Response, RouterError> {
         if self.is_broken() {
             return Err(self.conn_error("connection is no longer usable after an earlier error"));
         }
@@ -289,7 +316,8 @@ impl Connection {
         // stays marked and is never reused (its replies would answer the next command).
         self.in_flight = true;
         let deadline = Instant::now() + self.command_timeout;
-        let outcome = match tokio::time::timeout_at(deadline, self.exchange(&out, &tag)).await {
+        let outcome = match tokio::time::timeout_at(deadline, self.exchange(&out, &tag, each)).await
+        {
             Ok(r) => r,
             Err(_) => Err(RouterError::Timeout {
                 address: self.address.clone(),
@@ -310,7 +338,12 @@ impl Connection {
         }
     }
 
-    async fn exchange(&mut self, out: &[u8], tag: &str) -> Result<Response, RouterError> {
+    async fn exchange(
+        &mut self,
+        out: &[u8],
+        tag: &str,
+        each: &mut (dyn FnMut(Reply) + Send),
+    ) -> Result<Response, RouterError> {
         self.stream
             .write_all(out)
             .await
@@ -319,7 +352,6 @@ impl Connection {
             .flush()
             .await
             .map_err(|e| self.conn_error(&format!("write failed: {e}")))?;
-        let mut rows = Vec::new();
         let mut traps = Vec::new();
         let mut empty = false;
         loop {
@@ -344,12 +376,12 @@ impl Connection {
                 )));
             }
             match reply.kind {
-                ReplyKind::Re => rows.push(reply),
+                ReplyKind::Re => each(reply),
                 ReplyKind::Trap => traps.push(reply),
                 ReplyKind::Empty => empty = true,
                 ReplyKind::Done => {
                     return Ok(Response {
-                        rows,
+                        rows: Vec::new(),
                         traps,
                         done: reply,
                         empty,
@@ -377,10 +409,12 @@ impl Connection {
                 Ok(None) => {}
                 Err(e) => return Err(self.conn_error(&format!("protocol error: {e}"))),
             }
-            let mut chunk = [0u8; 4096];
+            // Straight into the buffer's spare room: a 4 KiB array here would live in every
+            // command's future (the pool holds one per caller, waiting ones included).
+            self.buf.reserve(READ_CHUNK);
             let n = self
                 .stream
-                .read(&mut chunk)
+                .read_buf(&mut self.buf)
                 .await
                 .map_err(|e| self.conn_error(&format!("read failed: {e}")))?;
             if n == 0 {
@@ -388,7 +422,6 @@ impl Connection {
                     self.conn_error("the router closed the connection in the middle of a reply")
                 );
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 

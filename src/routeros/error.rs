@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use super::wire::Reply;
+
 /// A failed RouterOS operation, in words a router owner understands.
 #[derive(Clone, Debug, Error)]
 pub enum RouterError {
@@ -122,4 +124,62 @@ pub enum TlsProblem {
     /// The handshake failed for another reason: an alert from the router, no common protocol
     /// version or cipher suite.
     Handshake,
+}
+
+/// The policy a command probably needs, to name it when the router says `not enough
+/// permissions` (docs/routeros-api.md §2.6).
+fn policy_for(path: &str) -> Option<&'static str> {
+    let verb = path.rsplit('/').next().unwrap_or("");
+    if path.starts_with("/ip/route/check") {
+        Some("test")
+    } else if matches!(
+        verb,
+        "add" | "remove" | "set" | "move" | "enable" | "disable"
+    ) {
+        Some("write")
+    } else if matches!(verb, "print" | "getall") {
+        Some("read")
+    } else {
+        None
+    }
+}
+
+/// Maps a `!trap` of command `path` to a typed error (docs/routeros-api.md §2.1, §2.3, §2.6).
+pub fn trap_error(path: &str, trap: &Reply) -> RouterError {
+    let message = trap.get("message").unwrap_or("(no message)").to_owned();
+    let category = trap.get("category").and_then(|c| c.parse::<u8>().ok());
+    let command = path.to_owned();
+    if message.starts_with("no such item") {
+        return RouterError::NotFound {
+            what: format!("({message}) for {path}"),
+        };
+    }
+    if message.starts_with("not enough permissions") {
+        return RouterError::PermissionDenied {
+            command,
+            message,
+            policy: policy_for(path),
+        };
+    }
+    if path.starts_with("/ip/route/check") && message.starts_with("no such command") {
+        return RouterError::Trap {
+            command,
+            message: format!(
+                "{message}: this RouterOS has no /ip/route/check, so the VPN interface cannot be found by itself; set MIKROTIK_IN_INTERFACE"
+            ),
+            category,
+        };
+    }
+    if message.starts_with("input does not match any value of")
+        || message.starts_with("invalid value")
+        || message.starts_with("unknown parameter")
+        || category == Some(1)
+    {
+        return RouterError::InvalidValue { command, message };
+    }
+    RouterError::Trap {
+        command,
+        message,
+        category,
+    }
 }

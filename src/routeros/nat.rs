@@ -109,26 +109,46 @@ pub fn flag(row: &Reply, name: &str) -> bool {
 }
 
 impl NatRule {
+    /// Reads a `/ip/firewall/nat/print` row, taking its words (no copies).
+    pub fn from_row(row: Reply) -> NatRule {
+        let mut rule = NatRule::default();
+        for (name, value) in row.attributes {
+            let field = match name.as_str() {
+                ".id" => {
+                    rule.id.get_or_insert(RuleId(value));
+                    continue;
+                }
+                "disabled" => {
+                    rule.disabled = matches!(value.as_str(), "true" | "yes");
+                    continue;
+                }
+                "dynamic" => {
+                    rule.dynamic = matches!(value.as_str(), "true" | "yes");
+                    continue;
+                }
+                "chain" => &mut rule.chain,
+                "action" => &mut rule.action,
+                "protocol" => &mut rule.protocol,
+                "in-interface" => &mut rule.in_interface,
+                "in-interface-list" => &mut rule.in_interface_list,
+                "out-interface" => &mut rule.out_interface,
+                "out-interface-list" => &mut rule.out_interface_list,
+                "src-address" => &mut rule.src_address,
+                "src-port" => &mut rule.src_port,
+                "dst-port" => &mut rule.dst_port,
+                "to-addresses" => &mut rule.to_addresses,
+                "to-ports" => &mut rule.to_ports,
+                "comment" => &mut rule.comment,
+                _ => continue,
+            };
+            // The first word of a name counts, as with [`Reply::get`].
+            field.get_or_insert(value);
+        }
+        rule
+    }
+
     /// Reads a `/ip/firewall/nat/print` row.
     pub fn from_reply(row: &Reply) -> NatRule {
-        let s = |name: &str| row.get(name).map(str::to_owned);
-        NatRule {
-            id: s(".id").map(RuleId),
-            chain: s("chain"),
-            action: s("action"),
-            protocol: s("protocol"),
-            in_interface: s("in-interface"),
-            in_interface_list: s("in-interface-list"),
-            out_interface: s("out-interface"),
-            out_interface_list: s("out-interface-list"),
-            src_address: s("src-address"),
-            src_port: s("src-port"),
-            dst_port: s("dst-port"),
-            to_addresses: s("to-addresses"),
-            to_ports: s("to-ports"),
-            comment: s("comment"),
-            disabled: flag(row, "disabled"),
-            dynamic: flag(row, "dynamic"),
-        }
+        NatRule::from_row(row.clone())
     }
 }

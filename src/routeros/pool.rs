@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::conn::{ApiConfig, Connection, Connector, Response};
 use super::error::RouterError;
-use super::wire::Command;
+use super::wire::{Command, Reply};
 
 /// Default number of connections.
 pub const DEFAULT_POOL_SIZE: usize = 4;
@@ -71,7 +71,9 @@ impl managed::Manager for ApiManager {
                 }
             }
         }
-        match self.connector.connect().await {
+        // Boxed: a connect (TCP, TLS, login) is a large future, and deadpool keeps the
+        // create future inside every `get`, also the many that find an idle connection.
+        match Box::pin(self.connector.connect()).await {
             Ok(conn) => {
                 let mut b = self.backoff();
                 if b.last_error.is_some() {
@@ -93,7 +95,7 @@ impl managed::Manager for ApiManager {
     }
 
     async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<RouterError> {
-        if conn.check_idle().await {
+        if Box::pin(conn.check_idle()).await {
             Ok(())
         } else {
             Err(RecycleError::message("RouterOS API connection is broken"))
@@ -160,8 +162,21 @@ impl ApiPool {
     /// Runs one command on a pooled connection. A connection that broke is dropped from the
     /// pool at once.
     pub async fn run(&self, cmd: Command) -> Result<Response, RouterError> {
+        let mut rows = Vec::new();
+        let mut resp = self.run_each(cmd, &mut |row| rows.push(row)).await?;
+        resp.rows = rows;
+        Ok(resp)
+    }
+
+    /// Like [`ApiPool::run`], with each `!re` row handed to `each` as it arrives
+    /// ([`Connection::run_each`]).
+    pub async fn run_each(
+        &self,
+        cmd: Command,
+        each: &mut (dyn FnMut(Reply) + Send),
+    ) -> Result<Response, RouterError> {
         let mut conn = self.get().await?;
-        let result = conn.run(cmd).await;
+        let result = conn.run_each(cmd, each).await;
         if conn.is_broken() {
             drop(Object::take(conn));
         }
