@@ -5,8 +5,12 @@
 //! One pass:
 //! 1. prove the VPN in-interface again (see `interface.rs`): while it is unusable, new mappings
 //!    are answered 3;
-//! 2. snapshot the table's holds and leases, list every dst-nat rule, every src-nat rule, the
-//!    interface-list members and the router services (four commands), snapshot again;
+//! 2. note which leases are live (key and serial), then list the interface-list members, every
+//!    dst-nat rule, every src-nat rule and the router services (four commands). Each dst-nat
+//!    rule is sorted as it arrives, against the lease table as it is at that moment (a
+//!    transaction's port is held from before its add until its lease is live, so no rule of a
+//!    running transaction looks orphaned): 10,000 rules are never held at once, only the few
+//!    to remove;
 //! 3. a rule is ours only by its comment (our marker, or the original tool's `double-natpmp-`
 //!    prefix). A rule whose comment names a live lease (key and router port) is that lease's
 //!    rule: its id is re-bound if the router shows another one now (a reboot renumbers), and a
@@ -27,7 +31,7 @@
 //! masquerade was moved on top) is logged at `warn` with the fix; `double-natpmp check` says
 //! the same.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -38,7 +42,7 @@ use crate::mapping::events::MappingEvent;
 use crate::mapping::interface::prove;
 use crate::mapping::key::MappingKey;
 use crate::mapping::layers::Added;
-use crate::mapping::lease::{Lease, OwnedRule, RuleKind};
+use crate::mapping::lease::{OwnedRule, RuleKind};
 use crate::mapping::ports::{parse_port_list, RouterView, TunnelScope};
 use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleOwner};
 use crate::mapping::srcnat::{describe, shadowed, OutScope};
@@ -105,6 +109,119 @@ fn keep_ports_used(view: &mut RouterView, rule: &NatRule) {
     }
 }
 
+/// What the table says of a listed rule of ours, looked up as the rule arrives.
+enum Verdict {
+    /// The rule of this live lease (serial), under the id the lease knows (`true`) or another.
+    Owned(u64, bool),
+    /// Its port is in flight or draining: the transaction (or the drain) owns the rule.
+    Held,
+    /// Nobody owns it.
+    Orphan,
+}
+
+/// Sorts listed rules one at a time, as the listing arrives (10,000 rules are never held
+/// whole): a foreign rule only adds its ports to the view, a rule of ours is matched to its
+/// lease at once, and only the rules to remove are kept.
+struct Sorter<'a, R, U> {
+    core: &'a Core<R, U>,
+    scope: &'a TunnelScope,
+    view: RouterView,
+    /// The lease each listed rule of ours belongs to, by comment and kind.
+    present: HashSet<(MappingKey, RuleKind)>,
+    /// The ids of the src-nat rules of ours kept as their lease's.
+    kept: HashSet<RuleId>,
+    /// Rules of ours to remove (orphans and second copies), with their chain.
+    doomed: Vec<(RuleKind, NatRule)>,
+    foreign: usize,
+    foreign_on_tunnel: usize,
+    rebound: usize,
+}
+
+impl<'a, R, U> Sorter<'a, R, U> {
+    fn new(core: &'a Core<R, U>, scope: &'a TunnelScope) -> Self {
+        Sorter {
+            core,
+            scope,
+            view: RouterView::new(),
+            present: HashSet::new(),
+            kept: HashSet::new(),
+            doomed: Vec::new(),
+            foreign: 0,
+            foreign_on_tunnel: 0,
+            rebound: 0,
+        }
+    }
+
+    fn sort(&mut self, chain: RuleKind, rule: NatRule) {
+        let table = &self.core.table;
+        match RuleOwner::of(rule.comment.as_deref(), rule.dynamic) {
+            RuleOwner::Ours(Some(c)) => {
+                let wanted =
+                    c.kind == chain && wanted_rules(&self.core.config, &c.key).contains(&c.kind);
+                let at = (c.key.protocol, c.router_port);
+                let verdict = table.look(&c.key, at, |lease, hold| {
+                    match lease.filter(|l| wanted && l.router_port == c.router_port) {
+                        Some(l) => Verdict::Owned(
+                            l.serial,
+                            rule.id
+                                .as_ref()
+                                .is_none_or(|id| l.rule_id(c.kind) == Some(id)),
+                        ),
+                        None if hold.is_some_and(|h| !matches!(h, Hold::Leased(_))) => {
+                            Verdict::Held
+                        }
+                        None => Verdict::Orphan,
+                    }
+                });
+                match verdict {
+                    // A second rule with the same comment is removed.
+                    Verdict::Owned(serial, same_id) if self.present.insert((c.key, c.kind)) => {
+                        if let Some(id) = &rule.id {
+                            if chain == RuleKind::SrcNat {
+                                self.kept.insert(id.clone());
+                            }
+                            if !same_id {
+                                rebind(self.core, c.key, serial, c.kind, id.clone());
+                                self.rebound += 1;
+                            }
+                        }
+                        return;
+                    }
+                    Verdict::Held => {
+                        if chain == RuleKind::DstNat {
+                            self.view.add_used(c.key.protocol, c.router_port);
+                        }
+                        return;
+                    }
+                    Verdict::Owned(..) | Verdict::Orphan => {}
+                }
+            }
+            RuleOwner::Ours(None) | RuleOwner::OriginalTool => {
+                let held = single_port(chain, &rule).is_some_and(|(p, port)| {
+                    matches!(
+                        table.hold(p, port),
+                        Some(Hold::InFlight(_)) | Some(Hold::Draining(_))
+                    )
+                });
+                if held {
+                    return;
+                }
+            }
+            RuleOwner::Foreign => {
+                if chain == RuleKind::DstNat {
+                    self.foreign += 1;
+                    if self.scope.catches(&rule) {
+                        self.foreign_on_tunnel += 1;
+                        self.view.add_foreign_rule(&rule);
+                    }
+                }
+                return;
+            }
+        }
+        self.doomed.push((chain, rule));
+    }
+}
+
 /// One reconcile pass (see the module docs).
 pub async fn pass<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
@@ -118,96 +235,48 @@ pub async fn pass<R: Router, U: Upstream>(
     core.set_interface(proof);
 
     let generation = core.table.begin_refresh();
-    let before: HashMap<MappingKey, Lease> = core
-        .table
-        .snapshot()
-        .into_iter()
-        .map(|l| (l.key, l.lease))
-        .collect();
+    // Which leases were live before the listing: only those may have their rules recreated.
+    let before = core.table.serials();
     let layers = &core.layers;
-    let rules = layers
-        .router_call("list the dst-nat rules", layers.router.list_dstnat())
-        .await?;
+    // The members first: sorting a dst-nat rule as it arrives needs the tunnel's scope.
     let members = layers
         .router_call(
             "list the interface-list members",
             layers.router.list_members(),
         )
         .await?;
+    let scope = TunnelScope::new(&core.config.in_interface, &members);
+    let mut sorter = Sorter::new(core, &scope);
+    report.rules_seen = layers
+        .router_call(
+            "list the dst-nat rules",
+            layers
+                .router
+                .scan_dstnat(|rule| sorter.sort(RuleKind::DstNat, rule)),
+        )
+        .await?;
     let src_rules = layers
         .router_call("list the src-nat rules", layers.router.list_srcnat())
         .await?;
+    report.srcnat_rules_seen = src_rules.len();
+    for rule in &src_rules {
+        sorter.sort(RuleKind::SrcNat, rule.clone());
+    }
     let services = layers
         .router_call("list the router services", layers.router.services())
         .await?;
-    let after: HashMap<MappingKey, Lease> = core
-        .table
-        .snapshot()
-        .into_iter()
-        .map(|l| (l.key, l.lease))
-        .collect();
-    let holds = core.table.holds();
-    report.rules_seen = rules.len();
-
-    report.srcnat_rules_seen = src_rules.len();
-
-    let scope = TunnelScope::new(&core.config.in_interface, &members);
-    let mut view = RouterView::new();
+    let Sorter {
+        mut view,
+        present,
+        kept,
+        doomed,
+        ..
+    } = sorter;
+    report.foreign_rules = sorter.foreign;
+    report.foreign_on_tunnel = sorter.foreign_on_tunnel;
+    report.rebound = sorter.rebound;
     view.add_services(&services);
-    // The lease each listed rule of ours belongs to, by comment and kind.
-    let mut present: HashSet<(MappingKey, RuleKind)> = HashSet::new();
-    // The ids of the rules of ours kept as their lease's.
-    let mut kept: HashSet<RuleId> = HashSet::new();
-    let listed = rules
-        .iter()
-        .map(|r| (RuleKind::DstNat, r))
-        .chain(src_rules.iter().map(|r| (RuleKind::SrcNat, r)));
-    for (chain, rule) in listed {
-        let owner = RuleOwner::of(rule.comment.as_deref(), rule.dynamic);
-        if !owner.is_ours() {
-            if chain == RuleKind::DstNat {
-                report.foreign_rules += 1;
-                if scope.catches(rule) {
-                    report.foreign_on_tunnel += 1;
-                    view.add_foreign_rule(rule);
-                }
-            }
-            continue;
-        }
-        if let RuleOwner::Ours(Some(c)) = owner {
-            let at = (c.key.protocol, c.router_port);
-            let owner_lease = after.get(&c.key).filter(|l| {
-                l.router_port == c.router_port
-                    && c.kind == chain
-                    && wanted_rules(&core.config, &c.key).contains(&c.kind)
-            });
-            if let Some(lease) = owner_lease {
-                if present.insert((c.key, c.kind)) {
-                    kept.extend(rule.id.clone());
-                    if let Some(id) = &rule.id {
-                        if lease.rule_id(c.kind) != Some(id) {
-                            rebind(core, c.key, lease.serial, c.kind, id.clone());
-                            report.rebound += 1;
-                        }
-                    }
-                    continue;
-                }
-                // A second rule with the same comment: fall through and remove it.
-            } else if holds.contains_key(&at) && !matches!(holds.get(&at), Some(Hold::Leased(_))) {
-                // In flight or draining: its transaction (or drain) owns the rule.
-                if chain == RuleKind::DstNat {
-                    view.add_used(c.key.protocol, c.router_port);
-                }
-                continue;
-            }
-        } else if single_port(chain, rule).is_some_and(|p| {
-            matches!(
-                holds.get(&p),
-                Some(Hold::InFlight(_)) | Some(Hold::Draining(_))
-            )
-        }) {
-            continue;
-        }
+    for (chain, rule) in doomed {
         let removed = match &rule.id {
             Some(id) => match layers
                 .router_call("remove an orphaned rule", layers.router.remove_rule(id))
@@ -235,7 +304,7 @@ pub async fn pass<R: Router, U: Upstream>(
         } else {
             report.orphans_left += 1;
             if chain == RuleKind::DstNat {
-                keep_ports_used(&mut view, rule);
+                keep_ports_used(&mut view, &rule);
             }
         }
     }
@@ -249,16 +318,16 @@ pub async fn pass<R: Router, U: Upstream>(
     }
     core.set_members(members);
 
-    let missing: Vec<(MappingKey, u64, RuleKind)> = before
-        .iter()
-        .filter(|(key, lease)| after.get(key).is_some_and(|l| l.serial == lease.serial))
-        .flat_map(|(key, lease)| {
-            wanted_rules(&core.config, key)
-                .iter()
-                .filter(|kind| !present.contains(&(*key, **kind)))
-                .map(|kind| (*key, lease.serial, *kind))
-        })
-        .collect();
+    // A lease live before the listing and still live with the same serial after it, whose
+    // rule the listing did not show. (`recreate` checks the serial again under the key's lock.)
+    let mut missing = Vec::new();
+    for &(key, serial) in &before {
+        for &kind in wanted_rules(&core.config, &key) {
+            if !present.contains(&(key, kind)) {
+                missing.push((key, serial, kind));
+            }
+        }
+    }
     for (key, serial, kind) in missing {
         match recreate(core, key, serial, kind).await {
             Ok(true) => report.recreated += 1,

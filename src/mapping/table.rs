@@ -319,9 +319,26 @@ impl LeaseTable {
         Generation(st.generation)
     }
 
-    /// A copy of every hold, for the reconciler.
-    pub fn holds(&self) -> HashMap<(Protocol, u16), Hold> {
-        self.state().holds.clone()
+    /// Each live lease's key and serial (what a reconcile pass needs to know which leases
+    /// lived through its listing; far smaller than [`LeaseTable::snapshot`]).
+    pub fn serials(&self) -> Vec<(MappingKey, u64)> {
+        self.state()
+            .leases
+            .iter()
+            .map(|(key, lease)| (*key, lease.serial))
+            .collect()
+    }
+
+    /// Looks at the live lease of `key` and the hold of router port `at` together, under the
+    /// table's lock, without copying either.
+    pub fn look<T>(
+        &self,
+        key: &MappingKey,
+        at: (Protocol, u16),
+        f: impl FnOnce(Option<&Lease>, Option<Hold>) -> T,
+    ) -> T {
+        let st = self.state();
+        f(st.leases.get(key), st.holds.get(&at).copied())
     }
 
     /// Replaces the router view with a fresh listing's, and forgets suspects marked before the
