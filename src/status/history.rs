@@ -81,13 +81,14 @@ impl EventRecord {
     }
 }
 
-/// When a mapping was made and last renewed (wall clock), and where it came from.
+/// When a mapping was made and last renewed (wall clock, in Unix seconds: what the page and
+/// the API show, in a third of the room of two `SystemTime`s), and where it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Times {
     /// Created.
-    pub created: SystemTime,
+    pub created: u64,
     /// Last renewed (the creation counts).
-    pub renewed: SystemTime,
+    pub renewed: u64,
     /// Where it came from.
     pub origin: Origin,
 }
@@ -186,8 +187,8 @@ impl History {
                 inner.times.insert(
                     *key,
                     Times {
-                        created: at,
-                        renewed: at,
+                        created: time,
+                        renewed: time,
                         origin: *origin,
                     },
                 );
@@ -205,7 +206,7 @@ impl History {
             }
             MappingEvent::Renewed { key, .. } => {
                 if let Some(t) = inner.times.get_mut(key) {
-                    t.renewed = at;
+                    t.renewed = time;
                 }
                 None
             }
@@ -399,8 +400,8 @@ mod tests {
             .observe(&renewed, t0 + Duration::from_secs(30), None)
             .is_none());
         let times = h.times(&key()).expect("times");
-        assert_eq!(times.created, t0);
-        assert_eq!(times.renewed, t0 + Duration::from_secs(30));
+        assert_eq!(times.created, unix_seconds(t0));
+        assert_eq!(times.renewed, unix_seconds(t0) + 30);
         let removed = MappingEvent::Removed {
             key: key(),
             router_port: 32400,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::mapping::core::InterfaceState;
 use crate::mapping::events::Origin;
 use crate::mapping::lease::LeaseInfo;
-use crate::status::history::{ago, unix_seconds, Contact, EventRecord, History};
+use crate::status::history::{ago, Contact, EventRecord, History};
 
 /// One live mapping (`/api/v1/mappings`, STATUS_FILE, the forwards API).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -68,8 +68,8 @@ impl MappingView {
             external_port: lease.external_port,
             lifetime: lease.lifetime,
             lifetime_left,
-            created: times.map(|t| unix_seconds(t.created)),
-            last_renewed: times.map(|t| unix_seconds(t.renewed)),
+            created: times.map(|t| t.created),
+            last_renewed: times.map(|t| t.renewed),
             origin: lease.origin.as_str(),
         }
     }
