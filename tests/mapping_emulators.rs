@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use double_natpmp::config::DaemonArgs;
 use double_natpmp::daemon::{self, DaemonError, Running};
-use double_natpmp::mapping::rule::RuleComment;
+use double_natpmp::mapping::rule::{RuleComment, RuleKind};
 use double_natpmp::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
     ResultCode, MAP_REQUEST_LEN, MAX_PACKET_LEN,
@@ -1483,7 +1483,7 @@ async fn renumbered_ids_after_a_reboot_never_touch_a_foreign_rule_on_delete_expi
         .orchestrator
         .leases()
         .iter()
-        .filter_map(|l| l.lease.rules.first().map(|r| r.id.0.clone()))
+        .filter_map(|l| l.lease.rule_id(RuleKind::DstNat).map(|id| id.to_string()))
         .collect();
     assert_eq!(held, ["*2", "*3", "*4"], "ids as the daemon holds them");
 
@@ -1552,7 +1552,11 @@ async fn renumbered_ids_after_a_reboot_never_touch_a_foreign_rule_on_delete_expi
         "the lease's own rule is the one kept"
     );
     assert_eq!(
-        lab.daemon.orchestrator.leases()[0].lease.rules[0].id.0,
+        lab.daemon.orchestrator.leases()[0]
+            .lease
+            .rule_id(RuleKind::DstNat)
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         ours[0].id,
         "the lease holds the rule's current id"
     );

@@ -80,7 +80,7 @@ async fn add_dstnat_creates_the_rule_and_returns_its_id_in_one_command() {
     let rules = sim.nat_rules();
     assert_eq!(rules.len(), 1);
     let r = &rules[0];
-    assert_eq!(RuleId(r.id.clone()), id);
+    assert_eq!(RuleId::from(r.id.clone()), id);
     assert_eq!(field(r, "chain"), Some("dstnat"));
     assert_eq!(field(r, "action"), Some("dst-nat"));
     assert_eq!(field(r, "protocol"), Some("udp"));
@@ -142,7 +142,7 @@ async fn list_dstnat_returns_every_dstnat_rule_whatever_its_interface_with_flags
     assert!(!mine.dynamic && !mine.disabled);
     let dyn_row = rows
         .iter()
-        .find(|r| r.id.as_ref() == Some(&RuleId(dynamic.clone())))
+        .find(|r| r.id.as_ref() == Some(&RuleId::from(dynamic.clone())))
         .unwrap();
     assert!(dyn_row.dynamic);
 }
@@ -170,7 +170,7 @@ async fn remove_rule_deletes_it_and_a_second_remove_is_not_found() {
 
     let err = api.remove_rule(&id).await.unwrap_err();
     assert!(matches!(err, RouterError::NotFound { .. }), "{err}");
-    assert!(err.to_string().contains(&id.0), "{err}");
+    assert!(err.to_string().contains(id.as_str()), "{err}");
 }
 
 #[tokio::test]
@@ -735,7 +735,7 @@ async fn find_dstnat_finds_the_rule_whatever_its_id_after_a_renumber() {
     sim.renumber_ids();
     let found = api.find_dstnat(40001).await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].id, Some(RuleId("*1".into())), "renumbered");
+    assert_eq!(found[0].id, Some(RuleId::new("*1")), "renumbered");
     assert_ne!(found[0].id, Some(ours));
     assert_eq!(
         found[0].comment.as_deref(),

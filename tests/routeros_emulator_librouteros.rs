@@ -338,10 +338,7 @@ async fn our_client_and_librouteros_see_the_same_router() {
         .collect();
     assert_eq!(listed.len(), 1, "{listed:?}");
     let rule = &listed[0];
-    assert_eq!(
-        rule.id.as_ref().map(|i| i.0.as_str()),
-        Some(ids[0].as_str())
-    );
+    assert_eq!(rule.id.as_ref().map(|i| i.as_str()), Some(ids[0].as_str()));
     let q = step(&py, port, &["query"]).await;
     let theirs = q.get("wg").list()[0].row();
     assert_eq!(rule.dst_port.as_deref(), Some(theirs["dst-port"].as_str()));
@@ -369,7 +366,7 @@ async fn our_client_and_librouteros_see_the_same_router() {
     let all: Vec<_> = q.get("all").list().iter().map(Json::row).collect();
     let mine = all
         .iter()
-        .find(|r| r[".id"] == id.0)
+        .find(|r| r[".id"] == id.as_str())
         .unwrap_or_else(|| panic!("librouteros does not see {id}: {all:?}"));
     assert_eq!(mine["protocol"], "tcp");
     assert_eq!(mine["dst-port"], "40002");
@@ -380,10 +377,12 @@ async fn our_client_and_librouteros_see_the_same_router() {
 
     // We remove librouteros's rule; it is gone for librouteros, and removing it again is
     // "no such item" for both clients.
-    ours.remove_rule(&RuleId(ids[0].clone())).await.unwrap();
+    ours.remove_rule(&RuleId::from(ids[0].clone()))
+        .await
+        .unwrap();
     let removed_again = step(&py, port, &["remove_missing", &ids[0]]).await;
     assert!(removed_again.get("error").str().starts_with("no such item"));
-    match ours.remove_rule(&RuleId(ids[0].clone())).await {
+    match ours.remove_rule(&RuleId::from(ids[0].clone())).await {
         Err(RouterError::NotFound { .. }) => {}
         other => panic!("expected NotFound, got {other:?}"),
     }

@@ -82,8 +82,8 @@ pub async fn srcnat_order(
     }
     let late = shadowed(&rules, &scope);
     if let Some(s) = late.first() {
-        let ours = s.ours_id.as_ref().map_or("<ours>", |i| i.0.as_str());
-        let theirs = s.by.id.as_ref().map_or("<its id>", |i| i.0.as_str());
+        let ours = s.ours_id.as_ref().map_or("<ours>", |i| i.as_str());
+        let theirs = s.by.id.as_ref().map_or("<its id>", |i| i.as_str());
         return Verdict::Fail {
             what: WHAT.to_owned(),
             error: format!(

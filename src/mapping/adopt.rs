@@ -124,7 +124,7 @@ pub async fn adopt<R: Router, U: Upstream>(
         let lifetime = comment.lifetime.unwrap_or(max).clamp(1, max);
         let lease = Lease {
             router_port: comment.router_port,
-            rules: owned,
+            rules: owned.into_iter().collect(),
             comment,
             external_port: comment.external_port.unwrap_or(0),
             lifetime,

@@ -162,11 +162,13 @@ async fn add_rules<R: Router, U: Upstream>(
     }
     let src_comment = comment.for_kind(RuleKind::SrcNat);
     let scope = core.out_scope();
-    let src = core.layers.add_src_rule(
+    // Boxed: the src-nat side (a listing, then an add) is the larger future, and only UDP
+    // mappings under UDP_SRCNAT take it; inline, every create would carry its room.
+    let src = Box::pin(core.layers.add_src_rule(
         &scope,
         |anchor| src_nat_rule(&core.config, &src_comment, anchor),
         &src_comment,
-    );
+    ));
     let (dst, src) = tokio::join!(dst, src);
     vec![(*comment, dst), (src_comment, src)]
 }
@@ -336,7 +338,7 @@ fn commit<R: Router, U: Upstream>(
     let ids: Vec<String> = owned.iter().map(|r| r.id.to_string()).collect();
     let serial = reservation.commit(Lease {
         router_port,
-        rules: owned,
+        rules: owned.into_iter().collect(),
         comment,
         external_port: grant.external_port,
         lifetime,

@@ -42,7 +42,7 @@ use crate::mapping::events::MappingEvent;
 use crate::mapping::interface::prove;
 use crate::mapping::key::MappingKey;
 use crate::mapping::layers::Added;
-use crate::mapping::lease::{OwnedRule, RuleKind};
+use crate::mapping::lease::RuleKind;
 use crate::mapping::ports::{parse_port_list, RouterView, TunnelScope};
 use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleOwner};
 use crate::mapping::srcnat::{describe, shadowed, OutScope};
@@ -314,7 +314,7 @@ pub async fn pass<R: Router, U: Upstream>(
         .filter(|s| s.ours_id.as_ref().is_some_and(|id| kept.contains(id)));
     for s in live {
         report.srcnat_shadowed += 1;
-        warn!(rule = ?s.ours_id, client = %s.ours.key.client, internal_port = s.ours.key.internal_port, before = %describe(&s.by), "a src-nat rule above ours takes the client's outbound UDP first, so it leaves with another port; move ours above it (/ip firewall nat move {} destination={})", s.ours_id.as_ref().map_or("<ours>", |i| i.0.as_str()), s.by.id.as_ref().map_or("<its id>", |i| i.0.as_str()));
+        warn!(rule = ?s.ours_id, client = %s.ours.key.client, internal_port = s.ours.key.internal_port, before = %describe(&s.by), "a src-nat rule above ours takes the client's outbound UDP first, so it leaves with another port; move ours above it (/ip firewall nat move {} destination={})", s.ours_id.as_ref().map_or("<ours>", |i| i.as_str()), s.by.id.as_ref().map_or("<its id>", |i| i.as_str()));
     }
     core.set_members(members);
 
@@ -355,13 +355,10 @@ fn rebind<R, U>(core: &Core<R, U>, key: MappingKey, serial: u64, kind: RuleKind,
         if l.serial != serial {
             return;
         }
-        match l.rules.iter_mut().find(|r| r.kind == kind) {
-            Some(r) => {
-                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, old_rule = %r.id, rule = %id, "the router shows our rule under another id: re-bound by comment");
-                r.id = id;
-            }
-            None => l.rules.push(OwnedRule { kind, id }),
+        if let Some(old) = l.rules.get(kind) {
+            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, old_rule = %old, rule = %id, "the router shows our rule under another id: re-bound by comment");
         }
+        l.rules.set(kind, id);
     });
 }
 

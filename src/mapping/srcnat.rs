@@ -177,7 +177,7 @@ pub fn shadowed(rules: &[NatRule], scope: &OutScope) -> Vec<Shadowed> {
 pub fn describe(rule: &NatRule) -> String {
     let mut words = vec![format!(
         "{} action={}",
-        rule.id.as_ref().map_or("(no id)", |i| i.0.as_str()),
+        rule.id.as_ref().map_or("(no id)", |i| i.as_str()),
         rule.action.as_deref().unwrap_or("accept")
     )];
     for (name, value) in [
@@ -204,7 +204,7 @@ mod tests {
 
     fn srcnat(id: &str, pairs: &[(&str, &str)]) -> NatRule {
         let mut r = NatRule {
-            id: Some(RuleId(id.into())),
+            id: Some(RuleId::new(id)),
             chain: Some("srcnat".into()),
             action: Some("masquerade".into()),
             ..NatRule::default()
@@ -271,13 +271,13 @@ mod tests {
             srcnat("*7", &[("out-interface-list", "WAN")]),
             srcnat("*8", &[("out-interface", "wg-proton")]),
         ];
-        assert_eq!(anchor(&rules, &scope()), Some(&RuleId("*7".into())));
+        assert_eq!(anchor(&rules, &scope()), Some(&RuleId::new("*7")));
         assert_eq!(anchor(&rules[..6], &scope()), None);
         // A masquerade of every interface, or of "not the WAN port", catches the tunnel too.
         let all = [srcnat("*9", &[])];
-        assert_eq!(anchor(&all, &scope()), Some(&RuleId("*9".into())));
+        assert_eq!(anchor(&all, &scope()), Some(&RuleId::new("*9")));
         let not_ether = [srcnat("*A", &[("out-interface", "!ether1")])];
-        assert_eq!(anchor(&not_ether, &scope()), Some(&RuleId("*A".into())));
+        assert_eq!(anchor(&not_ether, &scope()), Some(&RuleId::new("*A")));
     }
 
     #[test]
@@ -287,7 +287,7 @@ mod tests {
         let found = shadowed(&rules, &scope());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].by, masq);
-        assert_eq!(found[0].ours_id, Some(RuleId("*2".into())));
+        assert_eq!(found[0].ours_id, Some(RuleId::new("*2")));
         assert!(shadowed(&[ours("*2", 6881), masq.clone()], &scope()).is_empty());
         // Rules for other sources or ports do not take this client's traffic.
         let other_net = srcnat("*3", &[("src-address", "10.0.0.0/8")]);

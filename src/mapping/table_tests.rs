@@ -14,10 +14,12 @@ fn lease(router_port: u16) -> Lease {
     let now = Instant::now();
     Lease {
         router_port,
-        rules: vec![OwnedRule {
+        rules: [OwnedRule {
             kind: RuleKind::DstNat,
-            id: RuleId("*1".into()),
-        }],
+            id: RuleId::new("*1"),
+        }]
+        .into_iter()
+        .collect(),
         comment: crate::mapping::rule::RuleComment::new(key(1), router_port, 60),
         external_port: 50000,
         lifetime: 60,

@@ -152,7 +152,7 @@ async fn unmark<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, seri
     let Some(lease) = core.table.get(&key).filter(|l| l.serial == serial) else {
         return;
     };
-    for rule in &lease.rules {
+    for rule in lease.rules.iter() {
         let text = lease.comment.for_kind(rule.kind).encode();
         if let Err(e) = core
             .layers

@@ -143,7 +143,7 @@ fn checked(path: &str, resp: Response) -> Result<Response, RouterError> {
 /// exist).
 fn new_rule_id(path: &str, resp: Response) -> Result<RuleId, RouterError> {
     match resp.ret() {
-        Some(id) if !id.is_empty() => Ok(RuleId(id.to_owned())),
+        Some(id) if !id.is_empty() => Ok(RuleId::new(id)),
         _ => Err(RouterError::IncompleteReply {
             command: path.into(),
             missing: "=ret= (the new rule's id)",
@@ -278,7 +278,7 @@ impl Router for RouterApi {
     }
 
     async fn remove_rule(&self, id: &RuleId) -> Result<(), RouterError> {
-        let cmd = Command::new("/ip/firewall/nat/remove").attr(".id", id.0.as_str());
+        let cmd = Command::new("/ip/firewall/nat/remove").attr(".id", id.as_str());
         match self.run(cmd).await {
             Ok(_) => Ok(()),
             Err(RouterError::NotFound { .. }) => Err(RouterError::NotFound {
@@ -290,7 +290,7 @@ impl Router for RouterApi {
 
     async fn set_comment(&self, id: &RuleId, comment: &str) -> Result<(), RouterError> {
         let cmd = Command::new("/ip/firewall/nat/set")
-            .attr(".id", id.0.as_str())
+            .attr(".id", id.as_str())
             .attr("comment", comment);
         self.run(cmd).await.map(|_| ())
     }
@@ -332,7 +332,7 @@ impl Router for RouterApi {
                 .attr("out-interface", rule.out_interface.as_str())
                 .attr("to-ports", to)
                 .attr("comment", rule.comment.as_str())
-                .attr("place-before", anchor.0.as_str()),
+                .attr("place-before", anchor.as_str()),
             None => Command::new(PATH)
                 .attr("chain", "srcnat")
                 .attr("action", "masquerade")
@@ -530,7 +530,7 @@ mod tests {
             .attr("disabled", "false")
             .attr("dynamic", "true");
         let r = NatRule::from_reply(&row);
-        assert_eq!(r.id, Some(RuleId("*1F".into())));
+        assert_eq!(r.id, Some(RuleId::new("*1F")));
         assert_eq!(r.dst_port.as_deref(), Some("40001"));
         assert_eq!(r.comment, None);
         assert!(!r.disabled);

@@ -6,5 +6,6 @@ pub mod conn;
 pub mod error;
 pub mod nat;
 pub mod pool;
+pub mod rule_id;
 pub mod tls;
 pub mod wire;

@@ -7,15 +7,7 @@ use std::net::Ipv4Addr;
 use super::wire::Reply;
 use crate::natpmp::wire::Protocol;
 
-/// A RouterOS item id such as `*1F`: opaque, as the router made it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RuleId(pub String);
-
-impl std::fmt::Display for RuleId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use super::rule_id::RuleId;
 
 /// A dst-nat rule to add: traffic arriving on `in_interface` for `protocol`/`dst_port` goes to
 /// `to_address:to_port`.
@@ -115,7 +107,7 @@ impl NatRule {
         for (name, value) in row.attributes {
             let field = match name.as_str() {
                 ".id" => {
-                    rule.id.get_or_insert(RuleId(value));
+                    rule.id.get_or_insert(RuleId::from(value));
                     continue;
                 }
                 "disabled" => {

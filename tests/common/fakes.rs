@@ -97,7 +97,7 @@ impl RouterState {
     pub fn free_id(&self) -> RuleId {
         let mut n = 1;
         loop {
-            let id = RuleId(format!("*{n:X}"));
+            let id = RuleId::from(format!("*{n:X}"));
             if !self.rules.iter().any(|r| r.id.as_ref() == Some(&id)) {
                 return id;
             }
@@ -124,7 +124,7 @@ impl FakeRouter {
     pub fn renumber(&self) {
         let mut s = self.state();
         for (i, r) in s.rules.iter_mut().enumerate() {
-            r.id = Some(RuleId(format!("*{:X}", i + 1)));
+            r.id = Some(RuleId::from(format!("*{:X}", i + 1)));
         }
     }
 
