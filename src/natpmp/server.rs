@@ -325,6 +325,13 @@ fn is_transient(e: &std::io::Error) -> bool {
     )
 }
 
+/// The bytes of a reply of ours (at most [`wire::MAP_REPLY_LEN`]).
+fn encoded(response: &Response) -> Vec<u8> {
+    let mut out = [0u8; wire::MAP_REPLY_LEN];
+    let len = wire::encode_response(response, &mut out);
+    out[..len].to_vec()
+}
+
 impl<U: Upstream, H: MapHandler> Shared<U, H> {
     /// Serves one request and sends its reply, once for the request and once more for each
     /// copy of it that arrived meanwhile (`entry`).
@@ -335,8 +342,11 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
         packet: &[u8],
         entry: &mut InFlightEntry,
     ) {
-        let mut out = [0u8; MAX_PACKET_LEN];
-        let len = match wire::parse_request(packet) {
+        // The reply's bytes are written after the work, never held across it: a 1100-byte
+        // buffer here would sit in every request's task while it waits for the router and
+        // the gateway. A reply is at most MAP_REPLY_LEN bytes, but for the echo of an
+        // unsupported opcode (C-16).
+        let reply: Vec<u8> = match wire::parse_request(packet) {
             Ok(Request::ExternalAddress) => {
                 let response = match self.addresses.get().await {
                     Some(address) => Response::ExternalAddress {
@@ -350,7 +360,7 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
                         address: Ipv4Addr::UNSPECIFIED,
                     },
                 };
-                wire::encode_response(&response, &mut out)
+                encoded(&response)
             }
             Ok(Request::Map(request)) => {
                 let reply = self.handler.handle_map(client, request).await;
@@ -363,7 +373,7 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
                     external_port: reply.external_port,
                     lifetime: reply.lifetime,
                 });
-                wire::encode_response(&response, &mut out)
+                encoded(&response)
             }
             Err(err) => {
                 if let RequestError::UnsupportedVersion { version } = err {
@@ -372,8 +382,9 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
                         .fetch_add(1, Ordering::Relaxed);
                     debug!(%peer, version, "unsupported version (a PCP probe if 2): answering result 1");
                 }
+                let mut out = [0u8; MAX_PACKET_LEN];
                 match wire::error_reply(&err, packet, self.epoch.sssoe(), &mut out) {
-                    Some(len) => len,
+                    Some(len) => out[..len].to_vec(),
                     None => {
                         self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
                         debug!(%peer, error = %err, "dropped datagram");
@@ -383,7 +394,7 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
             }
         };
         for _ in 0..=entry.finish() {
-            match self.socket.send_to(&out[..len], peer).await {
+            match self.socket.send_to(&reply, peer).await {
                 Ok(_) => {
                     self.stats.replied.fetch_add(1, Ordering::Relaxed);
                 }

@@ -355,6 +355,10 @@ impl Connection {
         let mut traps = Vec::new();
         let mut empty = false;
         loop {
+            // A listing of 10,000 rules arrives faster than it is read: give the other tasks
+            // of this thread their turn every so often (each row takes a unit of the task's
+            // budget), so requests are not held up behind it.
+            tokio::task::coop::consume_budget().await;
             let reply = self.read_reply().await?;
             if reply.kind == ReplyKind::Fatal {
                 // `!fatal` is about the connection, not one command: no tag check.
