@@ -66,6 +66,7 @@ pub mod ports;
 pub mod quota;
 pub mod reconcile;
 pub mod rule;
+pub mod slab;
 pub mod srcnat;
 pub mod table;
 pub mod tasks;

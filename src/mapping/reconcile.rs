@@ -236,7 +236,7 @@ pub async fn pass<R: Router, U: Upstream>(
 
     let generation = core.table.begin_refresh();
     // Which leases were live before the listing: only those may have their rules recreated.
-    let before = core.table.serials();
+    let before = core.table.last_serial();
     let layers = &core.layers;
     // The members first: sorting a dst-nat rule as it arrives needs the tunnel's scope.
     let members = layers
@@ -321,13 +321,13 @@ pub async fn pass<R: Router, U: Upstream>(
     // A lease live before the listing and still live with the same serial after it, whose
     // rule the listing did not show. (`recreate` checks the serial again under the key's lock.)
     let mut missing = Vec::new();
-    for &(key, serial) in &before {
-        for &kind in wanted_rules(&core.config, &key) {
-            if !present.contains(&(key, kind)) {
-                missing.push((key, serial, kind));
+    core.table.each_live_since(before, |key, lease| {
+        for &kind in wanted_rules(&core.config, key) {
+            if !present.contains(&(*key, kind)) {
+                missing.push((*key, lease.serial, kind));
             }
         }
-    }
+    });
     for (key, serial, kind) in missing {
         match recreate(core, key, serial, kind).await {
             Ok(true) => report.recreated += 1,

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{Lease, LeaseInfo};
 use crate::mapping::ports::{choose_port, slot, RouterView};
+use crate::mapping::slab::Leases;
 use crate::natpmp::wire::Protocol;
 
 /// Why a router port is held by us.
@@ -55,7 +56,7 @@ pub enum AdoptError {
 
 #[derive(Debug, Default)]
 struct State {
-    leases: HashMap<MappingKey, Lease>,
+    leases: Leases,
     holds: HashMap<(Protocol, u16), Hold>,
     suspects: HashMap<(Protocol, u16), u64>,
     view: RouterView,
@@ -319,14 +320,21 @@ impl LeaseTable {
         Generation(st.generation)
     }
 
-    /// Each live lease's key and serial (what a reconcile pass needs to know which leases
-    /// lived through its listing; far smaller than [`LeaseTable::snapshot`]).
-    pub fn serials(&self) -> Vec<(MappingKey, u64)> {
-        self.state()
-            .leases
-            .iter()
-            .map(|(key, lease)| (*key, lease.serial))
-            .collect()
+    /// The serial the newest lease got: every lease live now has one at most this, and a
+    /// lease made later (or made again) gets a greater one.
+    pub fn last_serial(&self) -> u64 {
+        self.state().serial
+    }
+
+    /// Calls `f` with each live lease whose serial is at most `mark` (it went live before
+    /// [`LeaseTable::last_serial`] returned `mark`, and has lived since), under the lock.
+    pub fn each_live_since(&self, mark: u64, mut f: impl FnMut(&MappingKey, &Lease)) {
+        let st = self.state();
+        for (key, lease) in st.leases.iter() {
+            if lease.serial <= mark {
+                f(key, lease);
+            }
+        }
     }
 
     /// Looks at the live lease of `key` and the hold of router port `at` together, under the

@@ -134,3 +134,38 @@ fn adopt_refuses_a_taken_key_or_port() {
     assert_eq!(t.adopt(key(2), lease(40005)), Err(AdoptError::PortTaken));
     assert!(t.is_used(Protocol::Udp, 40005));
 }
+
+#[test]
+fn removing_a_lease_moves_the_last_into_its_place_and_every_key_still_finds_its_own() {
+    let mut leases = crate::mapping::slab::Leases::default();
+    for port in 1..=5u16 {
+        leases.insert(key(port), lease(40000 + port));
+    }
+    // The first, a middle one and the last go; the last-but-one moves twice.
+    for gone in [1u16, 3, 5] {
+        assert_eq!(
+            leases.remove(&key(gone)).map(|l| l.router_port),
+            Some(40000 + gone)
+        );
+        assert!(leases.remove(&key(gone)).is_none(), "gone once");
+    }
+    assert_eq!(leases.len(), 2);
+    for port in [2u16, 4] {
+        assert_eq!(
+            leases.get(&key(port)).map(|l| l.router_port),
+            Some(40000 + port)
+        );
+    }
+    // A second insert for a key replaces its lease; iteration sees each key once.
+    leases.insert(key(4), lease(41004));
+    let mut seen: Vec<(u16, u16)> = leases
+        .iter()
+        .map(|(k, l)| (k.internal_port, l.router_port))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec![(2, 40002), (4, 41004)]);
+    if let Some(l) = leases.get_mut(&key(2)) {
+        l.external_port = 1;
+    }
+    assert_eq!(leases.get(&key(2)).map(|l| l.external_port), Some(1));
+}
