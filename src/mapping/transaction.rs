@@ -59,10 +59,12 @@ pub async fn handle<R: Router, U: Upstream>(
             })
         }
         Some(_gate) => {
+            // The deletes are boxed: their teardowns are deep futures, and inline every
+            // request's task (a renewal too) would carry their room.
             if request.is_delete_all() {
-                delete_all(core, client, request.protocol).await
+                Box::pin(delete_all(core, client, request.protocol)).await
             } else if request.is_delete() {
-                delete(core, key).await
+                Box::pin(delete(core, key)).await
             } else if request.internal_port == 0 {
                 Err(MappingError::InternalPortZero)
             } else {

@@ -348,7 +348,9 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
         // unsupported opcode (C-16).
         let reply: Vec<u8> = match wire::parse_request(packet) {
             Ok(Request::ExternalAddress) => {
-                let response = match self.addresses.get().await {
+                // Boxed: it may have to ask the gateway, and a map request's task need not
+                // carry that room.
+                let response = match Box::pin(self.addresses.get()).await {
                     Some(address) => Response::ExternalAddress {
                         result: ResultCode::Success,
                         epoch: self.epoch.sssoe(),
