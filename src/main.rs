@@ -26,7 +26,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One worker thread (beside the main one): the daemon's work waits on the network, a
+    // reconcile of 10,000 rules takes some 30 ms of CPU and gives way every 128 rows, and every
+    // thread that allocates gets an allocator arena of its own. With a worker per core (two
+    // here) the arenas held about 0.6 MiB more at 10,000 mappings (BENCHMARKS.md), with no
+    // gain in any figure there.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
