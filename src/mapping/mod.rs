@@ -42,8 +42,9 @@
 //! * Internal port 0 with a lifetime (C-37) is answered 2 (RFC-safe; miniupnpd does the same).
 //! * A new mapping asks the router and the gateway at once (the router port is chosen
 //!   locally), so it costs the longer round trip, not both; teardown stays upstream first.
-//! * A lease's router side is a list of rules: the dst-nat rule, and with UDP_SRCNAT the
-//!   src-nat rule of a UDP mapping, each found by its comment (`k=snat` names the kind).
+//! * A lease's router side is its rules (`lease::Rules`, one of each kind): the dst-nat rule,
+//!   and with UDP_SRCNAT the src-nat rule of a UDP mapping, each found by its comment (`k=snat`
+//!   names the kind).
 //! * Renewals and retransmits cost no router command, and no upstream exchange while the
 //!   upstream mapping is known to be valid: the keeper renews it.
 
