@@ -159,17 +159,8 @@ impl ApiPool {
         })
     }
 
-    /// Runs one command on a pooled connection. A connection that broke is dropped from the
-    /// pool at once.
-    pub async fn run(&self, cmd: Command) -> Result<Response, RouterError> {
-        let mut rows = Vec::new();
-        let mut resp = self.run_each(cmd, &mut |row| rows.push(row)).await?;
-        resp.rows = rows;
-        Ok(resp)
-    }
-
-    /// Like [`ApiPool::run`], with each `!re` row handed to `each` as it arrives
-    /// ([`Connection::run_each`]).
+    /// Runs one command on a pooled connection, each `!re` row handed to `each` as it arrives
+    /// ([`Connection::run_each`]). A connection that broke is dropped from the pool at once.
     pub async fn run_each(
         &self,
         cmd: Command,
