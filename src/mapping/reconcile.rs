@@ -5,12 +5,12 @@
 //! One pass:
 //! 1. prove the VPN in-interface again (see `interface.rs`): while it is unusable, new mappings
 //!    are answered 3;
-//! 2. note which leases are live (key and serial), then list the interface-list members, every
-//!    dst-nat rule, every src-nat rule and the router services (four commands). Each dst-nat
-//!    rule is sorted as it arrives, against the lease table as it is at that moment (a
-//!    transaction's port is held from before its add until its lease is live, so no rule of a
-//!    running transaction looks orphaned): 10,000 rules are never held at once, only the few
-//!    to remove;
+//! 2. note the newest lease's serial (a lease live now has one at most this), then list the
+//!    interface-list members, every dst-nat rule, every src-nat rule and the router services
+//!    (four commands). Each dst-nat rule is sorted as it arrives, against the lease table as
+//!    it is at that moment (a transaction's port is held from before its add until its lease
+//!    is live, so no rule of a running transaction looks orphaned): 10,000 rules are never
+//!    held at once, only the few to remove;
 //! 3. a rule is ours only by its comment (our marker, or the original tool's `double-natpmp-`
 //!    prefix). A rule whose comment names a live lease (key and router port) is that lease's
 //!    rule: its id is re-bound if the router shows another one now (a reboot renumbers), and a

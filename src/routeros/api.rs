@@ -529,7 +529,7 @@ mod tests {
             .attr("dst-port", "40001")
             .attr("disabled", "false")
             .attr("dynamic", "true");
-        let r = NatRule::from_reply(&row);
+        let r = NatRule::from_row(row);
         assert_eq!(r.id, Some(RuleId::new("*1F")));
         assert_eq!(r.dst_port.as_deref(), Some("40001"));
         assert_eq!(r.comment, None);

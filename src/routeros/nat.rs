@@ -138,9 +138,4 @@ impl NatRule {
         }
         rule
     }
-
-    /// Reads a `/ip/firewall/nat/print` row.
-    pub fn from_reply(row: &Reply) -> NatRule {
-        NatRule::from_row(row.clone())
-    }
 }
