@@ -224,14 +224,23 @@ impl TunnelScope {
 
     /// Whether `rule`'s interface matchers let tunnel traffic through (both must, when set).
     pub fn catches(&self, rule: &NatRule) -> bool {
-        let interface_ok = match rule.in_interface.as_deref().map(str::trim) {
+        self.matches(
+            rule.in_interface.as_deref(),
+            rule.in_interface_list.as_deref(),
+        )
+    }
+
+    /// Whether an interface matcher and an interface-list matcher (either may be unset) let
+    /// the tunnel's traffic through.
+    pub fn matches(&self, interface: Option<&str>, list: Option<&str>) -> bool {
+        let interface_ok = match interface.map(str::trim) {
             None | Some("") => true,
             Some(v) => match v.strip_prefix('!') {
                 Some(other) => other != self.interface,
                 None => v == self.interface,
             },
         };
-        let list_ok = match rule.in_interface_list.as_deref().map(str::trim) {
+        let list_ok = match list.map(str::trim) {
             None | Some("") => true,
             Some(v) => match v.strip_prefix('!') {
                 Some(other) => !self.lists.contains(other),

@@ -20,6 +20,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::cidr::Cidr;
 use crate::mapping::ports::{parse_port_list, TunnelScope};
 use crate::mapping::rule::{RuleComment, RuleKind, RuleOwner};
 use crate::routeros::api::{ListMember, NatRule, RuleId};
@@ -61,12 +62,10 @@ impl OutScope {
             },
         };
         // The out-interface matchers, read as the dst-nat side reads its in-interface ones.
-        let as_in = NatRule {
-            in_interface: rule.out_interface.clone(),
-            in_interface_list: rule.out_interface_list.clone(),
-            ..NatRule::default()
-        };
-        udp && self.scope.catches(&as_in)
+        udp && self.scope.matches(
+            rule.out_interface.as_deref(),
+            rule.out_interface_list.as_deref(),
+        )
     }
 
     /// Whether `rule` takes UDP that `client` sends from `port` through the interface.
@@ -96,13 +95,9 @@ fn address_matches(text: &str, ip: Ipv4Addr) -> bool {
             _ => return true,
         }
     } else {
-        let (net, len) = body.split_once('/').unwrap_or((body, "32"));
-        match (net.parse::<Ipv4Addr>(), len.parse::<u32>()) {
-            (Ok(net), Ok(len)) if len <= 32 => {
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            _ => return true,
+        match body.parse::<Cidr>() {
+            Ok(net) => net.contains(ip),
+            Err(_) => return true,
         }
     };
     inside != negated
@@ -148,9 +143,17 @@ pub struct Shadowed {
 /// not by ours.
 pub fn shadowed(rules: &[NatRule], scope: &OutScope) -> Vec<Shadowed> {
     let mut out = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
+    // The rules seen so far that are not ours and take tunnel-bound UDP from someone: one
+    // pass, each comment read once.
+    let mut above: Vec<&NatRule> = Vec::new();
+    for rule in rules {
         let RuleOwner::Ours(Some(ours)) = RuleOwner::of(rule.comment.as_deref(), rule.dynamic)
         else {
+            if !RuleOwner::of(rule.comment.as_deref(), rule.dynamic).is_ours()
+                && scope.catches(rule)
+            {
+                above.push(rule);
+            }
             continue;
         };
         if ours.kind != RuleKind::SrcNat || rule.disabled {
@@ -158,15 +161,12 @@ pub fn shadowed(rules: &[NatRule], scope: &OutScope) -> Vec<Shadowed> {
         }
         let client = ours.key.client;
         let port = ours.key.internal_port;
-        let first = rules[..i].iter().find(|r| {
-            !RuleOwner::of(r.comment.as_deref(), r.dynamic).is_ours()
-                && scope.catches_client(r, client, port)
-        });
+        let first = above.iter().find(|r| scope.catches_client(r, client, port));
         if let Some(by) = first {
             out.push(Shadowed {
                 ours,
                 ours_id: rule.id.clone(),
-                by: by.clone(),
+                by: (*by).clone(),
             });
         }
     }
