@@ -19,6 +19,7 @@
 //! them. A second rule with the same identity is left to the reconcile pass too (it removes
 //! the copy).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ use crate::mapping::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
 use crate::mapping::rule::{wanted_rules, RuleComment, RuleOwner};
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::Protocol;
-use crate::routeros::api::{Router, RuleId};
+use crate::routeros::api::{NatRule, Router, RuleId};
 
 /// Upstream mappings made again at once after a restart.
 const PARALLEL: usize = 64;
@@ -52,40 +53,62 @@ pub struct AdoptReport {
     pub same_external_port: usize,
 }
 
+/// A listed dst-nat rule of ours that can become a lease: its comment, and its id.
+fn candidate<R, U>(core: &Core<R, U>, rule: &NatRule) -> Option<(RuleComment, RuleId)> {
+    let RuleOwner::Ours(Some(comment)) = RuleOwner::of(rule.comment.as_deref(), rule.dynamic)
+    else {
+        return None;
+    };
+    let id = rule.id.clone()?;
+    // The rule must still say what its comment says.
+    let dst_port_ok =
+        rule.dst_port.as_deref().map(str::trim) == Some(comment.router_port.to_string().as_str());
+    let protocol_ok = rule.protocol.as_deref() == Some(comment.key.protocol.as_str());
+    if !dst_port_ok || !protocol_ok || comment.kind != RuleKind::DstNat {
+        return None;
+    }
+    // A twin only with MAP_BOTH_PROTOCOLS; else its rules are orphans for the reconciler.
+    if comment.twin && !core.config.map_both_protocols {
+        return None;
+    }
+    Some((comment, id))
+}
+
 /// Adopts the router's rules of ours as leases (see the module docs).
 pub async fn adopt<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
 ) -> Result<AdoptReport, MappingError> {
-    let rules = core
-        .layers
-        .router_call("list the dst-nat rules", core.layers.router.list_dstnat())
+    // Each listed rule is looked at as it arrives; only the candidates are kept.
+    let mut candidates: Vec<(RuleComment, RuleId)> = Vec::new();
+    core.layers
+        .router_call(
+            "list the dst-nat rules",
+            core.layers.router.scan_dstnat(|rule| {
+                if let Some(candidate) = candidate(core, &rule) {
+                    candidates.push(candidate);
+                }
+            }),
+        )
         .await?;
-    let src_rules = core
-        .layers
-        .router_call("list the src-nat rules", core.layers.router.list_srcnat())
-        .await?;
+    // The src-nat rules of ours by identity (key, router port), the first of each; listed
+    // only when a lease can own one.
+    let mut src_ids: HashMap<(MappingKey, u16), RuleId> = HashMap::new();
+    if core.config.udp_srcnat {
+        let src_rules = core
+            .layers
+            .router_call("list the src-nat rules", core.layers.router.list_srcnat())
+            .await?;
+        for r in src_rules {
+            let Some(c) = r.comment.as_deref().and_then(RuleComment::parse) else {
+                continue;
+            };
+            if let (RuleKind::SrcNat, false, Some(id)) = (c.kind, r.dynamic, r.id) {
+                src_ids.entry((c.key, c.router_port)).or_insert(id);
+            }
+        }
+    }
     let now = Instant::now();
     let max = core.config.max_lifetime;
-    let mut candidates: Vec<(RuleComment, RuleId)> = Vec::new();
-    for rule in &rules {
-        let RuleOwner::Ours(Some(comment)) = RuleOwner::of(rule.comment.as_deref(), rule.dynamic)
-        else {
-            continue;
-        };
-        let Some(id) = rule.id.clone() else { continue };
-        // The rule must still say what its comment says.
-        let dst_port_ok = rule.dst_port.as_deref().map(str::trim)
-            == Some(comment.router_port.to_string().as_str());
-        let protocol_ok = rule.protocol.as_deref() == Some(comment.key.protocol.as_str());
-        if !dst_port_ok || !protocol_ok || comment.kind != RuleKind::DstNat {
-            continue;
-        }
-        // A twin only with MAP_BOTH_PROTOCOLS; else its rules are orphans for the reconciler.
-        if comment.twin && !core.config.map_both_protocols {
-            continue;
-        }
-        candidates.push((comment, id));
-    }
     // TCP mappings first, so a twin is adopted only when its TCP mapping was.
     candidates.sort_by_key(|(c, _)| c.twin);
     let mut adopted: Vec<(MappingKey, Option<u16>)> = Vec::new();
@@ -96,7 +119,8 @@ pub async fn adopt<R: Router, U: Upstream>(
                 protocol: Protocol::Tcp,
                 ..key
             };
-            if key.protocol != Protocol::Udp || !adopted.iter().any(|(k, _)| *k == parent) {
+            // The table held nothing before adoption, so it holds just the adopted leases.
+            if key.protocol != Protocol::Udp || core.table.get(&parent).is_none() {
                 continue;
             }
             Origin::Twin(parent)
@@ -110,11 +134,7 @@ pub async fn adopt<R: Router, U: Upstream>(
         if wanted_rules(&core.config, &key).contains(&RuleKind::SrcNat) {
             // Its src-nat rule, when the router still has it; a missing one is restored by
             // the reconcile pass that follows.
-            let src = comment.for_kind(RuleKind::SrcNat);
-            if let Some(id) = src_rules.iter().find_map(|r| {
-                let c = RuleComment::parse(r.comment.as_deref()?)?;
-                (c.same_rule(&src) && !r.dynamic).then(|| r.id.clone())?
-            }) {
+            if let Some(id) = src_ids.remove(&(key, comment.router_port)) {
                 owned.push(OwnedRule {
                     kind: RuleKind::SrcNat,
                     id,
