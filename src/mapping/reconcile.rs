@@ -152,7 +152,7 @@ impl<'a, R, U> Sorter<'a, R, U> {
         }
     }
 
-    fn sort(&mut self, chain: RuleKind, rule: NatRule) {
+    fn sort(&mut self, chain: RuleKind, rule: &NatRule) {
         let table = &self.core.table;
         match RuleOwner::of(rule.comment.as_deref(), rule.dynamic) {
             RuleOwner::Ours(Some(c)) => {
@@ -197,7 +197,7 @@ impl<'a, R, U> Sorter<'a, R, U> {
                 }
             }
             RuleOwner::Ours(None) | RuleOwner::OriginalTool => {
-                let held = single_port(chain, &rule).is_some_and(|(p, port)| {
+                let held = single_port(chain, rule).is_some_and(|(p, port)| {
                     matches!(
                         table.hold(p, port),
                         Some(Hold::InFlight(_)) | Some(Hold::Draining(_))
@@ -210,15 +210,15 @@ impl<'a, R, U> Sorter<'a, R, U> {
             RuleOwner::Foreign => {
                 if chain == RuleKind::DstNat {
                     self.foreign += 1;
-                    if self.scope.catches(&rule) {
+                    if self.scope.catches(rule) {
                         self.foreign_on_tunnel += 1;
-                        self.view.add_foreign_rule(&rule);
+                        self.view.add_foreign_rule(rule);
                     }
                 }
                 return;
             }
         }
-        self.doomed.push((chain, rule));
+        self.doomed.push((chain, rule.clone()));
     }
 }
 
@@ -252,7 +252,7 @@ pub async fn pass<R: Router, U: Upstream>(
             "list the dst-nat rules",
             layers
                 .router
-                .scan_dstnat(|rule| sorter.sort(RuleKind::DstNat, rule)),
+                .scan_dstnat(|rule| sorter.sort(RuleKind::DstNat, &rule)),
         )
         .await?;
     let src_rules = layers
@@ -260,7 +260,7 @@ pub async fn pass<R: Router, U: Upstream>(
         .await?;
     report.srcnat_rules_seen = src_rules.len();
     for rule in &src_rules {
-        sorter.sort(RuleKind::SrcNat, rule.clone());
+        sorter.sort(RuleKind::SrcNat, rule);
     }
     let services = layers
         .router_call("list the router services", layers.router.services())

@@ -2,7 +2,7 @@
 //!
 //! One lock guards everything, and nothing inside it awaits, so a lease and its port can never
 //! disagree: a port is reserved, leased, draining or free in the same step as its lease appears
-//! or goes. The table knows four kinds of used ports:
+//! or goes. The table knows three kinds of used ports:
 //!
 //! * **router view** ([`RouterView`]): ports of the rules the last listing showed that can catch
 //!   tunnel traffic, and of enabled router services. Replaced wholesale by each reconcile pass.

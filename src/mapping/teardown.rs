@@ -34,6 +34,7 @@ use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::Lease;
+use crate::mapping::twin::twin_key;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{Protocol, ResultCode};
@@ -162,10 +163,7 @@ async fn end_twin<R: Router, U: Upstream>(
     if parent.protocol != Protocol::Tcp {
         return;
     }
-    let key = MappingKey {
-        protocol: Protocol::Udp,
-        ..parent
-    };
+    let key = twin_key(parent);
     let _lock = core.locks.lock(key).await;
     let Some(lease) = core
         .table
