@@ -151,11 +151,12 @@ fn new_rule_id(path: &str, resp: Response) -> Result<RuleId, RouterError> {
     }
 }
 
-/// `/ip/firewall/nat/print` of the whole `dstnat` chain, with our `.proplist`.
-fn dstnat_listing() -> Command {
+/// `/ip/firewall/nat/print` of the whole `chain`, with our `.proplist`; a caller may add
+/// queries.
+fn nat_listing(chain: &str) -> Command {
     Command::new("/ip/firewall/nat/print")
         .attr(".proplist", NAT_PROPLIST)
-        .query("chain=dstnat")
+        .query(format!("chain={chain}"))
 }
 
 /// The RouterOS API client the daemon uses: typed operations over a connection pool.
@@ -296,21 +297,18 @@ impl Router for RouterApi {
     }
 
     async fn list_dstnat(&self) -> Result<Vec<NatRule>, RouterError> {
-        self.nat_rows(dstnat_listing()).await
+        self.nat_rows(nat_listing("dstnat")).await
     }
 
     async fn scan_dstnat<F: FnMut(NatRule) + Send>(
         &self,
         mut each: F,
     ) -> Result<usize, RouterError> {
-        self.nat_each(dstnat_listing(), &mut each).await
+        self.nat_each(nat_listing("dstnat"), &mut each).await
     }
 
     async fn find_dstnat(&self, dst_port: u16) -> Result<Vec<NatRule>, RouterError> {
-        let cmd = Command::new("/ip/firewall/nat/print")
-            .attr(".proplist", NAT_PROPLIST)
-            .query("chain=dstnat")
-            .query(format!("dst-port={dst_port}"));
+        let cmd = nat_listing("dstnat").query(format!("dst-port={dst_port}"));
         self.nat_rows(cmd).await
     }
 
@@ -347,17 +345,11 @@ impl Router for RouterApi {
     }
 
     async fn list_srcnat(&self) -> Result<Vec<NatRule>, RouterError> {
-        let cmd = Command::new("/ip/firewall/nat/print")
-            .attr(".proplist", NAT_PROPLIST)
-            .query("chain=srcnat");
-        self.nat_rows(cmd).await
+        self.nat_rows(nat_listing("srcnat")).await
     }
 
     async fn find_srcnat(&self, to_port: u16) -> Result<Vec<NatRule>, RouterError> {
-        let cmd = Command::new("/ip/firewall/nat/print")
-            .attr(".proplist", NAT_PROPLIST)
-            .query("chain=srcnat")
-            .query(format!("to-ports={to_port}"));
+        let cmd = nat_listing("srcnat").query(format!("to-ports={to_port}"));
         self.nat_rows(cmd).await
     }
 

@@ -95,29 +95,26 @@ pub struct NatRule {
 /// The `.proplist` of our NAT rule listings.
 pub const NAT_PROPLIST: &str = ".id,chain,action,protocol,in-interface,in-interface-list,out-interface,out-interface-list,src-address,src-port,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
 
+/// Whether a RouterOS boolean property's text says true (`true`/`yes`).
+fn is_true(text: &str) -> bool {
+    matches!(text, "true" | "yes")
+}
+
 /// A RouterOS boolean property (`true`/`yes`).
 pub fn flag(row: &Reply, name: &str) -> bool {
-    matches!(row.get(name), Some("true" | "yes"))
+    row.get(name).is_some_and(is_true)
 }
 
 impl NatRule {
     /// Reads a `/ip/firewall/nat/print` row, taking its words (no copies).
     pub fn from_row(row: Reply) -> NatRule {
         let mut rule = NatRule::default();
+        let (mut id, mut disabled, mut dynamic) = (None, None, None);
         for (name, value) in row.attributes {
             let field = match name.as_str() {
-                ".id" => {
-                    rule.id.get_or_insert(RuleId::from(value));
-                    continue;
-                }
-                "disabled" => {
-                    rule.disabled = matches!(value.as_str(), "true" | "yes");
-                    continue;
-                }
-                "dynamic" => {
-                    rule.dynamic = matches!(value.as_str(), "true" | "yes");
-                    continue;
-                }
+                ".id" => &mut id,
+                "disabled" => &mut disabled,
+                "dynamic" => &mut dynamic,
                 "chain" => &mut rule.chain,
                 "action" => &mut rule.action,
                 "protocol" => &mut rule.protocol,
@@ -136,6 +133,9 @@ impl NatRule {
             // The first word of a name counts, as with [`Reply::get`].
             field.get_or_insert(value);
         }
+        rule.id = id.map(RuleId::from);
+        rule.disabled = disabled.as_deref().is_some_and(is_true);
+        rule.dynamic = dynamic.as_deref().is_some_and(is_true);
         rule
     }
 }
