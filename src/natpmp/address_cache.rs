@@ -33,6 +33,14 @@ pub type ChangeObserver = Arc<dyn Fn(Ipv4Addr, Ipv4Addr) + Send + Sync>;
 /// for a gateway that lost its state).
 pub type EpochObserver = Arc<dyn Fn(u32) + Send + Sync>;
 
+/// The value behind `mutex`, also after a panic elsewhere while it was held (every value here
+/// is a plain one, consistent at any moment).
+fn locked<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl<U: Upstream> AddressCache<U> {
     /// An empty cache in front of `upstream`.
     pub fn new(upstream: Arc<U>) -> AddressCache<U> {
@@ -48,23 +56,14 @@ impl<U: Upstream> AddressCache<U> {
 
     /// The cached address, if any.
     pub fn cached(&self) -> Option<Ipv4Addr> {
-        match self.cached.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
-        }
+        *locked(&self.cached)
     }
 
     fn store(&self, value: Option<Ipv4Addr>) {
-        let old = match self.cached.lock() {
-            Ok(mut g) => std::mem::replace(&mut *g, value),
-            Err(p) => std::mem::replace(&mut *p.into_inner(), value),
-        };
+        let old = std::mem::replace(&mut *locked(&self.cached), value);
         if let (Some(old), Some(new)) = (old, value) {
             if old != new {
-                let observer = match self.change_observer.lock() {
-                    Ok(g) => g.clone(),
-                    Err(p) => p.into_inner().clone(),
-                };
+                let observer = locked(&self.change_observer).clone();
                 if let Some(observe) = observer {
                     observe(old, new);
                 }
@@ -94,18 +93,12 @@ impl<U: Upstream> AddressCache<U> {
 
     /// Sets the function that sees the upstream's SSSoE of every address reply.
     pub fn set_epoch_observer(&self, observer: EpochObserver) {
-        match self.epoch_observer.lock() {
-            Ok(mut g) => *g = Some(observer),
-            Err(p) => *p.into_inner() = Some(observer),
-        }
+        *locked(&self.epoch_observer) = Some(observer);
     }
 
     /// Sets the function told when the external address changes.
     pub fn set_change_observer(&self, observer: ChangeObserver) {
-        match self.change_observer.lock() {
-            Ok(mut g) => *g = Some(observer),
-            Err(p) => *p.into_inner() = Some(observer),
-        }
+        *locked(&self.change_observer) = Some(observer);
     }
 
     /// Makes the background refresh ask the upstream now instead of at its next interval (the
@@ -118,10 +111,7 @@ impl<U: Upstream> AddressCache<U> {
     pub async fn fetch(&self) -> Option<Ipv4Addr> {
         match self.upstream.external_address().await {
             Ok(reply) => {
-                let observer = match self.epoch_observer.lock() {
-                    Ok(g) => g.clone(),
-                    Err(p) => p.into_inner().clone(),
-                };
+                let observer = locked(&self.epoch_observer).clone();
                 if let Some(observe) = observer {
                     observe(reply.epoch);
                 }

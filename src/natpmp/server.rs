@@ -325,11 +325,27 @@ fn is_transient(e: &std::io::Error) -> bool {
     )
 }
 
-/// The bytes of a reply of ours (at most [`wire::MAP_REPLY_LEN`]).
-fn encoded(response: &Response) -> Vec<u8> {
+/// A reply's bytes: one of ours inline (at most [`wire::MAP_REPLY_LEN`]), or the echo of an
+/// unsupported opcode's request (C-16), which can be as long as the request.
+enum ReplyBytes {
+    Ours([u8; wire::MAP_REPLY_LEN], usize),
+    Echo(Vec<u8>),
+}
+
+impl ReplyBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            ReplyBytes::Ours(bytes, len) => &bytes[..*len],
+            ReplyBytes::Echo(bytes) => bytes,
+        }
+    }
+}
+
+/// The bytes of a reply of ours.
+fn encoded(response: &Response) -> ReplyBytes {
     let mut out = [0u8; wire::MAP_REPLY_LEN];
     let len = wire::encode_response(response, &mut out);
-    out[..len].to_vec()
+    ReplyBytes::Ours(out, len)
 }
 
 impl<U: Upstream, H: MapHandler> Shared<U, H> {
@@ -346,7 +362,7 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
         // buffer here would sit in every request's task while it waits for the router and
         // the gateway. A reply is at most MAP_REPLY_LEN bytes, but for the echo of an
         // unsupported opcode (C-16).
-        let reply: Vec<u8> = match wire::parse_request(packet) {
+        let reply = match wire::parse_request(packet) {
             Ok(Request::ExternalAddress) => {
                 // Boxed: it may have to ask the gateway, and a map request's task need not
                 // carry that room.
@@ -386,7 +402,7 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
                 }
                 let mut out = [0u8; MAX_PACKET_LEN];
                 match wire::error_reply(&err, packet, self.epoch.sssoe(), &mut out) {
-                    Some(len) => out[..len].to_vec(),
+                    Some(len) => ReplyBytes::Echo(out[..len].to_vec()),
                     None => {
                         self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
                         debug!(%peer, error = %err, "dropped datagram");
@@ -396,7 +412,7 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
             }
         };
         for _ in 0..=entry.finish() {
-            match self.socket.send_to(&reply, peer).await {
+            match self.socket.send_to(reply.as_slice(), peer).await {
                 Ok(_) => {
                     self.stats.replied.fetch_add(1, Ordering::Relaxed);
                 }
