@@ -148,7 +148,7 @@ pub async fn adopt<R: Router, U: Upstream>(
             comment,
             external_port: comment.external_port.unwrap_or(0),
             lifetime,
-            deadline: now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace,
+            deadline: core.config.client_deadline(now, lifetime),
             upstream_deadline: now,
             upstream_lifetime: 0,
             renew_at: now + RETRY,

@@ -4,6 +4,8 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::mapping::error::MappingError;
 use crate::mapping::limits::LimitsConfig;
 
@@ -79,6 +81,12 @@ impl Default for MappingConfig {
 }
 
 impl MappingConfig {
+    /// When a lease granted `lifetime` seconds at `now` ends unless its client renews it: the
+    /// lifetime plus `expiry_grace` (C-32).
+    pub fn client_deadline(&self, now: Instant, lifetime: u32) -> Instant {
+        now + Duration::from_secs(u64::from(lifetime)) + self.expiry_grace
+    }
+
     /// Checks the values; the message names the setting.
     pub fn validate(&self) -> Result<(), MappingError> {
         if self.in_interface.trim().is_empty() {

@@ -342,7 +342,7 @@ fn commit<R: Router, U: Upstream>(
         comment,
         external_port: grant.external_port,
         lifetime,
-        deadline: now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace,
+        deadline: core.config.client_deadline(now, lifetime),
         upstream_deadline: now + Duration::from_secs(u64::from(grant.lifetime)),
         upstream_lifetime: grant.lifetime,
         renew_at: next_renewal(now, grant.lifetime),

@@ -162,7 +162,7 @@ async fn renew<R: Router, U: Upstream>(
         );
         core.table.update(&key, |l| {
             l.lifetime = lifetime;
-            l.deadline = now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace;
+            l.deadline = core.config.client_deadline(now, lifetime);
         });
         core.layers
             .events
@@ -201,7 +201,7 @@ async fn renew<R: Router, U: Upstream>(
     core.table.update(&key, |l| {
         l.external_port = grant.external_port;
         l.lifetime = lifetime;
-        l.deadline = now + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace;
+        l.deadline = core.config.client_deadline(now, lifetime);
         l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
         l.upstream_lifetime = grant.lifetime;
         l.renew_at = next_renewal(now, grant.lifetime);

@@ -31,7 +31,6 @@
 //! * A UDP mapping the client already has is never replaced by a twin.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -172,8 +171,7 @@ pub fn follow<R, U>(core: &Core<R, U>, parent: MappingKey, lifetime: u32) {
     if parent.protocol != Protocol::Tcp {
         return;
     }
-    let deadline =
-        Instant::now() + Duration::from_secs(u64::from(lifetime)) + core.config.expiry_grace;
+    let deadline = core.config.client_deadline(Instant::now(), lifetime);
     core.table.update(&twin_key(parent), |l| {
         if l.origin == Origin::Twin(parent) {
             l.lifetime = lifetime;
