@@ -180,6 +180,17 @@ async fn settled(lab: &Lab) {
     .await;
 }
 
+/// Switches the gateway emulator to `mode` (bounded).
+async fn gateway_mode(lab: &Lab, mode: Mode) {
+    within(
+        Duration::from_secs(2),
+        "gateway mode",
+        lab.gateway.set_mode(mode),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn field<'a>(rule: &'a SimNatRule, name: &str) -> &'a str {
     rule.fields.get(name).map(String::as_str).unwrap_or("")
 }
@@ -531,13 +542,7 @@ async fn c32_expiry_of_a_short_lifetime_removes_both_layers() {
 #[tokio::test]
 async fn upstream_silent_answers_3_within_the_budget_and_leaves_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Silent),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Silent).await;
     let client = Client::on(10, lab.daemon.listen).await;
 
     let started = Instant::now();
@@ -928,13 +933,7 @@ async fn upstream_answering_too_late_leaves_no_mapping_at_the_gateway() {
 #[tokio::test]
 async fn c40_gateway_not_listening_answers_3_promptly_and_leaves_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Unreachable),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Unreachable).await;
     let client = Client::on(10, lab.daemon.listen).await;
 
     let started = Instant::now();
@@ -952,14 +951,7 @@ async fn c40_gateway_not_listening_answers_3_promptly_and_leaves_no_rule() {
 #[tokio::test]
 async fn gateway_refusal_2_is_passed_on_and_leaves_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway
-            .set_mode(Mode::Refuse(ResultCode::NotAuthorized)),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Refuse(ResultCode::NotAuthorized)).await;
     let client = Client::on(10, lab.daemon.listen).await;
 
     let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
@@ -1390,13 +1382,7 @@ async fn shutdown_finishes_a_request_in_flight_then_removes_its_mapping() {
 #[tokio::test]
 async fn c17_retransmits_while_the_gateway_is_silent_are_each_answered_3_and_leave_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Silent),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Silent).await;
     let client = Client::on(10, lab.daemon.listen).await;
     let req = map(Protocol::Udp, 6881, 0, 60);
 
@@ -1630,13 +1616,7 @@ async fn a_failed_upstream_delete_keeps_the_router_port_reserved_until_it_is_kno
     let lab = start(Setup::default()).await;
     let owner = Client::on(10, lab.daemon.listen).await;
     success(owner.ask(map(Protocol::Udp, 6881, 6881, 60)).await);
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Silent),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Silent).await;
     let reply = owner.ask(map(Protocol::Udp, 6881, 0, 0)).await;
     assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
@@ -1646,13 +1626,7 @@ async fn a_failed_upstream_delete_keeps_the_router_port_reserved_until_it_is_kno
         "the rule stays while the gateway may still forward the port"
     );
 
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Normal),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Normal).await;
     // Another client asks for the same port before the drain's retry: it gets another one.
     let other = Client::on(11, lab.daemon.listen).await;
     success(other.ask(map(Protocol::Udp, 6881, 6881, 60)).await);
