@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use double_natpmp::mapping::{MappingConfig, Orchestrator};
 use double_natpmp::natpmp::epoch::Epoch;
-use double_natpmp::natpmp::handler::MapReply;
+use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{
@@ -755,6 +755,21 @@ pub async fn start_with(
 
 pub async fn start(router: &FakeRouter, upstream: &FakeUpstream) -> Orch {
     start_with(router, upstream, config()).await
+}
+
+/// A fresh router and gateway, and an orchestrator started against them with [`config`].
+pub async fn fresh() -> (FakeRouter, FakeUpstream, Orch) {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    (router, upstream, orch)
+}
+
+/// LAN host 10 asks for `internal` (no suggested port) for `lifetime`; the answer is a success.
+pub async fn ask_ok(orch: &Orch, protocol: Protocol, internal: u16, lifetime: u32) -> MapReply {
+    success(
+        orch.handle_map(lan(10), map(protocol, internal, 0, lifetime))
+            .await,
+    )
 }
 
 pub fn map(protocol: Protocol, internal: u16, suggested: u16, lifetime: u32) -> MapRequest {
