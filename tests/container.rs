@@ -213,35 +213,7 @@ fn demo_in_the_container_maps_a_port_for_natpmpc_and_podman_stop_leaves_nothing(
     let mut podman = Podman::new();
     let lines = start_demo(&mut podman, &ns, "demo");
 
-    let out = ns
-        .command(&[
-            "timeout",
-            "20",
-            "stdbuf",
-            "-oL",
-            "natpmpc",
-            "-g",
-            "127.0.0.1",
-            "-a",
-            "0",
-            "6881",
-            "tcp",
-            "60",
-        ])
-        .output()
-        .expect("natpmpc");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "natpmpc failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("Public IP address : 198.51.100.7"), "{text}");
-    let mapped = text
-        .lines()
-        .find(|l| l.starts_with("Mapped public port"))
-        .unwrap_or_else(|| panic!("no mapping printed: {text}"));
-    assert!(mapped.contains("to local port 6881 liftime 60"), "{mapped}");
+    lab::assert_demo_maps_6881(&ns);
     // Both layers were made (the demo prints each change of the emulated router and gateway).
     podman.wait_for_line(&lines, "+ router   dst-nat rule", Duration::from_secs(5));
     podman.wait_for_line(&lines, "+ gateway  mapping", Duration::from_secs(5));

@@ -59,15 +59,11 @@ fn position(router: &FakeRouter, id: &double_natpmp::routeros::api::RuleId) -> u
 
 #[tokio::test(start_paused = true)]
 async fn a_new_mapping_costs_the_longer_round_trip_not_both() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     router.state().delay = Duration::from_millis(20);
     upstream.state().delay = Duration::from_millis(50);
     let started = Instant::now();
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     assert_eq!(
         started.elapsed(),
         Duration::from_millis(50),
@@ -77,10 +73,7 @@ async fn a_new_mapping_costs_the_longer_round_trip_not_both() {
     router.state().delay = Duration::from_millis(40);
     upstream.state().delay = Duration::from_millis(5);
     let started = Instant::now();
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6882, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6882, 60).await;
     assert_eq!(
         started.elapsed(),
         Duration::from_millis(40),
@@ -92,8 +85,7 @@ async fn a_new_mapping_costs_the_longer_round_trip_not_both() {
 #[tokio::test(start_paused = true)]
 async fn either_side_failing_undoes_what_the_other_made() {
     // The gateway refuses while the rule is being added (the rule is made first, then goes).
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     router.state().delay = Duration::from_millis(5);
     upstream.state().delay = Duration::from_millis(20);
     upstream.state().fault = Some(UpFault::Refused);
@@ -122,17 +114,13 @@ async fn either_side_failing_undoes_what_the_other_made() {
 
     // Nothing was left reserved: the same router port once both work.
     router.state().add_fault = None;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     assert_eq!(orch.leases()[0].lease.router_port, 6881);
 }
 
 #[tokio::test(start_paused = true)]
 async fn after_a_quota_refusal_creates_ask_the_gateway_first_and_touch_no_rule() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Quota);
     let reply = orch
         .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
@@ -161,20 +149,14 @@ async fn after_a_quota_refusal_creates_ask_the_gateway_first_and_touch_no_rule()
     router.state().delay = Duration::from_millis(10);
     upstream.state().delay = Duration::from_millis(10);
     let started = Instant::now();
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 7000, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 7000, 60).await;
     assert_eq!(
         started.elapsed(),
         Duration::from_millis(20),
         "sequential: 10 + 10"
     );
     let started = Instant::now();
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 7001, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 7001, 60).await;
     assert_eq!(
         started.elapsed(),
         Duration::from_millis(10),
@@ -184,8 +166,7 @@ async fn after_a_quota_refusal_creates_ask_the_gateway_first_and_touch_no_rule()
 
 #[tokio::test(start_paused = true)]
 async fn the_quota_hold_ends_by_itself_after_a_minute() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Quota);
     orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
         .await;
@@ -209,10 +190,7 @@ async fn udp_srcnat_adds_a_src_nat_rule_before_the_masquerade_with_the_mapping()
     let masquerade = router.seed_masquerade(IFACE);
     let orch = start_with(&router, &upstream, srcnat_config()).await;
     let commands = router.commands();
-    let reply = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    let reply = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     assert_eq!(
         router.commands() - commands,
         3,
@@ -247,16 +225,10 @@ async fn udp_srcnat_adds_a_src_nat_rule_before_the_masquerade_with_the_mapping()
     assert_eq!(reply.external_port, lease.external_port);
 
     // A TCP mapping gets no src-nat rule; a renewal costs no router command.
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     assert_eq!(router.our_srcnat().len(), 1);
     let commands = router.commands();
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     assert_eq!(router.commands(), commands);
 }
 
@@ -278,10 +250,7 @@ async fn a_failed_src_nat_add_rolls_the_whole_mapping_back() {
     assert!(upstream.mapped().is_empty(), "and the gateway's mapping");
     assert_eq!(orch.lease_count(), 0);
     router.state().srcnat_add_fails = false;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     assert_eq!(
         orch.leases()[0].lease.router_port,
         6881,
@@ -297,10 +266,7 @@ async fn a_masquerade_that_vanished_before_the_add_is_looked_up_again() {
     let later = router.seed_masquerade(IFACE);
     let orch = start_with(&router, &upstream, srcnat_config()).await;
     router.state().anchor_vanishes = true;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     assert_eq!(
         router.state().srcnat_adds,
         2,
@@ -316,10 +282,7 @@ async fn a_masquerade_that_vanished_before_the_add_is_looked_up_again() {
     for id in router.srcnat_chain().iter().filter_map(|r| r.id.clone()) {
         router.delete_by_hand(&id);
     }
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6882, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6882, 60).await;
     assert_eq!(router.our_srcnat().len(), 1);
 }
 
@@ -328,14 +291,8 @@ async fn delete_and_expiry_remove_the_src_nat_rule_too() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     router.seed_masquerade(IFACE);
     let orch = start_with(&router, &upstream, srcnat_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6882, 0, 10))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
+    ask_ok(&orch, Protocol::Udp, 6882, 10).await;
     assert_eq!(router.our_srcnat().len(), 2);
     assert_eq!(
         orch.handle_map(lan(10), delete(Protocol::Udp, 6881)).await,
@@ -354,10 +311,7 @@ async fn the_reconciler_restores_a_missing_src_nat_rule_and_removes_orphans() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let masquerade = router.seed_masquerade(IFACE);
     let orch = start_with(&router, &upstream, srcnat_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     let ours = router.our_srcnat()[0].id.clone().unwrap();
     router.delete_by_hand(&ours);
     // An orphan of ours: a src-nat rule no lease owns.
@@ -409,10 +363,7 @@ async fn a_restart_adopts_the_src_nat_rule_and_one_without_the_setting_removes_i
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     router.seed_masquerade(IFACE);
     let orch = start_with(&router, &upstream, srcnat_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     let before = router.our_rules();
     orch.abandon();
 
@@ -450,10 +401,7 @@ async fn a_tcp_mapping_gets_its_udp_twin_on_both_layers() {
     upstream.state().honour_suggestion = true;
     let orch = start_with(&router, &upstream, both_config()).await;
     let mut events = orch.subscribe();
-    let reply = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    let reply = ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     let leases = orch.leases();
     assert_eq!(leases.len(), 2, "{leases:?}");
@@ -498,10 +446,7 @@ async fn a_twin_with_another_external_port_keeps_the_tcp_one_in_the_reply() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start_with(&router, &upstream, both_config()).await;
     // A ProtonVPN-like gateway: every mapping gets a port of its own choosing.
-    let reply = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    let reply = ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     let udp = orch
         .table()
@@ -511,10 +456,7 @@ async fn a_twin_with_another_external_port_keeps_the_tcp_one_in_the_reply() {
     let tcp = orch.table().get(&key(Protocol::Tcp, 51413)).unwrap();
     assert_eq!(reply.external_port, tcp.external_port);
     // A retransmission or renewal still answers the TCP mapping's port.
-    let again = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    let again = ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     assert_eq!(again.external_port, tcp.external_port);
 }
 
@@ -522,24 +464,15 @@ async fn a_twin_with_another_external_port_keeps_the_tcp_one_in_the_reply() {
 async fn the_twin_is_kept_by_the_keeper_and_ends_with_its_tcp_mapping() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start_with(&router, &upstream, both_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 40))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 40).await;
     orch.settled().await;
     assert_eq!(orch.lease_count(), 4);
     // The client renews only its TCP mappings; the keeper keeps every upstream mapping
     // (the gateway forgets one in 60 s).
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_secs(25)).await;
-        success(
-            orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-                .await,
-        );
+        ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     }
     let twin = orch
         .table()
@@ -570,10 +503,7 @@ async fn the_twin_is_kept_by_the_keeper_and_ends_with_its_tcp_mapping() {
 async fn a_udp_delete_or_delete_all_leaves_the_twin_and_a_tcp_delete_all_ends_it() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start_with(&router, &upstream, both_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     assert_eq!(
         orch.handle_map(lan(10), delete(Protocol::Udp, 51413)).await,
@@ -597,18 +527,12 @@ async fn a_udp_delete_or_delete_all_leaves_the_twin_and_a_tcp_delete_all_ends_it
 async fn a_clients_own_udp_request_takes_the_twin_over() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start_with(&router, &upstream, both_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     let twin = orch.table().get(&key(Protocol::Udp, 51413)).unwrap();
     let commands = router.commands();
     let exchanges = upstream.exchanges();
-    let reply = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 51413, 0, 60))
-            .await,
-    );
+    let reply = ask_ok(&orch, Protocol::Udp, 51413, 60).await;
     assert_eq!(
         reply.external_port, twin.external_port,
         "answered from the twin"
@@ -638,16 +562,10 @@ async fn a_twin_never_counts_against_the_clients_own_mappings() {
     let mut cfg = both_config();
     cfg.limits.max_per_client = 2;
     let orch = start_with(&router, &upstream, cfg).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     assert_eq!(orch.lease_count(), 2);
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 7000, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 7000, 60).await;
     let third = orch
         .handle_map(lan(10), map(Protocol::Udp, 7001, 0, 60))
         .await;
@@ -662,14 +580,8 @@ async fn a_twin_never_counts_against_the_clients_own_mappings() {
 async fn a_udp_mapping_the_client_has_is_never_replaced_by_a_twin() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start_with(&router, &upstream, both_config()).await;
-    let udp = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 51413, 0, 60))
-            .await,
-    );
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    let udp = ask_ok(&orch, Protocol::Udp, 51413, 60).await;
+    ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     let own = orch.table().get(&key(Protocol::Udp, 51413)).unwrap();
     assert_eq!(
@@ -684,10 +596,7 @@ async fn a_twin_the_gateway_refuses_leaves_the_tcp_mapping_and_nothing_half_made
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start_with(&router, &upstream, both_config()).await;
     upstream.state().quota_for = Some(Protocol::Udp);
-    let reply = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    let reply = ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     let leases = orch.leases();
     assert_eq!(leases.len(), 1, "kept without the twin: {leases:?}");
@@ -703,10 +612,7 @@ async fn a_twin_the_gateway_refuses_leaves_the_tcp_mapping_and_nothing_half_made
 
     // The client's next renewal of its TCP mapping tries the twin again, in the background.
     upstream.state().quota_for = None;
-    let again = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    let again = ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     assert_eq!(again.external_port, reply.external_port);
     orch.settled().await;
     let twin = orch
@@ -727,10 +633,7 @@ async fn a_twin_whose_src_nat_rule_fails_is_rolled_back_whole_and_the_tcp_mappin
     };
     let orch = start_with(&router, &upstream, cfg).await;
     router.state().srcnat_add_fails = true;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     assert_eq!(orch.lease_count(), 1);
     assert_eq!(router.our_rules().len(), 1, "{:?}", router.rules());
@@ -742,10 +645,7 @@ async fn a_twin_whose_src_nat_rule_fails_is_rolled_back_whole_and_the_tcp_mappin
 
     // With the router working, a new TCP mapping's twin gets both its rules.
     router.state().srcnat_add_fails = false;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     orch.settled().await;
     let twin = orch
         .table()
@@ -758,10 +658,7 @@ async fn a_twin_whose_src_nat_rule_fails_is_rolled_back_whole_and_the_tcp_mappin
 async fn a_restart_adopts_the_twin_as_the_twin_of_its_tcp_mapping() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let orch = start_with(&router, &upstream, both_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 51413, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 51413, 60).await;
     orch.settled().await;
     orch.abandon();
     let orch = start_with(&router, &upstream, both_config()).await;
@@ -779,10 +676,7 @@ async fn a_restart_adopts_the_twin_as_the_twin_of_its_tcp_mapping() {
 
     // A twin whose TCP mapping's rule is gone is not adopted; its rule is an orphan.
     let orch = start_with(&router, &upstream, both_config()).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     orch.settled().await;
     orch.abandon();
     let tcp_rule = router

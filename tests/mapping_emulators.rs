@@ -7,8 +7,9 @@
 //!
 //! Network safety: everything is bound to and sent to loopback only.
 
+mod common;
+
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,12 @@ use double_natpmp::natpmp::wire::{
 };
 use double_natpmp::shutdown::ShutdownTrigger;
 use double_natpmp::sim::gateway::{Gateway, GatewayConfig, Mode};
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimRoute, SimUser};
+use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimUser};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
-const IFACE: &str = "wg-proton";
+use common::daemon::{gateway_config, our_sim_rules, router_config, within, IFACE};
+
 const ADD: &str = "/ip/firewall/nat/add";
 /// The daemon's upstream budget in these tests (UPSTREAM_TIMEOUT).
 const UPSTREAM_BUDGET: Duration = Duration::from_secs(1);
@@ -38,14 +40,6 @@ const REPLY_WAIT: Duration = Duration::from_secs(6);
 
 fn localhost(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, host)
-}
-
-/// Awaits `fut`, failing the test if it takes longer than `limit`.
-async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: no result within {limit:?}"),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -72,12 +66,9 @@ struct Setup {
 impl Default for Setup {
     fn default() -> Self {
         Setup {
-            router: with_loopback_route_on_vpn(),
+            router: router_config(),
             // A quota large enough not to matter unless a test lowers it.
-            gateway: GatewayConfig {
-                quota_per_peer: 1000,
-                ..GatewayConfig::default()
-            },
+            gateway: gateway_config(),
             in_interface: Some(IFACE),
             flags: Vec::new(),
             foreign_rules: Vec::new(),
@@ -189,17 +180,15 @@ async fn settled(lab: &Lab) {
     .await;
 }
 
-/// Our rules on the router (comment with our marker).
-fn our_rules(router: &RouterSim) -> Vec<SimNatRule> {
-    router
-        .nat_rules()
-        .into_iter()
-        .filter(|r| {
-            r.fields
-                .get("comment")
-                .is_some_and(|c| c.starts_with("double-natpmp:"))
-        })
-        .collect()
+/// Switches the gateway emulator to `mode` (bounded).
+async fn gateway_mode(lab: &Lab, mode: Mode) {
+    within(
+        Duration::from_secs(2),
+        "gateway mode",
+        lab.gateway.set_mode(mode),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn field<'a>(rule: &'a SimNatRule, name: &str) -> &'a str {
@@ -321,7 +310,7 @@ async fn new_mapping_costs_one_router_command_and_one_upstream_exchange_and_writ
     );
     assert_eq!(reply.lifetime, 60);
 
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1, "{rules:?}");
     let rule = &rules[0];
     let r = router_port(rule);
@@ -378,7 +367,7 @@ async fn c29_retransmit_and_renewal_keep_the_external_port_with_zero_router_comm
         0,
         "a renewal costs zero RouterOS commands"
     );
-    assert_eq!(our_rules(&lab.router).len(), 1, "still one rule");
+    assert_eq!(our_sim_rules(&lab.router).len(), 1, "still one rule");
     assert_eq!(
         lab.gateway.mappings().len(),
         1,
@@ -414,7 +403,7 @@ async fn c33_delete_removes_the_rule_and_the_upstream_mapping_and_answers_zero()
     let lab = start(Setup::default()).await;
     let client = Client::on(10, lab.daemon.listen).await;
     success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
-    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(our_sim_rules(&lab.router).len(), 1);
 
     // The suggested external port is ignored on deletion (C-33).
     let reply = client.ask(map(Protocol::Tcp, 6881, 9999, 0)).await;
@@ -422,7 +411,7 @@ async fn c33_delete_removes_the_rule_and_the_upstream_mapping_and_answers_zero()
         (reply.result, reply.external_port, reply.lifetime),
         (ResultCode::Success, 0, 0)
     );
-    assert!(our_rules(&lab.router).is_empty(), "rule gone");
+    assert!(our_sim_rules(&lab.router).is_empty(), "rule gone");
     assert!(lab.gateway.mappings().is_empty(), "upstream mapping gone");
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
 }
@@ -436,7 +425,7 @@ async fn c36_delete_all_removes_only_that_protocol_of_that_client() {
     success(a.ask(map(Protocol::Udp, 21001, 0, 60)).await);
     let a_tcp = success(a.ask(map(Protocol::Tcp, 22000, 0, 60)).await);
     let b_udp = success(b.ask(map(Protocol::Udp, 21000, 0, 60)).await);
-    assert_eq!(our_rules(&lab.router).len(), 4);
+    assert_eq!(our_sim_rules(&lab.router).len(), 4);
 
     let reply = a.ask(map(Protocol::Udp, 0, 0, 0)).await;
     assert_eq!(
@@ -444,7 +433,7 @@ async fn c36_delete_all_removes_only_that_protocol_of_that_client() {
         (ResultCode::Success, 0, 0)
     );
 
-    let mut left: Vec<(String, String, String)> = our_rules(&lab.router)
+    let mut left: Vec<(String, String, String)> = our_sim_rules(&lab.router)
         .iter()
         .map(|r| {
             (
@@ -518,13 +507,13 @@ async fn c32_expiry_of_a_short_lifetime_removes_both_layers() {
     let client = Client::on(10, lab.daemon.listen).await;
     let reply = success(client.ask(map(Protocol::Udp, 6881, 0, 2)).await);
     assert_eq!(reply.lifetime, 2);
-    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(our_sim_rules(&lab.router).len(), 1);
     let exchanges = lab.gateway.map_requests();
     lab.router.reset_counters();
 
     // Poll the router's table (the expiry runs in the background), bounded.
     let deadline = Instant::now() + Duration::from_secs(6);
-    while !our_rules(&lab.router).is_empty() {
+    while !our_sim_rules(&lab.router).is_empty() {
         assert!(
             Instant::now() < deadline,
             "rule still there 6 s after a 2 s lifetime"
@@ -553,13 +542,7 @@ async fn c32_expiry_of_a_short_lifetime_removes_both_layers() {
 #[tokio::test]
 async fn upstream_silent_answers_3_within_the_budget_and_leaves_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Silent),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Silent).await;
     let client = Client::on(10, lab.daemon.listen).await;
 
     let started = Instant::now();
@@ -579,7 +562,7 @@ async fn upstream_silent_answers_3_within_the_budget_and_leaves_no_rule() {
     );
     // The gateway may have made the mapping: the undo deletes it there first, then the rule.
     settled(&lab).await;
-    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+    assert!(our_sim_rules(&lab.router).is_empty(), "rule rolled back");
     assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
 }
@@ -600,7 +583,7 @@ async fn upstream_quota_answers_4_and_leaves_no_rule() {
     let reply = client.ask(map(Protocol::Tcp, 6882, 0, 60)).await;
 
     assert_eq!(reply.result, ResultCode::OutOfResources, "{reply:?}");
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1, "the refused mapping's rule was rolled back");
     assert_eq!(field(&rules[0], "to-ports"), "6881");
     let up = lab.gateway.mappings();
@@ -637,7 +620,7 @@ async fn router_trap_on_add_answers_3_and_makes_no_upstream_mapping() {
     // The router works again: the same port is used, so nothing was left reserved.
     lab.router.set_trap_on_add(None);
     success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1);
     assert_eq!(router_port(&rules[0]), 6881);
 }
@@ -647,7 +630,7 @@ async fn router_permission_refusal_answers_2() {
     let lab = start(Setup {
         router: RouterSimConfig {
             users: vec![SimUser::new("admin", "admin", &["read", "api", "test"])],
-            ..with_loopback_route_on_vpn()
+            ..router_config()
         },
         ..Setup::default()
     })
@@ -695,7 +678,7 @@ async fn add_whose_reply_is_lost_answers_success_in_the_retry_window_with_exactl
         1,
         "the add was not repeated: its rule was found by comment"
     );
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1, "exactly one rule: {rules:?}");
     assert!(
         started.elapsed() - answered < Duration::from_secs(2),
@@ -713,7 +696,7 @@ async fn add_whose_reply_is_lost_answers_success_in_the_retry_window_with_exactl
         report.map(|r| r.orphans_removed).map_err(|e| e.to_string()),
         Ok(0)
     );
-    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(our_sim_rules(&lab.router).len(), 1);
 }
 
 #[tokio::test]
@@ -725,7 +708,7 @@ async fn remove_whose_reply_is_lost_still_ends_both_layers_and_a_later_map_has_o
 
     let reply = client.ask(map(Protocol::Tcp, 6881, 0, 0)).await;
     assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
-    assert!(our_rules(&lab.router).is_empty(), "the rule is gone");
+    assert!(our_sim_rules(&lab.router).is_empty(), "the rule is gone");
     assert!(
         lab.gateway.mappings().is_empty(),
         "the upstream mapping is gone"
@@ -733,7 +716,7 @@ async fn remove_whose_reply_is_lost_still_ends_both_layers_and_a_later_map_has_o
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
 
     success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(
         rules.len(),
         1,
@@ -773,7 +756,7 @@ async fn router_down_answers_3_promptly_and_mappings_work_again_after_it_comes_u
     };
     success(reply);
     assert!(
-        our_rules(&lab.router)
+        our_sim_rules(&lab.router)
             .iter()
             .any(|r| field(r, "to-ports") == "6002"),
         "the new mapping's rule is on the router"
@@ -811,7 +794,7 @@ async fn two_hundred_concurrent_requests_get_two_hundred_distinct_router_ports_a
     .await;
     assert_eq!(replies, 200);
 
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     let ports: HashSet<u16> = rules.iter().map(router_port).collect();
     let targets: HashSet<&str> = rules.iter().map(|r| field(r, "to-ports")).collect();
     assert_eq!(rules.len(), 200, "no duplicate rule");
@@ -855,7 +838,7 @@ async fn graceful_shutdown_removes_every_rule_and_upstream_mapping_and_keeps_for
         success(client.ask(map(Protocol::Udp, port, 0, 60)).await);
     }
     success(client.ask(map(Protocol::Tcp, 5000, 0, 60)).await);
-    assert_eq!(our_rules(&lab.router).len(), 4);
+    assert_eq!(our_sim_rules(&lab.router).len(), 4);
     assert_eq!(lab.gateway.mappings().len(), 4);
 
     lab.stop.trigger();
@@ -867,7 +850,7 @@ async fn graceful_shutdown_removes_every_rule_and_upstream_mapping_and_keeps_for
     }
 
     assert!(
-        our_rules(&lab.router).is_empty(),
+        our_sim_rules(&lab.router).is_empty(),
         "every rule of ours removed"
     );
     assert!(
@@ -888,29 +871,17 @@ async fn graceful_shutdown_removes_every_rule_and_upstream_mapping_and_keeps_for
 // ---------------------------------------------------------------------------------------------
 // In-interface discovery
 
-fn with_loopback_route_on_vpn() -> RouterSimConfig {
-    let mut cfg = RouterSimConfig::default();
-    // Longer than the default route (0.0.0.0/0 on ether1): the gateway 127.0.0.1 is "on the VPN".
-    cfg.routes.push(SimRoute {
-        dst: Ipv4Addr::new(127, 0, 0, 0),
-        prefix_len: 8,
-        interface: IFACE.into(),
-        gateway: Ipv4Addr::LOCALHOST,
-    });
-    cfg
-}
-
 #[tokio::test]
 async fn without_mikrotik_in_interface_the_rule_uses_the_interface_found_by_route_check() {
     let lab = start(Setup {
-        router: with_loopback_route_on_vpn(),
+        router: router_config(),
         in_interface: None,
         ..Setup::default()
     })
     .await;
     let client = Client::on(10, lab.daemon.listen).await;
     success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1);
     assert_eq!(field(&rules[0], "in-interface"), IFACE);
 }
@@ -920,7 +891,7 @@ async fn without_mikrotik_in_interface_and_without_test_policy_start_fails_with_
     let started = try_start(Setup {
         router: RouterSimConfig {
             users: vec![SimUser::new("admin", "admin", &["read", "write", "api"])],
-            ..with_loopback_route_on_vpn()
+            ..router_config()
         },
         in_interface: None,
         ..Setup::default()
@@ -948,7 +919,7 @@ async fn upstream_answering_too_late_leaves_no_mapping_at_the_gateway() {
 
     assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
     settled(&lab).await;
-    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+    assert!(our_sim_rules(&lab.router).is_empty(), "rule rolled back");
     // The daemon cannot know whether the gateway made it, so it deletes it there too.
     assert!(
         lab.gateway
@@ -962,13 +933,7 @@ async fn upstream_answering_too_late_leaves_no_mapping_at_the_gateway() {
 #[tokio::test]
 async fn c40_gateway_not_listening_answers_3_promptly_and_leaves_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Unreachable),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Unreachable).await;
     let client = Client::on(10, lab.daemon.listen).await;
 
     let started = Instant::now();
@@ -980,26 +945,19 @@ async fn c40_gateway_not_listening_answers_3_promptly_and_leaves_no_rule() {
         took <= UPSTREAM_BUDGET + Duration::from_secs(1) + SLACK,
         "answered after {took:?}"
     );
-    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+    assert!(our_sim_rules(&lab.router).is_empty(), "rule rolled back");
 }
 
 #[tokio::test]
 async fn gateway_refusal_2_is_passed_on_and_leaves_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway
-            .set_mode(Mode::Refuse(ResultCode::NotAuthorized)),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Refuse(ResultCode::NotAuthorized)).await;
     let client = Client::on(10, lab.daemon.listen).await;
 
     let reply = client.ask(map(Protocol::Tcp, 6881, 0, 60)).await;
 
     assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
-    assert!(our_rules(&lab.router).is_empty(), "rule rolled back");
+    assert!(our_sim_rules(&lab.router).is_empty(), "rule rolled back");
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
 }
 
@@ -1047,7 +1005,7 @@ async fn a_port_used_by_a_foreign_rule_is_never_taken_for_a_mapping() {
     .await;
     let client = Client::on(10, lab.daemon.listen).await;
     success(client.ask(map(Protocol::Tcp, 6881, 6881, 60)).await);
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1);
     let r = router_port(&rules[0]);
     assert_ne!(r, 6881, "the foreign rule's port was taken");
@@ -1130,7 +1088,7 @@ async fn reconcile_recreates_a_live_rule_the_admin_deleted_and_renewal_still_cos
     let lab = start(Setup::default()).await;
     let client = Client::on(10, lab.daemon.listen).await;
     let first = success(client.ask(map(Protocol::Tcp, 6881, 0, 60)).await);
-    let old = our_rules(&lab.router)[0].id.clone();
+    let old = our_sim_rules(&lab.router)[0].id.clone();
     assert!(lab.router.delete_nat_rule(&old));
 
     let report = within(
@@ -1143,7 +1101,7 @@ async fn reconcile_recreates_a_live_rule_the_admin_deleted_and_renewal_still_cos
         report.map(|r| r.recreated).map_err(|e| e.to_string()),
         Ok(1)
     );
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1);
     assert_ne!(rules[0].id, old);
     assert_eq!(router_port(&rules[0]), 6881);
@@ -1156,7 +1114,7 @@ async fn reconcile_recreates_a_live_rule_the_admin_deleted_and_renewal_still_cos
     // A later delete removes the recreated rule (the lease follows the new id).
     let reply = client.ask(map(Protocol::Tcp, 6881, 0, 0)).await;
     assert_eq!(reply.result, ResultCode::Success);
-    assert!(our_rules(&lab.router).is_empty());
+    assert!(our_sim_rules(&lab.router).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1180,7 +1138,7 @@ async fn shutdown_while_the_router_is_down_still_ends_and_the_next_start_adopts_
         "upstream mappings removed although the router was down"
     );
     assert_eq!(
-        our_rules(&lab.router).len(),
+        our_sim_rules(&lab.router).len(),
         2,
         "the router could not be told"
     );
@@ -1195,7 +1153,7 @@ async fn shutdown_while_the_router_is_down_still_ends_and_the_next_start_adopts_
     };
     assert_eq!(
         daemon.orchestrator.lease_count(),
-        our_rules(&lab.router).len(),
+        our_sim_rules(&lab.router).len(),
         "the restart adopts the rules left behind (their clients' renewals find them)"
     );
 }
@@ -1235,7 +1193,7 @@ async fn router_hanging_answers_3_within_the_api_timeout_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     success(reply);
-    assert_eq!(our_rules(&lab.router).len(), 1, "exactly one rule");
+    assert_eq!(our_sim_rules(&lab.router).len(), 1, "exactly one rule");
 }
 
 #[tokio::test]
@@ -1273,7 +1231,7 @@ async fn a_gateway_that_lost_its_state_is_healed_by_the_daemon_and_renewals_repo
         "the client is told the port that really forwards (was {})",
         first.external_port
     );
-    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(our_sim_rules(&lab.router).len(), 1);
     assert_eq!(
         lab.router.command_count_for(ADD),
         0,
@@ -1319,7 +1277,7 @@ async fn delete_while_the_router_is_down_answers_3_and_the_rule_goes_when_it_is_
         "{:?}",
         lab.gateway.mappings()
     );
-    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(our_sim_rules(&lab.router).len(), 1);
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
 
     within(Duration::from_secs(5), "come_up", lab.router.come_up())
@@ -1335,7 +1293,7 @@ async fn delete_while_the_router_is_down_answers_3_and_the_rule_goes_when_it_is_
         }
     };
     assert_eq!(report.orphans_removed, 1);
-    assert!(our_rules(&lab.router).is_empty());
+    assert!(our_sim_rules(&lab.router).is_empty());
 }
 
 #[tokio::test]
@@ -1351,7 +1309,7 @@ async fn another_client_cannot_delete_a_mapping_that_is_not_its_own() {
     // Nothing of its own to delete: success (C-34), and the owner's mapping is untouched.
     assert_eq!(one.result, ResultCode::Success, "{one:?}");
     assert_eq!(all.result, ResultCode::Success, "{all:?}");
-    assert_eq!(our_rules(&lab.router).len(), 1);
+    assert_eq!(our_sim_rules(&lab.router).len(), 1);
     assert_eq!(lab.gateway.mappings().len(), 1);
 }
 
@@ -1379,7 +1337,7 @@ async fn router_port_range_exhausted_answers_4() {
             ResultCode::OutOfResources
         ]
     );
-    let mut ports: Vec<u16> = our_rules(&lab.router).iter().map(router_port).collect();
+    let mut ports: Vec<u16> = our_sim_rules(&lab.router).iter().map(router_port).collect();
     ports.sort_unstable();
     assert_eq!(ports, vec![40000, 40001]);
 }
@@ -1394,7 +1352,7 @@ async fn shutdown_finishes_a_request_in_flight_then_removes_its_mapping() {
     // Wait (bounded poll) until the transaction is past the router: it now waits for the
     // gateway's late answer.
     let deadline = Instant::now() + Duration::from_secs(3);
-    while our_rules(&lab.router).is_empty() {
+    while our_sim_rules(&lab.router).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the request never reached the router"
@@ -1409,7 +1367,7 @@ async fn shutdown_finishes_a_request_in_flight_then_removes_its_mapping() {
     let reply = reply.unwrap_or_else(|| panic!("the request in flight was never answered"));
     assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
     assert!(
-        our_rules(&lab.router).is_empty(),
+        our_sim_rules(&lab.router).is_empty(),
         "its rule was removed at stop"
     );
     assert!(
@@ -1424,13 +1382,7 @@ async fn shutdown_finishes_a_request_in_flight_then_removes_its_mapping() {
 #[tokio::test]
 async fn c17_retransmits_while_the_gateway_is_silent_are_each_answered_3_and_leave_no_rule() {
     let lab = start(Setup::default()).await;
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Silent),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Silent).await;
     let client = Client::on(10, lab.daemon.listen).await;
     let req = map(Protocol::Udp, 6881, 0, 60);
 
@@ -1450,7 +1402,7 @@ async fn c17_retransmits_while_the_gateway_is_silent_are_each_answered_3_and_lea
         assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
     }
     settled(&lab).await;
-    assert!(our_rules(&lab.router).is_empty(), "no rule left behind");
+    assert!(our_sim_rules(&lab.router).is_empty(), "no rule left behind");
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
     // The copy that waited behind the first try got its answer without a second transaction:
     // a dead gateway does not turn retransmissions into router load.
@@ -1544,7 +1496,7 @@ async fn renumbered_ids_after_a_reboot_never_touch_a_foreign_rule_on_delete_expi
             "foreign rule {id} was removed: {rules:?}"
         );
     }
-    let ours = our_rules(&lab.router);
+    let ours = our_sim_rules(&lab.router);
     assert_eq!(ours.len(), 1, "{ours:?}");
     assert_eq!(
         router_port(&ours[0]),
@@ -1664,29 +1616,17 @@ async fn a_failed_upstream_delete_keeps_the_router_port_reserved_until_it_is_kno
     let lab = start(Setup::default()).await;
     let owner = Client::on(10, lab.daemon.listen).await;
     success(owner.ask(map(Protocol::Udp, 6881, 6881, 60)).await);
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Silent),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Silent).await;
     let reply = owner.ask(map(Protocol::Udp, 6881, 0, 0)).await;
     assert_eq!(reply.result, ResultCode::Success, "{reply:?}");
     assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
     assert_eq!(
-        our_rules(&lab.router).len(),
+        our_sim_rules(&lab.router).len(),
         1,
         "the rule stays while the gateway may still forward the port"
     );
 
-    within(
-        Duration::from_secs(2),
-        "gateway mode",
-        lab.gateway.set_mode(Mode::Normal),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    gateway_mode(&lab, Mode::Normal).await;
     // Another client asks for the same port before the drain's retry: it gets another one.
     let other = Client::on(11, lab.daemon.listen).await;
     success(other.ask(map(Protocol::Udp, 6881, 6881, 60)).await);
@@ -1696,7 +1636,7 @@ async fn a_failed_upstream_delete_keeps_the_router_port_reserved_until_it_is_kno
 
     // The drain's retry reaches the gateway: the old mapping and rule go, the port is free.
     settled(&lab).await;
-    let ours = our_rules(&lab.router);
+    let ours = our_sim_rules(&lab.router);
     assert_eq!(ours.len(), 1, "only the other client's rule: {ours:?}");
     assert_ne!(router_port(&ours[0]), 6881);
     assert!(
@@ -1761,7 +1701,7 @@ async fn udp_srcnat_writes_the_exact_src_nat_rule_before_the_admins_masquerade()
     let deleted = client.ask(map(Protocol::Udp, 6881, 0, 0)).await;
     assert_eq!(deleted.result, ResultCode::Success);
     assert!(
-        our_rules(&lab.router).is_empty(),
+        our_sim_rules(&lab.router).is_empty(),
         "{:?}",
         lab.router.nat_rules()
     );
@@ -1784,7 +1724,7 @@ async fn a_twin_on_the_same_router_port_gets_the_tcp_mappings_external_port_as_a
     let client = Client::on(10, lab.daemon.listen).await;
     let reply = success(client.ask(map(Protocol::Tcp, 51413, 0, 60)).await);
     settled(&lab).await;
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 2, "{rules:?}");
     assert!(rules.iter().all(|r| router_port(r) == 51413), "{rules:?}");
     let up = lab.gateway.mappings();
@@ -1821,7 +1761,7 @@ async fn map_both_protocols_over_the_wire_keeps_the_tcp_mapping_when_the_gateway
     let reply = success(client.ask(map(Protocol::Tcp, 51413, 0, 60)).await);
     settled(&lab).await;
     // The twin was refused and undone: only the TCP mapping, on both layers.
-    let rules = our_rules(&lab.router);
+    let rules = our_sim_rules(&lab.router);
     assert_eq!(rules.len(), 1, "{rules:?}");
     assert_eq!(field(&rules[0], "protocol"), "tcp");
     let up = lab.gateway.mappings();

@@ -26,8 +26,7 @@ use common::fakes::*;
 
 #[tokio::test(start_paused = true)]
 async fn new_mapping_costs_one_router_command_and_one_upstream_exchange() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     let commands = router.commands();
 
     let reply = success(
@@ -73,8 +72,7 @@ async fn new_mapping_costs_one_router_command_and_one_upstream_exchange() {
 
 #[tokio::test(start_paused = true)]
 async fn c29_retransmit_and_renewal_return_same_external_port_with_no_router_command() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     let first = success(
         orch.handle_map(lan(10), map(Protocol::Udp, 6881, 6881, 3600))
             .await,
@@ -108,20 +106,13 @@ async fn c29_retransmit_and_renewal_return_same_external_port_with_no_router_com
 
 #[tokio::test(start_paused = true)]
 async fn the_keeper_sees_a_moved_external_port_and_the_next_renewal_carries_it() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    let first = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    let first = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     upstream.state().move_on_renewal = true;
     // The keeper renews at about half of the 60 s grant, without the client.
     tokio::time::sleep(Duration::from_secs(35)).await;
     assert_eq!(upstream.exchanges(), 2, "one map, one keeper renewal");
-    let renewal = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    let renewal = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     assert_ne!(renewal.external_port, first.external_port);
     assert_eq!(orch.leases()[0].lease.external_port, renewal.external_port);
     assert_eq!(
@@ -138,21 +129,14 @@ async fn the_keeper_sees_a_moved_external_port_and_the_next_renewal_carries_it()
 
 #[tokio::test(start_paused = true)]
 async fn the_keeper_renews_once_per_half_lifetime_and_never_touches_the_router() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Udp, 6881, 3600).await;
     let commands = router.commands();
     // Five minutes of a 60 s upstream grant, the client renewing every 50 s: the keeper renews
     // every ~30 s (±10 %), so 9 to 11 times, and the client's renewals cost nothing upstream.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_secs(50)).await;
-        success(
-            orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
-                .await,
-        );
+        ask_ok(&orch, Protocol::Udp, 6881, 3600).await;
     }
     let renewals = upstream.exchanges() - 1;
     assert!((9..=11).contains(&renewals), "{renewals} keeper renewals");
@@ -166,36 +150,22 @@ async fn the_keeper_renews_once_per_half_lifetime_and_never_touches_the_router()
 
 #[tokio::test(start_paused = true)]
 async fn a_gateway_hiccup_during_a_client_renewal_never_reaches_the_client() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    let first = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    let (_router, upstream, orch) = fresh().await;
+    let first = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     upstream.state().fault = Some(UpFault::Silent);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let renewal = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    let renewal = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     assert_eq!(renewal.external_port, first.external_port);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_client_gets_a_failure_only_when_the_upstream_mapping_is_really_gone() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
-            .await,
-    );
+    let (_router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Udp, 6881, 3600).await;
     upstream.state().fault = Some(UpFault::Silent);
     // Within the 60 s upstream grant a renewal is answered from the lease…
     tokio::time::sleep(Duration::from_secs(50)).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 3600).await;
     // …past it, with every keeper renewal lost, the mapping is really gone: the client is told.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let reply = orch
@@ -206,10 +176,7 @@ async fn a_client_gets_a_failure_only_when_the_upstream_mapping_is_really_gone()
     upstream.state().fault = None;
     tokio::time::sleep(Duration::from_secs(35)).await;
     assert_eq!(upstream.mapped().len(), 1);
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 3600))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 3600).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -225,48 +192,19 @@ async fn c30_lifetime_is_never_more_than_asked_granted_or_capped() {
     )
     .await;
     // Upstream grants 60 at most; our cap is 45.
-    assert_eq!(
-        success(
-            orch.handle_map(lan(10), map(Protocol::Tcp, 1000, 0, 3600))
-                .await
-        )
-        .lifetime,
-        45
-    );
-    assert_eq!(
-        success(
-            orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 30))
-                .await
-        )
-        .lifetime,
-        30
-    );
+    assert_eq!(ask_ok(&orch, Protocol::Tcp, 1000, 3600).await.lifetime, 45);
+    assert_eq!(ask_ok(&orch, Protocol::Tcp, 1001, 30).await.lifetime, 30);
     // We never ask the gateway for more than the client asked or than our cap.
     assert_eq!(upstream.state().asked, vec![45, 30]);
 
     let orch = start(&FakeRouter::default(), &FakeUpstream::new()).await;
-    assert_eq!(
-        success(
-            orch.handle_map(lan(10), map(Protocol::Tcp, 1000, 0, 3600))
-                .await
-        )
-        .lifetime,
-        60
-    );
-    assert_eq!(
-        success(
-            orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 30))
-                .await
-        )
-        .lifetime,
-        30
-    );
+    assert_eq!(ask_ok(&orch, Protocol::Tcp, 1000, 3600).await.lifetime, 60);
+    assert_eq!(ask_ok(&orch, Protocol::Tcp, 1001, 30).await.lifetime, 30);
 }
 
 #[tokio::test(start_paused = true)]
 async fn c37_internal_port_zero_with_a_lifetime_answers_2_and_changes_nothing() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     let commands = router.commands();
     let reply = orch.handle_map(lan(10), map(Protocol::Udp, 0, 1, 60)).await;
     assert_eq!(reply, MapReply::failure(ResultCode::NotAuthorized));
@@ -279,8 +217,7 @@ async fn c37_internal_port_zero_with_a_lifetime_answers_2_and_changes_nothing() 
 
 #[tokio::test(start_paused = true)]
 async fn router_trap_on_add_answers_3_and_leaves_no_upstream_mapping() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     router.state().add_fault = Some(AddFault::Trap);
     let reply = orch
         .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
@@ -294,17 +231,13 @@ async fn router_trap_on_add_answers_3_and_leaves_no_upstream_mapping() {
 
     // The port was freed: once the router works again the same preferred port is used.
     router.state().add_fault = None;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     assert_eq!(router.rules()[0].dst_port.as_deref(), Some("6881"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn router_permission_refusal_answers_2_and_leaves_no_upstream_mapping() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     router.state().add_fault = Some(AddFault::PermissionDenied);
     let reply = orch
         .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
@@ -319,8 +252,7 @@ async fn router_permission_refusal_answers_2_and_leaves_no_upstream_mapping() {
 
 #[tokio::test(start_paused = true)]
 async fn upstream_silent_answers_3_within_the_bound_and_leaves_no_rule() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Silent);
     let started = Instant::now();
     let reply = orch
@@ -339,8 +271,7 @@ async fn upstream_silent_answers_3_within_the_bound_and_leaves_no_rule() {
 
 #[tokio::test(start_paused = true)]
 async fn upstream_that_loses_its_reply_has_its_mapping_deleted_before_the_rule_goes() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::LosesReplies);
     let reply = orch
         .handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
@@ -359,8 +290,7 @@ async fn upstream_that_loses_its_reply_has_its_mapping_deleted_before_the_rule_g
 
 #[tokio::test(start_paused = true)]
 async fn upstream_timeout_sends_a_delete_for_a_mapping_it_may_have_made() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (_router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Silent);
     let reply = orch
         .handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
@@ -378,8 +308,7 @@ async fn upstream_timeout_sends_a_delete_for_a_mapping_it_may_have_made() {
 
 #[tokio::test(start_paused = true)]
 async fn upstream_quota_answers_4_and_leaves_no_rule() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Quota);
     let reply = orch
         .handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
@@ -396,8 +325,7 @@ async fn upstream_quota_answers_4_and_leaves_no_rule() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_rollback_is_answered_and_the_reconciler_removes_the_rule_later() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Quota);
     router.state().remove_fails = true;
     let reply = orch
@@ -421,13 +349,9 @@ async fn failed_rollback_is_answered_and_the_reconciler_removes_the_rule_later()
 
 #[tokio::test(start_paused = true)]
 async fn add_whose_reply_is_lost_is_settled_by_comment_and_the_mapping_goes_on() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     router.state().add_fault = Some(AddFault::ExecuteThenCut);
-    let reply = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let reply = ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     assert_eq!(router.state().adds, 1, "no second add");
     assert_eq!(router.our_rules().len(), 1, "exactly one rule");
     assert_eq!(upstream.exchanges(), 1);
@@ -444,8 +368,7 @@ async fn add_whose_reply_is_lost_is_settled_by_comment_and_the_mapping_goes_on()
 
 #[tokio::test(start_paused = true)]
 async fn add_whose_reply_is_lost_and_cannot_be_looked_up_keeps_the_port_until_the_reconciler() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     {
         let mut s = router.state();
         s.add_fault = Some(AddFault::ExecuteThenCut);
@@ -489,10 +412,7 @@ async fn router_ports_exhausted_answers_4() {
     )
     .await;
     // Ports below 1024 are never used as preferences, so these draw from the range.
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 80, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 80, 60).await;
     success(
         orch.handle_map(lan(11), map(Protocol::Tcp, 80, 0, 60))
             .await,
@@ -545,8 +465,7 @@ async fn two_hundred_concurrent_requests_get_two_hundred_distinct_router_ports()
 
 #[tokio::test(start_paused = true)]
 async fn key_locks_are_dropped_when_nobody_needs_them() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (_router, _upstream, orch) = fresh().await;
     let mut set = JoinSet::new();
     for i in 0..20u8 {
         let orch = orch.clone();
@@ -590,10 +509,7 @@ async fn concurrent_identical_requests_are_serialized_into_one_rule() {
     // The copy that waited got the first request's answer: no renewal exchange upstream.
     assert_eq!(upstream.exchanges(), 1);
     // A request that arrives after the first finished is a renewal, answered from the lease.
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     assert_eq!(upstream.exchanges(), 1);
 }
 
@@ -602,12 +518,8 @@ async fn concurrent_identical_requests_are_serialized_into_one_rule() {
 
 #[tokio::test(start_paused = true)]
 async fn c33_delete_removes_both_layers() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     let reply = orch
         .handle_map(lan(10), map(Protocol::Tcp, 6881, 9999, 0))
         .await;
@@ -619,8 +531,7 @@ async fn c33_delete_removes_both_layers() {
 
 #[tokio::test(start_paused = true)]
 async fn c34_delete_of_a_mapping_that_does_not_exist_succeeds() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     let commands = router.commands();
     assert_eq!(
         orch.handle_map(lan(10), delete(Protocol::Udp, 6881)).await,
@@ -654,20 +565,10 @@ async fn c35_delete_of_a_port_held_by_a_foreign_rule_answers_2_and_keeps_the_rul
 
 #[tokio::test(start_paused = true)]
 async fn c36_delete_all_removes_only_that_protocol_of_that_client() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 1000, 0, 60))
-            .await,
-    );
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 1001, 0, 60))
-            .await,
-    );
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 2000, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Udp, 1000, 60).await;
+    ask_ok(&orch, Protocol::Udp, 1001, 60).await;
+    ask_ok(&orch, Protocol::Tcp, 2000, 60).await;
     success(
         orch.handle_map(lan(11), map(Protocol::Udp, 1000, 0, 60))
             .await,
@@ -701,10 +602,7 @@ async fn c36_delete_all_with_a_foreign_rule_deletes_ours_and_answers_2() {
     let upstream = FakeUpstream::new();
     router.seed("udp", "3000", lan(10), None, None);
     let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 1000, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 1000, 60).await;
     let reply = orch.handle_map(lan(10), delete(Protocol::Udp, 0)).await;
     assert_eq!(reply, MapReply::failure(ResultCode::NotAuthorized));
     assert_eq!(orch.lease_count(), 0);
@@ -713,12 +611,8 @@ async fn c36_delete_all_with_a_foreign_rule_deletes_ours_and_answers_2() {
 
 #[tokio::test(start_paused = true)]
 async fn delete_when_the_router_fails_answers_3_and_the_reconciler_removes_the_rule() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     router.state().remove_fails = true;
     let reply = orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await;
     assert_eq!(reply, MapReply::failure(ResultCode::NetworkFailure));
@@ -742,12 +636,8 @@ async fn delete_when_the_router_fails_answers_3_and_the_reconciler_removes_the_r
 
 #[tokio::test(start_paused = true)]
 async fn teardown_deletes_upstream_before_the_rule() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     // A gateway that fails deletes: the rule must still be there (the gateway still forwards).
     upstream.state().fault = Some(UpFault::Silent);
     assert_eq!(
@@ -779,12 +669,8 @@ async fn teardown_deletes_upstream_before_the_rule() {
 
 #[tokio::test(start_paused = true)]
 async fn upstream_delete_failure_keeps_the_router_port_until_the_gateway_mapping_lapsed() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     upstream.state().fault = Some(UpFault::Silent);
     let started = Instant::now();
     assert_eq!(
@@ -805,12 +691,8 @@ async fn upstream_delete_failure_keeps_the_router_port_until_the_gateway_mapping
 
 #[tokio::test(start_paused = true)]
 async fn a_drain_ends_early_when_the_gateway_answers_the_delete_again() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     upstream.state().fault = Some(UpFault::Silent);
     assert_eq!(
         orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
@@ -834,13 +716,9 @@ async fn a_drain_ends_early_when_the_gateway_answers_the_delete_again() {
 
 #[tokio::test(start_paused = true)]
 async fn renumbered_ids_never_make_a_delete_remove_a_foreign_rule() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, _upstream, orch) = fresh().await;
     let first = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     let held = orch.leases()[0].lease.rule_id(RuleKind::DstNat).cloned();
     // The admin removes the first rule, adds another, and the router renumbers: the id we held
     // (*2) now names the admin's new rule.
@@ -865,13 +743,9 @@ async fn renumbered_ids_never_make_a_delete_remove_a_foreign_rule() {
 
 #[tokio::test(start_paused = true)]
 async fn renumbered_ids_are_re_bound_by_the_reconciler_and_expiry_removes_the_right_rule() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, _upstream, orch) = fresh().await;
     let first = router.seed("udp", "53", lan(2), None, None);
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 30))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 30).await;
     router.delete_by_hand(&first);
     router.renumber();
     let foreign = router.seed("udp", "5000", lan(3), None, Some("voip"));
@@ -954,8 +828,7 @@ async fn rules_on_an_interface_list_with_the_tunnel_or_on_no_interface_are_never
 
 #[tokio::test(start_paused = true)]
 async fn router_service_ports_are_never_router_ports() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (_router, _upstream, orch) = fresh().await;
     let reply = success(
         orch.handle_map(lan(10), map(Protocol::Tcp, 8291, 8291, 60))
             .await,
@@ -982,10 +855,7 @@ async fn a_route_to_the_gateway_off_the_tunnel_means_result_3_and_no_rule_until_
     router.state().route_via = None;
     let report = orch.reconcile().await.map_err(|e| e.to_string());
     assert_eq!(report.map(|r| r.interface_ok), Ok(true));
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -1023,10 +893,7 @@ async fn a_configured_interface_of_another_type_is_used() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     router.state().iface_type = Some("vlan".into());
     let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1034,12 +901,8 @@ async fn a_configured_interface_of_another_type_is_used() {
 
 #[tokio::test(start_paused = true)]
 async fn c32_expiry_removes_both_layers_of_a_mapping_not_renewed() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    let reply = success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    let (router, upstream, orch) = fresh().await;
+    let reply = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     let grace = config().expiry_grace;
 
     tokio::time::sleep(
@@ -1060,13 +923,9 @@ async fn c32_expiry_removes_both_layers_of_a_mapping_not_renewed() {
 
 #[tokio::test(start_paused = true)]
 async fn renewal_postpones_expiry() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, _upstream, orch) = fresh().await;
     for _ in 0..4 {
-        success(
-            orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-                .await,
-        );
+        ask_ok(&orch, Protocol::Udp, 6881, 60).await;
         tokio::time::sleep(Duration::from_secs(45)).await;
     }
     assert_eq!(orch.lease_count(), 1);
@@ -1131,12 +990,8 @@ async fn start_adopts_our_rules_removes_the_original_tools_and_never_touches_for
 
 #[tokio::test(start_paused = true)]
 async fn reconciler_recreates_a_live_rule_someone_deleted() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let (router, _upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     let Some(old) = orch.leases()[0].lease.rule_id(RuleKind::DstNat).cloned() else {
         panic!("the lease has no dst-nat rule")
     };
@@ -1195,13 +1050,9 @@ async fn reconciler_runs_on_its_own_every_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_removes_everything_and_refuses_new_requests() {
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, upstream, orch) = fresh().await;
     for port in 1000..1010 {
-        success(
-            orch.handle_map(lan(10), map(Protocol::Udp, port, 0, 60))
-                .await,
-        );
+        ask_ok(&orch, Protocol::Udp, port, 60).await;
     }
     let report = orch.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
@@ -1265,10 +1116,7 @@ async fn c48_upstream_epoch_going_backwards_resets_our_epoch() {
         Ok(o) => o,
         Err(e) => panic!("{e}"),
     };
-    success(
-        orch.handle_map(lan(10), map(Protocol::Udp, 6881, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
     assert!(epoch.sssoe() >= 5000);
     tokio::time::sleep(Duration::from_secs(10)).await;
     // The gateway restarted and lost its mappings: its epoch is near zero.
@@ -1296,19 +1144,12 @@ async fn c48_upstream_epoch_going_backwards_resets_our_epoch() {
 #[tokio::test(start_paused = true)]
 async fn every_change_of_a_mapping_is_an_event_in_order() {
     use double_natpmp::mapping::{MappingEvent, Origin, RemovalReason};
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (_router, upstream, orch) = fresh().await;
     let mut events = orch.subscribe();
-    let first = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let first = ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     upstream.state().move_on_renewal = true;
     tokio::time::sleep(Duration::from_secs(35)).await;
-    let renewed = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let renewed = ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     assert_eq!(
         orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
         deleted()
@@ -1350,8 +1191,7 @@ async fn every_change_of_a_mapping_is_an_event_in_order() {
 #[tokio::test(start_paused = true)]
 async fn a_static_mapping_never_expires() {
     use double_natpmp::mapping::Origin;
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start(&router, &upstream).await;
+    let (router, _upstream, orch) = fresh().await;
     success(
         orch.handle_from(lan(20), map(Protocol::Tcp, 32400, 0, 60), Origin::Static)
             .await,
@@ -1397,20 +1237,14 @@ async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate(
     .await;
     // Per client: two mappings, the third is refused.
     for port in [1001, 1002] {
-        success(
-            orch.handle_map(lan(10), map(Protocol::Tcp, port, 0, 60))
-                .await,
-        );
+        ask_ok(&orch, Protocol::Tcp, port, 60).await;
     }
     let third = orch
         .handle_map(lan(10), map(Protocol::Tcp, 1003, 0, 60))
         .await;
     assert_eq!(third, MapReply::failure(ResultCode::OutOfResources));
     // A renewal of an existing one is still fine.
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 1001, 60).await;
     // The cap: one more from another client fills it; the next is refused.
     success(
         orch.handle_map(lan(11), map(Protocol::Tcp, 1001, 0, 60))
@@ -1446,10 +1280,7 @@ async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate(
     );
     assert_eq!(answers[10], ResultCode::OutOfResources);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 1001, 0, 60))
-            .await,
-    );
+    ask_ok(&orch, Protocol::Tcp, 1001, 60).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -1460,10 +1291,7 @@ async fn keep_on_stop_leaves_both_layers_and_the_next_start_adopts_them() {
         ..config()
     };
     let orch = start_with(&router, &upstream, keep.clone()).await;
-    let first = success(
-        orch.handle_map(lan(10), map(Protocol::Tcp, 6881, 0, 60))
-            .await,
-    );
+    let first = ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     let report = orch.shutdown(Duration::from_secs(5)).await;
     assert_eq!((report.kept, report.removed, report.remaining), (1, 0, 0));
     assert_eq!(router.our_rules().len(), 1, "the rule stays");

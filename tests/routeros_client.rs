@@ -556,17 +556,33 @@ fn ca_file(pem: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// The client's settings for `sim` over api-ssl, verified against the CA in `ca` (and
+/// `server_name`, when given, instead of the address).
+fn verified_by(sim: &RouterSim, ca: &std::path::Path, server_name: Option<&str>) -> ApiConfig {
+    let mut cfg = config(sim, "admin", "admin");
+    cfg.tls = TlsMode::Verify {
+        ca_file: Some(ca.to_owned()),
+        fingerprint_sha256: None,
+        server_name: server_name.map(Into::into),
+    };
+    cfg
+}
+
+/// `err` is a TLS error of the kind `want`.
+#[track_caller]
+fn assert_tls(err: &RouterError, want: TlsProblem) {
+    assert!(
+        matches!(err, RouterError::Tls { kind, .. } if *kind == want),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn api_ssl_with_the_right_ca_works() {
     let pki = pki();
     let sim = tls_sim(&pki).await;
     let ca = ca_file(&pki.ca_pem);
-    let mut cfg = config(&sim, "admin", "admin");
-    cfg.tls = TlsMode::Verify {
-        ca_file: Some(ca.path().to_owned()),
-        fingerprint_sha256: None,
-        server_name: None,
-    };
+    let cfg = verified_by(&sim, ca.path(), None);
     let api = api(cfg);
     api.add_dstnat(&rule(40001)).await.unwrap();
     assert_eq!(api.list_dstnat().await.unwrap().len(), 1);
@@ -579,23 +595,9 @@ async fn api_ssl_with_a_wrong_ca_fails_with_a_clear_message() {
     // An unrelated CA, and one with the same name but another key (two routers' default CAs).
     for other in [pki_named("another CA"), pki_named("router CA")] {
         let ca = ca_file(&other.ca_pem);
-        let mut cfg = config(&sim, "admin", "admin");
-        cfg.tls = TlsMode::Verify {
-            ca_file: Some(ca.path().to_owned()),
-            fingerprint_sha256: None,
-            server_name: None,
-        };
+        let cfg = verified_by(&sim, ca.path(), None);
         let err = api(cfg).info().await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                RouterError::Tls {
-                    kind: TlsProblem::UnknownIssuer,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_tls(&err, TlsProblem::UnknownIssuer);
         let text = err.to_string();
         assert!(text.contains("TLS handshake failed"), "{text}");
         assert!(text.contains("not signed by the CA"), "{text}");
@@ -608,23 +610,9 @@ async fn api_ssl_with_the_ca_but_another_name_fails_on_the_name() {
     let pki = pki();
     let sim = tls_sim(&pki).await;
     let ca = ca_file(&pki.ca_pem);
-    let mut cfg = config(&sim, "admin", "admin");
-    cfg.tls = TlsMode::Verify {
-        ca_file: Some(ca.path().to_owned()),
-        fingerprint_sha256: None,
-        server_name: Some("router.example".into()),
-    };
+    let cfg = verified_by(&sim, ca.path(), Some("router.example"));
     let err = api(cfg).info().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RouterError::Tls {
-                kind: TlsProblem::NameMismatch,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_tls(&err, TlsProblem::NameMismatch);
     let text = err.to_string();
     assert!(text.contains("does not name \"router.example\""), "{text}");
     // The advice names a setting that exists.
@@ -652,16 +640,7 @@ async fn api_ssl_with_a_pinned_fingerprint_matches_the_leaf_only() {
         server_name: None,
     };
     let err = api(cfg).info().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RouterError::Tls {
-                kind: TlsProblem::FingerprintMismatch,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_tls(&err, TlsProblem::FingerprintMismatch);
     assert!(err.to_string().contains("fingerprint"), "{err}");
     assert!(err.to_string().contains("AB:AB"), "{err}");
 }
@@ -674,23 +653,9 @@ async fn api_ssl_with_an_expired_certificate_is_a_tls_expired_error() {
     });
     let sim = tls_sim(&pki).await;
     let ca = ca_file(&pki.ca_pem);
-    let mut cfg = config(&sim, "admin", "admin");
-    cfg.tls = TlsMode::Verify {
-        ca_file: Some(ca.path().to_owned()),
-        fingerprint_sha256: None,
-        server_name: None,
-    };
+    let cfg = verified_by(&sim, ca.path(), None);
     let err = api(cfg).info().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RouterError::Tls {
-                kind: TlsProblem::Expired,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_tls(&err, TlsProblem::Expired);
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
@@ -882,16 +847,7 @@ async fn tls_server_name_setting_verifies_a_certificate_made_for_another_name() 
     };
     // The certificate names router.lan, the daemon connects to 127.0.0.1.
     let err = router_api(&[]).info().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RouterError::Tls {
-                kind: TlsProblem::NameMismatch,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_tls(&err, TlsProblem::NameMismatch);
     assert!(
         err.to_string().contains("MIKROTIK_API_TLS_SERVER_NAME"),
         "{err}"

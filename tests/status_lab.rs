@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::lab::{self, Host, Lab, CLIENT_IP, EXT_IP};
+use common::lab::{self, Host, Lab, CLIENT_IP};
+use common::traffic::{lan_listener, router_rules, send_from_internet};
 
 const TOKEN: &str = "lab-token-0123456789abcdef";
 const API: &str = "http://127.0.0.1:8080/api/v1/forwards";
@@ -29,42 +30,6 @@ fn curl(lab: &Lab, args: &[&str]) -> (u16, String) {
     (code, body.to_owned())
 }
 
-fn lan_listener(lab: &mut Lab, port: u16) -> std::sync::mpsc::Receiver<String> {
-    let script = format!(
-        "import socket\n\
-         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         s.bind(('0.0.0.0',{port})); s.listen(1); print('listening', flush=True)\n\
-         c,a=s.accept(); print('got', c.recv(100).decode(), 'from', a[0], flush=True)\n"
-    );
-    let rx = lab.spawn(Host::Lan, &["python3", "-c", &script], &[]);
-    lab::wait_for_line(&rx, "listening", Duration::from_secs(10));
-    rx
-}
-
-fn send_from_internet(lab: &Lab, port: u16, message: &str) {
-    let script = format!(
-        "import socket\n\
-         s=socket.create_connection(('{EXT_IP}',{port}), timeout=5)\n\
-         s.sendall(b'{message}'); s.close()\n"
-    );
-    let out = lab.exec(Host::Inet, &["python3", "-c", &script]);
-    assert!(
-        out.status.success(),
-        "sending from the internet failed: {out:?}"
-    );
-}
-
-fn router_rules(lab: &Lab) -> usize {
-    let out = lab.exec(
-        Host::Router,
-        &["nft", "list", "chain", "ip", "mikrotik", "dstnat"],
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("dnat to"))
-        .count()
-}
-
 #[test]
 fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
     let test = "a_forward_made_with_the_token_carries_a_packet_to_the_lan_host";
@@ -79,7 +44,7 @@ fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
     lab.start_miniupnpd("1024-65535 10.2.0.0/24 1024-65535");
     lab.start_router_emulator(&[]);
     lab.start_daemon(&[("STATUS_ADDR", "127.0.0.1:8080"), ("API_TOKEN", TOKEN)]);
-    let listener = lan_listener(&mut lab, 8000);
+    let listener = lan_listener(&mut lab, "tcp", 8000);
     let body = format!(
         r#"{{"client": "{CLIENT_IP}", "protocol": "tcp", "internal_port": 8000, "lifetime": 600}}"#
     );
@@ -98,7 +63,7 @@ fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
     wrong.extend_from_slice(&json);
     wrong.push(API);
     assert_eq!(curl(&lab, &wrong).0, 403);
-    assert_eq!(router_rules(&lab), 0, "nothing was made");
+    assert_eq!(router_rules(&lab).len(), 0, "nothing was made");
 
     let bearer = format!("Authorization: Bearer {TOKEN}");
     let mut right = vec!["-X", "POST", "-H", bearer.as_str()];
@@ -113,9 +78,13 @@ fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .expect("port");
-    assert_eq!(router_rules(&lab), 1, "one dst-nat rule on the router");
+    assert_eq!(
+        router_rules(&lab).len(),
+        1,
+        "one dst-nat rule on the router"
+    );
 
-    send_from_internet(&lab, external, "hello-through-the-api");
+    send_from_internet(&lab, "tcp", external, "hello-through-the-api");
     let line = lab::wait_for_line(&listener, "got", Duration::from_secs(10));
     assert!(line.contains("hello-through-the-api"), "{line}");
 
@@ -125,5 +94,5 @@ fn a_forward_made_with_the_token_carries_a_packet_to_the_lan_host() {
         &["-X", "DELETE", "-H", bearer.as_str(), path.as_str()],
     );
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(router_rules(&lab), 0, "the rule is removed");
+    assert_eq!(router_rules(&lab).len(), 0, "the rule is removed");
 }

@@ -155,16 +155,21 @@ impl Lab {
 
     /// Our rules on the router.
     pub fn our_rules(&self) -> Vec<SimNatRule> {
-        self.router
-            .nat_rules()
-            .into_iter()
-            .filter(|r| {
-                r.fields
-                    .get("comment")
-                    .is_some_and(|c| c.starts_with("double-natpmp:"))
-            })
-            .collect()
+        our_sim_rules(&self.router)
     }
+}
+
+/// Our rules on a router emulator (comment with our marker).
+pub fn our_sim_rules(router: &RouterSim) -> Vec<SimNatRule> {
+    router
+        .nat_rules()
+        .into_iter()
+        .filter(|r| {
+            r.fields
+                .get("comment")
+                .is_some_and(|c| c.starts_with("double-natpmp:"))
+        })
+        .collect()
 }
 
 /// Waits (bounded) for the first event that `pick` accepts.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use double_natpmp::mapping::{MappingConfig, Orchestrator};
 use double_natpmp::natpmp::epoch::Epoch;
-use double_natpmp::natpmp::handler::MapReply;
+use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{
@@ -237,9 +237,8 @@ impl FakeRouter {
         lookup: bool,
     ) -> Result<Vec<NatRule>, RouterError> {
         self.before(lookup).await?;
-        let delay = self.state().delay;
-        if lookup && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        if lookup {
+            self.pause().await;
         }
         let result = {
             let mut s = self.state();
@@ -259,6 +258,14 @@ impl FakeRouter {
             }
         };
         self.after(lookup, result)
+    }
+
+    /// Waits the injected delay, if any.
+    async fn pause(&self) {
+        let delay = self.state().delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// The command ran: its reply is lost if the fault says so.
@@ -282,10 +289,7 @@ impl Router for FakeRouter {
     async fn add_dstnat(&self, rule: &DstNatRule) -> Result<RuleId, RouterError> {
         self.before(false).await?;
         let result = async {
-            let delay = self.state().delay;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            self.pause().await;
             let mut s = self.state();
             s.adds += 1;
             match s.add_fault {
@@ -319,10 +323,7 @@ impl Router for FakeRouter {
                 ..NatRule::default()
             });
             if s.add_fault == Some(AddFault::ExecuteThenCut) {
-                return Err(RouterError::Connection {
-                    address: "127.0.0.1:8728".into(),
-                    message: "connection reset by peer".into(),
-                });
+                return Err(cut());
             }
             Ok(id)
         }
@@ -333,17 +334,11 @@ impl Router for FakeRouter {
     async fn remove_rule(&self, id: &RuleId) -> Result<(), RouterError> {
         self.before(true).await?;
         let result = async {
-            let delay = self.state().delay;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            self.pause().await;
             let mut s = self.state();
             s.removes += 1;
             if s.remove_fails {
-                return Err(RouterError::Connection {
-                    address: "127.0.0.1:8728".into(),
-                    message: "connection reset by peer".into(),
-                });
+                return Err(cut());
             }
             let before = s.rules.len();
             s.rules.retain(|r| r.id.as_ref() != Some(id));
@@ -394,10 +389,7 @@ impl Router for FakeRouter {
     async fn add_srcnat(&self, rule: &SrcNatRule) -> Result<RuleId, RouterError> {
         self.before(false).await?;
         let result = async {
-            let delay = self.state().delay;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            self.pause().await;
             let mut s = self.state();
             s.adds += 1;
             s.srcnat_adds += 1;
@@ -763,6 +755,21 @@ pub async fn start_with(
 
 pub async fn start(router: &FakeRouter, upstream: &FakeUpstream) -> Orch {
     start_with(router, upstream, config()).await
+}
+
+/// A fresh router and gateway, and an orchestrator started against them with [`config`].
+pub async fn fresh() -> (FakeRouter, FakeUpstream, Orch) {
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start(&router, &upstream).await;
+    (router, upstream, orch)
+}
+
+/// LAN host 10 asks for `internal` (no suggested port) for `lifetime`; the answer is a success.
+pub async fn ask_ok(orch: &Orch, protocol: Protocol, internal: u16, lifetime: u32) -> MapReply {
+    success(
+        orch.handle_map(lan(10), map(protocol, internal, 0, lifetime))
+            .await,
+    )
 }
 
 pub fn map(protocol: Protocol, internal: u16, suggested: u16, lifetime: u32) -> MapRequest {

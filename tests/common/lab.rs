@@ -635,6 +635,33 @@ impl Netns {
         cmd.args(["netns", "exec", &self.name]).args(argv);
         cmd
     }
+
+    /// Runs natpmpc inside the namespace (line-buffered, docs/lab.md pitfall 7) with a time limit.
+    pub fn natpmpc(&self, args: &[&str]) -> NatpmpcOutput {
+        let mut argv = vec!["timeout", "20", "stdbuf", "-oL", "natpmpc"];
+        argv.extend_from_slice(args);
+        let out = self.command(&argv).output().expect("natpmpc");
+        NatpmpcOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// `natpmpc -g 127.0.0.1 -a 0 6881 tcp 60` in `ns` gets a mapping from the demo (the daemon
+/// against the built-in emulators on 127.0.0.1:5351).
+#[track_caller]
+pub fn assert_demo_maps_6881(ns: &Netns) {
+    let out = ns.natpmpc(&["-g", "127.0.0.1", "-a", "0", "6881", "tcp", "60"]);
+    let text = &out.stdout;
+    assert!(out.success, "natpmpc failed: {text}{}", out.stderr);
+    assert!(text.contains("Public IP address : 198.51.100.7"), "{text}");
+    let mapped = text
+        .lines()
+        .find(|l| l.starts_with("Mapped public port"))
+        .unwrap_or_else(|| panic!("no mapping printed: {text}"));
+    assert!(mapped.contains("to local port 6881 liftime 60"), "{mapped}");
 }
 
 impl Drop for Netns {
