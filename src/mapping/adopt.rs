@@ -120,7 +120,7 @@ pub async fn adopt<R: Router, U: Upstream>(
                 ..key
             };
             // The table held nothing before adoption, so it holds just the adopted leases.
-            if key.protocol != Protocol::Udp || core.table.get(&parent).is_none() {
+            if key.protocol != Protocol::Udp || !core.table.contains(&parent) {
                 continue;
             }
             Origin::Twin(parent)

@@ -129,6 +129,11 @@ impl LeaseTable {
         self.state().leases.get(key).cloned()
     }
 
+    /// Whether `key` has a live lease (without copying it).
+    pub fn contains(&self, key: &MappingKey) -> bool {
+        self.state().leases.contains_key(key)
+    }
+
     /// Changes the live lease of `key` in place; `false` when there is none.
     pub fn update(&self, key: &MappingKey, change: impl FnOnce(&mut Lease)) -> bool {
         match self.state().leases.get_mut(key) {

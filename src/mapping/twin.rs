@@ -59,7 +59,7 @@ pub fn twin_key(parent: MappingKey) -> MappingKey {
 pub fn ensure<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey, serial: u64) {
     if core.config.map_both_protocols
         && parent.protocol == Protocol::Tcp
-        && core.table.get(&twin_key(parent)).is_none()
+        && !core.table.contains(&twin_key(parent))
     {
         spawn(core, parent, serial);
     }
@@ -81,7 +81,7 @@ async fn make<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey
     let Some(tcp) = core.table.get(&parent).filter(|l| l.serial == serial) else {
         return; // deleted meanwhile: no twin
     };
-    if core.table.get(&key).is_some() {
+    if core.table.contains(&key) {
         debug!(client = %key.client, internal_port = key.internal_port, "the client has its own UDP mapping of this port: no twin");
         return;
     }
