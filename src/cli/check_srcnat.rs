@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cli::bounded::bounded;
 use crate::cli::fixes::router_fix;
+use crate::mapping::rule::{RuleKind, RuleOwner};
 use crate::mapping::srcnat::{anchor, describe, shadowed, OutScope};
 use crate::routeros::api::{Router, RouterApi, RouterError};
 
@@ -99,7 +100,12 @@ pub async fn srcnat_order(
     }
     let ours = rules
         .iter()
-        .filter(|r| r.comment.as_deref().is_some_and(|c| c.contains(" k=snat")))
+        .filter(|r| {
+            matches!(
+                RuleOwner::of(r.comment.as_deref(), r.dynamic),
+                RuleOwner::Ours(Some(c)) if c.kind == RuleKind::SrcNat
+            )
+        })
         .count();
     Verdict::Ok(match first {
         Some(rule) => format!(
