@@ -259,10 +259,9 @@ impl Metrics {
         self.webhook.get_or_create(&[("result", result)]).inc();
     }
 
-    /// Counts one event dropped because the webhook queue was full; returns how many were
-    /// dropped so far, this one included.
-    pub fn webhook_dropped(&self) -> u64 {
-        self.webhook_dropped.inc() + 1
+    /// Counts one event dropped because the webhook queue was full.
+    pub fn webhook_dropped(&self) {
+        self.webhook_dropped.inc();
     }
 
     /// Counts events the listener lost.
