@@ -18,13 +18,13 @@
 //! The test rule carries our comment marker (`mapping::rule`), so a daemon's reconciler removes
 //! it if `check` dies before it does.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
+use crate::cli::bounded::bounded;
 use crate::cli::check_srcnat::{srcnat_order, Verdict};
 use crate::cli::fixes::{router_fix, upstream_fix};
 use crate::config::DaemonArgs;
@@ -69,23 +69,6 @@ impl Report {
     fn skip(&mut self, what: &str, why: &str) {
         self.failed = true;
         println!("SKIP {what}: {why}");
-    }
-}
-
-/// Bounds a router call on top of the client's own timeouts, so no step can hang.
-async fn bounded<T>(
-    limit: Duration,
-    address: &str,
-    what: &str,
-    fut: impl Future<Output = Result<T, RouterError>>,
-) -> Result<T, RouterError> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(RouterError::Timeout {
-            address: address.to_owned(),
-            what: what.to_owned(),
-            after: limit,
-        }),
     }
 }
 

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use crate::cli::bounded::bounded;
 use crate::cli::fixes::router_fix;
+use crate::mapping::rule::{RuleKind, RuleOwner};
 use crate::mapping::srcnat::{anchor, describe, shadowed, OutScope};
 use crate::routeros::api::{Router, RouterApi, RouterError};
 
@@ -28,20 +30,6 @@ pub enum Verdict {
 /// The step's name in the report.
 pub const WHAT: &str = "src-nat order (UDP_SRCNAT)";
 
-async fn bounded<T>(
-    limit: Duration,
-    fut: impl std::future::Future<Output = Result<T, RouterError>>,
-    address: &str,
-) -> Result<T, RouterError> {
-    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-        Err(RouterError::Timeout {
-            address: address.to_owned(),
-            what: "/ip/firewall/nat/print".into(),
-            after: limit,
-        })
-    })
-}
-
 /// Checks the `srcnat` chain for `in_interface`, with UDP_SRCNAT `on` or off.
 pub async fn srcnat_order(
     router: &RouterApi,
@@ -51,8 +39,20 @@ pub async fn srcnat_order(
 ) -> Verdict {
     let address = router.address().to_owned();
     let listed = async {
-        let rules = bounded(limit, router.list_srcnat(), &address).await?;
-        let members = bounded(limit, router.list_members(), &address).await?;
+        let rules = bounded(
+            limit,
+            &address,
+            "/ip/firewall/nat/print",
+            router.list_srcnat(),
+        )
+        .await?;
+        let members = bounded(
+            limit,
+            &address,
+            "/interface/list/member/print",
+            router.list_members(),
+        )
+        .await?;
         Ok::<_, RouterError>((rules, members))
     };
     let (rules, members) = match listed.await {
@@ -100,7 +100,12 @@ pub async fn srcnat_order(
     }
     let ours = rules
         .iter()
-        .filter(|r| r.comment.as_deref().is_some_and(|c| c.contains(" k=snat")))
+        .filter(|r| {
+            matches!(
+                RuleOwner::of(r.comment.as_deref(), r.dynamic),
+                RuleOwner::Ours(Some(c)) if c.kind == RuleKind::SrcNat
+            )
+        })
         .count();
     Verdict::Ok(match first {
         Some(rule) => format!(

@@ -15,6 +15,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cli::args::{daemon_args_from, DemoArgs};
+use crate::config::value::loopback_if_unspecified;
 use crate::config::DaemonArgs;
 use crate::daemon::{self, DaemonError};
 use crate::shutdown::ShutdownTrigger;
@@ -132,11 +133,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!("  VPN gateway emulator    {} (ProtonVPN-like: exit {EXIT_ADDRESS}, lifetime <= 60 s, random ports)", gateway.local_addr());
     println!("  daemon (NAT-PMP)        {listen}");
     if let Some(status) = running.status {
-        let host = match status.ip() {
-            ip if ip.is_unspecified() => std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-            ip => ip,
-        };
-        let page = SocketAddr::new(host, status.port());
+        let page = loopback_if_unspecified(status);
         println!("  status page             http://{page}/  (API http://{page}/api/v1/mappings, metrics http://{page}/metrics)");
     }
     println!();

@@ -5,13 +5,13 @@
 //! that is 0.0.0.0); the server answers op 0 from the host itself whatever ALLOWED_CLIENTS says.
 //! Exit 0 when the answer has result 0, 1 otherwise; one line of output either way.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::value::{parse_listen_addr, parse_timeout};
+use crate::config::value::{loopback_if_unspecified, parse_listen_addr, parse_timeout};
 use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
 use crate::natpmp::wire::ResultCode;
 
@@ -28,12 +28,12 @@ pub struct HealthArgs {
 
 /// Where to send the probe: LISTEN_ADDR, with an unspecified address replaced by 127.0.0.1.
 pub fn probe_target(listen: SocketAddr) -> Option<SocketAddrV4> {
-    match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, listen.port()))
-        }
-        IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, listen.port())),
-        IpAddr::V6(_) => None,
+    if listen.is_ipv6() {
+        return None;
+    }
+    match loopback_if_unspecified(listen) {
+        SocketAddr::V4(target) => Some(target),
+        SocketAddr::V6(_) => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Subcommands other than the daemon itself.
 
 pub mod args;
+mod bounded;
 pub mod check;
 pub mod check_srcnat;
 pub mod client;

@@ -3,7 +3,7 @@
 //! table, or as the server's JSON with `--json`. Without STATUS_ADDR it says how to turn the
 //! server on. Exit 0 on an answer, 1 when there is no server to ask or it does not answer.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use hyper::{Method, StatusCode, Uri};
 use serde_json::Value;
 
 use crate::config::status::parse_status_addr;
-use crate::config::value::parse_timeout;
+use crate::config::value::{loopback_if_unspecified, parse_timeout};
 use crate::status::client;
 
 /// `double-natpmp status` options.
@@ -64,15 +64,6 @@ impl Row {
     }
 }
 
-/// The address to ask: STATUS_ADDR with an unspecified address replaced by loopback.
-fn target(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
-        _ => addr,
-    }
-}
-
 /// The table of `rows`, one line each, under a header.
 fn table(rows: &[Row]) -> String {
     let mut out = format!(
@@ -106,7 +97,8 @@ pub async fn run(args: StatusCmdArgs) -> ExitCode {
         println!("the status server is off: start the daemon with STATUS_ADDR set (for example STATUS_ADDR=:8080), then run `STATUS_ADDR=:8080 double-natpmp status` (or --status-addr)");
         return ExitCode::FAILURE;
     };
-    let addr = target(addr);
+    // The address to ask: STATUS_ADDR with an unspecified address replaced by loopback.
+    let addr = loopback_if_unspecified(addr);
     let uri: Uri = match format!("http://{addr}/api/v1/mappings").parse() {
         Ok(u) => u,
         Err(e) => {
@@ -173,7 +165,7 @@ mod tests {
         assert!(lines[1].contains("198.51.100.7:45123"), "{text}");
         assert!(lines[1].contains("never expires"), "{text}");
         assert_eq!(
-            target("0.0.0.0:8080".parse().unwrap()),
+            loopback_if_unspecified("0.0.0.0:8080".parse().unwrap()),
             "127.0.0.1:8080".parse().unwrap()
         );
     }

@@ -63,7 +63,8 @@ pub struct StatusArgs {
     pub status_file: Option<PathBuf>,
 
     /// Mappings the daemon keeps itself, comma-separated protocol:client:port such as
-    /// tcp:192.168.88.20:32400; they never expire and are made again after any loss.
+    /// tcp:192.168.88.20:32400; they never expire and are made again after any loss. Each
+    /// client must lie inside ALLOWED_CLIENTS, or the daemon refuses to start.
     #[arg(long, env = "STATIC_MAPPINGS", value_name = "STATIC_MAPPINGS", default_value = "", hide_default_value = true, value_parser = parse_static_mappings)]
     pub static_mappings: StaticMappings,
 }

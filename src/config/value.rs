@@ -190,6 +190,16 @@ pub fn parse_natpmp_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
     }
 }
 
+/// The address to reach a socket bound to `addr` from this host: an unspecified address
+/// (`0.0.0.0` or `::`) replaced by 127.0.0.1, any other left as it is.
+pub fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+    } else {
+        addr
+    }
+}
+
 /// `LOG_LEVEL`: DEBUG, INFO, WARN (or WARNING), ERROR, any case; TRACE counts as DEBUG.
 pub fn parse_log_level(s: &str) -> Result<LogLevel, Expected> {
     match s.trim().to_ascii_lowercase().as_str() {

@@ -230,17 +230,11 @@ pub async fn create<R: Router, U: Upstream>(
         protocol,
         internal_port: ask.internal_port,
     };
-    match state.mappings().into_iter().find(|m| same(m, &key)) {
+    match state.mapping(&key) {
         Some(view) => json(StatusCode::OK, &view),
         // Deleted again between the reply and now (it had a lifetime of a moment).
         None => error(StatusCode::GONE, "the forward was made, but is gone again"),
     }
-}
-
-fn same(view: &MappingView, key: &MappingKey) -> bool {
-    view.client == key.client
-        && view.protocol == key.protocol.as_str()
-        && view.internal_port == key.internal_port
 }
 
 /// `DELETE /api/v1/forwards/{protocol}/{client}/{internal_port}`: removes a mapping from both
@@ -275,7 +269,7 @@ pub async fn delete<R: Router, U: Upstream>(
         protocol,
         internal_port,
     };
-    let Some(view) = state.mappings().into_iter().find(|m| same(m, &key)) else {
+    let Some(view) = state.mapping(&key) else {
         return error(StatusCode::NOT_FOUND, &format!("no mapping {key}"));
     };
     let request = MapRequest {

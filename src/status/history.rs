@@ -119,7 +119,6 @@ struct Inner {
     recent: VecDeque<EventRecord>,
     router: Contact,
     gateway: Contact,
-    missed: u64,
 }
 
 /// See the module docs. Shared between the event listener (writes) and the HTTP handlers.
@@ -144,8 +143,9 @@ fn is_an_answer(kind: &str) -> bool {
 }
 
 impl History {
-    /// An empty history; `started` counts as the last answer of both sides (the daemon only
-    /// starts serving once the router answered and the start reconcile ran).
+    /// An empty history; `started` counts as the router's last answer (the daemon only starts
+    /// serving once the router answered and the start reconcile ran). The gateway has none
+    /// until its first exchange is seen.
     pub fn new(started: SystemTime) -> History {
         let history = History::default();
         history.lock().router.ok(started);
@@ -323,11 +323,6 @@ impl History {
             inner.recent.push_back(r.clone());
         }
         record
-    }
-
-    /// Counts events the listener lost because it fell behind.
-    pub fn missed(&self, n: u64) {
-        self.lock().missed += n;
     }
 
     /// Forgets the times of keys that are no longer live (after lost events).

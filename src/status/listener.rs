@@ -3,6 +3,7 @@
 //! the webhook's queue and the status file's writer. Nothing it does waits on the network, so it
 //! keeps up with the core; if it ever falls behind, the lost events are counted.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -56,7 +57,7 @@ pub fn spawn<R: Router, U: Upstream>(
 
 fn lagged<R: Router, U: Upstream>(state: &StatusState<R, U>, sinks: &Sinks, n: u64) {
     state.metrics.events_missed(n);
-    let live: Vec<_> = state.orchestrator.leases().iter().map(|l| l.key).collect();
+    let live: HashSet<_> = state.orchestrator.leases().iter().map(|l| l.key).collect();
     state.history.retain(|k| live.contains(k));
     bump(sinks);
 }

@@ -59,8 +59,8 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
-/// `"0"` … `"5"`, else `"other"`: a result code as a label value.
-fn result_label(code: u16) -> &'static str {
+/// `"0"` … `"5"`, else `"other"`: a result code or an opcode as a label value.
+fn number_label(code: u16) -> &'static str {
     const CODES: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
     CODES.get(usize::from(code)).copied().unwrap_or("other")
 }
@@ -247,12 +247,9 @@ impl Metrics {
 
     /// Counts one answered NAT-PMP mapping request.
     pub fn request(&self, protocol: Protocol, result: u16) {
-        let opcode = match protocol {
-            Protocol::Udp => "1",
-            Protocol::Tcp => "2",
-        };
+        let opcode = number_label(u16::from(protocol.opcode()));
         self.requests
-            .get_or_create(&[("opcode", opcode), ("result", result_label(result))])
+            .get_or_create(&[("opcode", opcode), ("result", number_label(result))])
             .inc();
     }
 
@@ -262,10 +259,9 @@ impl Metrics {
         self.webhook.get_or_create(&[("result", result)]).inc();
     }
 
-    /// Counts one event dropped because the webhook queue was full; returns how many were
-    /// dropped so far, this one included.
-    pub fn webhook_dropped(&self) -> u64 {
-        self.webhook_dropped.inc() + 1
+    /// Counts one event dropped because the webhook queue was full.
+    pub fn webhook_dropped(&self) {
+        self.webhook_dropped.inc();
     }
 
     /// Counts events the listener lost.

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use crate::cidr::CidrList;
+use crate::mapping::lease::{LeaseInfo, MappingKey};
 use crate::mapping::Orchestrator;
 use crate::natpmp::server::ServerStats;
 use crate::natpmp::upstream::Upstream;
@@ -53,6 +54,19 @@ impl<R: Router, U: Upstream> StatusState<R, U> {
             .iter()
             .map(|info| MappingView::new(info, &self.history, external, grace, now))
             .collect()
+    }
+
+    /// The live mapping of `key`, as [`mappings`](Self::mappings) shows it.
+    pub fn mapping(&self, key: &MappingKey) -> Option<MappingView> {
+        let lease = self.orchestrator.table().get(key)?;
+        let info = LeaseInfo { key: *key, lease };
+        Some(MappingView::new(
+            &info,
+            &self.history,
+            (self.external)(),
+            self.orchestrator.config().expiry_grace,
+            Instant::now(),
+        ))
     }
 
     /// The readiness checks now.
