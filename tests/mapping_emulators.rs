@@ -102,6 +102,9 @@ fn daemon_args(setup: &Setup, router: SocketAddr, gateway: SocketAddr) -> Daemon
     );
     flag("upstream-retry", "250ms".into());
     flag("shutdown-timeout", "5s".into());
+    // One attempt per create: these tests measure a single transaction's bounds and undo
+    // (CREATE_PATIENCE has its own tests, tests/create_patience.rs).
+    flag("create-patience", "0s".into());
     // Tests run hundreds of mappings from a few loopback clients: lift the per-client limits
     // (limits_* tests set their own).
     flag("max-mappings-per-client", "65535".into());

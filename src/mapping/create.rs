@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
@@ -149,28 +149,185 @@ async fn roll_back<R: Router, U: Upstream>(
     }
 }
 
-/// Adds the rules of a new mapping whose dst-nat comment is `comment`: the dst-nat rule, and
-/// beside it the src-nat rule when the mapping wants one. Each with its outcome.
-async fn add_rules<R: Router, U: Upstream>(
-    core: &Core<R, U>,
-    comment: &RuleComment,
-) -> Vec<(RuleComment, Added)> {
-    let dst_rule = dst_nat_rule(&core.config, comment);
-    let dst = core.layers.add_rule(&dst_rule, comment);
-    if !wanted_rules(&core.config, &comment.key).contains(&RuleKind::SrcNat) {
-        return vec![(*comment, dst.await)];
+/// One rule of a new mapping, as the attempts so far left it.
+struct RuleSlot {
+    comment: RuleComment,
+    /// Made, with this id.
+    id: Option<RuleId>,
+    /// An add went unanswered in time: the router may still carry it out (looked up before
+    /// another add; looked up and removed in the background if the create fails).
+    may_land_later: bool,
+    /// An add's reply was lost and the rule could not be looked up: it may exist (R stays a
+    /// suspect for the reconciler if the create fails).
+    may_exist: bool,
+}
+
+impl RuleSlot {
+    fn new(comment: RuleComment) -> RuleSlot {
+        RuleSlot {
+            comment,
+            id: None,
+            may_land_later: false,
+            may_exist: false,
+        }
     }
-    let src_comment = comment.for_kind(RuleKind::SrcNat);
-    let scope = core.out_scope();
-    // Boxed: the src-nat side (a listing, then an add) is the larger future, and only UDP
-    // mappings under UDP_SRCNAT take it; inline, every create would carry its room.
-    let src = Box::pin(core.layers.add_src_rule(
-        &scope,
-        |anchor| src_nat_rule(&core.config, &src_comment, anchor),
-        &src_comment,
-    ));
-    let (dst, src) = tokio::join!(dst, src);
-    vec![(*comment, dst), (src_comment, src)]
+
+    /// Takes an attempt's outcome in; the failure, if any.
+    fn absorb(&mut self, added: Added) -> Option<MappingError> {
+        match added {
+            Added::Yes(id) => {
+                self.id = Some(id);
+                None
+            }
+            Added::No(e) => Some(e),
+            Added::Unknown(e) if e.is_timeout() => {
+                self.may_land_later = true;
+                Some(e)
+            }
+            Added::Unknown(e) => {
+                self.may_exist = true;
+                Some(e)
+            }
+        }
+    }
+}
+
+/// Tries to make one rule that is not made yet: added, or, after an add whose outcome was not
+/// known, looked up first (and added only when it is not there).
+async fn make_rule<R: Router, U: Upstream>(core: &Core<R, U>, slot: &RuleSlot) -> Added {
+    if slot.may_land_later || slot.may_exist {
+        match core.layers.find_made(&slot.comment).await {
+            Ok(Some(id)) => return Added::Yes(id),
+            Ok(None) => {}
+            Err(e) => return Added::Unknown(e),
+        }
+    }
+    let comment = &slot.comment;
+    match comment.kind {
+        RuleKind::DstNat => {
+            core.layers
+                .add_rule(&dst_nat_rule(&core.config, comment), comment)
+                .await
+        }
+        RuleKind::SrcNat => {
+            // Boxed: the src-nat side (a listing, then an add) is the larger future, and only
+            // UDP mappings under UDP_SRCNAT take it; inline, every create would carry its room.
+            let scope = core.out_scope();
+            Box::pin(core.layers.add_src_rule(
+                &scope,
+                |anchor| src_nat_rule(&core.config, comment, anchor),
+                comment,
+            ))
+            .await
+        }
+    }
+}
+
+/// A rule attempt cut at `cut` (the end of the patience window): an unfinished add counts as
+/// one the router did not answer in time.
+async fn make_rule_until<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    slot: Option<&RuleSlot>,
+    cut: Option<Instant>,
+) -> Option<Added> {
+    let slot = slot.filter(|s| s.id.is_none())?;
+    let Some(cut) = cut else {
+        return Some(make_rule(core, slot).await);
+    };
+    Some(
+        match tokio::time::timeout_at(cut, make_rule(core, slot)).await {
+            Ok(added) => added,
+            Err(_) => Added::Unknown(MappingError::RouterTimeout {
+                what: "add the rule (CREATE_PATIENCE ended)",
+                after: core.config.create_patience,
+            }),
+        },
+    )
+}
+
+/// Tries every rule that is not made yet, at once.
+async fn make_rules<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    slots: &[RuleSlot],
+    cut: Option<Instant>,
+) -> [Option<Added>; 2] {
+    let (a, b) = tokio::join!(
+        make_rule_until(core, slots.first(), cut),
+        make_rule_until(core, slots.get(1), cut)
+    );
+    [a, b]
+}
+
+/// The upstream map of an attempt, cut at `cut` (the end of the patience window): an
+/// unfinished exchange counts as one the gateway did not answer in time.
+pub(crate) async fn map_upstream<R: Router, U: Upstream>(
+    core: &Core<R, U>,
+    what: &'static str,
+    protocol: Protocol,
+    router_port: u16,
+    suggested: u16,
+    lifetime: u32,
+    cut: Option<Instant>,
+) -> Result<MapGrant, MappingError> {
+    let exchange = core
+        .layers
+        .upstream_map(what, protocol, router_port, suggested, lifetime);
+    let Some(cut) = cut else {
+        return exchange.await;
+    };
+    tokio::time::timeout_at(cut, exchange)
+        .await
+        .unwrap_or(Err(MappingError::UpstreamTimeout {
+            what,
+            after: core.config.create_patience,
+        }))
+}
+
+/// The pacing of the attempts of one patience window (module docs: **Patience**).
+pub(crate) struct Patience {
+    deadline: Instant,
+    pause: Duration,
+    tries: u32,
+}
+
+/// The first pause between two attempts; it doubles up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts (also how late a shutdown may see a waiting create).
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+impl Patience {
+    /// A window of `patience` from `started`.
+    pub(crate) fn new(started: Instant, patience: Duration) -> Patience {
+        Patience {
+            deadline: started + patience,
+            pause: FIRST_PAUSE,
+            tries: 0,
+        }
+    }
+
+    /// Where the next attempt is cut: nowhere for the first (the layers' own bounds hold),
+    /// the window's end for the others.
+    pub(crate) fn cut(&self) -> Option<Instant> {
+        (self.tries > 0).then_some(self.deadline)
+    }
+
+    /// After a transient failure: waits for the next attempt and returns `true`, or `false`
+    /// when the window is over (or the daemon is stopping).
+    pub(crate) async fn again<R: Router, U: Upstream>(&mut self, core: &Core<R, U>) -> bool {
+        self.tries += 1;
+        let now = Instant::now();
+        if now >= self.deadline || core.is_closing() {
+            return false;
+        }
+        tokio::time::sleep_until((now + self.pause).min(self.deadline)).await;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        Instant::now() < self.deadline && !core.is_closing()
+    }
+
+    /// How many attempts failed so far.
+    pub(crate) fn failed(&self) -> u32 {
+        self.tries
+    }
 }
 
 fn is_quota(e: &MappingError) -> bool {
@@ -222,94 +379,138 @@ pub async fn create<R: Router, U: Upstream>(
         twin: plan.origin.twin_of().is_some(),
         ..RuleComment::new(key, router_port, asked)
     };
+    let mut slots = vec![RuleSlot::new(comment)];
+    if wanted_rules(&core.config, &key).contains(&RuleKind::SrcNat) {
+        slots.push(RuleSlot::new(comment.for_kind(RuleKind::SrcNat)));
+    }
 
     let started = Instant::now();
-    let rules = add_rules(core, &comment);
-    let upstream = core.layers.upstream_map(
-        "map the port",
-        key.protocol,
-        router_port,
-        plan.suggested,
-        asked,
-    );
-    let (rules, grant) = if core.quota.sequential(started) {
-        let grant = upstream.await;
-        match grant {
-            Ok(_) => (rules.await, grant),
-            Err(_) => (Vec::new(), grant),
-        }
-    } else {
-        tokio::join!(rules, upstream)
-    };
+    let mut patience = Patience::new(started, core.config.create_patience);
+    let mut grant: Option<(MapGrant, Instant)> = None;
+    let mut upstream_may_exist = false;
+    let error = loop {
+        let cut = patience.cut();
+        let upstream = async {
+            match grant {
+                Some(_) => None,
+                None => Some(
+                    map_upstream(
+                        core,
+                        "map the port",
+                        key.protocol,
+                        router_port,
+                        plan.suggested,
+                        asked,
+                        cut,
+                    )
+                    .await,
+                ),
+            }
+        };
+        let (added, mapped) = if grant.is_none() && core.quota.sequential(Instant::now()) {
+            let mapped = upstream.await;
+            match mapped {
+                Some(Ok(_)) => (make_rules(core, &slots, cut).await, mapped),
+                _ => ([None, None], mapped),
+            }
+        } else {
+            tokio::join!(make_rules(core, &slots, cut), upstream)
+        };
 
-    let mut undo = UndoLog::default();
-    let mut owned = Vec::new();
-    let mut failure = None;
-    let mut uncertain = false;
-    for (rule, added) in rules {
-        match added {
-            Added::Yes(id) => {
-                undo.push(Undo::RemoveRule {
-                    rule,
-                    id: Some(id.clone()),
-                });
-                owned.push(OwnedRule {
-                    kind: rule.kind,
-                    id,
-                });
-            }
-            Added::No(e) => {
-                failure.get_or_insert(e);
-            }
-            Added::Unknown(e) if e.is_timeout() => {
-                // The router may still carry the add out: looked up and removed in the
-                // background, R reserved until then.
-                uncertain = true;
-                undo.push(Undo::RemoveRule { rule, id: None });
-                failure.get_or_insert(e);
-            }
-            Added::Unknown(e) => {
-                undo.push(Undo::RuleMayExist);
-                failure.get_or_insert(e);
+        let mut router_failure = None;
+        for (slot, added) in slots.iter_mut().zip(added) {
+            if let Some(e) = added.and_then(|a| slot.absorb(a)) {
+                router_failure.get_or_insert(e);
             }
         }
-    }
-    let error = match (failure, grant) {
-        (None, Ok(grant)) => {
-            core.quota.room();
+        let upstream_failure = match mapped {
+            None => None,
+            Some(Ok(g)) => {
+                core.quota.room();
+                grant = Some((g, Instant::now()));
+                None
+            }
+            Some(Err(e)) => {
+                if is_quota(&e) {
+                    core.quota.exhausted(Instant::now());
+                }
+                upstream_may_exist |= e.is_uncertain();
+                Some(e)
+            }
+        };
+        if let (Some(granted), true) = (grant, slots.iter().all(|s| s.id.is_some())) {
+            if patience.failed() > 0 {
+                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, attempts = patience.failed() + 1, "made after a transient failure (CREATE_PATIENCE)");
+            }
+            let owned = slots
+                .into_iter()
+                .filter_map(|s| {
+                    s.id.map(|id| OwnedRule {
+                        kind: s.comment.kind,
+                        id,
+                    })
+                })
+                .collect();
             return Ok(commit(
                 core,
                 plan,
                 reservation,
                 comment,
                 owned,
-                grant,
+                granted,
                 started,
             ));
         }
-        (Some(e), Ok(_)) => {
-            core.quota.room();
-            undo.push(Undo::DeleteUpstream {
-                protocol: key.protocol,
-                port: router_port,
-            });
-            e
+        // The answer: a refusal at once (the router's first, it tells 2 from 3); a transient
+        // failure only once the window is over.
+        let failures = [router_failure, upstream_failure];
+        if let Some(refusal) = failures.iter().flatten().position(|e| !e.is_transient()) {
+            break failures.into_iter().flatten().nth(refusal);
         }
-        (failure, Err(e)) => {
-            if is_quota(&e) {
-                core.quota.exhausted(Instant::now());
-            }
-            if e.is_uncertain() {
-                uncertain = true;
-                undo.push(Undo::DeleteUpstream {
-                    protocol: key.protocol,
-                    port: router_port,
-                });
-            }
-            // The router's failure, if any, is the answer (it tells 2 from 3).
-            failure.unwrap_or(e)
+        let transient = failures.into_iter().flatten().next();
+        if let Some(e) = &transient {
+            debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "transient failure; trying again within CREATE_PATIENCE: {e}");
+        }
+        if !patience.again(core).await {
+            break transient;
         }
     };
+    // Every attempt that failed gave a failure, so `error` is set; a stop with none is a
+    // shutdown that ended the window.
+    let error = error.unwrap_or(MappingError::ShuttingDown);
+
+    let mut undo = UndoLog::default();
+    let mut uncertain = false;
+    for slot in slots {
+        match slot.id {
+            Some(id) => undo.push(Undo::RemoveRule {
+                rule: slot.comment,
+                id: Some(id),
+            }),
+            None => {
+                if slot.may_land_later {
+                    // The router may still carry the add out: looked up and removed in the
+                    // background, R reserved until then.
+                    uncertain = true;
+                    undo.push(Undo::RemoveRule {
+                        rule: slot.comment,
+                        id: None,
+                    });
+                }
+                if slot.may_exist {
+                    undo.push(Undo::RuleMayExist);
+                }
+            }
+        }
+    }
+    if grant.is_some() || upstream_may_exist {
+        // Last in the log, so first undone: the gateway stops forwarding before a rule goes.
+        uncertain |= grant.is_none();
+        undo.push(Undo::DeleteUpstream {
+            protocol: key.protocol,
+            port: router_port,
+        });
+    }
     if uncertain {
         let core2 = Arc::clone(core);
         core.background.spawn(async move {
@@ -328,7 +529,7 @@ fn commit<R: Router, U: Upstream>(
     reservation: Reservation,
     comment: RuleComment,
     owned: Vec<OwnedRule>,
-    grant: MapGrant,
+    (grant, granted_at): (MapGrant, Instant),
     started: Instant,
 ) -> (MapReply, u64) {
     let key = plan.key;
@@ -343,9 +544,10 @@ fn commit<R: Router, U: Upstream>(
         external_port: grant.external_port,
         lifetime,
         deadline: core.config.client_deadline(now, lifetime),
-        upstream_deadline: now + Duration::from_secs(u64::from(grant.lifetime)),
+        // Counted from the grant, which an attempt before the last may have made.
+        upstream_deadline: granted_at + Duration::from_secs(u64::from(grant.lifetime)),
         upstream_lifetime: grant.lifetime,
-        renew_at: next_renewal(now, grant.lifetime),
+        renew_at: next_renewal(granted_at, grant.lifetime),
         keep_failures: 0,
         origin: plan.origin,
         serial: 0,

@@ -180,6 +180,34 @@ impl MappingError {
         )
     }
 
+    /// A failure that may pass in a moment (no answer, ICMP port unreachable, a connection
+    /// reset or refused while the API reconnects, a gateway answering 3): a create or a renewal
+    /// that must ask the gateway tries again within CREATE_PATIENCE. A refusal (2, 4), a
+    /// `!trap` or an unusable answer is final at once.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MappingError::Router { source, .. } => matches!(
+                source,
+                RouterError::Connection { .. }
+                    | RouterError::Fatal { .. }
+                    | RouterError::Timeout { .. }
+                    | RouterError::IncompleteReply { .. }
+            ),
+            MappingError::RouterTimeout { .. } | MappingError::UpstreamTimeout { .. } => true,
+            MappingError::Upstream { source, .. } => matches!(
+                source,
+                UpstreamError::Timeout { .. }
+                    | UpstreamError::Refused { .. }
+                    | UpstreamError::Io { .. }
+                    | UpstreamError::Rejected {
+                        result: ResultCode::NetworkFailure,
+                        ..
+                    }
+            ),
+            _ => false,
+        }
+    }
+
     /// No answer in time from the router (it may still carry the command out).
     pub fn is_timeout(&self) -> bool {
         matches!(
