@@ -1,7 +1,7 @@
 //! libtorrent itself (Debian's python3-libtorrent, the library inside qBittorrent and Deluge)
 //! as the LAN client in the namespace lab, started while one layer is unreachable: the daemon's
 //! CREATE_PATIENCE must turn a hiccup of a few seconds into a mapping, not into the error that
-//! makes libtorrent wait two hours (docs/conformance.md, C-53).
+//! makes libtorrent wait two hours (docs/conformance.md, C-17a).
 //!
 //! libtorrent sends a mapping request up to 9 times, 250 ms × n apart, and gives up about
 //! 11.25 s after the first send; any non-zero result is final for two hours. The fault here
@@ -58,6 +58,9 @@ fn start_libtorrent(lab: &mut Lab) -> Receiver<String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/libtorrent_natpmp.py");
     let port = PORT.to_string();
     let limit = MAPPING_LIMIT.as_secs().to_string();
+    let save = lab.dir.path().join("libtorrent");
+    std::fs::create_dir_all(&save).expect("libtorrent's scratch folder");
+    let save = save.to_str().expect("a UTF-8 temporary path").to_owned();
     lab.spawn(
         Host::Lan,
         &[
@@ -70,6 +73,8 @@ fn start_libtorrent(lab: &mut Lab) -> Receiver<String> {
             &port,
             "--timeout",
             &limit,
+            "--save-path",
+            &save,
         ],
         &[],
     )
@@ -121,10 +126,10 @@ fn check_mapped_through_the_outage(lab: &mut Lab, logs: &Receiver<String>, start
 }
 
 #[test]
-fn c53_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error()
+fn c17a_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error()
 {
     let name =
-        "c53_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error";
+        "c17a_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error";
     if !lab::available(name) || !libtorrent_available(name) {
         return;
     }
@@ -137,9 +142,9 @@ fn c53_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappi
 }
 
 #[test]
-fn c53_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error(
+fn c17a_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error(
 ) {
-    let name = "c53_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error";
+    let name = "c17a_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error";
     if !lab::available(name) || !libtorrent_available(name) {
         return;
     }

@@ -16,6 +16,7 @@ Exit status: 1 after an error alert, 2 when the mappings were not both made with
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -30,6 +31,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="0.0.0.0", help="the listen address")
     parser.add_argument("--port", type=int, required=True, help="the fixed listen port")
+    parser.add_argument("--save-path", required=True,
+                        help="a scratch folder for the torrent (nothing is downloaded)")
     parser.add_argument("--timeout", type=float, default=40.0,
                         help="seconds to wait for both mappings")
     parser.add_argument("--hold", type=float, default=60.0,
@@ -46,8 +49,14 @@ def main():
         | lt.alert_category.port_mapping_log
         | lt.alert_category.error
         | lt.alert_category.peer
-        | lt.alert_category.connect,
+        | lt.alert_category.connect
+        | lt.alert_category.session_log,
     })
+    # libtorrent turns every incoming connection away while it has no active torrent: one
+    # torrent known only by a random info-hash (no tracker, no DHT) keeps it accepting.
+    params = lt.parse_magnet_uri("magnet:?xt=urn:btih:" + os.urandom(20).hex())
+    params.save_path = args.save_path
+    session.add_torrent(params)
 
     mapped = {}
     ready_at = None
@@ -74,6 +83,8 @@ def main():
                     say("MAPPED %s %d" % (proto, alert.external_port))
             elif isinstance(alert, lt.incoming_connection_alert):
                 say("INCOMING %s" % alert.endpoint[0])
+            elif isinstance(alert, lt.log_alert) and "INCOMING" in alert.message():
+                say("LOG " + alert.message())
         if ready_at is None and "tcp" in mapped and "udp" in mapped:
             ready_at = time.monotonic()
             say("READY tcp=%d udp=%d" % (mapped["tcp"], mapped["udp"]))
