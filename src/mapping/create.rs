@@ -28,13 +28,30 @@
 //! to a minute or until the quota has room again). That is the one case where the sum of the
 //! round trips is the better price.
 //!
+//! **Patience** (C-17a, CREATE_PATIENCE, default 9 s). A failure that may pass in a moment
+//! ([`MappingError::is_transient`]: no answer, ICMP port unreachable, a connection reset or
+//! refused while the API reconnects, a gateway answering 3) is not answered at once: both layers
+//! are tried again until both are made, and only the window's end is answered 3. What an attempt
+//! made is kept for the next (a rule that exists is not added again, a gateway mapping that
+//! exists is not asked again); a rule whose add went unanswered is looked up by its comment
+//! before it is added again. Attempts are paced 250 ms, 500 ms, then 1 s apart; the first runs
+//! under the layers' own bounds, the later ones are cut at the window's end (an unfinished
+//! command then counts as unanswered, and is undone as below). The reason: libtorrent (qBittorrent,
+//! Deluge) sends a request up to 9 times, 250 ms × n apart (about 11.25 s in all), and after
+//! silence or any non-zero result waits two hours; a tunnel that comes back a few seconds after a
+//! reboot or a VPN reconnect must not cost the user a port for two hours. The client's
+//! retransmissions meanwhile get no reply (the server's in-flight claim holds them, and they
+//! get this request's answer when it comes; see `natpmp/server.rs`). A refusal (2, 4, a `!trap`,
+//! an unusable grant) is answered at once. Zero tries once.
+//!
 //! **Failures are answered** (C-17). The reply carries the router's error when a rule could
-//! not be made (2 refused by policy, 3 otherwise), else the gateway's (4 for its quota). A
-//! failure whose outcome is certain is undone before the reply. When a side may have acted
-//! without answering (a router or gateway timeout, a lost reply that could not be settled),
-//! the undo runs in the background (it has to ask the silent side) and R stays reserved until
-//! it has finished; when a rule could not be found after a timeout, R stays a suspect until the
-//! reconciler has looked.
+//! not be made (2 refused by policy, 3 otherwise), else the gateway's (4 for its quota); a
+//! refusal goes before a transient failure. When the create gives up, whatever the attempts
+//! made is undone; a failure whose outcome is certain is undone before the reply. When a side
+//! may have acted without answering (a router or gateway timeout, a lost reply that could not be
+//! settled), the undo runs in the background (it has to ask the silent side) and R stays
+//! reserved until it has finished; when a rule could not be found after a timeout, R stays a
+//! suspect until the reconciler has looked.
 //!
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
 //! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
