@@ -32,7 +32,10 @@ fn libtorrent_available(test: &str) -> bool {
         .args(["-c", "import libtorrent"])
         .output()
         .is_ok_and(|o| o.status.success());
-    ok || common::skip::skip(test, "needs python3-libtorrent (the test command installs it)")
+    ok || common::skip::skip(
+        test,
+        "needs python3-libtorrent (the test command installs it)",
+    )
 }
 
 fn lab_with_daemon() -> Lab {
@@ -85,9 +88,9 @@ fn wait_until_mapped(logs: &Receiver<String>) -> (u16, u16) {
     let deadline = Instant::now() + MAPPING_LIMIT + Duration::from_secs(5);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = logs
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("libtorrent reported nothing conclusive within {MAPPING_LIMIT:?}"));
+        let line = logs.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("libtorrent reported nothing conclusive within {MAPPING_LIMIT:?}")
+        });
         assert!(
             !line.starts_with("ERROR") && !line.starts_with("TIMEOUT"),
             "libtorrent: {line}"

@@ -105,7 +105,11 @@ fn daemon_args(setup: &Setup, router: SocketAddr, gateway: SocketAddr) -> Daemon
     // One attempt per create unless a test sets CREATE_PATIENCE: these tests measure a single
     // transaction's bounds and undo (the patience has its own tests here and in
     // tests/create_patience.rs).
-    if !setup.flags.iter().any(|(name, _)| *name == "create-patience") {
+    if !setup
+        .flags
+        .iter()
+        .any(|(name, _)| *name == "create-patience")
+    {
         flag("create-patience", "0s".into());
     }
     // Tests run hundreds of mappings from a few loopback clients: lift the per-client limits
