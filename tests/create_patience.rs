@@ -1,7 +1,8 @@
 //! CREATE_PATIENCE (C-17a): a new mapping, or a renewal that must ask the gateway, rides out a
 //! transient failure of either layer instead of answering 3 at the first timeout, which would
 //! make libtorrent wait two hours. Against the in-process fakes on tokio's paused clock, so
-//! every timeout and window runs exactly; a fault lasts a set (virtual) time, then ends.
+//! every timeout and window runs exactly; a fault lasts a set (virtual) time, then ends. The
+//! last test runs the whole daemon against both emulators over loopback (the forwards API).
 
 mod common;
 
@@ -229,4 +230,52 @@ async fn c30_a_gateway_granting_more_than_asked_is_counted_on_for_what_was_asked
         upstream.exchanges() > exchanges,
         "renewed upstream within 30 s"
     );
+}
+
+/// C-17a: the forwards API waits the same way. A forward posted while the gateway is silent for
+/// 2 s is made, with a 200, instead of a 502 at the first timeout (real sockets, both emulators).
+#[tokio::test]
+async fn c17a_a_forward_posted_while_the_gateway_is_silent_for_2s_is_made() {
+    use common::daemon::{gateway_config, http, start};
+    use double_natpmp::sim::gateway::Mode;
+    use hyper::{Method, StatusCode};
+
+    const TOKEN: &str = "test-token-0123456789abcdef";
+    let mut lab = start(
+        gateway_config(),
+        &[
+            ("api-token", TOKEN.into()),
+            ("allowed-clients", "127.0.0.0/24".into()),
+        ],
+    )
+    .await;
+    let addr = lab.status();
+    lab.gateway
+        .set_mode(Mode::Silent)
+        .await
+        .unwrap_or_else(|e| panic!("gateway mode: {e}"));
+    let posting = tokio::spawn(async move {
+        let body = r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 32400, "lifetime": 3600}"#;
+        let bearer = format!("Bearer {TOKEN}");
+        http(
+            addr,
+            Method::POST,
+            "/api/v1/forwards",
+            &[("authorization", &bearer)],
+            Some(body),
+        )
+        .await
+    });
+    // The gateway is silent for 2 s (the fault's duration), then answers again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.gateway
+        .set_mode(Mode::Normal)
+        .await
+        .unwrap_or_else(|e| panic!("gateway mode: {e}"));
+
+    let (status, _, body) = posting.await.expect("the POST task");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(lab.our_rules().len(), 1);
+    assert_eq!(lab.gateway.mappings().len(), 1);
+    lab.stop().await;
 }
