@@ -34,6 +34,7 @@ MENUS = [
     "/interface/list/member",
     "/interface/veth",
     "/ip/address",
+    "/ip/dns",
     "/ip/firewall/filter",
     "/ip/firewall/mangle",
     "/ip/firewall/nat",

@@ -380,3 +380,15 @@ fn f() {
     );
     assert_eq!(stats.commands, 5);
 }
+
+#[test]
+fn a_find_may_filter_on_the_read_only_properties_listed_for_its_menu() {
+    // /ip service has no add, and set does not take name or dynamic: both are read-only.
+    assert_eq!(
+        findings("/ip service set [find name=\"api\" dynamic=no] disabled=no\n"),
+        Vec::<String>::new()
+    );
+    let f = findings("/ip service set [find name=\"api\" dynamc=no] disabled=no\n");
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].contains("unknown property dynamc in find"), "{f:?}");
+}
