@@ -75,7 +75,7 @@
     /user group add name=$apiGroup policy=read,write,api,test comment="natpmp: least privilege for double-natpmp"
 } else={
     :if (!([/user group get $grp comment] ~ "^natpmp: ")) do={
-        :error ("double-natpmp: a group named " . $apiGroup . " exists and was not made by these scripts; set apiGroup to another name")
+        :error ("double-natpmp: a group named " . $apiGroup . " exists and was not made by these scripts (the original mikrotik-double-natpmp's setup makes one); set apiGroup to another name, or remove it and its user:  /user remove [find group=" . $apiGroup . "]  /user group remove [find name=" . $apiGroup . "]")
     }
     /user group set $grp policy=read,write,api,test
 }
@@ -85,7 +85,7 @@
     /user add name=$apiUser group=$apiGroup password=$apiPassword address=($clientIp . "/32") comment="natpmp: double-natpmp API user"
 } else={
     :if (!([/user get $usr comment] ~ "^natpmp: ")) do={
-        :error ("double-natpmp: a user named " . $apiUser . " exists and was not made by these scripts; set apiUser to another name")
+        :error ("double-natpmp: a user named " . $apiUser . " exists and was not made by these scripts (the original mikrotik-double-natpmp's setup makes one); set apiUser to another name, or remove it:  /user remove [find name=" . $apiUser . "]")
     }
     /user set $usr group=$apiGroup password=$apiPassword address=($clientIp . "/32")
 }
