@@ -158,7 +158,7 @@
 
 # --- 6. RouterOS's own NAT-PMP service would answer on 5351 too.
 :if ([/ip nat-pmp get enabled]) do={
-    $undoRecord key="/ip nat-pmp set enabled" line="/ip nat-pmp set enabled=yes"
+    $undoRecord key="/ip nat-pmp set enabled" line=":do { /ip nat-pmp set enabled=yes } on-error={ :put \"double-natpmp: could not turn RouterOS's NAT-PMP service on again; see /ip nat-pmp print\" }"
     /ip nat-pmp set enabled=no
     :put "double-natpmp: RouterOS's own NAT-PMP service was on: turned off (99-uninstall.rsc turns it on again)"
 }
