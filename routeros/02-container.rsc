@@ -219,17 +219,19 @@ $envAdd envName=$envList envKey=LOG_LEVEL envValue="INFO"
 
 # --- The container: pulled from the registry (or loaded from imageFile), started on boot,
 #     logging to /log. Its version-specific settings follow once it is extracted. The container
-#     log entries from before the add are noted, so that a failed pull is told apart.
+#     log entries from before the add are noted, so that a failed pull is told apart. The
+#     entry point is given although the image has it: 7.22 and later were seen to refuse a
+#     FROM-scratch image with "no command specified, set cmd or entrypoint".
 :local logBefore [/log find where topics~"container"]
 :if ([:len [/container find name=$containerName]] = 0) do={
     :local added true
     :if ([:len $imageFile] = 0) do={
         :do {
-            /container add name=$containerName remote-image=$image interface=$vethName root-dir=$rootDir logging=yes start-on-boot=yes comment="natpmp: double-natpmp"
+            /container add name=$containerName remote-image=$image interface=$vethName root-dir=$rootDir entrypoint="/double-natpmp" logging=yes start-on-boot=yes comment="natpmp: double-natpmp"
         } on-error={ :set added false }
     } else={
         :do {
-            /container add name=$containerName file=$imageFile interface=$vethName root-dir=$rootDir logging=yes start-on-boot=yes comment="natpmp: double-natpmp"
+            /container add name=$containerName file=$imageFile interface=$vethName root-dir=$rootDir entrypoint="/double-natpmp" logging=yes start-on-boot=yes comment="natpmp: double-natpmp"
         } on-error={ :set added false }
     }
     :if (!$added) do={
