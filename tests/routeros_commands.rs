@@ -766,3 +766,24 @@ fn a_failed_pull_or_extract_is_reported_as_such_with_the_command_that_shows_why(
     // The state of a container still working no longer reads "busy".
     assert!(!src.contains("busy"));
 }
+
+#[test]
+fn every_routeros_block_of_the_readme_and_docs_is_valid_on_every_supported_version() {
+    // The commands a router owner copies from the documentation (```routeros blocks).
+    let c = checker(&supported_versions());
+    let mut pages = vec![repo().join("README.md")];
+    files(&repo().join("docs"), "md", &mut pages);
+    let mut blocks = 0;
+    for page in &pages {
+        let text = read(page);
+        let name = page.strip_prefix(repo()).unwrap_or(page).display().to_string();
+        for block in text.split("```routeros\n").skip(1) {
+            let code = block.split("```").next().unwrap_or_default();
+            blocks += 1;
+            let (f, stats) = c.script(code);
+            assert!(stats.commands > 0, "{name}: an empty routeros block");
+            assert!(f.is_empty(), "{name}: RouterOS would refuse:\n{code}\n{f:?}");
+        }
+    }
+    assert!(blocks >= 3, "only {blocks} routeros blocks found");
+}
