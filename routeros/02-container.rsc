@@ -136,9 +136,9 @@
 :foreach a in=[/ip address find] do={
     :local addr [/ip address get $a address]
     :local ip [:pick $addr 0 [:find $addr "/"]]
-    :local on [/ip address get $a interface]
-    :if ((($ip = $routerIp) || ($ip = $containerIp)) && ($on != $bridgeName)) do={
-        :set stale ($stale . "\n  /ip address remove [find address=\"" . $addr . "\" interface=\"" . $on . "\"]")
+    :local iface [/ip address get $a interface]
+    :if ((($ip = $routerIp) || ($ip = $containerIp)) && ($iface != $bridgeName)) do={
+        :set stale ($stale . "\n  /ip address remove [find address=\"" . $addr . "\" interface=\"" . $iface . "\"]")
     }
 }
 :if ([:len $stale] > 0) do={
@@ -270,6 +270,9 @@ $envAdd envName=$envList envKey=LOG_LEVEL envValue="INFO"
 # extract that fails (7.19: status error; every version: an error in the container log since
 # the add) ends the wait, with what the log says.
 :local cid [/container find name=$containerName]
+:if ([:len $cid] = 0) do={
+    :error "double-natpmp: the container is gone after /container add; see why with  /log print where topics~\"container\""
+}
 :local failed ""
 :local tries 0
 :local state [$stateOf cid=$cid]
@@ -282,6 +285,7 @@ $envAdd envName=$envList envKey=LOG_LEVEL envValue="INFO"
     :set state [$stateOf cid=$cid]
 }
 :if (($state = "error") || ([:len $failed] > 0)) do={
+    :if ([:len $failed] = 0) do={ :set failed "status error" }
     :local hint "check that imageFile is the .tar for this router's architecture, and the free space on the disk"
     :if ([:len $imageFile] = 0) do={
         :set hint ("a certificate error means the router does not trust the registry (" . $trustCmd . "); also check the image path and the free space on the disk")
