@@ -776,14 +776,48 @@ fn every_routeros_block_of_the_readme_and_docs_is_valid_on_every_supported_versi
     let mut blocks = 0;
     for page in &pages {
         let text = read(page);
-        let name = page.strip_prefix(repo()).unwrap_or(page).display().to_string();
+        let name = page
+            .strip_prefix(repo())
+            .unwrap_or(page)
+            .display()
+            .to_string();
         for block in text.split("```routeros\n").skip(1) {
             let code = block.split("```").next().unwrap_or_default();
             blocks += 1;
             let (f, stats) = c.script(code);
             assert!(stats.commands > 0, "{name}: an empty routeros block");
-            assert!(f.is_empty(), "{name}: RouterOS would refuse:\n{code}\n{f:?}");
+            assert!(
+                f.is_empty(),
+                "{name}: RouterOS would refuse:\n{code}\n{f:?}"
+            );
         }
     }
     assert!(blocks >= 3, "only {blocks} routeros blocks found");
+}
+
+#[test]
+fn the_firewall_script_stops_at_another_nat_pmp_redirect_before_changing_anything() {
+    // The original tool's redirect (no natpmp: comment) would catch the clients' requests
+    // before ours; 03 stops, naming the command that removes it, before its first change.
+    let src = script("03-firewall.rsc");
+    let look = first_line(
+        &src,
+        "[/ip firewall nat find chain=dstnat protocol=udp dst-port=5351]",
+    );
+    let stop = first_line(&src, "another dst-nat rule already redirects NAT-PMP");
+    let first_change = code_lines(&src)
+        .into_iter()
+        .find(|(_, l)| {
+            let t = l.trim_start();
+            t.starts_with('/') && [" add ", " remove ", " set "].iter().any(|v| t.contains(v))
+        })
+        .map(|(n, _)| n)
+        .expect("03-firewall.rsc changes something");
+    assert!(
+        look < stop && stop < first_change,
+        "{look} {stop} {first_change}"
+    );
+    assert!(src.contains("/ip firewall nat remove [find chain=dstnat comment="));
+    // Ours are told apart by their comment.
+    assert!(src.contains(":if (!($c ~ \"^natpmp: \")) do={"));
 }
