@@ -94,7 +94,7 @@
 #     configured row (dynamic=no), never a session's dynamic row of the same name.
 :local svc [/ip service find name="api" dynamic=no]
 :if ([:len $svc] != 1) do={
-    :error "double-natpmp: found no configured api service (/ip service print where name=\"api\" dynamic=no)"
+    :error "double-natpmp: found no configured api service (/ip service print where name=\"api\" and dynamic=no)"
 }
 :local fromName "address"
 :local fromOf
@@ -114,7 +114,7 @@
 }
 # The undo line catches its own error, so 99-uninstall.rsc goes on if it fails (the key also
 # matches the line older scripts wrote, so a re-run never records the restricted state).
-$undoRecord key="/ip service set " line=(":do { /ip service set [find name=\"api\" dynamic=no] " . $fromName . "=\"" . $was . "\" disabled=" . [/ip service get $svc disabled] . " } on-error={ :put \"double-natpmp: could not put the api service back; see /ip service print where name=api dynamic=no\" }")
+$undoRecord key="/ip service set " line=(":do { /ip service set [find name=\"api\" dynamic=no] " . $fromName . "=\"" . $was . "\" disabled=" . [/ip service get $svc disabled] . " } on-error={ :put \"double-natpmp: could not put the api service back; see /ip service print where name=api and dynamic=no\" }")
 :if ($restrictService = "yes") do={
     $setService svc=$svc from=($clientIp . "/32")
 } else={

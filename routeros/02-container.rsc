@@ -279,7 +279,7 @@ $envAdd envName=$envList envKey=LOG_LEVEL envValue="INFO"
 :while (($state != "stopped") && ($state != "running") && ($state != "error") && ([:len $failed] = 0) && ($tries < 120)) do={
     :delay 5s
     :set tries ($tries + 1)
-    :foreach e in=[/log find where topics~"container" message~"unable to import|failed|error"] do={
+    :foreach e in=[/log find where topics~"container" and message~"unable to import|failed|error"] do={
         :if ([:typeof [:find $logBefore $e]] != "num") do={ :set failed [/log get $e message] }
     }
     :set state [$stateOf cid=$cid]

@@ -68,7 +68,7 @@
     }
 }
 :if ([:len $other] > 0) do={
-    :error ("double-natpmp: another dst-nat rule already redirects NAT-PMP (UDP 5351), e.g. the original mikrotik-double-natpmp's; nothing was changed. Look at it with  /ip firewall nat print where chain=dstnat dst-port=5351  and remove it:" . $other . "\nthen import this file again.")
+    :error ("double-natpmp: another dst-nat rule already redirects NAT-PMP (UDP 5351), e.g. the original mikrotik-double-natpmp's; nothing was changed. Look at it with  /ip firewall nat print where chain=dstnat and dst-port=5351  and remove it:" . $other . "\nthen import this file again.")
 }
 
 # Settings this script changes go into the script natpmp-undo (as in 01-api-user.rsc).

@@ -739,7 +739,7 @@ fn a_failed_pull_or_extract_is_reported_as_such_with_the_command_that_shows_why(
         ":local logBefore [/log find where topics~\"container\"]",
     );
     let add = first_line(&src, "/container add name=$containerName");
-    let watch = first_line(&src, "[/log find where topics~\"container\" message~");
+    let watch = first_line(&src, "[/log find where topics~\"container\" and message~");
     let report = first_line(&src, "pulling or extracting the image failed");
     assert!(
         before < add && add < watch && watch < report,
