@@ -420,6 +420,26 @@ fn first_line(src: &str, needle: &str) -> usize {
         .unwrap_or_else(|| panic!("no code line contains {needle:?}"))
 }
 
+/// The first code line that changes the router: an add, set, remove or start of a menu, or a
+/// call that records or changes something (the undo recorder's body counts too, although it
+/// runs only when called).
+fn first_change(src: &str) -> usize {
+    code_lines(src)
+        .into_iter()
+        .find(|(_, l)| {
+            let t = l.trim_start();
+            (t.starts_with('/')
+                && [" add ", " set ", " remove ", " start "]
+                    .iter()
+                    .any(|v| t.contains(v)))
+                || t.starts_with("$undoRecord")
+                || t.starts_with("$envRemove")
+                || t.starts_with("$envAdd")
+        })
+        .map(|(n, _)| n)
+        .expect("the script changes something")
+}
+
 /// Every `$undoRecord … line=…` call, also inside blocks: (line, the recorded command), the
 /// value's variables replaced by `vars` (others by `X`), its strings unescaped.
 fn undo_records(src: &str, vars: &[(&str, &str)]) -> Vec<(usize, String)> {
@@ -672,23 +692,7 @@ fn version_dependent_arguments_are_chosen_by_version_and_the_check_would_catch_a
 #[test]
 fn the_container_script_checks_device_mode_the_image_and_an_old_setup_before_creating_anything() {
     let src = script("02-container.rsc");
-    // The first line that changes the router: an add, set, remove or start of a menu, or a
-    // call that records or changes something.
-    let creating = code_lines(&src)
-        .into_iter()
-        .find(|(_, l)| {
-            let t = l.trim_start();
-            (t.starts_with('/')
-                && [" add ", " set ", " remove ", " start "]
-                    .iter()
-                    .any(|v| t.contains(v)))
-                || t.starts_with("$undoRecord")
-                || t.starts_with("$envRemove")
-                || t.starts_with("$envAdd")
-        })
-        .map(|(n, _)| n)
-        .expect("02-container.rsc changes something");
-    // (The undo recorder's body counts too, although it runs only when called.)
+    let creating = first_change(&src);
     let checks = [
         (
             "device-mode",
@@ -805,14 +809,7 @@ fn the_firewall_script_stops_at_another_nat_pmp_redirect_before_changing_anythin
         "[/ip firewall nat find chain=dstnat protocol=udp dst-port=5351]",
     );
     let stop = first_line(&src, "another dst-nat rule already redirects NAT-PMP");
-    let first_change = code_lines(&src)
-        .into_iter()
-        .find(|(_, l)| {
-            let t = l.trim_start();
-            t.starts_with('/') && [" add ", " remove ", " set "].iter().any(|v| t.contains(v))
-        })
-        .map(|(n, _)| n)
-        .expect("03-firewall.rsc changes something");
+    let first_change = first_change(&src);
     assert!(
         look < stop && stop < first_change,
         "{look} {stop} {first_change}"
