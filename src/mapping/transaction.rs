@@ -25,12 +25,13 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::mapping::core::Core;
-use crate::mapping::create::{create, map_upstream, Patience, Plan};
+use crate::mapping::create::{create, Plan};
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease};
+use crate::mapping::patience::{map_upstream, Patience};
 use crate::mapping::teardown::{delete, delete_all};
 use crate::mapping::twin;
 use crate::natpmp::handler::MapReply;
@@ -186,7 +187,7 @@ async fn renew<R: Router, U: Upstream>(
     // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
     // the gateway lost it): ask the gateway on the client's path.
     // Through a transient failure the gateway is asked again within CREATE_PATIENCE, as for a
-    // new mapping (`create.rs`, **Patience**); the lease stays as it is meanwhile.
+    // new mapping (`patience.rs`); the lease stays as it is meanwhile.
     let asked = upstream_lifetime(request.lifetime, core.config.max_lifetime);
     let mut patience = Patience::new(now, core.config.create_patience);
     let grant = loop {
