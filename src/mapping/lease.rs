@@ -47,6 +47,19 @@ impl Origin {
     pub fn expires(self) -> bool {
         matches!(self, Origin::NatPmp | Origin::Api)
     }
+
+    /// Whether an administrator made it: a forward of the API (`API_TOKEN`) or a static
+    /// mapping (STATIC_MAPPINGS).
+    pub fn by_administrator(self) -> bool {
+        matches!(self, Origin::Api | Origin::Static)
+    }
+
+    /// Whether a request from this origin may delete, or shorten, a lease of origin `made`:
+    /// always, except that a NAT-PMP request never undoes what an administrator made (a
+    /// forged or careless delete from the LAN must not end an administrator's forward).
+    pub fn may_undo(self, made: Origin) -> bool {
+        !(self == Origin::NatPmp && made.by_administrator())
+    }
 }
 
 impl std::fmt::Display for Origin {
@@ -170,6 +183,28 @@ impl Lease {
     /// The id of the lease's rule of `kind`, as last seen.
     pub fn rule_id(&self, kind: RuleKind) -> Option<&RuleId> {
         self.rules.get(kind)
+    }
+
+    /// The lifetime to ask for when a request from `by` asking `asked` seconds renews this
+    /// lease: `asked`, or the lease's own lifetime when that is longer and `by` may not
+    /// shorten the lease ([`Origin::may_undo`]).
+    pub fn renewal_ask(&self, by: Origin, asked: u32) -> u32 {
+        if by.may_undo(self.origin) {
+            asked
+        } else {
+            asked.max(self.lifetime)
+        }
+    }
+
+    /// The lifetime and deadline this lease holds after a request from `by` renewed it for
+    /// `lifetime` seconds, until `deadline`: those, except that a lease `by` may not shorten
+    /// ([`Origin::may_undo`]) keeps its own where they are longer.
+    pub fn renewed(&self, by: Origin, lifetime: u32, deadline: Instant) -> (u32, Instant) {
+        if by.may_undo(self.origin) {
+            (lifetime, deadline)
+        } else {
+            (self.lifetime.max(lifetime), self.deadline.max(deadline))
+        }
     }
 }
 

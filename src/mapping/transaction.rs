@@ -7,7 +7,10 @@
 //! | renewal / retransmit | none | none while the upstream mapping is valid (the keeper renews it); else map (proto, R, current E, min(asked, cap)) | I, the lease's E, min(asked, upstream grant, cap) |
 //!
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
-//! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
+//! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32). A NAT-PMP
+//! renewal of what an administrator made (origin `api` or `static`) never shortens it: the
+//! client is answered as usual, but the lease keeps its own lifetime and deadline where they
+//! are longer, and the gateway is asked for at least the lease's lifetime.
 //!
 //! **Internal port 0 with a lifetime** (C-37) is answered 2 (RFC-safe, as miniupnpd does).
 //!
@@ -62,9 +65,9 @@ pub async fn handle<R: Router, U: Upstream>(
             // The deletes are boxed: their teardowns are deep futures, and inline every
             // request's task (a renewal too) would carry their room.
             if request.is_delete_all() {
-                Box::pin(delete_all(core, client, request.protocol)).await
+                Box::pin(delete_all(core, client, request.protocol, origin)).await
             } else if request.is_delete() {
-                Box::pin(delete(core, key)).await
+                Box::pin(delete(core, key, origin)).await
             } else if request.internal_port == 0 {
                 Err(MappingError::InternalPortZero)
             } else {
@@ -115,11 +118,11 @@ async fn map<R: Router, U: Upstream>(
     let outcome = match core.table.get(&key) {
         Some(lease) if lease.origin.twin_of().is_some() && origin.twin_of().is_none() => {
             match twin::take_over(core, key, &lease, origin) {
-                Ok(lease) => renew(core, key, lease, request).await,
+                Ok(lease) => renew(core, key, lease, request, origin).await,
                 Err(e) => Err(e),
             }
         }
-        Some(lease) => renew(core, key, lease, request).await,
+        Some(lease) => renew(core, key, lease, request, origin).await,
         None => {
             let plan = Plan {
                 key,
@@ -149,6 +152,7 @@ async fn renew<R: Router, U: Upstream>(
     key: MappingKey,
     lease: Lease,
     request: MapRequest,
+    origin: Origin,
 ) -> Result<MapReply, MappingError> {
     twin::ensure(core, key, lease.serial);
     let now = Instant::now();
@@ -160,14 +164,16 @@ async fn renew<R: Router, U: Upstream>(
             lease.upstream_lifetime,
             core.config.max_lifetime,
         );
+        let (held, deadline) =
+            lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
         core.table.update(&key, |l| {
-            l.lifetime = lifetime;
-            l.deadline = core.config.client_deadline(now, lifetime);
+            l.lifetime = held;
+            l.deadline = deadline;
         });
         core.layers
             .events
-            .emit(MappingEvent::Renewed { key, lifetime });
-        twin::follow(core, key, lifetime);
+            .emit(MappingEvent::Renewed { key, lifetime: held });
+        twin::follow(core, key, held);
         debug!(
             client = %key.client,
             proto = %key.protocol,
@@ -185,7 +191,10 @@ async fn renew<R: Router, U: Upstream>(
     }
     // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
     // the gateway lost it): ask the gateway on the client's path.
-    let asked = upstream_lifetime(request.lifetime, core.config.max_lifetime);
+    let asked = upstream_lifetime(
+        lease.renewal_ask(origin, request.lifetime),
+        core.config.max_lifetime,
+    );
     let grant = core
         .layers
         .upstream_map(
@@ -198,10 +207,12 @@ async fn renew<R: Router, U: Upstream>(
         .await?;
     let now = Instant::now();
     let lifetime = reply_lifetime(request.lifetime, grant.lifetime, core.config.max_lifetime);
+    let (held, deadline) =
+        lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
     core.table.update(&key, |l| {
         l.external_port = grant.external_port;
-        l.lifetime = lifetime;
-        l.deadline = core.config.client_deadline(now, lifetime);
+        l.lifetime = held;
+        l.deadline = deadline;
         l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
         l.upstream_lifetime = grant.lifetime;
         l.renew_at = next_renewal(now, grant.lifetime);
@@ -210,8 +221,8 @@ async fn renew<R: Router, U: Upstream>(
     core.keeper_wake.notify_one();
     core.layers
         .events
-        .emit(MappingEvent::Renewed { key, lifetime });
-    twin::follow(core, key, lifetime);
+        .emit(MappingEvent::Renewed { key, lifetime: held });
+    twin::follow(core, key, held);
     if grant.external_port != lease.external_port {
         core.layers.events.emit(MappingEvent::ExternalPortChanged {
             key,
