@@ -711,6 +711,103 @@ async fn a_drain_ends_early_when_the_gateway_answers_the_delete_again() {
     assert!(!orch.table().is_used(Protocol::Tcp, 6881));
 }
 
+/// LAN host 10 deletes its TCP 6881 behind a gateway that takes `gateway` to answer; once the
+/// rule's lookup by comment, made meanwhile, has been answered (and before anything was
+/// removed), `meanwhile` runs.
+async fn delete_behind_a_slow_gateway(
+    router: &FakeRouter,
+    upstream: &FakeUpstream,
+    orch: &Orch,
+    gateway: Duration,
+    meanwhile: impl FnOnce(),
+) -> MapReply {
+    upstream.state().delay = gateway;
+    let finds = router.state().finds;
+    let watch = async {
+        while router.state().finds == finds {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            router.state().removes,
+            0,
+            "nothing is removed while the gateway's delete is under way"
+        );
+        assert_eq!(upstream.mapped().len(), 1, "the gateway still holds the mapping");
+        meanwhile();
+    };
+    let (reply, ()) = tokio::join!(orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)), watch);
+    reply
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_looks_its_rule_up_during_the_gateways_delete_and_removes_it_only_after() {
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    let before = router.commands();
+    let started = Instant::now();
+    let reply =
+        delete_behind_a_slow_gateway(&router, &upstream, &orch, Duration::from_millis(500), || {
+            assert_eq!(router.our_rules().len(), 1, "the rule is in place");
+        })
+        .await;
+    assert_eq!(reply, deleted());
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "the lookup cost no time after the gateway's answer ({:?})",
+        started.elapsed()
+    );
+    assert!(upstream.mapped().is_empty());
+    assert!(router.our_rules().is_empty());
+    assert_eq!(router.commands() - before, 2, "one lookup and one remove");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_renumbered_while_the_gateway_deletes_is_looked_up_again_and_removed() {
+    let (router, upstream, orch) = fresh().await;
+    let admins = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    // While the gateway answers, the admin's rule goes and the router renumbers: the id the
+    // lookup found names no rule any more, and ours has another.
+    let reply =
+        delete_behind_a_slow_gateway(&router, &upstream, &orch, Duration::from_millis(500), || {
+            router.delete_by_hand(&admins);
+            router.renumber();
+        })
+        .await;
+    assert_eq!(reply, deleted());
+    assert!(
+        router.our_rules().is_empty(),
+        "our rule is removed under its new id: {:?}",
+        router.rules()
+    );
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_behind_a_slow_gateway_looks_its_rule_up_again_and_never_removes_the_rule_that_took_its_id(
+) {
+    let (router, upstream, orch) = fresh().await;
+    let admins = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    let ours = router.our_rules()[0].id.clone().expect("our rule's id");
+    // A gateway slower than the lookup may be trusted for: meanwhile the router renumbers and
+    // the admin adds a rule, which gets the id the lookup found for ours.
+    let mut foreign = None;
+    let reply =
+        delete_behind_a_slow_gateway(&router, &upstream, &orch, Duration::from_millis(1500), || {
+            router.delete_by_hand(&admins);
+            router.renumber();
+            foreign = Some(router.seed("tcp", "2222", lan(3), Some("22"), Some("game server")));
+        })
+        .await;
+    assert_eq!(reply, deleted());
+    assert_eq!(foreign.as_ref(), Some(&ours), "the found id names the admin's rule now");
+    let rules = router.rules();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].id, foreign, "the admin's rule is untouched");
+    assert!(router.our_rules().is_empty(), "ours is the one removed");
+}
+
 // ---------------------------------------------------------------------------------------------
 // A rule is known by its comment (point 2 of the core issue)
 

@@ -32,7 +32,9 @@
 //! the rules by their comment (a read, which changes nothing); once the gateway's mapping is
 //! gone, each rule is removed by the id that lookup found. A delete therefore costs
 //! max(router RTT, upstream RTT) + one router RTT, and the layers still go upstream first,
-//! then the router (`Layers::remove_found`).
+//! then the router (`Layers::remove_found`). Ids change only when the router reboots, which
+//! takes far longer than [`LOOKUP_FRESH`]: a lookup older than that (a slow gateway) is made
+//! again before anything is removed, and a row that is gone when removed is looked up again.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -54,6 +56,9 @@ use crate::routeros::api::{NatRule, Router};
 
 /// The longest pause between two retries of a draining port's upstream delete.
 const DRAIN_MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How old a teardown's early lookup of its rules may be when they are removed by the ids it
+/// found (far less than a router's reboot, the only thing that renumbers rules).
+pub const LOOKUP_FRESH: Duration = Duration::from_secs(1);
 
 /// Why a teardown runs: what a failure on the way may leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,11 +299,15 @@ async fn teardown_layers<R: Router, U: Upstream>(
     let port = lease.router_port;
     // Upstream first, then the router: only the rules' lookup, a read, runs with the upstream
     // delete.
-    let (upstream, found) = tokio::join!(
+    let started = Instant::now();
+    let (upstream, mut found) = tokio::join!(
         core.layers
             .upstream_map("delete the mapping", key.protocol, port, 0, 0),
         look_up_rules(core, lease),
     );
+    if started.elapsed() > LOOKUP_FRESH {
+        found = LookedUp::default(); // too old to remove by: looked up again
+    }
     if let Err(e) = upstream {
         if mode == Teardown::Shutdown {
             warn!(client = %key.client, proto = %key.protocol, router_port = port, "could not delete the mapping at the VPN gateway; its rule stays until the next start: {e}");
