@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use double_natpmp::mapping::lease::RuleKind;
 use double_natpmp::mapping::rule::RuleComment;
-use double_natpmp::mapping::{MappingConfig, Orchestrator};
+use double_natpmp::mapping::{MappingConfig, Orchestrator, Origin};
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
@@ -709,6 +709,109 @@ async fn a_drain_ends_early_when_the_gateway_answers_the_delete_again() {
     assert!(upstream.mapped().is_empty());
     assert!(router.our_rules().is_empty());
     assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+// ---------------------------------------------------------------------------------------------
+// What an administrator made (the forwards API, STATIC_MAPPINGS), NAT-PMP cannot undo
+
+#[tokio::test(start_paused = true)]
+async fn c35_c36_a_natpmp_delete_or_delete_all_never_removes_a_forward_of_the_api_or_a_static_mapping(
+) {
+    let (router, upstream, orch) = fresh().await;
+    let admin = |protocol, origin| {
+        let orch = &orch;
+        async move {
+            success(
+                orch.handle_from(lan(10), map(protocol, 32400, 0, 60), origin)
+                    .await,
+            )
+        }
+    };
+    admin(Protocol::Tcp, Origin::Api).await;
+    admin(Protocol::Udp, Origin::Static).await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
+    let (commands, exchanges) = (router.commands(), upstream.exchanges());
+
+    // A single delete of either: 2 (not authorized), and nothing is asked of either layer.
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        assert_eq!(
+            orch.handle_map(lan(10), delete(protocol, 32400)).await,
+            MapReply::failure(ResultCode::NotAuthorized),
+            "{protocol}"
+        );
+    }
+    assert_eq!(router.commands(), commands, "no router command");
+    assert_eq!(upstream.exchanges(), exchanges, "no gateway exchange");
+    assert_eq!(orch.lease_count(), 4);
+
+    // A delete-all of each protocol: the client's own mapping goes, the administrator's stays,
+    // and the answer is non-zero (C-36: some could not be deleted).
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        assert_eq!(
+            orch.handle_map(lan(10), delete(protocol, 0)).await,
+            MapReply::failure(ResultCode::NotAuthorized),
+            "{protocol}"
+        );
+    }
+    let left: HashSet<(Protocol, u16, Origin)> = orch
+        .leases()
+        .iter()
+        .map(|l| (l.key.protocol, l.key.internal_port, l.lease.origin))
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from([
+            (Protocol::Tcp, 32400, Origin::Api),
+            (Protocol::Udp, 32400, Origin::Static)
+        ])
+    );
+    assert_eq!(router.our_rules().len(), 2, "their rules stay");
+    assert_eq!(upstream.mapped().len(), 2, "so do their gateway mappings");
+
+    // The administrator's own delete (the forwards API) removes the forward.
+    assert_eq!(
+        orch.handle_from(lan(10), delete(Protocol::Tcp, 32400), Origin::Api)
+            .await,
+        deleted()
+    );
+    assert_eq!(orch.lease_count(), 1);
+    assert_eq!(router.our_rules().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_natpmp_renewal_never_shortens_a_forward_of_the_api_or_a_static_mapping() {
+    let (router, upstream, orch) = fresh().await;
+    for (protocol, origin) in [(Protocol::Tcp, Origin::Api), (Protocol::Udp, Origin::Static)] {
+        success(
+            orch.handle_from(lan(10), map(protocol, 32400, 0, 60), origin)
+                .await,
+        );
+    }
+    let held = |protocol| {
+        orch.leases()
+            .into_iter()
+            .find(|l| l.key.protocol == protocol)
+            .map(|l| (l.lease.lifetime, l.lease.deadline))
+            .expect("the lease")
+    };
+    let before = [held(Protocol::Tcp), held(Protocol::Udp)];
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The client renews both for 2 s: it is answered 2 s, but the leases keep their 60 s.
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let reply = success(orch.handle_map(lan(10), map(protocol, 32400, 0, 2)).await);
+        assert_eq!(reply.lifetime, 2, "{protocol}");
+    }
+    assert_eq!([held(Protocol::Tcp), held(Protocol::Udp)], before);
+    // Well past the client's 2 s (and the expiry grace), the forward is still there.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    orch.expire_due().await;
+    assert_eq!(orch.lease_count(), 2);
+    assert_eq!(router.our_rules().len(), 2);
+    assert_eq!(upstream.mapped().len(), 2);
+    // A longer renewal does lengthen the forward.
+    success(orch.handle_map(lan(10), map(Protocol::Tcp, 32400, 0, 60)).await);
+    assert!(held(Protocol::Tcp).1 > before[0].1);
 }
 
 /// LAN host 10 deletes its TCP 6881 behind a gateway that takes `gateway` to answer; once the
