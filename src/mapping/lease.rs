@@ -240,4 +240,50 @@ mod tests {
         assert_eq!(upstream_lifetime(7200, 3600), 3600);
         assert_eq!(upstream_lifetime(30, 3600), 30);
     }
+
+    #[test]
+    fn c35_only_natpmp_is_kept_from_undoing_what_an_administrator_made() {
+        use Origin::*;
+        let parent = MappingKey {
+            client: std::net::Ipv4Addr::new(192, 168, 88, 20),
+            protocol: crate::natpmp::wire::Protocol::Tcp,
+            internal_port: 32400,
+        };
+        for made in [Api, Static] {
+            assert!(!NatPmp.may_undo(made), "{made}");
+            assert!(Api.may_undo(made), "the forwards API removes {made}");
+        }
+        for made in [NatPmp, Twin(parent)] {
+            assert!(NatPmp.may_undo(made), "{made}");
+        }
+    }
+
+    #[test]
+    fn a_natpmp_renewal_keeps_an_administrators_longer_lifetime_and_deadline() {
+        let now = Instant::now();
+        let lease = |origin| Lease {
+            router_port: 40000,
+            rules: Rules::new(),
+            comment: RuleComment::parse("double-natpmp:v1 tcp 192.168.88.20:32400 r=40000")
+                .expect("comment"),
+            external_port: 50000,
+            lifetime: 3600,
+            deadline: now + std::time::Duration::from_secs(3000),
+            upstream_deadline: now,
+            upstream_lifetime: 60,
+            renew_at: now,
+            keep_failures: 0,
+            origin,
+            serial: 1,
+        };
+        let short = now + std::time::Duration::from_secs(15);
+        let forward = lease(Origin::Api);
+        assert_eq!(forward.renewed(Origin::NatPmp, 10, short), (3600, forward.deadline));
+        assert_eq!(forward.renewal_ask(Origin::NatPmp, 10), 3600);
+        assert_eq!(forward.renewed(Origin::Api, 10, short), (10, short));
+        assert_eq!(forward.renewal_ask(Origin::Api, 10), 10);
+        let own = lease(Origin::NatPmp);
+        assert_eq!(own.renewed(Origin::NatPmp, 10, short), (10, short));
+        assert_eq!(own.renewal_ask(Origin::NatPmp, 10), 10);
+    }
 }
