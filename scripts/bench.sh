@@ -3,8 +3,9 @@
 # Cargo.toml: opt-level s, lto, codegen-units 1, panic abort, strip), then
 # `cargo bench --bench mapping` (benches/mapping/) against the in-process RouterOS and NAT-PMP
 # emulators on loopback: the proton and bulk gateway profiles at 0/0, 5/20 and 20/5 ms injected
-# router/upstream RTT (new mappings, renewals, and the proton profile's deletes), 10,000 mappings (memory, reconcile, a start with their rules), and 100
-# idle leases renewing every 30 s (CPU time and wake-ups from /proc).
+# router/upstream RTT (new mappings, renewals, and the proton profile's deletes), 10,000
+# mappings (memory, reconcile, a start with their rules), and 100 idle leases renewing every
+# 30 s (CPU time and wake-ups from /proc).
 # The tables are printed and written to <target dir>/bench-mapping.md; BENCHMARKS.md holds the
 # last full run (the bench reads its "measured" column as the previous run's figures).
 #   scripts/bench.sh             full run (about 7 minutes on 2 cores, plus the build)
