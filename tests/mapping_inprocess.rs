@@ -782,7 +782,10 @@ async fn c35_c36_a_natpmp_delete_or_delete_all_never_removes_a_forward_of_the_ap
 #[tokio::test(start_paused = true)]
 async fn a_natpmp_renewal_never_shortens_a_forward_of_the_api_or_a_static_mapping() {
     let (router, upstream, orch) = fresh().await;
-    for (protocol, origin) in [(Protocol::Tcp, Origin::Api), (Protocol::Udp, Origin::Static)] {
+    for (protocol, origin) in [
+        (Protocol::Tcp, Origin::Api),
+        (Protocol::Udp, Origin::Static),
+    ] {
         success(
             orch.handle_from(lan(10), map(protocol, 32400, 0, 60), origin)
                 .await,
@@ -810,7 +813,10 @@ async fn a_natpmp_renewal_never_shortens_a_forward_of_the_api_or_a_static_mappin
     assert_eq!(router.our_rules().len(), 2);
     assert_eq!(upstream.mapped().len(), 2);
     // A longer renewal does lengthen the forward.
-    success(orch.handle_map(lan(10), map(Protocol::Tcp, 32400, 0, 60)).await);
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 32400, 0, 60))
+            .await,
+    );
     assert!(held(Protocol::Tcp).1 > before[0].1);
 }
 
@@ -837,7 +843,11 @@ async fn delete_behind_a_slow_gateway(
             0,
             "nothing is removed while the gateway's delete is under way"
         );
-        assert_eq!(upstream.mapped().len(), 1, "the gateway still holds the mapping");
+        assert_eq!(
+            upstream.mapped().len(),
+            1,
+            "the gateway still holds the mapping"
+        );
         meanwhile();
     };
     let (reply, ()) = tokio::join!(orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)), watch);
@@ -849,11 +859,16 @@ async fn a_delete_looks_its_rule_up_during_the_gateways_delete_and_removes_it_on
     let (router, upstream, orch) = fresh().await;
     ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     let before = router.commands();
-    let reply =
-        delete_behind_a_slow_gateway(&router, &upstream, &orch, Duration::from_millis(500), || {
+    let reply = delete_behind_a_slow_gateway(
+        &router,
+        &upstream,
+        &orch,
+        Duration::from_millis(500),
+        || {
             assert_eq!(router.our_rules().len(), 1, "the rule is in place");
-        })
-        .await;
+        },
+    )
+    .await;
     assert_eq!(reply, deleted());
     assert!(upstream.mapped().is_empty());
     assert!(router.our_rules().is_empty());
@@ -879,12 +894,17 @@ async fn a_rule_renumbered_while_the_gateway_deletes_is_looked_up_again_and_remo
     ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     // While the gateway answers, the admin's rule goes and the router renumbers: the id the
     // lookup found names no rule any more, and ours has another.
-    let reply =
-        delete_behind_a_slow_gateway(&router, &upstream, &orch, Duration::from_millis(500), || {
+    let reply = delete_behind_a_slow_gateway(
+        &router,
+        &upstream,
+        &orch,
+        Duration::from_millis(500),
+        || {
             router.delete_by_hand(&admins);
             router.renumber();
-        })
-        .await;
+        },
+    )
+    .await;
     assert_eq!(reply, deleted());
     assert!(
         router.our_rules().is_empty(),
@@ -904,15 +924,24 @@ async fn a_delete_behind_a_slow_gateway_looks_its_rule_up_again_and_never_remove
     // A gateway slower than the lookup may be trusted for: meanwhile the router renumbers and
     // the admin adds a rule, which gets the id the lookup found for ours.
     let mut foreign = None;
-    let reply =
-        delete_behind_a_slow_gateway(&router, &upstream, &orch, Duration::from_millis(1500), || {
+    let reply = delete_behind_a_slow_gateway(
+        &router,
+        &upstream,
+        &orch,
+        Duration::from_millis(1500),
+        || {
             router.delete_by_hand(&admins);
             router.renumber();
             foreign = Some(router.seed("tcp", "2222", lan(3), Some("22"), Some("game server")));
-        })
-        .await;
+        },
+    )
+    .await;
     assert_eq!(reply, deleted());
-    assert_eq!(foreign.as_ref(), Some(&ours), "the found id names the admin's rule now");
+    assert_eq!(
+        foreign.as_ref(),
+        Some(&ours),
+        "the found id names the admin's rule now"
+    );
     let rules = router.rules();
     assert_eq!(rules.len(), 1, "{rules:?}");
     assert_eq!(rules[0].id, foreign, "the admin's rule is untouched");

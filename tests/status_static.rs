@@ -144,7 +144,11 @@ async fn static_mappings_survive_a_deleted_rule_a_gateway_that_lost_its_state_an
     assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
     let reply = client.ask(map(Protocol::Udp, 0, 0)).await;
     assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
-    assert_eq!(static_leases(&lab), before, "the same leases, not made again");
+    assert_eq!(
+        static_leases(&lab),
+        before,
+        "the same leases, not made again"
+    );
     assert_eq!(at_gateway(&lab), before);
     assert_eq!(lab.our_rules().len(), 2);
 

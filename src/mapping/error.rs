@@ -137,7 +137,9 @@ pub enum MappingError {
 fn by_administrator(client: Ipv4Addr, protocol: Protocol, port: Option<u16>) -> String {
     let what = match port {
         Some(p) => format!("the {protocol} mapping of {client} port {p} was"),
-        None => format!("some {protocol} mappings of {client} were (they stay; its others were deleted)"),
+        None => format!(
+            "some {protocol} mappings of {client} were (they stay; its others were deleted)"
+        ),
     };
     format!("{what} made by the administrator (the forwards API or STATIC_MAPPINGS), which a NAT-PMP request cannot delete")
 }

@@ -278,7 +278,10 @@ mod tests {
         };
         let short = now + std::time::Duration::from_secs(15);
         let forward = lease(Origin::Api);
-        assert_eq!(forward.renewed(Origin::NatPmp, 10, short), (3600, forward.deadline));
+        assert_eq!(
+            forward.renewed(Origin::NatPmp, 10, short),
+            (3600, forward.deadline)
+        );
         assert_eq!(forward.renewal_ask(Origin::NatPmp, 10), 3600);
         assert_eq!(forward.renewed(Origin::Api, 10, short), (10, short));
         assert_eq!(forward.renewal_ask(Origin::Api, 10), 10);

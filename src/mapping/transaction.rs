@@ -170,9 +170,10 @@ async fn renew<R: Router, U: Upstream>(
             l.lifetime = held;
             l.deadline = deadline;
         });
-        core.layers
-            .events
-            .emit(MappingEvent::Renewed { key, lifetime: held });
+        core.layers.events.emit(MappingEvent::Renewed {
+            key,
+            lifetime: held,
+        });
         twin::follow(core, key, held);
         debug!(
             client = %key.client,
@@ -219,9 +220,10 @@ async fn renew<R: Router, U: Upstream>(
         l.keep_failures = 0;
     });
     core.keeper_wake.notify_one();
-    core.layers
-        .events
-        .emit(MappingEvent::Renewed { key, lifetime: held });
+    core.layers.events.emit(MappingEvent::Renewed {
+        key,
+        lifetime: held,
+    });
     twin::follow(core, key, held);
     if grant.external_port != lease.external_port {
         core.layers.events.emit(MappingEvent::ExternalPortChanged {
