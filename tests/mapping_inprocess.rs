@@ -1283,6 +1283,86 @@ async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate(
     ask_ok(&orch, Protocol::Tcp, 1001, 60).await;
 }
 
+/// `n` concurrent new mappings (internal ports `first`..) from each of `clients`; the result
+/// codes of all of them.
+async fn burst(orch: &Orch, clients: &[Ipv4Addr], first: u16, n: u16) -> Vec<ResultCode> {
+    let mut set = JoinSet::new();
+    for &client in clients {
+        for port in first..first + n {
+            let orch = orch.clone();
+            set.spawn(async move {
+                orch.handle_map(client, map(Protocol::Tcp, port, 0, 60))
+                    .await
+                    .result
+            });
+        }
+    }
+    let mut results = Vec::new();
+    while let Some(result) = set.join_next().await {
+        results.push(result.unwrap_or_else(|e| panic!("task failed: {e}")));
+    }
+    results
+}
+
+fn count(results: &[ResultCode], code: ResultCode) -> usize {
+    results.iter().filter(|r| **r == code).count()
+}
+
+/// A burst of creates that all run at once (the gateway takes a second for each) is held to
+/// MAX_MAPPINGS_PER_CLIENT and MAX_MAPPINGS: the caps count the creates in flight, so the rest
+/// are answered 4 (C-19) at once instead of every one of them passing a check made before any
+/// had finished. Failed creates give their place back.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_creates_never_leaves_more_leases_than_the_per_client_and_global_caps() {
+    use double_natpmp::mapping::limits::LimitsConfig;
+    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
+    let orch = start_with(
+        &router,
+        &upstream,
+        MappingConfig {
+            limits: LimitsConfig {
+                max_mappings: 25,
+                max_per_client: 10,
+                // The rate is not what is tested here.
+                requests_per_second: 10_000,
+            },
+            ..config()
+        },
+    )
+    .await;
+    upstream.state().delay = Duration::from_secs(1);
+
+    // Failed creates (the gateway refuses) leave nothing counted behind.
+    upstream.state().fault = Some(UpFault::Refused);
+    let failed = burst(&orch, &[lan(10)], 1000, 10).await;
+    assert_eq!(count(&failed, ResultCode::NetworkFailure), 10, "{failed:?}");
+    upstream.state().fault = None;
+
+    let started = Instant::now();
+    let one = burst(&orch, &[lan(10)], 2000, 150).await;
+    assert_eq!(count(&one, ResultCode::Success), 10, "{one:?}");
+    assert_eq!(count(&one, ResultCode::OutOfResources), 140, "{one:?}");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "the creates ran at once"
+    );
+    assert_eq!(orch.table().count_of(lan(10)), 10);
+
+    // Two clients at once meet the global cap: 15 places are left.
+    let two = burst(&orch, &[lan(11), lan(12)], 3000, 150).await;
+    assert_eq!(count(&two, ResultCode::Success), 15, "{two:?}");
+    assert!(orch.table().count_of(lan(11)) <= 10);
+    assert!(orch.table().count_of(lan(12)) <= 10);
+    assert_eq!(orch.lease_count(), 25);
+    assert_eq!(router.our_rules().len(), 25, "no rule beyond the caps");
+    assert_eq!(
+        upstream.mapped().len(),
+        25,
+        "no gateway mapping beyond the caps"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn keep_on_stop_leaves_both_layers_and_the_next_start_adopts_them() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());

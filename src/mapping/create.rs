@@ -55,7 +55,7 @@ use crate::mapping::key::MappingKey;
 use crate::mapping::layers::Added;
 use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
 use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleComment, RuleKind};
-use crate::mapping::table::Reservation;
+use crate::mapping::table::{Refusal, Reservation};
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError};
 use crate::natpmp::wire::{Protocol, ResultCode};
@@ -193,25 +193,33 @@ pub async fn create<R: Router, U: Upstream>(
     plan: Plan,
 ) -> Result<(MapReply, u64), MappingError> {
     let key = plan.key;
+    // The caps count the creates in flight too, in the same step as the reservation.
     let limits = core.limits.config();
-    if core.table.len() >= limits.max_mappings {
-        return Err(MappingError::TooManyMappings {
-            limit: limits.max_mappings,
-        });
-    }
-    if plan.origin == Origin::NatPmp && core.table.count_of(key.client) >= limits.max_per_client {
-        return Err(MappingError::TooManyForClient {
-            client: key.client,
-            limit: limits.max_per_client,
-        });
-    }
-    let Some(reservation) = core.table.reserve(key, &plan.preferred) else {
-        return Err(MappingError::PortsExhausted {
-            protocol: key.protocol,
-            start: *core.config.router_ports.start(),
-            end: *core.config.router_ports.end(),
-        });
-    };
+    let reservation =
+        match core
+            .table
+            .reserve_within(key, &plan.preferred, core.limits.caps(plan.origin))
+        {
+            Ok(reservation) => reservation,
+            Err(Refusal::Total) => {
+                return Err(MappingError::TooManyMappings {
+                    limit: limits.max_mappings,
+                })
+            }
+            Err(Refusal::Client) => {
+                return Err(MappingError::TooManyForClient {
+                    client: key.client,
+                    limit: limits.max_per_client,
+                })
+            }
+            Err(Refusal::Ports) => {
+                return Err(MappingError::PortsExhausted {
+                    protocol: key.protocol,
+                    start: *core.config.router_ports.start(),
+                    end: *core.config.router_ports.end(),
+                })
+            }
+        };
     if let Some(problem) = core.interface_problem() {
         reservation.release();
         return Err(MappingError::InterfaceUnusable { problem });

@@ -2,6 +2,9 @@
 //! per-client mapping limit, and a per-client request rate (a token bucket: `rate` requests a
 //! second, bursts of twice that). Excess is answered 4 (out of resources) and logged at most
 //! once per client per minute.
+//!
+//! Both mapping caps count the creates still in flight as well as the live leases, checked in
+//! the same step as the router port is reserved ([`Limits::caps`], `LeaseTable::reserve_within`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -9,6 +12,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::mapping::events::Origin;
+use crate::mapping::table::Caps;
 
 /// How often one client's refusals are logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -62,6 +68,18 @@ impl Limits {
     /// The settings.
     pub fn config(&self) -> &LimitsConfig {
         &self.config
+    }
+
+    /// The caps a new mapping from `origin` is made within: MAX_MAPPINGS always, and
+    /// MAX_MAPPINGS_PER_CLIENT for a client's own NAT-PMP request (a forward made through the
+    /// API or a static mapping counts toward its client but is not refused by that cap; a twin
+    /// does neither).
+    pub fn caps(&self, origin: Origin) -> Caps {
+        Caps {
+            total: self.config.max_mappings,
+            per_client: (origin == Origin::NatPmp).then_some(self.config.max_per_client),
+            own: origin.twin_of().is_none(),
+        }
     }
 
     fn clients(&self) -> MutexGuard<'_, HashMap<Ipv4Addr, Bucket>> {
