@@ -88,6 +88,7 @@ fn config(allowed: &str) -> ServerConfig {
         allowed_clients: parse_cidr_list(allowed).unwrap(),
         blocked_sources: Vec::new(),
         max_inflight: 16,
+        client_rate_limit: 10_000,
         address_refresh: Duration::from_secs(3600),
     }
 }

@@ -345,4 +345,11 @@ impl<H: MapHandler> MapHandler for CountingHandler<H> {
             reply
         }
     }
+
+    fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {
+        let reply = self.inner.answer_now(client, request)?;
+        self.metrics
+            .request(request.protocol, reply.result as u16);
+        Some(reply)
+    }
 }
