@@ -399,7 +399,12 @@ impl<U: Upstream, H: MapHandler> Shared<U, H> {
     }
 
     /// The reply to a packet that is not a request we serve, if it gets one.
-    fn error_reply(&self, peer: SocketAddr, packet: &[u8], err: RequestError) -> Option<ReplyBytes> {
+    fn error_reply(
+        &self,
+        peer: SocketAddr,
+        packet: &[u8],
+        err: RequestError,
+    ) -> Option<ReplyBytes> {
         if let RequestError::UnsupportedVersion { version } = err {
             self.stats
                 .unsupported_version

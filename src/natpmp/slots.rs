@@ -139,4 +139,3 @@ impl Drop for InFlightEntry {
         self.finish();
     }
 }
-

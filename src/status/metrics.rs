@@ -348,8 +348,7 @@ impl<H: MapHandler> MapHandler for CountingHandler<H> {
 
     fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {
         let reply = self.inner.answer_now(client, request)?;
-        self.metrics
-            .request(request.protocol, reply.result as u16);
+        self.metrics.request(request.protocol, reply.result as u16);
         Some(reply)
     }
 }
