@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::mapping::caps::{Caps, Refusal};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
@@ -55,7 +56,7 @@ use crate::mapping::key::MappingKey;
 use crate::mapping::layers::Added;
 use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
 use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleComment, RuleKind};
-use crate::mapping::table::{Refusal, Reservation};
+use crate::mapping::table::Reservation;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError};
 use crate::natpmp::wire::{Protocol, ResultCode};
@@ -195,31 +196,28 @@ pub async fn create<R: Router, U: Upstream>(
     let key = plan.key;
     // The caps count the creates in flight too, in the same step as the reservation.
     let limits = core.limits.config();
-    let reservation =
-        match core
-            .table
-            .reserve_within(key, &plan.preferred, core.limits.caps(plan.origin))
-        {
-            Ok(reservation) => reservation,
-            Err(Refusal::Total) => {
-                return Err(MappingError::TooManyMappings {
-                    limit: limits.max_mappings,
-                })
-            }
-            Err(Refusal::Client) => {
-                return Err(MappingError::TooManyForClient {
-                    client: key.client,
-                    limit: limits.max_per_client,
-                })
-            }
-            Err(Refusal::Ports) => {
-                return Err(MappingError::PortsExhausted {
-                    protocol: key.protocol,
-                    start: *core.config.router_ports.start(),
-                    end: *core.config.router_ports.end(),
-                })
-            }
-        };
+    let caps = Caps::of(limits, plan.origin);
+    let reservation = match core.table.reserve_within(key, &plan.preferred, caps) {
+        Ok(reservation) => reservation,
+        Err(Refusal::Total) => {
+            return Err(MappingError::TooManyMappings {
+                limit: limits.max_mappings,
+            })
+        }
+        Err(Refusal::Client) => {
+            return Err(MappingError::TooManyForClient {
+                client: key.client,
+                limit: limits.max_per_client,
+            })
+        }
+        Err(Refusal::Ports) => {
+            return Err(MappingError::PortsExhausted {
+                protocol: key.protocol,
+                start: *core.config.router_ports.start(),
+                end: *core.config.router_ports.end(),
+            })
+        }
+    };
     if let Some(problem) = core.interface_problem() {
         reservation.release();
         return Err(MappingError::InterfaceUnusable { problem });

@@ -4,14 +4,12 @@
 //! once per client per minute.
 //!
 //! Both mapping caps count the creates still in flight as well as the live leases, checked in
-//! the same step as the router port is reserved ([`Limits::caps`], `LeaseTable::reserve_within`).
+//! the same step as the router port is reserved (`caps.rs`).
 
 use std::net::Ipv4Addr;
 
 use tokio::time::Instant;
 
-use crate::mapping::events::Origin;
-use crate::mapping::table::Caps;
 use crate::natpmp::rate::ClientRate;
 
 /// The limits' settings.
@@ -54,18 +52,6 @@ impl Limits {
     /// The settings.
     pub fn config(&self) -> &LimitsConfig {
         &self.config
-    }
-
-    /// The caps a new mapping from `origin` is made within: MAX_MAPPINGS always, and
-    /// MAX_MAPPINGS_PER_CLIENT for a client's own NAT-PMP request (a forward made through the
-    /// API or a static mapping counts toward its client but is not refused by that cap; a twin
-    /// does neither).
-    pub fn caps(&self, origin: Origin) -> Caps {
-        Caps {
-            total: self.config.max_mappings,
-            per_client: (origin == Origin::NatPmp).then_some(self.config.max_per_client),
-            own: origin.twin_of().is_none(),
-        }
     }
 
     /// Takes one mapping request from `client`'s bucket; `false` when it is empty.

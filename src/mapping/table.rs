@@ -16,11 +16,9 @@
 //! [`LeaseTable::snapshot`] gives the live leases; [`LeaseTable::adopt`] puts back a lease whose
 //! rule was found on the router (a restart rebuilds the table that way).
 //!
-//! **Limits count creates in flight.** [`LeaseTable::reserve_within`] checks MAX_MAPPINGS and
-//! MAX_MAPPINGS_PER_CLIENT ([`Caps`]) against the live leases *and* the reservations of creates
-//! still running, in the same step as it reserves: a burst of concurrent creates (each may take
-//! seconds while the gateway is slow) cannot overshoot a cap that each of them checked before
-//! any had finished.
+//! **Limits count creates in flight.** [`LeaseTable::reserve_within`] checks the caps
+//! ([`Caps`]) against the live leases *and* the reservations of creates still running, in the
+//! same step as it reserves (see `caps.rs`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -29,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use crate::mapping::caps::{Caps, Refusal};
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{Lease, LeaseInfo};
 use crate::mapping::ports::{choose_port, slot, RouterView};
@@ -58,39 +57,6 @@ pub enum AdoptError {
     KeyTaken,
     /// Another lease or transaction holds the router port.
     PortTaken,
-}
-
-/// What a new reservation may not push past; see [`LeaseTable::reserve_within`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caps {
-    /// Most live leases and creates in flight together (MAX_MAPPINGS).
-    pub total: usize,
-    /// Most of the client's own leases and creates in flight together (MAX_MAPPINGS_PER_CLIENT),
-    /// when that cap applies to the new mapping.
-    pub per_client: Option<usize>,
-    /// Whether the new mapping is its client's own (a twin is not) and so counts toward the
-    /// client's cap while it is made.
-    pub own: bool,
-}
-
-impl Caps {
-    /// No cap at all; the mapping counts toward its client.
-    pub const NONE: Caps = Caps {
-        total: usize::MAX,
-        per_client: None,
-        own: true,
-    };
-}
-
-/// Why [`LeaseTable::reserve_within`] reserved nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Live leases and creates in flight reach [`Caps::total`].
-    Total,
-    /// The client's own leases and creates in flight reach [`Caps::per_client`].
-    Client,
-    /// Every port of the range is used.
-    Ports,
 }
 
 #[derive(Debug, Default)]

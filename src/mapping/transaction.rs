@@ -9,6 +9,11 @@
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
 //! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
 //!
+//! **Renewals answered at once** ([`answer_now`]): a renewal that the lease answers (no
+//! transaction on its key, the upstream mapping valid) is answered before the request takes one
+//! of the server's slots, so a client keeps its mapping also while slow creates or a flood hold
+//! every slot.
+//!
 //! **Internal port 0 with a lifetime** (C-37) is answered 2 (RFC-safe, as miniupnpd does).
 //!
 //! **Twins** (MAP_BOTH_PROTOCOLS): a new TCP mapping gets its UDP twin made right after it, in
