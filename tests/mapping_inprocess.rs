@@ -1218,23 +1218,27 @@ fn orch_key(
 // ---------------------------------------------------------------------------------------------
 // Limits that protect the router and the gateway's quota
 
-#[tokio::test(start_paused = true)]
-async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate() {
+/// A fresh router and gateway, and an orchestrator with these MAX_MAPPINGS,
+/// MAX_MAPPINGS_PER_CLIENT and CLIENT_RATE_LIMIT.
+async fn limited(
+    max_mappings: usize,
+    max_per_client: usize,
+    requests_per_second: u32,
+) -> (FakeRouter, FakeUpstream, Orch) {
     use double_natpmp::mapping::limits::LimitsConfig;
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start_with(
-        &router,
-        &upstream,
-        MappingConfig {
-            limits: LimitsConfig {
-                max_mappings: 3,
-                max_per_client: 2,
-                requests_per_second: 5,
-            },
-            ..config()
-        },
-    )
-    .await;
+    let limits = LimitsConfig {
+        max_mappings,
+        max_per_client,
+        requests_per_second,
+    };
+    let orch = start_with(&router, &upstream, MappingConfig { limits, ..config() }).await;
+    (router, upstream, orch)
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate() {
+    let (router, _upstream, orch) = limited(3, 2, 5).await;
     // Per client: two mappings, the third is refused.
     for port in [1001, 1002] {
         ask_ok(&orch, Protocol::Tcp, port, 60).await;
@@ -1314,22 +1318,8 @@ fn count(results: &[ResultCode], code: ResultCode) -> usize {
 /// had finished. Failed creates give their place back.
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_creates_never_leaves_more_leases_than_the_per_client_and_global_caps() {
-    use double_natpmp::mapping::limits::LimitsConfig;
-    let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start_with(
-        &router,
-        &upstream,
-        MappingConfig {
-            limits: LimitsConfig {
-                max_mappings: 25,
-                max_per_client: 10,
-                // The rate is not what is tested here.
-                requests_per_second: 10_000,
-            },
-            ..config()
-        },
-    )
-    .await;
+    // The rate is not what is tested here.
+    let (router, upstream, orch) = limited(25, 10, 10_000).await;
     upstream.state().delay = Duration::from_secs(1);
 
     // Failed creates (the gateway refuses) leave nothing counted behind.

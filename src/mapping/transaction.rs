@@ -119,6 +119,10 @@ pub fn answer_now<R: Router, U: Upstream>(
         protocol: request.protocol,
         internal_port: request.internal_port,
     };
+    // A new mapping goes the whole way: found out before a lock entry is made for it.
+    if !core.table.contains(&key) {
+        return None;
+    }
     let mut lock = core.locks.try_lock(key)?;
     let now = Instant::now();
     let lease = core
