@@ -1353,6 +1353,58 @@ async fn a_burst_of_creates_never_leaves_more_leases_than_the_per_client_and_glo
     );
 }
 
+/// C-29: the server asks `answer_now` before a request takes a slot. A renewal the lease
+/// answers gets the very reply `handle_map` gives, with no router command or gateway exchange;
+/// everything else is left to `handle_map`: a new mapping, a delete, a client past its rate
+/// (which `handle_map` then answers 4), a renewal whose upstream mapping lapsed, and a renewal
+/// whose key a transaction holds.
+#[tokio::test(start_paused = true)]
+async fn c29_a_renewal_is_answered_at_once_only_when_its_lease_answers_it() {
+    let (router, upstream, orch) = limited(4096, 64, 2).await;
+    let lease = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
+    let renew = map(Protocol::Udp, 6881, 0, 60);
+    let (commands, exchanges) = (router.commands(), upstream.exchanges());
+    assert_eq!(orch.answer_now(lan(10), renew), Some(lease));
+    assert_eq!(orch.handle_map(lan(10), renew).await, lease);
+    assert_eq!(
+        (router.commands(), upstream.exchanges()),
+        (commands, exchanges)
+    );
+    assert_eq!(
+        orch.answer_now(lan(10), map(Protocol::Udp, 7000, 0, 60)),
+        None
+    );
+    assert_eq!(orch.answer_now(lan(10), delete(Protocol::Udp, 6881)), None);
+    assert_eq!(orch.answer_now(lan(11), renew), None, "not lan(11)'s lease");
+
+    // The rate: a burst of 4, three of them spent above.
+    assert_eq!(orch.answer_now(lan(10), renew), Some(lease));
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+    assert_eq!(
+        orch.handle_map(lan(10), renew).await,
+        MapReply::failure(ResultCode::OutOfResources)
+    );
+
+    // The gateway goes silent and the upstream mapping lapses (the lease itself lives on
+    // until lifetime + grace): the gateway must be asked.
+    upstream.state().fault = Some(UpFault::Silent);
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+
+    // A delete in progress holds the key.
+    upstream.state().fault = None;
+    upstream.state().delay = Duration::from_secs(1);
+    let deleting = {
+        let orch = orch.clone();
+        tokio::spawn(async move { orch.handle_map(lan(10), delete(Protocol::Udp, 6881)).await })
+    };
+    while upstream.exchanges() == exchanges {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+    assert_eq!(deleting.await.unwrap_or_else(|e| panic!("{e}")), deleted());
+}
+
 #[tokio::test(start_paused = true)]
 async fn keep_on_stop_leaves_both_layers_and_the_next_start_adopts_them() {
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
