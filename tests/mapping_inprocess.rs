@@ -14,6 +14,7 @@ use double_natpmp::mapping::{MappingConfig, Orchestrator, Origin};
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp::routeros::api::RuleId;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -887,25 +888,33 @@ async fn a_delete_looks_its_rule_up_during_the_gateways_delete_and_removes_it_on
     assert!(router.our_rules().is_empty());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_rule_renumbered_while_the_gateway_deletes_is_looked_up_again_and_removed() {
+/// LAN host 10's TCP 6881 next to an admin's rule is deleted behind a gateway that takes
+/// `gateway` to answer; meanwhile (after the rule's lookup) the admin's rule goes and the router
+/// renumbers, as after a reboot, and then `then` runs. The delete must be answered success.
+/// Returns the router, the orchestrator and the id the lookup found for our rule.
+async fn delete_while_the_router_renumbers(
+    gateway: Duration,
+    then: impl FnOnce(&FakeRouter),
+) -> (FakeRouter, Orch, RuleId) {
     let (router, upstream, orch) = fresh().await;
     let admins = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
     ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
-    // While the gateway answers, the admin's rule goes and the router renumbers: the id the
-    // lookup found names no rule any more, and ours has another.
-    let reply = delete_behind_a_slow_gateway(
-        &router,
-        &upstream,
-        &orch,
-        Duration::from_millis(500),
-        || {
-            router.delete_by_hand(&admins);
-            router.renumber();
-        },
-    )
+    let ours = router.our_rules()[0].id.clone().expect("our rule's id");
+    let reply = delete_behind_a_slow_gateway(&router, &upstream, &orch, gateway, || {
+        router.delete_by_hand(&admins);
+        router.renumber();
+        then(&router);
+    })
     .await;
     assert_eq!(reply, deleted());
+    (router, orch, ours)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_renumbered_while_the_gateway_deletes_is_looked_up_again_and_removed() {
+    // The id the lookup found names no rule any more, and ours has another.
+    let (router, orch, _) =
+        delete_while_the_router_renumbers(Duration::from_millis(500), |_| {}).await;
     assert!(
         router.our_rules().is_empty(),
         "our rule is removed under its new id: {:?}",
@@ -917,26 +926,14 @@ async fn a_rule_renumbered_while_the_gateway_deletes_is_looked_up_again_and_remo
 #[tokio::test(start_paused = true)]
 async fn a_delete_behind_a_slow_gateway_looks_its_rule_up_again_and_never_removes_the_rule_that_took_its_id(
 ) {
-    let (router, upstream, orch) = fresh().await;
-    let admins = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
-    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
-    let ours = router.our_rules()[0].id.clone().expect("our rule's id");
-    // A gateway slower than the lookup may be trusted for: meanwhile the router renumbers and
-    // the admin adds a rule, which gets the id the lookup found for ours.
+    // A gateway slower than the lookup may be trusted for; meanwhile the admin adds a rule,
+    // which gets the id the lookup found for ours.
     let mut foreign = None;
-    let reply = delete_behind_a_slow_gateway(
-        &router,
-        &upstream,
-        &orch,
-        Duration::from_millis(1500),
-        || {
-            router.delete_by_hand(&admins);
-            router.renumber();
+    let (router, _orch, ours) =
+        delete_while_the_router_renumbers(Duration::from_millis(1500), |router| {
             foreign = Some(router.seed("tcp", "2222", lan(3), Some("22"), Some("game server")));
-        },
-    )
-    .await;
-    assert_eq!(reply, deleted());
+        })
+        .await;
     assert_eq!(
         foreign.as_ref(),
         Some(&ours),
