@@ -135,13 +135,13 @@ pub enum MappingError {
 
 /// The words of [`MappingError::ByAdministrator`].
 fn by_administrator(client: Ipv4Addr, protocol: Protocol, port: Option<u16>) -> String {
-    let what = match port {
-        Some(p) => format!("the {protocol} mapping of {client} port {p} was"),
+    const MADE: &str = "made by the administrator (the forwards API or STATIC_MAPPINGS), which a NAT-PMP request cannot delete";
+    match port {
+        Some(p) => format!("the {protocol} mapping of {client} port {p} was {MADE}"),
         None => format!(
-            "some {protocol} mappings of {client} were (they stay; its others were deleted)"
+            "some {protocol} mappings of {client} were {MADE}: they stay, its others were deleted"
         ),
-    };
-    format!("{what} made by the administrator (the forwards API or STATIC_MAPPINGS), which a NAT-PMP request cannot delete")
+    }
 }
 
 impl MappingError {
