@@ -77,6 +77,7 @@ fi
 if ((${#need[@]})); then
     [ "$(id -u)" -eq 0 ] || fail "not root: cannot install ${need[*]} (apt-get install ${need[*]})"
     log "installing ${need[*]}"
+    apt-get update -qq >/dev/null 2>&1 || log "apt-get update failed; trying the install anyway"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
         || fail "apt-get install ${need[*]} failed"
 fi
