@@ -22,24 +22,9 @@
 # file times in their layer, so the same commit and binaries give the same images.
 set -euo pipefail
 
-usage() {
-    echo "usage: $0 [--arch amd64|arm64|armv7|all]" >&2
-    exit 2
-}
-arch=amd64
-while (($#)); do
-    case "$1" in
-    --arch) [ $# -ge 2 ] || usage; arch="$2"; shift 2 ;;
-    --arch=*) arch="${1#--arch=}"; shift ;;
-    -h | --help) usage ;;
-    *) echo "image: unknown argument '$1'" >&2; usage ;;
-    esac
-done
-case "$arch" in
-amd64 | arm64 | armv7) arches=("$arch") ;;
-all) arches=(amd64 arm64 armv7) ;;
-*) echo "image: --arch is '$arch'; expected amd64, arm64, armv7 or all" >&2; exit 2 ;;
-esac
+script=image
+# shellcheck source=scripts/arches.sh
+. "$(dirname "$0")/arches.sh"
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 bin_dir="$repo/target/static"

@@ -25,24 +25,9 @@
 # copied to <repo>/target/static/.
 set -euo pipefail
 
-usage() {
-    echo "usage: $0 [--arch amd64|arm64|armv7|all]" >&2
-    exit 2
-}
-arch=amd64
-while (($#)); do
-    case "$1" in
-    --arch) [ $# -ge 2 ] || usage; arch="$2"; shift 2 ;;
-    --arch=*) arch="${1#--arch=}"; shift ;;
-    -h | --help) usage ;;
-    *) echo "static-build: unknown argument '$1'" >&2; usage ;;
-    esac
-done
-case "$arch" in
-amd64 | arm64 | armv7) arches=("$arch") ;;
-all) arches=(amd64 arm64 armv7) ;;
-*) echo "static-build: --arch is '$arch'; expected amd64, arm64, armv7 or all" >&2; exit 2 ;;
-esac
+script=static-build
+# shellcheck source=scripts/arches.sh
+. "$(dirname "$0")/arches.sh"
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 build_dir="${CARGO_TARGET_DIR:-$repo/target}"
