@@ -46,14 +46,18 @@ state="$base/apt"
 mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
 apt_opts=(
     -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache"
+    -o "Dir::Cache::pkgcache=$state/cache/pkgcache.bin" -o "Dir::Cache::srcpkgcache=$state/cache/srcpkgcache.bin"
     -o "APT::Architectures::=amd64" -o "APT::Architectures::=arm64" -o "APT::Architectures::=armhf"
     -o "APT::Sandbox::User=root"
 )
-log "reading the package indexes for amd64, arm64 and armhf"
-# A mirror in mid-sync can fail one index; the versions the others list are still usable, and
-# the check below refuses a version missing for any architecture.
-if ! apt-get "${apt_opts[@]}" -o Debug::NoLocking=1 -qq update >"$state/update.log" 2>&1; then
-    log "some package indexes failed to download (see $state/update.log); using the rest"
+# The indexes are read again when they are older than a day (or missing).
+if [ -z "$(find "$state/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 -print -quit)" ]; then
+    log "reading the package indexes for amd64, arm64 and armhf"
+    # A mirror in mid-sync can fail one index; the versions the others list are still usable,
+    # and the check below refuses a version missing for any architecture.
+    if ! apt-get "${apt_opts[@]}" -o Debug::NoLocking=1 -qq update >"$state/update.log" 2>&1; then
+        log "some package indexes failed to download (see $state/update.log); using the rest"
+    fi
 fi
 
 versions() { # package[:arch] -> its versions, one a line
@@ -69,8 +73,9 @@ short="$(echo "$version" | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')"
 
 prefix="$base/$version"
 wrapper="$prefix/rustc"
-llvm="$(apt-cache "${apt_opts[@]}" show "rustc-web=$version" 2>/dev/null | sed -n 's/^Depends: //p' | head -n 1 \
-    | tr ',' '\n' | grep -o 'libllvm[0-9]*' | head -n 1 || true)"
+# The compiler's LLVM, a dependency of its amd64 library package (librustc_driver).
+llvm="$(apt-cache "${apt_opts[@]}" show "rustc-web=$version" "libstd-rust-web-$short=$version" 2>/dev/null \
+    | sed -n 's/^Depends: //p' | tr ',' '\n' | grep -o 'libllvm[0-9]*' | head -n 1 || true)"
 if [ -n "$llvm" ] && ! dpkg-query -W -f='${Status}' "$llvm" 2>/dev/null | grep -q "install ok installed"; then
     need+=("$llvm")
 fi
