@@ -475,7 +475,16 @@ fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected(
             "sctp:192.168.88.20:80",
             "expected protocol:client:port",
         ),
-        ("API_TOKEN", "has space", "expected a token without spaces"),
+        (
+            "API_TOKEN",
+            "has space",
+            "at least 16 characters without spaces",
+        ),
+        (
+            "API_TOKEN",
+            "0123456789abcde",
+            "at least 16 characters without spaces",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_double-natpmp"))
             .env_clear()
@@ -487,7 +496,10 @@ fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected(
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
         assert!(err.contains(var), "{var}={value}: {err}");
-        if var != "API_TOKEN" {
+        if var == "API_TOKEN" {
+            // A secret, even a wrong one, is never shown.
+            assert!(!err.contains(value), "{var}={value}: {err}");
+        } else {
             assert!(err.contains(value), "{var}={value}: {err}");
         }
         assert!(err.contains(expected), "{var}={value}: {err}");
@@ -495,13 +507,13 @@ fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected(
     // Settings that do not fit together.
     for (env, expected) in [
         (
-            vec![("API_TOKEN", "t0ken")],
+            vec![("API_TOKEN", "t0ken-0123456789abcdef")],
             "API_TOKEN is set but STATUS_ADDR is not",
         ),
         (
             vec![
                 ("STATUS_ADDR", ":0"),
-                ("API_TOKEN", "t0ken"),
+                ("API_TOKEN", "t0ken-0123456789abcdef"),
                 ("API_TOKEN_FILE", "/nonexistent"),
             ],
             "API_TOKEN and API_TOKEN_FILE are both set",

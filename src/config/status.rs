@@ -26,12 +26,14 @@ pub struct StatusArgs {
     #[arg(long, env = "STATUS_ADDR", value_name = "STATUS_ADDR", value_parser = parse_status_addr)]
     pub status_addr: Option<SocketAddr>,
 
-    /// The bearer token that turns on POST/DELETE /api/v1/forwards (needs STATUS_ADDR). Off when
-    /// neither this nor API_TOKEN_FILE is set.
+    /// The bearer token that turns on POST/DELETE /api/v1/forwards (needs STATUS_ADDR): at least
+    /// 16 characters, no spaces. Off when neither this nor API_TOKEN_FILE is set; setting both
+    /// is an error.
     #[arg(long, env = "API_TOKEN", value_name = "API_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub api_token: Option<Password>,
 
-    /// File holding the API token, instead of API_TOKEN. A trailing newline is ignored.
+    /// File holding the API token, instead of API_TOKEN (setting both is an error). A trailing
+    /// newline is ignored.
     #[arg(long, env = "API_TOKEN_FILE", value_name = "API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
 
@@ -69,13 +71,34 @@ pub struct StatusArgs {
     pub static_mappings: StaticMappings,
 }
 
-/// WEBHOOK_URL: an absolute `http://` URL with a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// WEBHOOK_URL: an absolute `http://` URL with a host. `Display` and `Debug` show it
+/// [`redacted`](redact_url): a Home Assistant webhook id in the path is a secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookUrl(pub Uri);
 
 impl std::fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WebhookUrl")
+            .field(&redact_url(&self.0))
+            .finish()
+    }
+}
+
+/// A URL as logs may show it: scheme, host and port, then `/***` in place of the path and the
+/// query (which may hold a secret, like a Home Assistant webhook id). A user name or password
+/// before the host is left out too.
+pub fn redact_url(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or_default();
+    match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}/***"),
+        None => format!("{scheme}://{host}/***"),
     }
 }
 
@@ -114,13 +137,17 @@ pub fn parse_webhook_url(s: &str) -> Result<WebhookUrl, Expected> {
     Ok(WebhookUrl(uri))
 }
 
-/// `API_TOKEN`: any text without spaces or control characters, at least one character.
+/// Shortest API token accepted: a shorter one could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// `API_TOKEN`: at least [`MIN_TOKEN_LEN`] characters, without spaces or control characters.
+/// The error never repeats the value.
 pub fn parse_token(s: &str) -> Result<Password, Expected> {
     let s = s.trim();
-    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Expected(
-            "expected a token without spaces, such as the output of `openssl rand -hex 32`".into(),
-        ));
+    if s.chars().count() < MIN_TOKEN_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Expected(format!(
+            "expected a token of at least {MIN_TOKEN_LEN} characters without spaces, such as the output of `openssl rand -hex 32`"
+        )));
     }
     Ok(Password::new(s))
 }

@@ -556,7 +556,10 @@ mod tests {
         assert_eq!(decoded, words);
         // The decoder starts afresh for the next sentence of the stream.
         let next = &stream[first_len..];
-        assert_eq!(decoder.decode(next), Ok(Some((vec![b"!done".to_vec()], next.len()))));
+        assert_eq!(
+            decoder.decode(next),
+            Ok(Some((vec![b"!done".to_vec()], next.len())))
+        );
     }
 
     #[test]
