@@ -378,6 +378,34 @@ async fn status_file_holds_the_mappings_and_is_replaced_atomically() {
 }
 
 #[tokio::test]
+async fn status_file_is_not_written_through_a_symlink_planted_at_its_temporary_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("victim");
+    let file = dir.path().join("mappings.json");
+    std::os::unix::fs::symlink(&victim, dir.path().join(".mappings.json.tmp")).expect("plant");
+    let mut lab = start(
+        gateway_config(),
+        &[("status-file", file.display().to_string())],
+    )
+    .await;
+    read_mappings(&file, 0).await;
+    let client = Client::on(13, lab.daemon.listen).await;
+    client.ask(map(Protocol::Tcp, 5100, 60)).await;
+    read_mappings(&file, 1).await;
+    lab.stop().await;
+    read_mappings(&file, 0).await;
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious"
+    );
+    assert!(std::fs::symlink_metadata(&file)
+        .expect("status file")
+        .file_type()
+        .is_file());
+}
+
+#[tokio::test]
 async fn the_status_subcommand_prints_the_mappings_as_a_table_and_as_json() {
     let mut lab = start(gateway_config(), &[]).await;
     let addr = lab.status();

@@ -60,7 +60,7 @@ pub struct StatusArgs {
     pub webhook_queue: u32,
 
     /// A file that holds the current mappings as JSON, replaced atomically (a temporary file,
-    /// then a rename) at each change. Off when not set.
+    /// then a rename) at each change, at most once a second. Off when not set.
     #[arg(long, env = "STATUS_FILE", value_name = "STATUS_FILE")]
     pub status_file: Option<PathBuf>,
 

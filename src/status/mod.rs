@@ -14,7 +14,7 @@
 //! * [`metrics`]: the OpenMetrics exposition and the request-counting handler.
 //! * [`listener`]: the task that feeds the history, metrics, webhook and file from the events.
 //! * [`webhook`]: the bounded queue and its delivery with retries; [`client`]: one HTTP request.
-//! * [`file`]: STATUS_FILE, written atomically.
+//! * [`file`]: STATUS_FILE, written atomically, never through a link, at most once a second.
 //!
 //! [`Services::start`] starts what the settings ask for; the HTTP server and the keeper stop with
 //! the daemon's [`Shutdown`]; [`Services::finish`] (after the mapping core removed its
