@@ -273,10 +273,13 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                     continue;
                 }
                 SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => *v4.ip(),
-                // The host itself may ask for the address (`double-natpmp health`), whatever
-                // ALLOWED_CLIENTS says; it cannot map ports.
+                // The host itself may ask for the address, or send an opcode NAT-PMP does not
+                // define (answered 5 at once: `double-natpmp health`), whatever ALLOWED_CLIENTS
+                // says; it cannot map ports (opcodes 1 and 2).
                 SocketAddr::V4(v4)
-                    if self.is_local(*v4.ip()) && buf[..len].starts_with(&[0, 0]) =>
+                    if self.is_local(*v4.ip())
+                        && buf[..len].first() == Some(&wire::VERSION)
+                        && !matches!(buf[..len].get(1), Some(1 | 2)) =>
                 {
                     *v4.ip()
                 }
