@@ -242,7 +242,7 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
     let (status, headers, _) = http(addr, Method::POST, "/api/v1/forwards", &[], Some(body)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["www-authenticate"], "Bearer");
-    let (status, _, _) = http(
+    let (status, headers, answer) = http(
         addr,
         Method::POST,
         "/api/v1/forwards",
@@ -252,6 +252,12 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(lab.our_rules().is_empty(), "nothing was made");
+    // A wrong token is never echoed back.
+    assert!(!answer.contains("wrong-token"), "{answer}");
+    assert!(
+        !format!("{headers:?}").contains("wrong-token"),
+        "{headers:?}"
+    );
 
     // Outside ALLOWED_CLIENTS, and NAT-PMP's limits.
     for (bad, want) in [
@@ -502,6 +508,26 @@ fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected(
             "STATIC_MAPPINGS",
             "sctp:192.168.88.20:80",
             "expected protocol:client:port",
+        ),
+        (
+            "STATUS_HOSTNAMES",
+            "natpmp.lan:8080",
+            "expected host names or IP addresses without a port",
+        ),
+        (
+            "STATUS_HOSTNAMES",
+            "natpmp.lan,bad name",
+            "expected host names or IP addresses without a port",
+        ),
+        (
+            "STATUS_CONNECTION_TIMEOUT",
+            "0",
+            "expected a duration from 1s to 1h",
+        ),
+        (
+            "STATUS_CONNECTION_TIMEOUT",
+            "2h",
+            "expected a duration from 1s to 1h",
         ),
         (
             "API_TOKEN",

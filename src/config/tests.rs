@@ -325,3 +325,20 @@ fn password_and_its_file_both_set_is_an_error_naming_both() {
         "MIKROTIK_API_PASSWORD and MIKROTIK_API_PASSWORD_FILE are both set: expected one or the other"
     );
 }
+
+#[test]
+fn status_hostnames_are_kept_in_lower_case_without_dot_and_addresses_canonical() {
+    let names = crate::config::status::parse_hostnames(
+        " NatPMP.lan. , 192.168.88.250,[::FFFF:10.0.0.1],natpmp.lan,,",
+    )
+    .unwrap();
+    assert_eq!(names.0, ["natpmp.lan", "192.168.88.250", "10.0.0.1"]);
+    assert!(crate::config::status::parse_hostnames("")
+        .unwrap()
+        .0
+        .is_empty());
+    for bad in ["natpmp.lan:8080", "-x.lan", "a b", "http://natpmp.lan"] {
+        let err = crate::config::status::parse_hostnames(bad).unwrap_err();
+        assert!(err.0.contains(&format!("'{bad}' is not")), "{bad}: {err}");
+    }
+}
