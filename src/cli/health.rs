@@ -123,17 +123,19 @@ pub async fn probe(target: SocketAddrV4, budget: Duration) -> Result<(), HealthE
     let deadline = tokio::time::Instant::now() + budget;
     let mut wait = FIRST_RETRY;
     let mut buf = [0u8; 64];
+    let failed = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => HealthError::Refused { target },
+        _ => io(e),
+    };
     loop {
-        socket.send(&probe).await.map_err(io)?;
+        // An ICMP port unreachable answering the last try shows on this send or the receive.
+        socket.send(&probe).await.map_err(failed)?;
         let round_end = (tokio::time::Instant::now() + wait).min(deadline);
         loop {
             match tokio::time::timeout_at(round_end, socket.recv(&mut buf)).await {
                 Ok(Ok(n)) if is_echo(&buf[..n], &probe) => return Ok(()),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(HealthError::Refused { target })
-                }
-                Ok(Err(e)) => return Err(io(e)),
+                Ok(Err(e)) => return Err(failed(e)),
                 Err(_) => break,
             }
         }
