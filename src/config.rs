@@ -60,8 +60,8 @@ pub struct RouterArgs {
     )]
     pub mikrotik_api_password: Option<Password>,
 
-    /// File holding the RouterOS API password (container secrets); used when
-    /// MIKROTIK_API_PASSWORD is not set. A trailing newline is ignored.
+    /// File holding the RouterOS API password (container secrets), instead of
+    /// MIKROTIK_API_PASSWORD (setting both is an error). A trailing newline is ignored.
     #[arg(
         long,
         env = "MIKROTIK_API_PASSWORD_FILE",
@@ -302,11 +302,26 @@ pub enum ConfigError {
     /// Status settings that do not fit together; the text names them and what to set.
     #[error("{0}")]
     Status(String),
+    /// A secret and its `_FILE` variable are both set: which one counts would be a guess.
+    #[error("{value} and {file} are both set: expected one or the other")]
+    BothSet {
+        /// The variable holding the secret itself.
+        value: &'static str,
+        /// The variable naming a file that holds it.
+        file: &'static str,
+    },
 }
 
 impl RouterArgs {
-    /// The password, from MIKROTIK_API_PASSWORD or else MIKROTIK_API_PASSWORD_FILE.
+    /// The password, from MIKROTIK_API_PASSWORD or else MIKROTIK_API_PASSWORD_FILE; both set
+    /// is an error.
     pub fn password(&self) -> Result<Password, ConfigError> {
+        if self.mikrotik_api_password.is_some() && self.mikrotik_api_password_file.is_some() {
+            return Err(ConfigError::BothSet {
+                value: "MIKROTIK_API_PASSWORD",
+                file: "MIKROTIK_API_PASSWORD_FILE",
+            });
+        }
         if let Some(p) = &self.mikrotik_api_password {
             return Ok(p.clone());
         }
@@ -420,9 +435,10 @@ impl StatusArgs {
     pub fn validate(&self, allowed: &crate::cidr::CidrList) -> Result<(), ConfigError> {
         let token_set = self.api_token.is_some() || self.api_token_file.is_some();
         if self.api_token.is_some() && self.api_token_file.is_some() {
-            return Err(ConfigError::Status(
-                "API_TOKEN and API_TOKEN_FILE are both set: expected one or the other".into(),
-            ));
+            return Err(ConfigError::BothSet {
+                value: "API_TOKEN",
+                file: "API_TOKEN_FILE",
+            });
         }
         if token_set && self.status_addr.is_none() {
             return Err(ConfigError::Status(

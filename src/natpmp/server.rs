@@ -217,9 +217,14 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                 None
             }
             SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => Some(*v4.ip()),
-            // The host itself may ask for the address (`double-natpmp health`), whatever
-            // ALLOWED_CLIENTS says; it cannot map ports.
-            SocketAddr::V4(v4) if self.is_local(*v4.ip()) && packet.starts_with(&[0, 0]) => {
+            // The host itself may ask for the address, or send an opcode NAT-PMP does not
+            // define (answered 5 at once: `double-natpmp health`), whatever ALLOWED_CLIENTS
+            // says; it cannot map ports (opcodes 1 and 2).
+            SocketAddr::V4(v4)
+                if self.is_local(*v4.ip())
+                    && packet.first() == Some(&wire::VERSION)
+                    && !matches!(packet.get(1), Some(1 | 2)) =>
+            {
                 Some(*v4.ip())
             }
             _ => {
