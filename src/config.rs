@@ -62,8 +62,8 @@ pub struct RouterArgs {
     )]
     pub mikrotik_api_password: Option<Password>,
 
-    /// File holding the RouterOS API password (container secrets); used when
-    /// MIKROTIK_API_PASSWORD is not set. A trailing newline is ignored.
+    /// File holding the RouterOS API password (container secrets), instead of
+    /// MIKROTIK_API_PASSWORD (setting both is an error). A trailing newline is ignored.
     #[arg(
         long,
         env = "MIKROTIK_API_PASSWORD_FILE",
@@ -200,7 +200,9 @@ pub struct DaemonArgs {
     pub reconcile_interval: Duration,
 
     /// Requests handled at once, 1 to 65536; past this, new requests are dropped (clients
-    /// retransmit).
+    /// retransmit). Renewals of a live mapping and addresses already known are answered
+    /// without a slot; as many address requests may wait for the VPN gateway besides, and
+    /// an eighth more slots are kept for deletes.
     #[arg(long, env = "MAX_INFLIGHT", value_name = "MAX_INFLIGHT", default_value = "256", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_inflight: u32,
 
@@ -221,8 +223,9 @@ pub struct DaemonArgs {
     #[arg(long, env = "MAX_MAPPINGS_PER_CLIENT", value_name = "MAX_MAPPINGS_PER_CLIENT", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub max_mappings_per_client: u32,
 
-    /// Mapping requests one client may make per second, 1 to 10000 (bursts of twice that);
-    /// past it requests are answered 4.
+    /// Mapping requests one client may make per second, 1 to 10000 (bursts of twice that),
+    /// and as many address requests; past it mapping requests are answered 4 and address
+    /// requests dropped.
     #[arg(long, env = "CLIENT_RATE_LIMIT", value_name = "CLIENT_RATE_LIMIT", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub client_rate_limit: u32,
 
@@ -308,11 +311,26 @@ pub enum ConfigError {
     /// Status settings that do not fit together; the text names them and what to set.
     #[error("{0}")]
     Status(String),
+    /// A secret and its `_FILE` variable are both set: which one counts would be a guess.
+    #[error("{value} and {file} are both set: expected one or the other")]
+    BothSet {
+        /// The variable holding the secret itself.
+        value: &'static str,
+        /// The variable naming a file that holds it.
+        file: &'static str,
+    },
 }
 
 impl RouterArgs {
-    /// The password, from MIKROTIK_API_PASSWORD or else MIKROTIK_API_PASSWORD_FILE.
+    /// The password, from MIKROTIK_API_PASSWORD or else MIKROTIK_API_PASSWORD_FILE; both set
+    /// is an error.
     pub fn password(&self) -> Result<Password, ConfigError> {
+        if self.mikrotik_api_password.is_some() && self.mikrotik_api_password_file.is_some() {
+            return Err(ConfigError::BothSet {
+                value: "MIKROTIK_API_PASSWORD",
+                file: "MIKROTIK_API_PASSWORD_FILE",
+            });
+        }
         if let Some(p) = &self.mikrotik_api_password {
             return Ok(p.clone());
         }
@@ -426,9 +444,10 @@ impl StatusArgs {
     pub fn validate(&self, allowed: &crate::cidr::CidrList) -> Result<(), ConfigError> {
         let token_set = self.api_token.is_some() || self.api_token_file.is_some();
         if self.api_token.is_some() && self.api_token_file.is_some() {
-            return Err(ConfigError::Status(
-                "API_TOKEN and API_TOKEN_FILE are both set: expected one or the other".into(),
-            ));
+            return Err(ConfigError::BothSet {
+                value: "API_TOKEN",
+                file: "API_TOKEN_FILE",
+            });
         }
         if token_set && self.status_addr.is_none() {
             return Err(ConfigError::Status(

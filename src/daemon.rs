@@ -294,6 +294,7 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
                 blocked
             },
             max_inflight: args.max_inflight as usize,
+            client_rate_limit: args.client_rate_limit,
             address_refresh: args.address_refresh,
         },
         epoch,

@@ -318,3 +318,65 @@ fn every_setting_named_in_the_code_exists() {
         "settings named in src/ that --help does not list: {unknown:?}"
     );
 }
+
+/// The usual settings, with the router on a loopback port where nothing listens: should a
+/// check below let the daemon start, it reaches nothing outside this host.
+fn loopback(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut env = with(&[("MIKROTIK_API_ADDRESS", "127.0.0.1:1")]);
+    env.retain(|(k, _)| !overrides.iter().any(|(o, _)| o == k));
+    env.extend(overrides.iter().copied());
+    env
+}
+
+#[test]
+fn password_and_its_file_both_set_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "other-Pa55\n").unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let file: &'static str = Box::leak(file.into_boxed_str());
+    let out = run(&[], &loopback(&[("MIKROTIK_API_PASSWORD_FILE", file)]));
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "MIKROTIK_API_PASSWORD and MIKROTIK_API_PASSWORD_FILE are both set: expected one or the other"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret-Pa55") && !err.contains("other-Pa55"),
+        "{err}"
+    );
+}
+
+#[test]
+fn short_or_spaced_api_token_is_refused_by_name_never_showing_it() {
+    for token in ["short-s3cret", "long-enough s3cret-with-space"] {
+        let out = run(
+            &[],
+            &loopback(&[("STATUS_ADDR", "127.0.0.1:0"), ("API_TOKEN", token)]),
+        );
+        assert_eq!(out.status.code(), Some(2), "{token}");
+        let line = one_line_error(&out);
+        assert!(line.starts_with("error: API_TOKEN: "), "{line}");
+        assert!(line.contains("at least 16 characters"), "{line}");
+        assert!(!line.contains("s3cret"), "{line}");
+    }
+    // The same from a file: the file is named, its content is not shown.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "short-s3cret\n").unwrap();
+    let file: &'static str = Box::leak(file.to_str().unwrap().to_owned().into_boxed_str());
+    let out = run(
+        &[],
+        &loopback(&[("STATUS_ADDR", "127.0.0.1:0"), ("API_TOKEN_FILE", file)]),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("API_TOKEN_FILE") && err.contains("at least 16 characters"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}

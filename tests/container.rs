@@ -18,11 +18,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::container::{self, Podman};
+use common::container::{self, Podman, LOCKED_DOWN};
 use common::lab::{self, Host, Lab, Netns, CLIENT_IP, GW_IP, ROUTER_LAN_IP, TUNNEL_IP};
-
-/// The options every container of these tests runs with, besides the README's own.
-const LOCKED_DOWN: [&str; 2] = ["--read-only", "--cap-drop=all"];
 
 fn run_ok(cmd: &mut std::process::Command) -> String {
     let out = cmd
@@ -185,23 +182,6 @@ fn image_is_user_65532_the_entrypoint_the_healthcheck_and_one_layer_holding_only
     );
 }
 
-/// Starts `podman run … IMAGE demo` (in the foreground, read-only, no capabilities) in the
-/// network namespace `ns` and waits until the demo's daemon serves on 127.0.0.1:5351.
-fn start_demo(podman: &mut Podman, ns: &Netns, name: &str) -> std::sync::mpsc::Receiver<String> {
-    let mut cmd = podman.command();
-    cmd.args(["run", "--name", name])
-        .arg(format!("--network=ns:/run/netns/{}", ns.name))
-        .args(LOCKED_DOWN)
-        .args([container::image().as_str(), "demo"]);
-    let lines = podman.spawn(cmd, name);
-    podman.wait_for_line(
-        &lines,
-        "daemon (NAT-PMP)        127.0.0.1:5351",
-        Duration::from_secs(30),
-    );
-    lines
-}
-
 #[test]
 fn demo_in_the_container_maps_a_port_for_natpmpc_and_podman_stop_leaves_nothing() {
     if !container::available(
@@ -211,7 +191,7 @@ fn demo_in_the_container_maps_a_port_for_natpmpc_and_podman_stop_leaves_nothing(
     }
     let ns = Netns::new();
     let mut podman = Podman::new();
-    let lines = start_demo(&mut podman, &ns, "demo");
+    let lines = podman.start_demo(&ns, "demo", &[]);
 
     lab::assert_demo_maps_6881(&ns);
     // Both layers were made (the demo prints each change of the emulated router and gateway).
@@ -238,7 +218,7 @@ fn container_runs_as_65532_with_no_capability_on_a_read_only_root() {
     }
     let ns = Netns::new();
     let mut podman = Podman::new();
-    let _lines = start_demo(&mut podman, &ns, "locked");
+    let _lines = podman.start_demo(&ns, "locked", &[]);
     let pid = podman.pid("locked");
 
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
@@ -288,7 +268,7 @@ fn healthcheck_reports_healthy_while_the_daemon_answers_and_unhealthy_when_it_do
     }
     let ns = Netns::new();
     let mut podman = Podman::new();
-    let _lines = start_demo(&mut podman, &ns, "health");
+    let _lines = podman.start_demo(&ns, "health", &[]);
 
     let check = podman.output(&["healthcheck", "run", "health"]);
     assert!(

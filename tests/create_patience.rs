@@ -1,4 +1,4 @@
-//! CREATE_PATIENCE (C-17a): a new mapping, or a renewal that must ask the gateway, rides out a
+//! CREATE_PATIENCE (C-17b): a new mapping, or a renewal that must ask the gateway, rides out a
 //! transient failure of either layer instead of answering 3 at the first timeout, which would
 //! make libtorrent wait two hours. Against the in-process fakes on tokio's paused clock, so
 //! every timeout and window runs exactly; a fault lasts a set (virtual) time, then ends. The
@@ -31,7 +31,7 @@ fn ask_in_background(orch: &Orch) -> tokio::task::JoinHandle<(MapReply, Duration
 }
 
 #[tokio::test(start_paused = true)]
-async fn c17a_a_gateway_silent_for_4s_still_gets_the_mapping_with_one_rule_made_once() {
+async fn c17b_a_gateway_silent_for_4s_still_gets_the_mapping_with_one_rule_made_once() {
     let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Silent);
     let asking = ask_in_background(&orch);
@@ -58,7 +58,7 @@ async fn c17a_a_gateway_silent_for_4s_still_gets_the_mapping_with_one_rule_made_
 }
 
 #[tokio::test(start_paused = true)]
-async fn c17a_a_router_unreachable_for_3s_still_gets_the_mapping_with_one_gateway_exchange() {
+async fn c17b_a_router_unreachable_for_3s_still_gets_the_mapping_with_one_gateway_exchange() {
     let (router, upstream, orch) = fresh().await;
     router.state().fault = Some(RouterFault::CutBefore);
     let asking = ask_in_background(&orch);
@@ -75,7 +75,7 @@ async fn c17a_a_router_unreachable_for_3s_still_gets_the_mapping_with_one_gatewa
 }
 
 #[tokio::test(start_paused = true)]
-async fn c17a_a_router_that_timed_out_is_looked_up_before_another_add() {
+async fn c17b_a_router_that_timed_out_is_looked_up_before_another_add() {
     let (router, upstream, orch) = fresh().await;
     router.state().fault = Some(RouterFault::Timeout);
     let asking = ask_in_background(&orch);
@@ -92,7 +92,7 @@ async fn c17a_a_router_that_timed_out_is_looked_up_before_another_add() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn c17a_refusals_are_answered_at_once_without_waiting_for_the_window() {
+async fn c17b_refusals_are_answered_at_once_without_waiting_for_the_window() {
     let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Quota);
     let started = Instant::now();
@@ -116,7 +116,7 @@ async fn c17a_refusals_are_answered_at_once_without_waiting_for_the_window() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn c17a_a_gateway_refusing_with_icmp_for_longer_than_the_window_gets_3_as_it_ends_and_leaves_nothing(
+async fn c17b_a_gateway_refusing_with_icmp_for_longer_than_the_window_gets_3_as_it_ends_and_leaves_nothing(
 ) {
     let (router, upstream, orch) = fresh().await;
     upstream.state().fault = Some(UpFault::Refused);
@@ -150,7 +150,7 @@ async fn c17a_a_gateway_refusing_with_icmp_for_longer_than_the_window_gets_3_as_
 }
 
 #[tokio::test(start_paused = true)]
-async fn c17a_a_renewal_whose_gateway_mapping_lapsed_rides_out_a_gateway_hiccup() {
+async fn c17b_a_renewal_whose_gateway_mapping_lapsed_rides_out_a_gateway_hiccup() {
     let (_router, upstream, orch) = fresh().await;
     ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
     // The gateway goes silent long enough for its mapping (60 s) to lapse unrenewed.
@@ -232,10 +232,10 @@ async fn c30_a_gateway_granting_more_than_asked_is_counted_on_for_what_was_asked
     );
 }
 
-/// C-17a: the forwards API waits the same way. A forward posted while the gateway is silent for
+/// C-17b: the forwards API waits the same way. A forward posted while the gateway is silent for
 /// 2 s is made, with a 200, instead of a 502 at the first timeout (real sockets, both emulators).
 #[tokio::test]
-async fn c17a_a_forward_posted_while_the_gateway_is_silent_for_2s_is_made() {
+async fn c17b_a_forward_posted_while_the_gateway_is_silent_for_2s_is_made() {
     use common::daemon::{gateway_config, http, start};
     use double_natpmp::sim::gateway::Mode;
     use hyper::{Method, StatusCode};

@@ -1,7 +1,7 @@
 //! libtorrent itself (Debian's python3-libtorrent, the library inside qBittorrent and Deluge)
 //! as the LAN client in the namespace lab, started while one layer is unreachable: the daemon's
 //! CREATE_PATIENCE must turn a hiccup of a few seconds into a mapping, not into the error that
-//! makes libtorrent wait two hours (docs/conformance.md, C-17a).
+//! makes libtorrent wait two hours (docs/conformance.md, C-17b).
 //!
 //! libtorrent sends a mapping request up to 9 times, 250 ms × n apart, and gives up about
 //! 11.25 s after the first send; any non-zero result is final for two hours. The fault here
@@ -129,10 +129,10 @@ fn check_mapped_through_the_outage(lab: &mut Lab, logs: &Receiver<String>, start
 }
 
 #[test]
-fn c17a_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error()
+fn c17b_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error()
 {
     let name =
-        "c17a_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error";
+        "c17b_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mappings_with_no_error";
     if !lab::available(name) || !libtorrent_available(name) {
         return;
     }
@@ -145,9 +145,9 @@ fn c17a_libtorrent_started_while_the_gateway_drops_nat_pmp_for_6s_gets_both_mapp
 }
 
 #[test]
-fn c17a_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error(
+fn c17b_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error(
 ) {
-    let name = "c17a_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error";
+    let name = "c17b_libtorrent_started_while_the_router_api_is_unreachable_for_6s_gets_both_mappings_with_no_error";
     if !lab::available(name) || !libtorrent_available(name) {
         return;
     }

@@ -1420,12 +1420,12 @@ async fn c17_retransmits_while_the_gateway_is_silent_are_each_answered_3_and_lea
     assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
 }
 
-/// C-17a: a gateway silent for longer than CREATE_PATIENCE. The client retransmits as
+/// C-17b: a gateway silent for longer than CREATE_PATIENCE. The client retransmits as
 /// libtorrent does (250 ms × n apart); no copy is answered while the daemon keeps trying, every
 /// copy gets 3 once the window ends, and neither the rule made meanwhile nor a gateway mapping
 /// is left.
 #[tokio::test]
-async fn c17a_a_gateway_silent_past_create_patience_gets_3_as_the_window_ends_and_leaves_nothing() {
+async fn c17b_a_gateway_silent_past_create_patience_gets_3_as_the_window_ends_and_leaves_nothing() {
     const PATIENCE: Duration = Duration::from_secs(3);
     let lab = start(Setup {
         flags: vec![("create-patience", "3s".into())],

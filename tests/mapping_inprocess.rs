@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use double_natpmp::mapping::lease::RuleKind;
 use double_natpmp::mapping::rule::RuleComment;
-use double_natpmp::mapping::{MappingConfig, Orchestrator};
+use double_natpmp::mapping::{MappingConfig, Orchestrator, Origin};
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp::routeros::api::RuleId;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -736,6 +737,239 @@ async fn a_drain_ends_early_when_the_gateway_answers_the_delete_again() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What an administrator made (the forwards API, STATIC_MAPPINGS), NAT-PMP cannot undo
+
+#[tokio::test(start_paused = true)]
+async fn c35_c36_a_natpmp_delete_or_delete_all_never_removes_a_forward_of_the_api_or_a_static_mapping(
+) {
+    let (router, upstream, orch) = fresh().await;
+    let admin = |protocol, origin| {
+        let orch = &orch;
+        async move {
+            success(
+                orch.handle_from(lan(10), map(protocol, 32400, 0, 60), origin)
+                    .await,
+            )
+        }
+    };
+    admin(Protocol::Tcp, Origin::Api).await;
+    admin(Protocol::Udp, Origin::Static).await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
+    let (commands, exchanges) = (router.commands(), upstream.exchanges());
+
+    // A single delete of either: 2 (not authorized), and nothing is asked of either layer.
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        assert_eq!(
+            orch.handle_map(lan(10), delete(protocol, 32400)).await,
+            MapReply::failure(ResultCode::NotAuthorized),
+            "{protocol}"
+        );
+    }
+    assert_eq!(router.commands(), commands, "no router command");
+    assert_eq!(upstream.exchanges(), exchanges, "no gateway exchange");
+    assert_eq!(orch.lease_count(), 4);
+
+    // A delete-all of each protocol: the client's own mapping goes, the administrator's stays,
+    // and the answer is non-zero (C-36: some could not be deleted).
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        assert_eq!(
+            orch.handle_map(lan(10), delete(protocol, 0)).await,
+            MapReply::failure(ResultCode::NotAuthorized),
+            "{protocol}"
+        );
+    }
+    let left: HashSet<(Protocol, u16, Origin)> = orch
+        .leases()
+        .iter()
+        .map(|l| (l.key.protocol, l.key.internal_port, l.lease.origin))
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from([
+            (Protocol::Tcp, 32400, Origin::Api),
+            (Protocol::Udp, 32400, Origin::Static)
+        ])
+    );
+    assert_eq!(router.our_rules().len(), 2, "their rules stay");
+    assert_eq!(upstream.mapped().len(), 2, "so do their gateway mappings");
+
+    // The administrator's own delete (the forwards API) removes the forward.
+    assert_eq!(
+        orch.handle_from(lan(10), delete(Protocol::Tcp, 32400), Origin::Api)
+            .await,
+        deleted()
+    );
+    assert_eq!(orch.lease_count(), 1);
+    assert_eq!(router.our_rules().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_natpmp_renewal_never_shortens_a_forward_of_the_api_or_a_static_mapping() {
+    let (router, upstream, orch) = fresh().await;
+    for (protocol, origin) in [
+        (Protocol::Tcp, Origin::Api),
+        (Protocol::Udp, Origin::Static),
+    ] {
+        success(
+            orch.handle_from(lan(10), map(protocol, 32400, 0, 60), origin)
+                .await,
+        );
+    }
+    let held = |protocol| {
+        orch.leases()
+            .into_iter()
+            .find(|l| l.key.protocol == protocol)
+            .map(|l| (l.lease.lifetime, l.lease.deadline))
+            .expect("the lease")
+    };
+    let before = [held(Protocol::Tcp), held(Protocol::Udp)];
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The client renews both for 2 s: it is answered 2 s, but the leases keep their 60 s.
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let reply = success(orch.handle_map(lan(10), map(protocol, 32400, 0, 2)).await);
+        assert_eq!(reply.lifetime, 2, "{protocol}");
+    }
+    assert_eq!([held(Protocol::Tcp), held(Protocol::Udp)], before);
+    // Well past the client's 2 s (and the expiry grace), the forward is still there.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    orch.expire_due().await;
+    assert_eq!(orch.lease_count(), 2);
+    assert_eq!(router.our_rules().len(), 2);
+    assert_eq!(upstream.mapped().len(), 2);
+    // A longer renewal does lengthen the forward.
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 32400, 0, 60))
+            .await,
+    );
+    assert!(held(Protocol::Tcp).1 > before[0].1);
+}
+
+/// LAN host 10 deletes its TCP 6881 behind a gateway that takes `gateway` to answer; once the
+/// rule's lookup by comment, made meanwhile, has been answered (and before anything was
+/// removed), `meanwhile` runs.
+async fn delete_behind_a_slow_gateway(
+    router: &FakeRouter,
+    upstream: &FakeUpstream,
+    orch: &Orch,
+    gateway: Duration,
+    meanwhile: impl FnOnce(),
+) -> MapReply {
+    upstream.state().delay = gateway;
+    let finds = router.state().finds;
+    let watch = async {
+        // The fake router has no event to await: it is polled on the paused clock, which
+        // lets the gateway's delay run out if the lookup waited for it.
+        while router.state().finds == finds {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            router.state().removes,
+            0,
+            "nothing is removed while the gateway's delete is under way"
+        );
+        assert_eq!(
+            upstream.mapped().len(),
+            1,
+            "the gateway still holds the mapping"
+        );
+        meanwhile();
+    };
+    let (reply, ()) = tokio::join!(orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)), watch);
+    reply
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_looks_its_rule_up_during_the_gateways_delete_and_removes_it_only_after() {
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    let before = router.commands();
+    let reply = delete_behind_a_slow_gateway(
+        &router,
+        &upstream,
+        &orch,
+        Duration::from_millis(500),
+        || {
+            assert_eq!(router.our_rules().len(), 1, "the rule is in place");
+        },
+    )
+    .await;
+    assert_eq!(reply, deleted());
+    assert!(upstream.mapped().is_empty());
+    assert!(router.our_rules().is_empty());
+    assert_eq!(router.commands() - before, 2, "one lookup and one remove");
+
+    // Timed (the paused clock is exact): a router that takes 100 ms a command and a gateway
+    // that takes 500 ms: the delete costs max(500, 100) + 100 ms, not 500 + 2 × 100.
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    router.state().delay = Duration::from_millis(100);
+    let started = Instant::now();
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(600));
+    assert!(router.our_rules().is_empty());
+}
+
+/// LAN host 10's TCP 6881 next to an admin's rule is deleted behind a gateway that takes
+/// `gateway` to answer; meanwhile (after the rule's lookup) the admin's rule goes and the router
+/// renumbers, as after a reboot, and then `then` runs. The delete must be answered success.
+/// Returns the router, the orchestrator and the id the lookup found for our rule.
+async fn delete_while_the_router_renumbers(
+    gateway: Duration,
+    then: impl FnOnce(&FakeRouter),
+) -> (FakeRouter, Orch, RuleId) {
+    let (router, upstream, orch) = fresh().await;
+    let admins = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    let ours = router.our_rules()[0].id.clone().expect("our rule's id");
+    let reply = delete_behind_a_slow_gateway(&router, &upstream, &orch, gateway, || {
+        router.delete_by_hand(&admins);
+        router.renumber();
+        then(&router);
+    })
+    .await;
+    assert_eq!(reply, deleted());
+    (router, orch, ours)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_renumbered_while_the_gateway_deletes_is_looked_up_again_and_removed() {
+    // The id the lookup found names no rule any more, and ours has another.
+    let (router, orch, _) =
+        delete_while_the_router_renumbers(Duration::from_millis(500), |_| {}).await;
+    assert!(
+        router.our_rules().is_empty(),
+        "our rule is removed under its new id: {:?}",
+        router.rules()
+    );
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_behind_a_slow_gateway_looks_its_rule_up_again_and_never_removes_the_rule_that_took_its_id(
+) {
+    // A gateway slower than the lookup may be trusted for; meanwhile the admin adds a rule,
+    // which gets the id the lookup found for ours.
+    let mut foreign = None;
+    let (router, _orch, ours) =
+        delete_while_the_router_renumbers(Duration::from_millis(1500), |router| {
+            foreign = Some(router.seed("tcp", "2222", lan(3), Some("22"), Some("game server")));
+        })
+        .await;
+    assert_eq!(
+        foreign.as_ref(),
+        Some(&ours),
+        "the found id names the admin's rule now"
+    );
+    let rules = router.rules();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].id, foreign, "the admin's rule is untouched");
+    assert!(router.our_rules().is_empty(), "ours is the one removed");
+}
+
+// ---------------------------------------------------------------------------------------------
 // A rule is known by its comment (point 2 of the core issue)
 
 #[tokio::test(start_paused = true)]
@@ -1242,23 +1476,27 @@ fn orch_key(
 // ---------------------------------------------------------------------------------------------
 // Limits that protect the router and the gateway's quota
 
-#[tokio::test(start_paused = true)]
-async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate() {
+/// A fresh router and gateway, and an orchestrator with these MAX_MAPPINGS,
+/// MAX_MAPPINGS_PER_CLIENT and CLIENT_RATE_LIMIT.
+async fn limited(
+    max_mappings: usize,
+    max_per_client: usize,
+    requests_per_second: u32,
+) -> (FakeRouter, FakeUpstream, Orch) {
     use double_natpmp::mapping::limits::LimitsConfig;
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start_with(
-        &router,
-        &upstream,
-        MappingConfig {
-            limits: LimitsConfig {
-                max_mappings: 3,
-                max_per_client: 2,
-                requests_per_second: 5,
-            },
-            ..config()
-        },
-    )
-    .await;
+    let limits = LimitsConfig {
+        max_mappings,
+        max_per_client,
+        requests_per_second,
+    };
+    let orch = start_with(&router, &upstream, MappingConfig { limits, ..config() }).await;
+    (router, upstream, orch)
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate() {
+    let (router, _upstream, orch) = limited(3, 2, 5).await;
     // Per client: two mappings, the third is refused.
     for port in [1001, 1002] {
         ask_ok(&orch, Protocol::Tcp, port, 60).await;
@@ -1305,6 +1543,127 @@ async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate(
     assert_eq!(answers[10], ResultCode::OutOfResources);
     tokio::time::sleep(Duration::from_secs(1)).await;
     ask_ok(&orch, Protocol::Tcp, 1001, 60).await;
+}
+
+/// `n` concurrent new mappings (internal ports `first`..) from each of `clients`; the result
+/// codes of all of them.
+async fn burst(orch: &Orch, clients: &[Ipv4Addr], first: u16, n: u16) -> Vec<ResultCode> {
+    let mut set = JoinSet::new();
+    for &client in clients {
+        for port in first..first + n {
+            let orch = orch.clone();
+            set.spawn(async move {
+                orch.handle_map(client, map(Protocol::Tcp, port, 0, 60))
+                    .await
+                    .result
+            });
+        }
+    }
+    let mut results = Vec::new();
+    while let Some(result) = set.join_next().await {
+        results.push(result.unwrap_or_else(|e| panic!("task failed: {e}")));
+    }
+    results
+}
+
+fn count(results: &[ResultCode], code: ResultCode) -> usize {
+    results.iter().filter(|r| **r == code).count()
+}
+
+/// A burst of creates that all run at once (the gateway takes a second for each) is held to
+/// MAX_MAPPINGS_PER_CLIENT and MAX_MAPPINGS: the caps count the creates in flight, so the rest
+/// are answered 4 (C-19) at once instead of every one of them passing a check made before any
+/// had finished. Failed creates give their place back.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_creates_never_leaves_more_leases_than_the_per_client_and_global_caps() {
+    // The rate is not what is tested here.
+    let (router, upstream, orch) = limited(25, 10, 10_000).await;
+    upstream.state().delay = Duration::from_secs(1);
+
+    // Failed creates (the gateway refuses) leave nothing counted behind.
+    upstream.state().fault = Some(UpFault::Refused);
+    let failed = burst(&orch, &[lan(10)], 1000, 10).await;
+    assert_eq!(count(&failed, ResultCode::NetworkFailure), 10, "{failed:?}");
+    upstream.state().fault = None;
+    // An attempt the end of CREATE_PATIENCE cut short is undone in the background (the gateway
+    // may have acted); once that is done, nothing is counted.
+    orch.settled().await;
+
+    let started = Instant::now();
+    let one = burst(&orch, &[lan(10)], 2000, 150).await;
+    assert_eq!(count(&one, ResultCode::Success), 10, "{one:?}");
+    assert_eq!(count(&one, ResultCode::OutOfResources), 140, "{one:?}");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "the creates ran at once"
+    );
+    assert_eq!(orch.table().count_of(lan(10)), 10);
+
+    // Two clients at once meet the global cap: 15 places are left.
+    let two = burst(&orch, &[lan(11), lan(12)], 3000, 150).await;
+    assert_eq!(count(&two, ResultCode::Success), 15, "{two:?}");
+    assert!(orch.table().count_of(lan(11)) <= 10);
+    assert!(orch.table().count_of(lan(12)) <= 10);
+    assert_eq!(orch.lease_count(), 25);
+    assert_eq!(router.our_rules().len(), 25, "no rule beyond the caps");
+    assert_eq!(
+        upstream.mapped().len(),
+        25,
+        "no gateway mapping beyond the caps"
+    );
+}
+
+/// C-29: the server asks `answer_now` before a request takes a slot. A renewal the lease
+/// answers gets the very reply `handle_map` gives, with no router command or gateway exchange;
+/// everything else is left to `handle_map`: a new mapping, a delete, a client past its rate
+/// (which `handle_map` then answers 4), a renewal whose upstream mapping lapsed, and a renewal
+/// whose key a transaction holds.
+#[tokio::test(start_paused = true)]
+async fn c29_a_renewal_is_answered_at_once_only_when_its_lease_answers_it() {
+    let (router, upstream, orch) = limited(4096, 64, 2).await;
+    let lease = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
+    let renew = map(Protocol::Udp, 6881, 0, 60);
+    let (commands, exchanges) = (router.commands(), upstream.exchanges());
+    assert_eq!(orch.answer_now(lan(10), renew), Some(lease));
+    assert_eq!(orch.handle_map(lan(10), renew).await, lease);
+    assert_eq!(
+        (router.commands(), upstream.exchanges()),
+        (commands, exchanges)
+    );
+    assert_eq!(
+        orch.answer_now(lan(10), map(Protocol::Udp, 7000, 0, 60)),
+        None
+    );
+    assert_eq!(orch.answer_now(lan(10), delete(Protocol::Udp, 6881)), None);
+    assert_eq!(orch.answer_now(lan(11), renew), None, "not lan(11)'s lease");
+
+    // The rate: a burst of 4, three of them spent above.
+    assert_eq!(orch.answer_now(lan(10), renew), Some(lease));
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+    assert_eq!(
+        orch.handle_map(lan(10), renew).await,
+        MapReply::failure(ResultCode::OutOfResources)
+    );
+
+    // The gateway goes silent and the upstream mapping lapses (the lease itself lives on
+    // until lifetime + grace): the gateway must be asked.
+    upstream.state().fault = Some(UpFault::Silent);
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+
+    // A delete in progress holds the key.
+    upstream.state().fault = None;
+    upstream.state().delay = Duration::from_secs(1);
+    let deleting = {
+        let orch = orch.clone();
+        tokio::spawn(async move { orch.handle_map(lan(10), delete(Protocol::Udp, 6881)).await })
+    };
+    while upstream.exchanges() == exchanges {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+    assert_eq!(deleting.await.unwrap_or_else(|e| panic!("{e}")), deleted());
 }
 
 #[tokio::test(start_paused = true)]

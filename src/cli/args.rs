@@ -220,6 +220,16 @@ pub fn render_error(err: &clap::Error) -> String {
                     _ => None,
                 })
                 .unwrap_or_else(|| "invalid value".to_owned());
+            if is_secret(
+                &cmd,
+                arg.trim_start_matches('-')
+                    .split([' ', '='])
+                    .next()
+                    .unwrap_or_default(),
+            ) {
+                // A secret's value is never shown, not even a wrong one (it may be nearly right).
+                return format!("error: {}: {} (the value is not shown)", env_of(&arg), why);
+            }
             format!("error: {}='{}': {}", env_of(&arg), value, why)
         }
         ErrorKind::MissingRequiredArgument => {
@@ -241,6 +251,13 @@ pub fn render_error(err: &clap::Error) -> String {
         }
         _ => err.to_string().trim_end().to_owned(),
     }
+}
+
+/// Whether the argument with this long name holds a secret (its env value is hidden).
+fn is_secret(cmd: &clap::Command, long: &str) -> bool {
+    cmd.get_arguments()
+        .any(|a| a.get_long() == Some(long) && a.is_hide_env_values_set())
+        || cmd.get_subcommands().any(|sub| is_secret(sub, long))
 }
 
 fn find_env(cmd: &clap::Command, long: &str) -> Option<String> {

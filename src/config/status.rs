@@ -26,12 +26,14 @@ pub struct StatusArgs {
     #[arg(long, env = "STATUS_ADDR", value_name = "STATUS_ADDR", value_parser = parse_status_addr)]
     pub status_addr: Option<SocketAddr>,
 
-    /// The bearer token that turns on POST/DELETE /api/v1/forwards (needs STATUS_ADDR). Off when
-    /// neither this nor API_TOKEN_FILE is set.
+    /// The bearer token that turns on POST/DELETE /api/v1/forwards (needs STATUS_ADDR): at least
+    /// 16 characters, no spaces. Off when neither this nor API_TOKEN_FILE is set; setting both
+    /// is an error.
     #[arg(long, env = "API_TOKEN", value_name = "API_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub api_token: Option<Password>,
 
-    /// File holding the API token, instead of API_TOKEN. A trailing newline is ignored.
+    /// File holding the API token, instead of API_TOKEN (setting both is an error). A trailing
+    /// newline is ignored.
     #[arg(long, env = "API_TOKEN_FILE", value_name = "API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
 
@@ -57,8 +59,22 @@ pub struct StatusArgs {
     #[arg(long, env = "WEBHOOK_QUEUE", value_name = "WEBHOOK_QUEUE", default_value = "256", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub webhook_queue: u32,
 
+    /// Host names the status server answers to besides its own IP address, comma-separated
+    /// such as natpmp.lan,router.home.arpa (IP addresses may be listed too, such as the host's
+    /// when a container's port is published). A request whose Host header is any other name
+    /// gets 421 and no data, so a web page cannot rebind a name of its own to the server and
+    /// read it. /healthz answers every Host, /readyz any IP address too.
+    #[arg(long, env = "STATUS_HOSTNAMES", value_name = "STATUS_HOSTNAMES", default_value = "", hide_default_value = true, value_parser = parse_hostnames)]
+    pub status_hostnames: StatusHostnames,
+
+    /// Longest time one connection to the status server stays open, busy or idle (1s to 1h);
+    /// then it is closed, a response in progress given one second more. Clients that never
+    /// read or never finish a request cannot hold the server's 64 connections longer.
+    #[arg(long, env = "STATUS_CONNECTION_TIMEOUT", value_name = "STATUS_CONNECTION_TIMEOUT", default_value = "30s", value_parser = parse_connection_timeout)]
+    pub status_connection_timeout: Duration,
+
     /// A file that holds the current mappings as JSON, replaced atomically (a temporary file,
-    /// then a rename) at each change. Off when not set.
+    /// then a rename) at each change, at most once a second. Off when not set.
     #[arg(long, env = "STATUS_FILE", value_name = "STATUS_FILE")]
     pub status_file: Option<PathBuf>,
 
@@ -69,15 +85,41 @@ pub struct StatusArgs {
     pub static_mappings: StaticMappings,
 }
 
-/// WEBHOOK_URL: an absolute `http://` URL with a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// WEBHOOK_URL: an absolute `http://` URL with a host. `Display` and `Debug` show it
+/// [`redacted`](redact_url): a Home Assistant webhook id in the path is a secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookUrl(pub Uri);
 
 impl std::fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+        f.write_str(&redact_url(&self.0))
     }
 }
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WebhookUrl")
+            .field(&redact_url(&self.0))
+            .finish()
+    }
+}
+
+/// A URL as logs may show it: scheme, host and port, then `/***` in place of the path and the
+/// query (which may hold a secret, like a Home Assistant webhook id). A user name or password
+/// before the host is left out too.
+pub fn redact_url(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or_default();
+    match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}/***"),
+        None => format!("{scheme}://{host}/***"),
+    }
+}
+
+/// STATUS_HOSTNAMES: host names (lower case, without a trailing dot) and IP addresses (in
+/// their canonical text) the status server answers to besides its own address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusHostnames(pub Vec<String>);
 
 /// STATIC_MAPPINGS: the keys of the mappings the daemon keeps alive itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,6 +139,43 @@ pub fn parse_status_addr(s: &str) -> Result<SocketAddr, Expected> {
     parse_listen_addr(s).map_err(|_| Expected(want.to_owned()))
 }
 
+/// The longest STATUS_CONNECTION_TIMEOUT: an hour.
+pub const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `STATUS_CONNECTION_TIMEOUT`: 1 s to 1 h.
+pub fn parse_connection_timeout(s: &str) -> Result<Duration, Expected> {
+    parse_duration_within(s, Duration::from_secs(1), MAX_CONNECTION_TIMEOUT)
+}
+
+/// `STATUS_HOSTNAMES`: host names or IP addresses, comma-separated, without ports; empty means
+/// none. Names are kept in lower case without a trailing dot, addresses in canonical text.
+pub fn parse_hostnames(s: &str) -> Result<StatusHostnames, Expected> {
+    let want = "expected host names or IP addresses without a port, comma-separated, such as natpmp.lan,192.168.88.250";
+    let mut names: Vec<String> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bare = item.strip_prefix('[').and_then(|i| i.strip_suffix(']'));
+        let name = if let Ok(ip) = std::net::IpAddr::from_str(bare.unwrap_or(item)) {
+            ip.to_canonical().to_string()
+        } else if is_dns_name(item) {
+            item.trim_end_matches('.').to_ascii_lowercase()
+        } else {
+            return Err(Expected(format!("{want}; '{item}' is not")));
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(StatusHostnames(names))
+}
+
+/// A DNS name (the same check as a TLS server name's).
+fn is_dns_name(s: &str) -> bool {
+    matches!(
+        rustls_pki_types::ServerName::try_from(s),
+        Ok(rustls_pki_types::ServerName::DnsName(_))
+    )
+}
+
 /// `WEBHOOK_BACKOFF`: 1 ms to 1 minute.
 pub fn parse_backoff(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, MIN_TIMEOUT, MAX_WEBHOOK_BACKOFF)
@@ -114,13 +193,17 @@ pub fn parse_webhook_url(s: &str) -> Result<WebhookUrl, Expected> {
     Ok(WebhookUrl(uri))
 }
 
-/// `API_TOKEN`: any text without spaces or control characters, at least one character.
+/// Shortest API token accepted: a shorter one could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// `API_TOKEN`: at least [`MIN_TOKEN_LEN`] characters, without spaces or control characters.
+/// The error never repeats the value.
 pub fn parse_token(s: &str) -> Result<Password, Expected> {
     let s = s.trim();
-    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Expected(
-            "expected a token without spaces, such as the output of `openssl rand -hex 32`".into(),
-        ));
+    if s.chars().count() < MIN_TOKEN_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Expected(format!(
+            "expected a token of at least {MIN_TOKEN_LEN} characters without spaces, such as the output of `openssl rand -hex 32`"
+        )));
     }
     Ok(Password::new(s))
 }

@@ -298,3 +298,47 @@ fn password_file_is_read_without_its_trailing_newline() {
     let err = args.router.password().unwrap_err().to_string();
     assert!(err.contains("MIKROTIK_API_PASSWORD_FILE"), "{err}");
 }
+
+#[test]
+fn webhook_url_shows_its_host_but_never_its_path_or_query() {
+    let url = crate::config::status::parse_webhook_url(
+        "http://user:pw@192.168.88.5:8123/api/webhook/s3cret-id?x=s3cret",
+    )
+    .unwrap();
+    for shown in [format!("{url}"), format!("{url:?}")] {
+        assert!(shown.contains("http://192.168.88.5:8123/***"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("pw"),
+            "{shown}"
+        );
+    }
+    // The request still goes to the whole URL.
+    assert_eq!(url.0.path(), "/api/webhook/s3cret-id");
+}
+
+#[test]
+fn password_and_its_file_both_set_is_an_error_naming_both() {
+    let args = daemon(&["--mikrotik-api-password-file=/nonexistent"]).unwrap();
+    let err = args.router.password().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "MIKROTIK_API_PASSWORD and MIKROTIK_API_PASSWORD_FILE are both set: expected one or the other"
+    );
+}
+
+#[test]
+fn status_hostnames_are_kept_in_lower_case_without_dot_and_addresses_canonical() {
+    let names = crate::config::status::parse_hostnames(
+        " NatPMP.lan. , 192.168.88.250,[::FFFF:10.0.0.1],natpmp.lan,,",
+    )
+    .unwrap();
+    assert_eq!(names.0, ["natpmp.lan", "192.168.88.250", "10.0.0.1"]);
+    assert!(crate::config::status::parse_hostnames("")
+        .unwrap()
+        .0
+        .is_empty());
+    for bad in ["natpmp.lan:8080", "-x.lan", "a b", "http://natpmp.lan"] {
+        let err = crate::config::status::parse_hostnames(bad).unwrap_err();
+        assert!(err.0.contains(&format!("'{bad}' is not")), "{bad}: {err}");
+    }
+}

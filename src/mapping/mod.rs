@@ -8,7 +8,7 @@
 //! * [`create`]: a new mapping: the router rules and the upstream mapping asked at once,
 //!   each with its undo (sequential only while the gateway's quota is used up: [`quota`]).
 //! * [`patience`]: CREATE_PATIENCE: a create or a lapsed renewal tried again through a
-//!   transient failure until both layers are made or the window ends (C-17a).
+//!   transient failure until both layers are made or the window ends (C-17b).
 //! * [`twin`]: MAP_BOTH_PROTOCOLS: the UDP twin of a TCP mapping, made, kept and ended with it.
 //! * [`teardown`]: delete, delete-all, expiry and shutdown: both layers, upstream first.
 //! * [`table`]: the [`LeaseTable`], the only store of leases and router-port holds.
@@ -16,7 +16,8 @@
 //! * [`keeper`]: upstream renewals the daemon makes itself, and healing after a gateway's loss.
 //! * [`layers`]: the router and the gateway under our bounds; rules found by comment, lost
 //!   replies settled at once.
-//! * [`limits`]: the caps on mappings and the per-client request rate.
+//! * [`limits`]: the caps on mappings and the per-client request rate; [`caps`]: the caps as a
+//!   new mapping meets them, counting the creates in flight.
 //! * [`interface`]: proving the VPN in-interface before any rule is added.
 //! * [`reconcile`]: the reconcile pass (orphans removed, deleted live rules recreated, ids
 //!   re-bound, the router view refreshed), at start and every `reconcile_interval`.
@@ -51,6 +52,7 @@
 //!   upstream mapping is known to be valid: the keeper renews it.
 
 pub mod adopt;
+pub mod caps;
 pub mod config;
 pub mod core;
 pub mod create;

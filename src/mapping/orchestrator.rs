@@ -316,4 +316,8 @@ impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
         let core = Arc::clone(&self.core);
         async move { transaction::handle(&core, client, request, Origin::NatPmp).await }
     }
+
+    fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {
+        transaction::answer_now(&self.core, client, request)
+    }
 }

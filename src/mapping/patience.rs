@@ -1,4 +1,4 @@
-//! Riding out a hiccup (C-17a, CREATE_PATIENCE, default 9 s): the attempts of a create
+//! Riding out a hiccup (C-17b, CREATE_PATIENCE, default 9 s): the attempts of a create
 //! (`create.rs`) and of a renewal that must ask the gateway (`transaction.rs`), and the window
 //! they run in.
 //!

@@ -7,7 +7,15 @@
 //! | renewal / retransmit | none | none while the upstream mapping is valid (the keeper renews it); else map (proto, R, current E, min(asked, cap)), tried again through transient failures within CREATE_PATIENCE | I, the lease's E, min(asked, upstream grant, cap) |
 //!
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
-//! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
+//! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32). A NAT-PMP
+//! renewal of what an administrator made (origin `api` or `static`) never shortens it: the
+//! client is answered as usual, but the lease keeps its own lifetime and deadline where they
+//! are longer, and the gateway is asked for at least the lease's lifetime.
+//!
+//! **Renewals answered at once** ([`answer_now`]): a renewal that the lease answers (no
+//! transaction on its key, the upstream mapping valid) is answered before the request takes one
+//! of the server's slots, so a client keeps its mapping also while slow creates or a flood hold
+//! every slot.
 //!
 //! **Internal port 0 with a lifetime** (C-37) is answered 2 (RFC-safe, as miniupnpd does).
 //!
@@ -63,9 +71,9 @@ pub async fn handle<R: Router, U: Upstream>(
             // The deletes are boxed: their teardowns are deep futures, and inline every
             // request's task (a renewal too) would carry their room.
             if request.is_delete_all() {
-                Box::pin(delete_all(core, client, request.protocol)).await
+                Box::pin(delete_all(core, client, request.protocol, origin)).await
             } else if request.is_delete() {
-                Box::pin(delete(core, key)).await
+                Box::pin(delete(core, key, origin)).await
             } else if request.internal_port == 0 {
                 Err(MappingError::InternalPortZero)
             } else {
@@ -96,6 +104,44 @@ pub async fn handle<R: Router, U: Upstream>(
     }
 }
 
+/// Answers a renewal from its lease at once, without waiting for anything, before the request
+/// takes one of the server's slots (`MapHandler::answer_now`): only when no transaction holds
+/// or waits for the key, the lease is the client's own (not a twin it would take over), its
+/// upstream mapping is valid, and the client's rate allows the request. The reply is the one
+/// [`handle`] would give. `None`: the request goes the whole way through [`handle`].
+pub fn answer_now<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    client: Ipv4Addr,
+    request: MapRequest,
+) -> Option<MapReply> {
+    if request.is_delete() || request.internal_port == 0 {
+        return None;
+    }
+    let _gate = core.try_enter()?;
+    let key = MappingKey {
+        client,
+        protocol: request.protocol,
+        internal_port: request.internal_port,
+    };
+    // A new mapping goes the whole way: found out before a lock entry is made for it.
+    if !core.table.contains(&key) {
+        return None;
+    }
+    let mut lock = core.locks.try_lock(key)?;
+    let now = Instant::now();
+    let lease = core
+        .table
+        .get(&key)
+        .filter(|l| l.origin.twin_of().is_none() && now < l.upstream_deadline)?;
+    if !core.limits.allow(client, now) {
+        return None;
+    }
+    twin::ensure(core, key, lease.serial);
+    let reply = from_lease(core, key, &lease, request, Origin::NatPmp, now)?;
+    lock.record(request, &Ok(reply));
+    Some(reply)
+}
+
 async fn map<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
@@ -116,11 +162,11 @@ async fn map<R: Router, U: Upstream>(
     let outcome = match core.table.get(&key) {
         Some(lease) if lease.origin.twin_of().is_some() && origin.twin_of().is_none() => {
             match twin::take_over(core, key, &lease, origin) {
-                Ok(lease) => renew(core, key, lease, request).await,
+                Ok(lease) => renew(core, key, lease, request, origin).await,
                 Err(e) => Err(e),
             }
         }
-        Some(lease) => renew(core, key, lease, request).await,
+        Some(lease) => renew(core, key, lease, request, origin).await,
         None => {
             let plan = Plan {
                 key,
@@ -145,51 +191,72 @@ async fn map<R: Router, U: Upstream>(
     outcome
 }
 
+/// A renewal from `origin` answered from the lease at `now`, with no exchange, while its
+/// upstream mapping is valid (the keeper keeps it alive), so a gateway hiccup now never
+/// reaches the client. `None` when the upstream mapping is not known to be valid.
+fn from_lease<R, U>(
+    core: &Core<R, U>,
+    key: MappingKey,
+    lease: &Lease,
+    request: MapRequest,
+    origin: Origin,
+    now: Instant,
+) -> Option<MapReply> {
+    if now >= lease.upstream_deadline {
+        return None;
+    }
+    let lifetime = reply_lifetime(
+        request.lifetime,
+        lease.upstream_lifetime,
+        core.config.max_lifetime,
+    );
+    let (held, deadline) =
+        lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
+    core.table.update(&key, |l| {
+        l.lifetime = held;
+        l.deadline = deadline;
+    });
+    core.layers.events.emit(MappingEvent::Renewed {
+        key,
+        lifetime: held,
+    });
+    twin::follow(core, key, held);
+    debug!(
+        client = %key.client,
+        proto = %key.protocol,
+        internal_port = key.internal_port,
+        router_port = lease.router_port,
+        external_port = lease.external_port,
+        lifetime,
+        "renewed from the lease"
+    );
+    Some(MapReply {
+        result: ResultCode::Success,
+        external_port: lease.external_port,
+        lifetime,
+    })
+}
+
 async fn renew<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     lease: Lease,
     request: MapRequest,
+    origin: Origin,
 ) -> Result<MapReply, MappingError> {
     twin::ensure(core, key, lease.serial);
-    let now = Instant::now();
-    if now < lease.upstream_deadline {
-        // The keeper keeps the upstream mapping alive: answer from the lease, with no
-        // exchange, so a gateway hiccup now never reaches the client.
-        let lifetime = reply_lifetime(
-            request.lifetime,
-            lease.upstream_lifetime,
-            core.config.max_lifetime,
-        );
-        core.table.update(&key, |l| {
-            l.lifetime = lifetime;
-            l.deadline = core.config.client_deadline(now, lifetime);
-        });
-        core.layers
-            .events
-            .emit(MappingEvent::Renewed { key, lifetime });
-        twin::follow(core, key, lifetime);
-        debug!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
-            router_port = lease.router_port,
-            external_port = lease.external_port,
-            lifetime,
-            "renewed from the lease"
-        );
-        return Ok(MapReply {
-            result: ResultCode::Success,
-            external_port: lease.external_port,
-            lifetime,
-        });
+    if let Some(reply) = from_lease(core, key, &lease, request, origin, Instant::now()) {
+        return Ok(reply);
     }
     // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
-    // the gateway lost it): ask the gateway on the client's path.
-    // Through a transient failure the gateway is asked again within CREATE_PATIENCE, as for a
-    // new mapping (`patience.rs`); the lease stays as it is meanwhile.
-    let asked = upstream_lifetime(request.lifetime, core.config.max_lifetime);
-    let mut patience = Patience::new(now, core.config.create_patience);
+    // the gateway lost it): ask the gateway on the client's path; through a transient failure
+    // again within CREATE_PATIENCE, as for a new mapping (`patience.rs`), the lease staying as
+    // it is meanwhile.
+    let asked = upstream_lifetime(
+        lease.renewal_ask(origin, request.lifetime),
+        core.config.max_lifetime,
+    );
+    let mut patience = Patience::new(Instant::now(), core.config.create_patience);
     let grant = loop {
         let result = map_upstream(
             core,
@@ -210,20 +277,23 @@ async fn renew<R: Router, U: Upstream>(
     };
     let now = Instant::now();
     let lifetime = reply_lifetime(request.lifetime, grant.lifetime, core.config.max_lifetime);
+    let (held, deadline) =
+        lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
     core.table.update(&key, |l| {
         l.external_port = grant.external_port;
-        l.lifetime = lifetime;
-        l.deadline = core.config.client_deadline(now, lifetime);
+        l.lifetime = held;
+        l.deadline = deadline;
         l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
         l.upstream_lifetime = grant.lifetime;
         l.renew_at = next_renewal(now, grant.lifetime);
         l.keep_failures = 0;
     });
     core.keeper_wake.notify_one();
-    core.layers
-        .events
-        .emit(MappingEvent::Renewed { key, lifetime });
-    twin::follow(core, key, lifetime);
+    core.layers.events.emit(MappingEvent::Renewed {
+        key,
+        lifetime: held,
+    });
+    twin::follow(core, key, held);
     if grant.external_port != lease.external_port {
         core.layers.events.emit(MappingEvent::ExternalPortChanged {
             key,

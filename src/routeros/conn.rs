@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::error::RouterError;
 use super::tls::{TlsClient, TlsMode};
-use super::wire::{decode_sentence, Command, Reply, ReplyKind};
+use super::wire::{Command, Reply, ReplyKind, SentenceDecoder};
 
 /// How much room a read asks the socket for at least.
 const READ_CHUNK: usize = 4096;
@@ -162,6 +162,7 @@ impl Connector {
         let mut conn = Connection {
             stream,
             buf: Vec::with_capacity(4096),
+            decoder: SentenceDecoder::default(),
             next_tag: 1,
             poisoned: false,
             in_flight: false,
@@ -195,6 +196,8 @@ impl Connector {
 pub struct Connection {
     stream: Box<dyn ApiStream>,
     buf: Vec<u8>,
+    /// Where the reply sentence in `buf` was read up to: each read resumes there.
+    decoder: SentenceDecoder,
     next_tag: u64,
     poisoned: bool,
     in_flight: bool,
@@ -397,10 +400,12 @@ impl Connection {
         }
     }
 
-    /// Reads the next non-empty reply sentence.
+    /// Reads the next non-empty reply sentence. A sentence over the wire's size cap
+    /// ([`MAX_SENTENCE_LEN`](super::wire::MAX_SENTENCE_LEN)) is a protocol error, found as soon
+    /// as its length is announced; the caller then poisons the connection.
     async fn read_reply(&mut self) -> Result<Reply, RouterError> {
         loop {
-            match decode_sentence(&self.buf) {
+            match self.decoder.decode(&self.buf) {
                 Ok(Some((words, used))) => {
                     self.buf.drain(..used);
                     if words.is_empty() {

@@ -12,6 +12,10 @@ use thiserror::Error;
 pub const MAX_WORD_LEN: usize = 1 << 20;
 /// Most words one sentence may hold, for the same reason.
 pub const MAX_SENTENCE_WORDS: usize = 4096;
+/// Most bytes one sentence may take on the wire, prefixes included: a peer that sends many
+/// long words in one sentence is stopped here, before the reader's buffer holds more. Room
+/// for one word of [`MAX_WORD_LEN`] and then some; a real reply row is a few hundred bytes.
+pub const MAX_SENTENCE_LEN: usize = 2 * MAX_WORD_LEN;
 
 /// A framing error: the byte stream cannot be read further and the connection must be dropped.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -25,6 +29,10 @@ pub enum WireError {
     /// A sentence with more than [`MAX_SENTENCE_WORDS`] words.
     #[error("API sentence has more than {MAX_SENTENCE_WORDS} words")]
     TooManyWords,
+    /// A sentence longer than [`MAX_SENTENCE_LEN`] bytes (`.0`: its length so far, with the
+    /// word that crossed the limit).
+    #[error("API sentence of at least {0} bytes is longer than the {MAX_SENTENCE_LEN}-byte limit")]
+    SentenceTooLong(usize),
     /// A reply sentence whose first word is not a known reply word.
     #[error("unknown reply word {0:?}")]
     UnknownReply(String),
@@ -92,33 +100,69 @@ pub fn encode_sentence<W: AsRef<[u8]>>(words: &[W], out: &mut Vec<u8>) {
 /// A decoded sentence's words and how many bytes it took.
 pub type Decoded = (Vec<Vec<u8>>, usize);
 
-/// Reads one sentence from the front of `buf`.
+/// Reads one sentence from the front of `buf`, in one go (a fresh [`SentenceDecoder`]).
 ///
 /// `Ok(None)`: the sentence is not complete yet. `Ok(Some((words, used)))`: `used` bytes were
 /// consumed. An empty sentence (a lone terminator) comes back as an empty word list; callers
 /// skip it (docs/routeros-api.md §1.2). Words are bytes; RouterOS does not promise UTF-8.
+/// A reader that gets its bytes in pieces keeps a [`SentenceDecoder`] instead, which does not
+/// read the sentence's first words again at every piece.
 pub fn decode_sentence(buf: &[u8]) -> Result<Option<Decoded>, WireError> {
-    let mut pos = 0;
-    let mut words = Vec::new();
-    loop {
-        let Some((len, used)) = decode_length(&buf[pos..])? else {
-            return Ok(None);
-        };
-        if len > MAX_WORD_LEN {
-            return Err(WireError::WordTooLong(len));
+    SentenceDecoder::default().decode(buf)
+}
+
+/// Reads sentences that arrive in pieces, resuming where the last call stopped.
+///
+/// Each call gets the same buffer as the one before, possibly grown at its end, until a
+/// sentence comes back complete: the caller then removes its `used` bytes from the front and
+/// the decoder starts afresh. Words already read are kept and never read again, so a long
+/// sentence read in many pieces costs its length once, not once per piece. A sentence longer
+/// than [`MAX_SENTENCE_LEN`] is refused as soon as a length prefix announces it, before its
+/// bytes arrive, so the caller's buffer never holds much more than that.
+#[derive(Debug, Default)]
+pub struct SentenceDecoder {
+    /// The complete words of the sentence in progress.
+    words: Vec<Vec<u8>>,
+    /// Where the next word's length prefix starts in the buffer.
+    pos: usize,
+}
+
+impl SentenceDecoder {
+    /// Continues the sentence at the front of `buf` (see the type's rules). After an error the
+    /// stream cannot be read further; the decoder is left as it was.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<Decoded>, WireError> {
+        loop {
+            let rest = buf.get(self.pos..).unwrap_or_default();
+            let Some((len, used)) = decode_length(rest)? else {
+                return Ok(None);
+            };
+            if len > MAX_WORD_LEN {
+                return Err(WireError::WordTooLong(len));
+            }
+            let end = self.pos + used + len;
+            if end > MAX_SENTENCE_LEN {
+                return Err(WireError::SentenceTooLong(end));
+            }
+            if len == 0 {
+                let words = std::mem::take(&mut self.words);
+                self.pos = 0;
+                return Ok(Some((words, end)));
+            }
+            let Some(word) = buf.get(self.pos + used..end) else {
+                return Ok(None);
+            };
+            if self.words.len() == MAX_SENTENCE_WORDS {
+                return Err(WireError::TooManyWords);
+            }
+            self.words.push(word.to_vec());
+            self.pos = end;
         }
-        pos += used;
-        if len == 0 {
-            return Ok(Some((words, pos)));
-        }
-        let Some(word) = buf.get(pos..pos + len) else {
-            return Ok(None);
-        };
-        if words.len() == MAX_SENTENCE_WORDS {
-            return Err(WireError::TooManyWords);
-        }
-        words.push(word.to_vec());
-        pos += len;
+    }
+
+    /// How many bytes of the buffer the sentence in progress has used so far (its complete
+    /// words): they are not read again.
+    pub fn consumed(&self) -> usize {
+        self.pos
     }
 }
 
@@ -449,6 +493,76 @@ mod tests {
     }
 
     #[test]
+    fn sentence_over_the_size_cap_is_refused_when_its_length_is_announced() {
+        // A full-size word, then only the prefix of another: the second word's bytes are not
+        // needed to see that the sentence would be too long.
+        let mut buf = Vec::new();
+        encode_word(&vec![b'a'; MAX_WORD_LEN], &mut buf);
+        encode_length(MAX_WORD_LEN, &mut buf);
+        assert_eq!(
+            decode_sentence(&buf),
+            Err(WireError::SentenceTooLong(buf.len() + MAX_WORD_LEN))
+        );
+        // Many short words cross the cap as well, long before the word count limit.
+        let word = vec![b'b'; 1000];
+        let mut buf = Vec::new();
+        while buf.len() <= MAX_SENTENCE_LEN {
+            encode_word(&word, &mut buf);
+        }
+        assert!(matches!(
+            decode_sentence(&buf),
+            Err(WireError::SentenceTooLong(n)) if n > MAX_SENTENCE_LEN
+        ));
+        // Right at the cap is still a sentence.
+        let mut buf = Vec::new();
+        encode_word(&vec![b'c'; MAX_WORD_LEN], &mut buf);
+        let room = MAX_SENTENCE_LEN - buf.len() - 1 - 3;
+        encode_word(&vec![b'd'; room], &mut buf);
+        buf.push(0);
+        assert_eq!(buf.len(), MAX_SENTENCE_LEN);
+        assert!(matches!(decode_sentence(&buf), Ok(Some((_, n))) if n == MAX_SENTENCE_LEN));
+    }
+
+    #[test]
+    fn a_sentence_read_in_pieces_resumes_where_it_stopped() {
+        let words: Vec<Vec<u8>> = vec![
+            b"!re".to_vec(),
+            vec![b'x'; 300],
+            b"=name=value".to_vec(),
+            b".tag=4".to_vec(),
+        ];
+        let mut stream = Vec::new();
+        encode_sentence(&words, &mut stream);
+        let first_len = stream.len();
+        encode_sentence(&[b"!done".to_vec()], &mut stream);
+
+        let mut decoder = SentenceDecoder::default();
+        let mut buf = Vec::new();
+        let mut got = None;
+        for (i, byte) in stream[..first_len].iter().enumerate() {
+            buf.push(*byte);
+            // What the decoder has taken is never read again: spoil it with a control byte,
+            // which a parse that restarts from the front would stop at.
+            let taken = decoder.consumed();
+            buf[..taken].fill(0xF8);
+            match decoder.decode(&buf) {
+                Ok(None) => assert!(i + 1 < first_len, "complete at byte {i}"),
+                Ok(Some(sentence)) => got = Some(sentence),
+                Err(e) => panic!("byte {i}: {e}"),
+            }
+        }
+        let (decoded, used) = got.expect("the sentence completes with its last byte");
+        assert_eq!(used, first_len);
+        assert_eq!(decoded, words);
+        // The decoder starts afresh for the next sentence of the stream.
+        let next = &stream[first_len..];
+        assert_eq!(
+            decoder.decode(next),
+            Ok(Some((vec![b"!done".to_vec()], next.len())))
+        );
+    }
+
+    #[test]
     fn control_byte_is_an_error() {
         assert_eq!(decode_sentence(&[0xF8]), Err(WireError::ControlByte(0xF8)));
     }
@@ -490,6 +604,25 @@ mod tests {
                 let (decoded, used) = decode_sentence(&buf).unwrap().unwrap();
                 prop_assert_eq!(used, buf.len());
                 prop_assert_eq!(decoded, words);
+            }
+
+            #[test]
+            fn pieces_of_any_size_decode_like_the_whole(
+                words in proptest::collection::vec(word(), 0..6),
+                step in 1usize..700,
+            ) {
+                let mut stream = Vec::new();
+                encode_sentence(&words, &mut stream);
+                let mut decoder = SentenceDecoder::default();
+                let mut end = 0;
+                let decoded = loop {
+                    end = (end + step).min(stream.len());
+                    if let Some(done) = decoder.decode(&stream[..end]).unwrap() {
+                        break done;
+                    }
+                    prop_assert!(end < stream.len());
+                };
+                prop_assert_eq!(decoded, (words, stream.len()));
             }
 
             #[test]

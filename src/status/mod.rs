@@ -6,7 +6,8 @@
 //! It reads the mapping core only through the [`Orchestrator`] facade: the lease table's
 //! snapshot, the events, and `handle_from` for forwards and static mappings.
 //!
-//! * [`server`]: the HTTP server and its routes; [`respond`]: building answers;
+//! * [`server`]: the HTTP server and its routes; [`host`]: the `Host` values it answers;
+//!   [`respond`]: building answers;
 //!   [`forwards`]: POST/DELETE forwards;
 //!   [`auth`]: the token check (constant time).
 //! * [`state`]: what the handlers share; [`view`]: the JSON answers.
@@ -14,7 +15,7 @@
 //! * [`metrics`]: the OpenMetrics exposition and the request-counting handler.
 //! * [`listener`]: the task that feeds the history, metrics, webhook and file from the events.
 //! * [`webhook`]: the bounded queue and its delivery with retries; [`client`]: one HTTP request.
-//! * [`file`]: STATUS_FILE, written atomically.
+//! * [`file`]: STATUS_FILE, written atomically, never through a link, at most once a second.
 //!
 //! [`Services::start`] starts what the settings ask for; the HTTP server and the keeper stop with
 //! the daemon's [`Shutdown`]; [`Services::finish`] (after the mapping core removed its
@@ -25,6 +26,7 @@ pub mod client;
 pub mod file;
 pub mod forwards;
 pub mod history;
+pub mod host;
 pub mod listener;
 pub mod metrics;
 pub mod respond;
@@ -133,9 +135,14 @@ impl Services {
                 .await
                 .map_err(|source| StatusError::Bind { addr: want, source })?;
             addr = listener.local_addr().ok();
+            let config = server::ServeConfig {
+                hosts: host::HostRule::new(&args.status_hostnames),
+                connection_timeout: args.status_connection_timeout,
+            };
             stopping.push(tokio::spawn(server::serve(
                 listener,
                 Arc::clone(&state),
+                config,
                 shutdown.clone(),
             )));
         }

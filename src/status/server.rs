@@ -1,12 +1,16 @@
 //! The HTTP status server (hyper, HTTP/1.1): accepts connections on STATUS_ADDR, bounded in
-//! number and in how long a request's head may take, routes each request, and stops when the
-//! daemon's [`Shutdown`] fires (open connections are asked to close, then dropped).
+//! number ([`MAX_CONNECTIONS`]), in how long a request's head may take, and in how long a
+//! connection stays open at all (STATUS_CONNECTION_TIMEOUT: a client that never reads or never
+//! finishes a request cannot keep a connection slot); answers only the `Host` values of
+//! [`HostRule`] (421 and no data for the rest, against DNS rebinding); routes each request;
+//! and stops when the daemon's [`Shutdown`] fires (open connections are asked to close, then
+//! dropped).
 //!
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | the status page (one HTML file, no outside assets) |
-//! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | the checks (router, gateway, interface) as JSON; 503 when one fails |
+//! | `GET /healthz` | 200 while the process runs (for any `Host`) |
+//! | `GET /readyz` | the checks (router, gateway, interface) as JSON; 503 when one fails (also for a `Host` of any IP address) |
 //! | `GET /metrics` | OpenMetrics text |
 //! | `GET /api/v1/mappings` | every lease as JSON |
 //! | `GET /api/v1/status` | external address, health, last events |
@@ -32,6 +36,7 @@ use crate::natpmp::upstream::Upstream;
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 use crate::status::forwards;
+use crate::status::host::{HostRule, Reach};
 use crate::status::metrics::CONTENT_TYPE as METRICS_TYPE;
 use crate::status::respond::{error, json, respond, Body};
 use crate::status::state::StatusState;
@@ -39,18 +44,29 @@ use crate::status::state::StatusState;
 /// The page, embedded in the binary.
 const PAGE: &str = include_str!("page.html");
 /// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 64;
-/// How long a client may take to send a request's head.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's head (or less: the connection's own limit).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections get to finish at shutdown.
+/// How long open connections get to finish at shutdown, or once they reached their limit.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How the server treats its clients.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The `Host` values answered (STATUS_HOSTNAMES and the server's own address).
+    pub hosts: HostRule,
+    /// How long one connection may stay open (STATUS_CONNECTION_TIMEOUT).
+    pub connection_timeout: Duration,
+}
 
 /// Serves `listener` until `shutdown` fires.
 pub async fn serve<R: Router, U: Upstream>(
     listener: TcpListener,
     state: Arc<StatusState<R, U>>,
+    config: ServeConfig,
     mut shutdown: Shutdown,
 ) {
+    let config = Arc::new(config);
     let addr = listener.local_addr().ok();
     info!(listen = ?addr, forwards = state.token.is_some(), "status server listening");
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -76,17 +92,23 @@ pub async fn serve<R: Router, U: Upstream>(
             _ = shutdown.recv() => break,
         };
         while connections.try_join_next().is_some() {}
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let state = Arc::clone(&state);
+        let config = Arc::clone(&config);
         let mut stop = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
+            let limit = config.connection_timeout;
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
+                let reach = config.hosts.reach(&req, local);
+                async move { Ok::<_, Infallible>(route(&state, req, peer, reach).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(HEADER_TIMEOUT.min(limit))
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
@@ -94,6 +116,11 @@ pub async fn serve<R: Router, U: Upstream>(
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "status connection ended");
                     }
+                }
+                () = tokio::time::sleep(limit) => {
+                    debug!(%peer, "status connection closed: open for STATUS_CONNECTION_TIMEOUT");
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
                 }
                 _ = stop.recv() => {
                     conn.as_mut().graceful_shutdown();
@@ -116,10 +143,22 @@ async fn route<R: Router, U: Upstream>(
     state: &StatusState<R, U>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    reach: Reach,
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    debug!(%peer, %method, %path, "status request");
+    debug!(%peer, %method, %path, ?reach, "status request");
+    let allowed = match path.as_str() {
+        "/healthz" => true,
+        "/readyz" => reach != Reach::Health,
+        _ => reach == Reach::All,
+    };
+    if !allowed {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server answers only its own IP address and the names in STATUS_HOSTNAMES",
+        );
+    }
     let get = method == Method::GET || method == Method::HEAD;
     let forwards_on = state.token.is_some();
     match path.as_str() {

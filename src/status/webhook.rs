@@ -4,7 +4,8 @@
 //! to a bounded queue ([`Webhook::offer`] never waits) and counts what does not fit; one task
 //! delivers the queue in order, each delivery within WEBHOOK_TIMEOUT, a failed one (no answer,
 //! or a status other than 2xx) tried again WEBHOOK_RETRIES times after a pause of
-//! WEBHOOK_BACKOFF doubling up to 1 minute.
+//! WEBHOOK_BACKOFF doubling up to 1 minute. Logs show the URL without its path and query
+//! ([`redact_url`]): a Home Assistant webhook id is a secret.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +15,15 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::config::status::MAX_WEBHOOK_BACKOFF;
+use crate::config::status::{redact_url, MAX_WEBHOOK_BACKOFF};
 use crate::status::client;
 use crate::status::history::EventRecord;
 use crate::status::metrics::Metrics;
 
 /// How to deliver.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookConfig {
-    /// Where to.
+    /// Where to (logged only [redacted](redact_url)).
     pub url: Uri,
     /// Limit of one delivery.
     pub timeout: Duration,
@@ -32,6 +33,18 @@ pub struct WebhookConfig {
     pub backoff: Duration,
     /// Queue capacity.
     pub queue: usize,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 /// The sending side of the queue.
@@ -86,6 +99,7 @@ async fn deliver(config: &WebhookConfig, record: &EventRecord) -> bool {
             return false;
         }
     };
+    let url = redact_url(&config.url);
     let mut pause = config.backoff;
     for attempt in 0..=config.retries {
         let sent = client::send(
@@ -102,10 +116,10 @@ async fn deliver(config: &WebhookConfig, record: &EventRecord) -> bool {
                 return true;
             }
             Ok((status, _)) => {
-                warn!(event = record.event, attempt, %status, url = %config.url, "webhook receiver refused the event");
+                warn!(event = record.event, attempt, %status, %url, "webhook receiver refused the event");
             }
             Err(e) => {
-                warn!(event = record.event, attempt, url = %config.url, "webhook delivery failed: {e}");
+                warn!(event = record.event, attempt, %url, "webhook delivery failed: {e}");
             }
         }
         if attempt < config.retries {
@@ -119,4 +133,69 @@ async fn deliver(config: &WebhookConfig, record: &EventRecord) -> bool {
         "webhook event given up"
     );
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Log lines written by `tracing`, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_delivery_logs_the_receiver_without_the_webhook_id() {
+        // A loopback port nobody listens on: the delivery fails and is logged.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let secret = "ha-webhook-s3cret-id";
+        let url: Uri = format!("http://127.0.0.1:{port}/api/webhook/{secret}?token={secret}")
+            .parse()
+            .unwrap();
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let config = WebhookConfig {
+            url,
+            timeout: Duration::from_secs(2),
+            retries: 0,
+            backoff: Duration::from_millis(1),
+            queue: 1,
+        };
+        let record = EventRecord {
+            event: "upstream_healed",
+            message: "test".into(),
+            ..EventRecord::default()
+        };
+        assert!(!deliver(&config, &record).await);
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        assert!(text.contains("webhook delivery failed"), "{text}");
+        assert!(
+            text.contains(&format!("http://127.0.0.1:{port}/***")),
+            "{text}"
+        );
+        assert!(!text.contains(secret), "{text}");
+        assert!(!format!("{config:?}").contains(secret));
+    }
 }

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use super::lab;
 
+/// The options every container of the tests runs with, besides the README's own.
+pub const LOCKED_DOWN: [&str; 2] = ["--read-only", "--cap-drop=all"];
+
 /// The image file `scripts/image.sh` writes (a docker-archive, as RouterOS loads it).
 pub fn archive() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/image/double-natpmp-amd64.tar")
@@ -41,6 +44,15 @@ pub fn static_binary() -> PathBuf {
 /// [`lab::available`]), podman, skopeo, nsenter and the image file. Under CI=true anything
 /// missing fails the test; locally it prints a loud notice and the caller returns early.
 pub fn available(test: &str) -> bool {
+    available_with(
+        test,
+        &archive(),
+        "scripts/static-build.sh and scripts/image.sh",
+    )
+}
+
+/// [`available`] for the image file `archive`, which `made_by` writes.
+pub fn available_with(test: &str, archive: &Path, made_by: &str) -> bool {
     if !lab::available(test) {
         return false;
     }
@@ -49,11 +61,8 @@ pub fn available(test: &str) -> bool {
         .find(|t| lab::which(t).is_none())
     {
         format!("needs {tool} (the test command installs buildah, podman, runc and skopeo)")
-    } else if !archive().is_file() {
-        format!(
-            "needs the image file {}: run scripts/static-build.sh and scripts/image.sh",
-            archive().display()
-        )
+    } else if !archive.is_file() {
+        format!("needs the image file {}: run {made_by}", archive.display())
     } else {
         return true;
     };
@@ -72,6 +81,12 @@ pub struct Podman {
 impl Podman {
     /// A fresh engine with the image file loaded.
     pub fn new() -> Podman {
+        Podman::loading(&archive())
+    }
+
+    /// A fresh engine with the image file `archive` loaded (one of `scripts/image.sh`'s
+    /// docker-archives, whatever its architecture).
+    pub fn loading(archive: &Path) -> Podman {
         let dir = tempfile::tempdir().expect("temp dir for podman's storage");
         std::fs::write(
             dir.path().join("containers.conf"),
@@ -89,7 +104,6 @@ impl Podman {
             dir,
             children: Vec::new(),
         };
-        let archive = archive();
         let loaded = podman.ok(&["load", "-i", archive.to_str().unwrap_or_default()]);
         assert!(
             loaded.contains(&format!("Loaded image: {}", image())),
@@ -222,6 +236,31 @@ impl Podman {
                 }
             }
         }
+    }
+
+    /// Starts `podman run … IMAGE demo` (in the foreground, read-only, no capabilities, with
+    /// `extra` options such as `--platform`) in the network namespace `ns` and waits until the
+    /// demo's daemon serves on 127.0.0.1:5351.
+    pub fn start_demo(
+        &mut self,
+        ns: &lab::Netns,
+        name: &str,
+        extra: &[&str],
+    ) -> mpsc::Receiver<String> {
+        let mut cmd = self.command();
+        cmd.args(["run", "--name", name])
+            .arg(format!("--network=ns:/run/netns/{}", ns.name))
+            .args(LOCKED_DOWN)
+            .args(extra)
+            .args([image().as_str(), "demo"]);
+        let lines = self.spawn(cmd, name);
+        // Under qemu-user an ARM daemon starts slower than a native one.
+        self.wait_for_line(
+            &lines,
+            "daemon (NAT-PMP)        127.0.0.1:5351",
+            Duration::from_secs(60),
+        );
+        lines
     }
 
     /// Follows a container's log (`podman logs -f`) until the engine drops.

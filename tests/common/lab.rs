@@ -98,6 +98,9 @@ pub struct Lab {
     prefix: String,
     children: Vec<Child>,
     daemon_pid: Option<u32>,
+    /// The daemon binary [`Lab::start_daemon`] runs: cargo's build unless [`Lab::up_with`]
+    /// names another (an ARM build run through qemu-user).
+    daemon: PathBuf,
     /// Scratch folder for configs, pid files and logs.
     pub dir: tempfile::TempDir,
 }
@@ -105,12 +108,19 @@ pub struct Lab {
 impl Lab {
     /// Builds the four namespaces, their links, addresses, routes and nft skeletons.
     pub fn up() -> Lab {
+        Lab::up_with(Path::new(daemon_bin()))
+    }
+
+    /// [`Lab::up`], with `daemon` as the binary [`Lab::start_daemon`] runs. The emulators stay
+    /// cargo's build: only the daemon is under test.
+    pub fn up_with(daemon: &Path) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("dnp{}x{}", std::process::id() % 100_000, n);
         let lab = Lab {
             prefix,
             children: Vec::new(),
             daemon_pid: None,
+            daemon: daemon.to_path_buf(),
             dir: tempfile::tempdir().expect("tempdir"),
         };
         for h in [Host::Inet, Host::Vpn, Host::Router, Host::Lan] {
@@ -406,12 +416,18 @@ impl Lab {
         ];
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         env.extend_from_slice(extra);
-        let logs = self.spawn(Host::Router, &[daemon_bin()], &env);
+        let daemon = self.daemon.to_string_lossy().into_owned();
+        let logs = self.spawn(Host::Router, &[&daemon], &env);
         // `ip netns exec` execs the program, so the child is the daemon itself.
         self.daemon_pid = self.children.last().map(Child::id);
         wait_for_line(&logs, "NAT-PMP server listening", Duration::from_secs(20));
         self.wait_udp_listener(Host::Router, &format!("{ROUTER_LAN_IP}:5351"));
         logs
+    }
+
+    /// The PID of the daemon [`Lab::start_daemon`] started, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon_pid
     }
 
     /// Sends SIGTERM to the daemon this lab started (and no other process) and waits, bounded,

@@ -1,5 +1,6 @@
 //! Test support shared by the integration tests.
 
+pub mod arm;
 pub mod container;
 pub mod daemon;
 pub mod fakes;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::routeros::wire::encode_sentence;
+use crate::routeros::wire::{decode_sentence, encode_length, encode_sentence, MAX_WORD_LEN};
 use tokio::net::TcpListener;
 
 #[test]
@@ -151,6 +151,29 @@ async fn unknown_reply_word_poisons_the_connection() {
     let mut conn = connect(addr).await;
     let err = conn.run(Command::new("/x/print")).await.unwrap_err();
     assert!(matches!(err, RouterError::Connection { .. }), "{err}");
+    assert!(conn.is_broken());
+}
+
+#[tokio::test]
+async fn reply_sentence_over_the_size_cap_is_an_error_before_its_bytes_arrive_and_poisons() {
+    // One word of the largest size, then the prefix of a second one as long: together past the
+    // sentence cap. The second word's bytes never come, so only the cap (not a timeout or the
+    // end of the data) can end the read.
+    let addr = fake_router(|_, tag| {
+        let mut o = Vec::new();
+        for w in ["!re".to_owned(), format!(".tag={tag}")] {
+            crate::routeros::wire::encode_word(w.as_bytes(), &mut o);
+        }
+        encode_length(MAX_WORD_LEN, &mut o);
+        o.resize(o.len() + MAX_WORD_LEN, b'a');
+        encode_length(MAX_WORD_LEN, &mut o);
+        o
+    })
+    .await;
+    let mut conn = connect(addr).await;
+    let err = conn.run(Command::new("/x/print")).await.unwrap_err();
+    assert!(matches!(err, RouterError::Connection { .. }), "{err}");
+    assert!(err.to_string().contains("byte limit"), "{err}");
     assert!(conn.is_broken());
 }
 
