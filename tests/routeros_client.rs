@@ -858,20 +858,3 @@ async fn tls_server_name_setting_verifies_a_certificate_made_for_another_name() 
         .unwrap();
 }
 
-#[test]
-fn the_vpn_gateway_is_a_blocked_source_unless_it_is_an_emulator_on_loopback() {
-    let args = |gateway: &str| {
-        daemon_args_from([
-            "double-natpmp",
-            &format!("--vpn-gateway={gateway}"),
-            "--mikrotik-api-address=172.30.254.1",
-            "--mikrotik-api-password=p",
-        ])
-        .unwrap()
-    };
-    assert_eq!(
-        daemon::blocked_sources(&args("10.2.0.1")),
-        vec![Ipv4Addr::new(10, 2, 0, 1)]
-    );
-    assert!(daemon::blocked_sources(&args("127.0.0.1:15351")).is_empty());
-}
