@@ -129,13 +129,9 @@ impl RefusedSources {
         self.logged.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets the daemon's own addresses (loopback and unspecified ones are left out: clients on
-    /// this host's loopback are the demo's and the tests').
+    /// Sets the daemon's own addresses (see [`daemon_addresses`]).
     pub fn set_daemon_addresses(&self, addresses: impl IntoIterator<Item = Ipv4Addr>) {
-        let mut own: Vec<Ipv4Addr> = addresses
-            .into_iter()
-            .filter(|a| !a.is_loopback() && !a.is_unspecified())
-            .collect();
+        let mut own: Vec<Ipv4Addr> = addresses.into_iter().collect();
         own.sort_unstable();
         own.dedup();
         if !own.is_empty() {
@@ -220,7 +216,8 @@ impl RefusedSources {
 /// The daemon's own IPv4 addresses: LISTEN_ADDR's, when it names one, and the one this host
 /// reaches the router from (`router` is MIKROTIK_API_ADDRESS, `host:port`). The second is
 /// found by connecting a UDP socket, which sends nothing; a router that cannot be resolved
-/// gives none.
+/// gives none. Loopback and unspecified addresses are left out: clients on this host's
+/// loopback are the demo's and the tests'.
 pub async fn daemon_addresses(listen: SocketAddr, router: &str) -> Vec<Ipv4Addr> {
     let mut own = Vec::new();
     if let SocketAddr::V4(v4) = listen {
@@ -233,6 +230,7 @@ pub async fn daemon_addresses(listen: SocketAddr, router: &str) -> Vec<Ipv4Addr>
             }
         }
     }
+    own.retain(|a| !a.is_loopback() && !a.is_unspecified());
     own
 }
 
@@ -264,7 +262,7 @@ mod tests {
             row("192.168.88.1/24", "bridge", false),
             row("172.16.9.1/24", "vlan9", true),
         ]);
-        refused.set_daemon_addresses([ip("192.168.88.2"), Ipv4Addr::LOCALHOST]);
+        refused.set_daemon_addresses([ip("192.168.88.2")]);
         assert_eq!(refused.why(ip("10.2.0.1")), Some(Refusal::VpnGateway));
         assert_eq!(
             refused.why(ip("10.2.0.2")),
@@ -305,6 +303,24 @@ mod tests {
         assert!(
             refused.logged().is_empty(),
             "the log-once memory forgets it"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_daemons_own_addresses_are_listen_addrs_and_never_loopback() {
+        let router = "127.0.0.1:8728";
+        assert_eq!(
+            daemon_addresses("192.168.88.2:5351".parse().unwrap(), router).await,
+            vec![ip("192.168.88.2")]
+        );
+        // Unspecified, and the way to the router is loopback: nothing of the host's own.
+        assert!(daemon_addresses("0.0.0.0:5351".parse().unwrap(), router)
+            .await
+            .is_empty());
+        assert!(
+            daemon_addresses("127.0.0.1:5351".parse().unwrap(), "no such host")
+                .await
+                .is_empty()
         );
     }
 
