@@ -108,6 +108,16 @@ async fn ask(sock: &UdpSocket, daemon: SocketAddr, internal: u16) -> ResultCode 
     .await
 }
 
+/// The administrator adds `address` on the router's `interface`; then a reconcile pass runs.
+async fn router_takes(lab: &Lab, address: &str, interface: &str) {
+    lab.router.add_address(address, interface);
+    lab.daemon
+        .orchestrator
+        .reconcile()
+        .await
+        .expect("reconcile pass");
+}
+
 /// The clients our rules on the router forward to.
 fn rule_targets(lab: &Lab) -> Vec<String> {
     lab.our_rules()
@@ -196,12 +206,7 @@ async fn c39a_an_address_added_on_the_router_is_refused_after_the_next_reconcile
         ResultCode::Success,
         "not the router's yet"
     );
-    lab.router.add_address("127.0.79.1/24", "bridge");
-    lab.daemon
-        .orchestrator
-        .reconcile()
-        .await
-        .expect("reconcile pass");
+    router_takes(&lab, "127.0.79.1/24", "bridge").await;
     let broadcast = socket("127.0.79.255").await;
     send_map(&soon_the_routers, daemon, 5004).await;
     send_map(&broadcast, daemon, 5004).await;
@@ -328,12 +333,7 @@ async fn c39a_a_static_mapping_whose_client_becomes_the_routers_address_is_remov
         .await;
     }
     assert_eq!(rule_targets(&lab), vec!["127.0.82.5".to_owned()]);
-    lab.router.add_address("127.0.82.5/32", "ether1");
-    lab.daemon
-        .orchestrator
-        .reconcile()
-        .await
-        .expect("reconcile pass");
+    router_takes(&lab, "127.0.82.5/32", "ether1").await;
     wait_event(&mut events, Duration::from_secs(10), "the removal", |e| {
         matches!(e, MappingEvent::Removed { key, .. } if key.client == ip("127.0.82.5"))
             .then_some(())
