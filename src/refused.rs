@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use tracing::{info, warn};
 
-use crate::routeros::api::RouterAddress;
+use crate::routeros::address::RouterAddress;
 
 /// Why a source is not a real client.
 #[derive(Clone, Debug, PartialEq, Eq)]
