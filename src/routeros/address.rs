@@ -18,7 +18,8 @@ pub struct RouterAddress {
     pub interface: String,
     /// `disabled=true`: the router does not hold the address now.
     pub disabled: bool,
-    /// `invalid=true`: configured, but its interface is missing or down.
+    /// `invalid=true`: configured, but not in use (shown for an address whose interface is
+    /// missing). Still the router's address.
     pub invalid: bool,
     /// `dynamic=true`: made by the router itself (a DHCP client, a PPP or VPN link).
     pub dynamic: bool,
