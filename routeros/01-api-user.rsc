@@ -5,6 +5,12 @@
 # Edit the variables below, then:  /import file-name=01-api-user.rsc
 # (or paste the whole { ... } block into a terminal at once).
 #
+# The password is a RouterOS string: inside its double quotes write \" for a double quote,
+# \\ for a backslash, \$ for a dollar sign and \? for a question mark (typed or pasted into a
+# terminal, a bare question mark opens the help instead). So the password  a"b\c$d  is written
+# "a\"b\\c\$d", and one that ends in a question mark ends in \?". Use the same password, written
+# the same way, in 02-container.rsc.
+#
 # Policies (docs/routeros-api.md section 2.6):
 #   read  - print the NAT table, identity and version
 #   write - add and remove the daemon's dst-nat rules
@@ -17,6 +23,9 @@
 # name that these scripts did not make is left alone and the script stops), and enables the
 # plain API service, restricted to clientIp. The service's previous address list and state
 # are written into the script natpmp-undo, which 99-uninstall.rsc runs to put them back.
+# The service is the configured row (dynamic=no): since 7.19 /ip service also lists a dynamic
+# row named api for each open API session, which "set api" would trip over. Its address list
+# is available-from from 7.24, address before.
 {
 :local apiGroup "natpmp"
 :local apiUser "natpmp"
@@ -30,6 +39,20 @@
 
 :if ($apiPassword = "CHANGE-ME") do={
     :error "double-natpmp: set apiPassword at the top of 01-api-user.rsc first"
+}
+
+# --- The RouterOS version as major * 100 + minor (as in 02-container.rsc).
+:local ver [/system resource get version]
+:local dot [:find $ver "."]
+:local minor 0
+:local i ($dot + 1)
+:while (($i < [:len $ver]) && ([:pick $ver $i] ~ "[0-9]")) do={
+    :set minor ($minor * 10 + [:tonum [:pick $ver $i]])
+    :set i ($i + 1)
+}
+:local rosVersion ([:tonum [:pick $ver 0 $dot]] * 100 + $minor)
+:if ($rosVersion < 719) do={
+    :error ("double-natpmp: these scripts need RouterOS 7.19 or newer; this router runs " . $ver)
 }
 
 # Settings this script changes are written, as the commands that put them back, into the
@@ -52,7 +75,7 @@
     /user group add name=$apiGroup policy=read,write,api,test comment="natpmp: least privilege for double-natpmp"
 } else={
     :if (!([/user group get $grp comment] ~ "^natpmp: ")) do={
-        :error ("double-natpmp: a group named " . $apiGroup . " exists and was not made by these scripts; set apiGroup to another name")
+        :error ("double-natpmp: a group named " . $apiGroup . " exists and was not made by these scripts (the original mikrotik-double-natpmp's setup makes one); set apiGroup to another name, or remove it and its user:  /user remove [find group=" . $apiGroup . "]  /user group remove [find name=" . $apiGroup . "]")
     }
     /user group set $grp policy=read,write,api,test
 }
@@ -62,22 +85,40 @@
     /user add name=$apiUser group=$apiGroup password=$apiPassword address=($clientIp . "/32") comment="natpmp: double-natpmp API user"
 } else={
     :if (!([/user get $usr comment] ~ "^natpmp: ")) do={
-        :error ("double-natpmp: a user named " . $apiUser . " exists and was not made by these scripts; set apiUser to another name")
+        :error ("double-natpmp: a user named " . $apiUser . " exists and was not made by these scripts (the original mikrotik-double-natpmp's setup makes one); set apiUser to another name, or remove it:  /user remove [find name=" . $apiUser . "]")
     }
     /user set $usr group=$apiGroup password=$apiPassword address=($clientIp . "/32")
 }
 
-# The API service as it was (address list and disabled), for 99-uninstall.rsc.
+# --- The API service as it was (address list and disabled), for 99-uninstall.rsc. Only the
+#     configured row (dynamic=no), never a session's dynamic row of the same name.
+:local svc [/ip service find name="api" dynamic=no]
+:if ([:len $svc] != 1) do={
+    :error "double-natpmp: found no configured api service (/ip service print where name=\"api\" and dynamic=no)"
+}
+:local fromName "address"
+:local fromOf
+:local setService
+:if ($rosVersion >= 724) do={
+    :set fromName "available-from"
+    :set fromOf [:parse ":return [/ip service get \$svc available-from]"]
+    :set setService [:parse "/ip service set \$svc available-from=\$from disabled=no"]
+} else={
+    :set fromOf [:parse ":return [/ip service get \$svc address]"]
+    :set setService [:parse "/ip service set \$svc address=\$from disabled=no"]
+}
 :local was ""
-:foreach a in=[/ip service get api address] do={
+:foreach a in=[$fromOf svc=$svc] do={
     :if ([:len $was] > 0) do={ :set was ($was . ",") }
     :set was ($was . $a)
 }
-$undoRecord key="/ip service set api " line=("/ip service set api address=\"" . $was . "\" disabled=" . [/ip service get api disabled])
+# The undo line catches its own error, so 99-uninstall.rsc goes on if it fails (the key also
+# matches the line older scripts wrote, so a re-run never records the restricted state).
+$undoRecord key="/ip service set " line=(":do { /ip service set [find name=\"api\" dynamic=no] " . $fromName . "=\"" . $was . "\" disabled=" . [/ip service get $svc disabled] . " } on-error={ :put \"double-natpmp: could not put the api service back; see /ip service print where name=api and dynamic=no\" }")
 :if ($restrictService = "yes") do={
-    /ip service set api address=($clientIp . "/32") disabled=no
+    $setService svc=$svc from=($clientIp . "/32")
 } else={
-    /ip service set api disabled=no
+    /ip service set $svc disabled=no
 }
 # api-ssl instead (then MIKROTIK_API_TLS=true and MIKROTIK_API_ADDRESS=<router>:8729, and give
 # the container the CA file or the certificate's SHA-256 fingerprint):
@@ -85,7 +126,8 @@ $undoRecord key="/ip service set api " line=("/ip service set api address=\"" . 
 #   /certificate sign natpmp-ca
 #   /certificate add name=natpmp-api common-name=172.30.254.1 subject-alt-name=IP:172.30.254.1 days-valid=3650
 #   /certificate sign natpmp-api ca=natpmp-ca
-#   /ip service set api-ssl certificate=natpmp-api address=172.30.254.2/32 disabled=no
+#   /ip service set [find name=api-ssl dynamic=no] certificate=natpmp-api address=172.30.254.2/32 disabled=no
+#   (on 7.24 and later: available-from=172.30.254.2/32 instead of address=)
 
 :put ("double-natpmp: API user '" . $apiUser . "' in group '" . $apiGroup . "' (read,write,api,test), allowed from " . $clientIp)
 }

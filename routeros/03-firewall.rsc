@@ -32,6 +32,9 @@
 # subnet, not the clients': otherwise its replies reach the clients directly from its own
 # address instead of through this router's un-DNAT, and the clients drop them.
 #
+# It stops, with the command that removes it, when another dst-nat rule (not ours) already
+# redirects UDP 5351, such as the original mikrotik-double-natpmp's.
+#
 # Edit the variables, then:  /import file-name=03-firewall.rsc
 {
 :local containerIp "172.30.254.2"
@@ -48,6 +51,24 @@
 }
 :if ([:len [/interface list find name=$lanList]] = 0) do={
     :error ("double-natpmp: there is no interface list named " . $lanList . "; set lanList to the list of your LAN interfaces")
+}
+
+# Another redirect of NAT-PMP (UDP 5351) that these scripts did not make, such as the one the
+# original mikrotik-double-natpmp's README adds: placed above ours, it would catch the clients'
+# requests first and send them to the old container. Stop before anything is changed.
+:local other ""
+:foreach r in=[/ip firewall nat find chain=dstnat protocol=udp dst-port=5351] do={
+    :local c [/ip firewall nat get $r comment]
+    :if (!($c ~ "^natpmp: ")) do={
+        :if ([:len $c] > 0) do={
+            :set other ($other . "\n  /ip firewall nat remove [find chain=dstnat comment=\"" . $c . "\"]")
+        } else={
+            :set other ($other . "\n  /ip firewall nat remove <the number that print shows for the rule without a comment>")
+        }
+    }
+}
+:if ([:len $other] > 0) do={
+    :error ("double-natpmp: another dst-nat rule already redirects NAT-PMP (UDP 5351), e.g. the original mikrotik-double-natpmp's; nothing was changed. Look at it with  /ip firewall nat print where chain=dstnat and dst-port=5351  and remove it:" . $other . "\nthen import this file again.")
 }
 
 # Settings this script changes go into the script natpmp-undo (as in 01-api-user.rsc).
@@ -137,7 +158,7 @@
 
 # --- 6. RouterOS's own NAT-PMP service would answer on 5351 too.
 :if ([/ip nat-pmp get enabled]) do={
-    $undoRecord key="/ip nat-pmp set enabled" line="/ip nat-pmp set enabled=yes"
+    $undoRecord key="/ip nat-pmp set enabled" line=":do { /ip nat-pmp set enabled=yes } on-error={ :put \"double-natpmp: could not turn RouterOS's NAT-PMP service on again; see /ip nat-pmp print\" }"
     /ip nat-pmp set enabled=no
     :put "double-natpmp: RouterOS's own NAT-PMP service was on: turned off (99-uninstall.rsc turns it on again)"
 }

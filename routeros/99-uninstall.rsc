@@ -11,11 +11,15 @@
 # removed; the script waits until it is gone, since the removal runs in the background and
 # its veth must outlive it. Then the settings recorded in the script natpmp-undo are put back
 # (the API service's address list and state, RouterOS's NAT-PMP service, the container pull
-# directory), and everything with a comment starting with "natpmp:" is removed: firewall, NAT
-# and mangle rules, routes (the return path and the /32 to the VPN gateway), the routing
-# table, the container network, the environment list, the API user and group.
-# What stays: the container package and device-mode, the LAN interface list, and the defconf
-# rules (none was changed).
+# directory), inside an error handler, so that a line that fails is reported and the rest of
+# the uninstall still runs; and everything with a comment starting with "natpmp:" is removed:
+# firewall, NAT and mangle rules, routes (the return path and the /32 to the VPN gateway), the
+# routing table, the container network, the environment list, the API user and group.
+# What stays: the files you uploaded (the image .tar) and what the pulls left in the pull
+# directory (/file print; the tmpdir setting itself is emptied when the install set it), the
+# certificate trust settings (/certificate settings, which the install never changes), the
+# container package and device-mode, the LAN interface list, and the defconf rules (none was
+# changed).
 {
 :local containerName "natpmp"
 :local envList "natpmp"
@@ -79,10 +83,17 @@ $envRemove envName=$envList
 :local undo [/system script find name="natpmp-undo"]
 :if ([:len $undo] > 0) do={
     :put ("double-natpmp: putting back:\n" . [/system script get $undo source])
-    /system script run $undo
-    /system script remove $undo
+    :local undone true
+    :do { /system script run $undo } on-error={ :set undone false }
+    :if ($undone) do={
+        /system script remove $undo
+    } else={
+        :put "double-natpmp: a setting could not be put back (see the lines above); the script natpmp-undo is kept, so you can do the rest by hand: /system script print where name=natpmp-undo"
+    }
 } else={
-    :put "double-natpmp: no natpmp-undo script (installed by older scripts?): set the API service's address list back yourself (/ip service set api address=\"\"), and turn RouterOS's NAT-PMP on again if you used it (/ip nat-pmp set enabled=yes)"
+    :local from "address"
+    :if ($rosVersion >= 724) do={ :set from "available-from" }
+    :put ("double-natpmp: no natpmp-undo script (installed by older scripts): set the API service's address list back yourself (/ip service set [find name=api dynamic=no] " . $from . "=\"\"), and turn RouterOS's NAT-PMP on again if you used it (/ip nat-pmp set enabled=yes)")
 }
 
 # --- 3. Firewall, NAT and mangle rules, routes and the routing table of 03-firewall.rsc.
@@ -104,5 +115,5 @@ $envRemove envName=$envList
 /user remove [find name=$apiUser comment~"^natpmp: "]
 /user group remove [find name=$apiGroup comment~"^natpmp: "]
 
-:put "double-natpmp: removed; the container package and device-mode stay as they are"
+:put "double-natpmp: removed. Still there, as the install found or left them: the uploaded image file and the pull directory (/file print), the certificate trust settings, the container package and device-mode"
 }

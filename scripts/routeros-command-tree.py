@@ -22,9 +22,11 @@ import sys
 # The menus routeros/*.rsc and the daemon (src/routeros, src/cli) use. A command the checker
 # cannot find fails the test; add its menu here and regenerate.
 MENUS = [
+    "/certificate/settings",
     "/container",
     "/container/config",
     "/container/envs",
+    "/file",
     "/interface",
     "/interface/bridge",
     "/interface/bridge/port",
@@ -32,13 +34,16 @@ MENUS = [
     "/interface/list/member",
     "/interface/veth",
     "/ip/address",
+    "/ip/dns",
     "/ip/firewall/filter",
     "/ip/firewall/mangle",
     "/ip/firewall/nat",
     "/ip/nat-pmp",
     "/ip/route",
     "/ip/service",
+    "/log",
     "/routing/table",
+    "/system/device-mode",
     "/system/identity",
     "/system/resource",
     "/system/script",

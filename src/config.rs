@@ -9,9 +9,9 @@
 //! ([`render_error`](crate::cli::args::render_error)). Values that cannot work together are
 //! refused by [`DaemonArgs::validate`] in the same form ([`ConfigError`]).
 //!
-//! Bounds (also in `--help` and the README): timeouts 1ms to 1d ([`value::MAX_TIMEOUT`]),
-//! EXPIRY_GRACE 0 to 1d, ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to 7d
-//! ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
+//! Bounds (also in `--help` and docs/configuration.md): timeouts 1ms to 1d
+//! ([`value::MAX_TIMEOUT`]), EXPIRY_GRACE 0 to 1d, ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to
+//! 7d ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
 
 pub mod status;
 pub mod value;

@@ -1,5 +1,5 @@
 //! The binary's configuration surface as a user meets it: exit codes, one-line errors, --help,
-//! and the README's configuration table.
+//! and the settings table of docs/configuration.md.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -172,14 +172,22 @@ fn help_lists_every_variable_of_the_original_tool() {
     }
 }
 
-#[test]
-fn readme_configuration_table_matches_help() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("## Configuration")
+/// The settings page, docs/configuration.md (the README links it), from its title on.
+fn configuration_page() -> String {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("read docs/configuration.md");
+    page.split("# Configuration\n")
         .nth(1)
-        .expect("README has a Configuration section");
+        .expect("docs/configuration.md starts with `# Configuration`")
+        .to_owned()
+}
+
+#[test]
+fn configuration_table_matches_help() {
+    let section = configuration_page();
     let table: BTreeSet<String> = section
         .lines()
         .take_while(|l| !l.starts_with("## "))
@@ -187,7 +195,11 @@ fn readme_configuration_table_matches_help() {
         .filter_map(|l| l.split('`').next())
         .map(str::to_owned)
         .collect();
-    assert_eq!(table, help_env_names(), "README table vs --help");
+    assert_eq!(
+        table,
+        help_env_names(),
+        "docs/configuration.md table vs --help"
+    );
 }
 
 /// `--help`'s text, one option per item: (env var, default if any, the whole option text).
@@ -212,10 +224,8 @@ fn help_options() -> Vec<(String, Option<String>, String)> {
 }
 
 #[test]
-fn readme_defaults_and_bounds_match_help() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("## Configuration").nth(1).unwrap();
+fn configuration_defaults_and_bounds_match_help() {
+    let section = configuration_page();
     let help = help_options();
     for row in section
         .lines()
@@ -233,11 +243,11 @@ fn readme_defaults_and_bounds_match_help() {
             .iter()
             .find(|(env, _, _)| env == var)
             .unwrap_or_else(|| panic!("{var} is not in --help"));
-        // A default written as `value` in the README is the one --help shows.
+        // A default written as `value` in the table is the one --help shows.
         if let Some(readme_default) = cells[1].strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
             assert_eq!(default.as_deref(), Some(readme_default), "default of {var}");
         }
-        // A bound the README gives ("1ms to 1d") is written in --help too.
+        // A bound the table gives ("1ms to 1d") is written in --help too.
         if let Some(bound) = cells[2]
             .split("; ")
             .find(|part| part.contains(" to ") && part.starts_with(|c: char| c.is_ascii_digit()))
@@ -245,7 +255,7 @@ fn readme_defaults_and_bounds_match_help() {
             let bound = bound.split(" (").next().unwrap().replace('`', "");
             assert!(
                 text.contains(&bound),
-                "{var}: the README says {bound:?}, --help says:\n{text}"
+                "{var}: docs/configuration.md says {bound:?}, --help says:\n{text}"
             );
         }
     }

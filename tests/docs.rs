@@ -6,7 +6,9 @@
 //! * no file cites a design note that lives outside the repository;
 //! * every `docs/<page>.md §N` (and `docs/lab.md pitfall N`) in the code, and every `<page>.md §N`
 //!   between docs pages, names a heading that exists;
-//! * `docs/README.md` lists every page.
+//! * `docs/README.md` lists every page;
+//! * every relative markdown link of README.md and docs/ leads to a file, and its `#anchor` to
+//!   a heading of that file.
 //!
 //! Only `std`: the files are read from the source tree, no regex crate.
 
@@ -545,6 +547,106 @@ fn docs_index_lists_every_page() {
     );
 }
 
+/// GitHub's anchor for a heading: lower case, spaces to `-`, only letters, digits, `-` and `_`.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a markdown text's headings (outside code blocks).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            out.insert(anchor_of(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// The targets of the markdown links `[…](target)` and images `![…](target)` of a text (outside
+/// code blocks), with their lines.
+fn link_targets(text: &str) -> Vec<(String, usize)> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        for (i, _) in line.match_indices("](") {
+            let rest = &line[i + 2..];
+            if let Some(end) = rest.find(')') {
+                out.push((rest[..end].to_owned(), n + 1));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_markdown_link_in_readme_and_docs_reaches_its_file_and_heading() {
+    let mut pages: Vec<PathBuf> = vec![root().join("README.md")];
+    walk(&root().join("docs"), &mut pages);
+    pages.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for page in &pages {
+        let Some(text) = read_text(page) else {
+            continue;
+        };
+        let dir = page.parent().unwrap_or(&root()).to_path_buf();
+        for (target, line) in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            seen += 1;
+            let at = format!("{}:{line}", rel(page));
+            let (file, anchor) = match target.split_once('#') {
+                Some((f, a)) => (f, Some(a)),
+                None => (target.as_str(), None),
+            };
+            let path = if file.is_empty() {
+                page.clone()
+            } else {
+                dir.join(file)
+            };
+            if !path.exists() {
+                problems.push(format!("  {at}: {target}: no file {}", rel(&path)));
+                continue;
+            }
+            if let Some(anchor) = anchor {
+                let headings = read_text(&path).map(|t| anchors(&t)).unwrap_or_default();
+                if !headings.contains(anchor) {
+                    problems.push(format!(
+                        "  {at}: {target}: no heading with the anchor #{anchor}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(seen > 20, "only {seen} relative links found");
+    assert!(
+        problems.is_empty(),
+        "links in README.md and docs/ that lead nowhere:\n{}",
+        problems.join("\n")
+    );
+}
+
 // The scanners themselves, on known text, so a broken scanner cannot make the checks above pass.
 
 #[test]
@@ -590,6 +692,18 @@ fn scanners_find_what_they_should() {
             "architecture.md",
             "architecture.md §3",
         ]
+    );
+    assert_eq!(
+        anchor_of(" Both directions: UDP_SRCNAT and MAP_BOTH_PROTOCOLS"),
+        "both-directions-udp_srcnat-and-map_both_protocols"
+    );
+    assert_eq!(
+        anchor_of(" Running `check` on the router"),
+        "running-check-on-the-router"
+    );
+    assert_eq!(
+        link_targets("a [x](docs/a.md#b) ![y](d.svg)\n```\n[z](no.md)\n```\n"),
+        [("docs/a.md#b".to_owned(), 1), ("d.svg".to_owned(), 1)]
     );
     let (sections, pitfalls) =
         heading_numbers("# T\n## 1. A\n### 1.1 B\n### 1A. C\n## Appendix\n### Pitfall 7: x\n");

@@ -10,7 +10,8 @@
 //!   `/ip service set api …`, `/container get $id running`); the property named by `get` is not
 //!   checked (read-only properties such as `running` are not in a command tree);
 //! * `find name=x` / `find comment~"re"` filters must be properties the menu's `add` or `set`
-//!   takes (the tree lists only `where` for `find`); a `where` expression is not checked;
+//!   takes (the tree lists only `where` for `find`), or read-only ones listed in `READ_ONLY`
+//!   (such as `/ip service find name=api dynamic=no`); a `where` expression is not checked;
 //! * root scripting commands (`:local`, `:if`, `:parse`, …) must exist; their own arguments
 //!   (`do=`, `else=`, …) are not in the tree and are not checked.
 //!
@@ -587,19 +588,30 @@ fn mentions_version(parts: &[Part]) -> bool {
     })
 }
 
-/// What `find name=…` may filter on: the arguments of the menu's `add` and `set`.
+/// Read-only properties a `find` may filter on, which no command tree lists (they are not
+/// arguments of `add` or `set`): per menu, from docs/routeros-api.md §2.9 for `/ip/service`
+/// (`name` cannot be changed, `dynamic` marks the session rows 7.19 added).
+const READ_ONLY: &[(&str, &[&str])] = &[("/ip/service", &["dynamic", "invalid", "name", "proto"])];
+
+/// What `find name=…` may filter on: the arguments of the menu's `add` and `set`, and the
+/// menu's [`READ_ONLY`] properties.
 fn properties(tree: TreeVersion<'_>, menu: &str) -> Option<Vec<String>> {
     let add = tree.arguments(&format!("{menu}/add"));
     let set = tree.arguments(&format!("{menu}/set"));
     if add.is_none() && set.is_none() {
         return None;
     }
+    let read_only = READ_ONLY
+        .iter()
+        .filter(|(m, _)| *m == menu)
+        .flat_map(|(_, props)| props.iter().map(|p| (*p).to_owned()));
     let mut props: Vec<String> = add
         .into_iter()
         .chain(set)
         .flatten()
         .filter(|a| !matches!(a.as_str(), "copy-from" | "numbers" | "place-before"))
         .cloned()
+        .chain(read_only)
         .collect();
     props.sort();
     props.dedup();
