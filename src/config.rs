@@ -192,7 +192,9 @@ pub struct DaemonArgs {
     pub reconcile_interval: Duration,
 
     /// Requests handled at once, 1 to 65536; past this, new requests are dropped (clients
-    /// retransmit).
+    /// retransmit). Renewals of a live mapping and addresses already known are answered
+    /// without a slot; as many address requests may wait for the VPN gateway besides, and
+    /// an eighth more slots are kept for deletes.
     #[arg(long, env = "MAX_INFLIGHT", value_name = "MAX_INFLIGHT", default_value = "256", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_inflight: u32,
 
@@ -213,8 +215,9 @@ pub struct DaemonArgs {
     #[arg(long, env = "MAX_MAPPINGS_PER_CLIENT", value_name = "MAX_MAPPINGS_PER_CLIENT", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub max_mappings_per_client: u32,
 
-    /// Mapping requests one client may make per second, 1 to 10000 (bursts of twice that);
-    /// past it requests are answered 4.
+    /// Mapping requests one client may make per second, 1 to 10000 (bursts of twice that),
+    /// and as many address requests; past it mapping requests are answered 4 and address
+    /// requests dropped.
     #[arg(long, env = "CLIENT_RATE_LIMIT", value_name = "CLIENT_RATE_LIMIT", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub client_rate_limit: u32,
 

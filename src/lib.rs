@@ -16,7 +16,8 @@
 //! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
 //! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
 //! * [`natpmp::server`]: the UDP front end LAN clients talk to; [`natpmp::handler`]: the trait
-//!   it hands mapping requests to; [`natpmp::address_cache`]: the upstream address it answers.
+//!   it hands mapping requests to; [`natpmp::address_cache`]: the upstream address it answers;
+//!   [`natpmp::rate`]: the per-client request rate.
 //! * [`natpmp::upstream`]: the NAT-PMP client toward the VPN gateway (retransmission, matching).
 //! * [`routeros::wire`]: RouterOS API words and sentences, shared by client and emulator.
 //! * [`routeros::conn`], [`routeros::tls`], [`routeros::pool`]: one API connection, api-ssl,

@@ -1218,23 +1218,27 @@ fn orch_key(
 // ---------------------------------------------------------------------------------------------
 // Limits that protect the router and the gateway's quota
 
-#[tokio::test(start_paused = true)]
-async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate() {
+/// A fresh router and gateway, and an orchestrator with these MAX_MAPPINGS,
+/// MAX_MAPPINGS_PER_CLIENT and CLIENT_RATE_LIMIT.
+async fn limited(
+    max_mappings: usize,
+    max_per_client: usize,
+    requests_per_second: u32,
+) -> (FakeRouter, FakeUpstream, Orch) {
     use double_natpmp::mapping::limits::LimitsConfig;
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
-    let orch = start_with(
-        &router,
-        &upstream,
-        MappingConfig {
-            limits: LimitsConfig {
-                max_mappings: 3,
-                max_per_client: 2,
-                requests_per_second: 5,
-            },
-            ..config()
-        },
-    )
-    .await;
+    let limits = LimitsConfig {
+        max_mappings,
+        max_per_client,
+        requests_per_second,
+    };
+    let orch = start_with(&router, &upstream, MappingConfig { limits, ..config() }).await;
+    (router, upstream, orch)
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate() {
+    let (router, _upstream, orch) = limited(3, 2, 5).await;
     // Per client: two mappings, the third is refused.
     for port in [1001, 1002] {
         ask_ok(&orch, Protocol::Tcp, port, 60).await;
@@ -1281,6 +1285,124 @@ async fn limits_answer_4_past_the_cap_the_per_client_limit_and_the_request_rate(
     assert_eq!(answers[10], ResultCode::OutOfResources);
     tokio::time::sleep(Duration::from_secs(1)).await;
     ask_ok(&orch, Protocol::Tcp, 1001, 60).await;
+}
+
+/// `n` concurrent new mappings (internal ports `first`..) from each of `clients`; the result
+/// codes of all of them.
+async fn burst(orch: &Orch, clients: &[Ipv4Addr], first: u16, n: u16) -> Vec<ResultCode> {
+    let mut set = JoinSet::new();
+    for &client in clients {
+        for port in first..first + n {
+            let orch = orch.clone();
+            set.spawn(async move {
+                orch.handle_map(client, map(Protocol::Tcp, port, 0, 60))
+                    .await
+                    .result
+            });
+        }
+    }
+    let mut results = Vec::new();
+    while let Some(result) = set.join_next().await {
+        results.push(result.unwrap_or_else(|e| panic!("task failed: {e}")));
+    }
+    results
+}
+
+fn count(results: &[ResultCode], code: ResultCode) -> usize {
+    results.iter().filter(|r| **r == code).count()
+}
+
+/// A burst of creates that all run at once (the gateway takes a second for each) is held to
+/// MAX_MAPPINGS_PER_CLIENT and MAX_MAPPINGS: the caps count the creates in flight, so the rest
+/// are answered 4 (C-19) at once instead of every one of them passing a check made before any
+/// had finished. Failed creates give their place back.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_creates_never_leaves_more_leases_than_the_per_client_and_global_caps() {
+    // The rate is not what is tested here.
+    let (router, upstream, orch) = limited(25, 10, 10_000).await;
+    upstream.state().delay = Duration::from_secs(1);
+
+    // Failed creates (the gateway refuses) leave nothing counted behind.
+    upstream.state().fault = Some(UpFault::Refused);
+    let failed = burst(&orch, &[lan(10)], 1000, 10).await;
+    assert_eq!(count(&failed, ResultCode::NetworkFailure), 10, "{failed:?}");
+    upstream.state().fault = None;
+
+    let started = Instant::now();
+    let one = burst(&orch, &[lan(10)], 2000, 150).await;
+    assert_eq!(count(&one, ResultCode::Success), 10, "{one:?}");
+    assert_eq!(count(&one, ResultCode::OutOfResources), 140, "{one:?}");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "the creates ran at once"
+    );
+    assert_eq!(orch.table().count_of(lan(10)), 10);
+
+    // Two clients at once meet the global cap: 15 places are left.
+    let two = burst(&orch, &[lan(11), lan(12)], 3000, 150).await;
+    assert_eq!(count(&two, ResultCode::Success), 15, "{two:?}");
+    assert!(orch.table().count_of(lan(11)) <= 10);
+    assert!(orch.table().count_of(lan(12)) <= 10);
+    assert_eq!(orch.lease_count(), 25);
+    assert_eq!(router.our_rules().len(), 25, "no rule beyond the caps");
+    assert_eq!(
+        upstream.mapped().len(),
+        25,
+        "no gateway mapping beyond the caps"
+    );
+}
+
+/// C-29: the server asks `answer_now` before a request takes a slot. A renewal the lease
+/// answers gets the very reply `handle_map` gives, with no router command or gateway exchange;
+/// everything else is left to `handle_map`: a new mapping, a delete, a client past its rate
+/// (which `handle_map` then answers 4), a renewal whose upstream mapping lapsed, and a renewal
+/// whose key a transaction holds.
+#[tokio::test(start_paused = true)]
+async fn c29_a_renewal_is_answered_at_once_only_when_its_lease_answers_it() {
+    let (router, upstream, orch) = limited(4096, 64, 2).await;
+    let lease = ask_ok(&orch, Protocol::Udp, 6881, 60).await;
+    let renew = map(Protocol::Udp, 6881, 0, 60);
+    let (commands, exchanges) = (router.commands(), upstream.exchanges());
+    assert_eq!(orch.answer_now(lan(10), renew), Some(lease));
+    assert_eq!(orch.handle_map(lan(10), renew).await, lease);
+    assert_eq!(
+        (router.commands(), upstream.exchanges()),
+        (commands, exchanges)
+    );
+    assert_eq!(
+        orch.answer_now(lan(10), map(Protocol::Udp, 7000, 0, 60)),
+        None
+    );
+    assert_eq!(orch.answer_now(lan(10), delete(Protocol::Udp, 6881)), None);
+    assert_eq!(orch.answer_now(lan(11), renew), None, "not lan(11)'s lease");
+
+    // The rate: a burst of 4, three of them spent above.
+    assert_eq!(orch.answer_now(lan(10), renew), Some(lease));
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+    assert_eq!(
+        orch.handle_map(lan(10), renew).await,
+        MapReply::failure(ResultCode::OutOfResources)
+    );
+
+    // The gateway goes silent and the upstream mapping lapses (the lease itself lives on
+    // until lifetime + grace): the gateway must be asked.
+    upstream.state().fault = Some(UpFault::Silent);
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+
+    // A delete in progress holds the key.
+    upstream.state().fault = None;
+    upstream.state().delay = Duration::from_secs(1);
+    let deleting = {
+        let orch = orch.clone();
+        tokio::spawn(async move { orch.handle_map(lan(10), delete(Protocol::Udp, 6881)).await })
+    };
+    while upstream.exchanges() == exchanges {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(orch.answer_now(lan(10), renew), None);
+    assert_eq!(deleting.await.unwrap_or_else(|e| panic!("{e}")), deleted());
 }
 
 #[tokio::test(start_paused = true)]

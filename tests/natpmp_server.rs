@@ -16,6 +16,8 @@ use double_natpmp::refused::RefusedSources;
 use double_natpmp::shutdown::ShutdownTrigger;
 use tokio::net::UdpSocket;
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(5);
 
 /// An upstream whose external-address answer the test sets, counting the questions.
@@ -89,6 +91,7 @@ fn config(allowed: &str) -> ServerConfig {
         allowed_clients: parse_cidr_list(allowed).unwrap(),
         blocked_sources: Arc::default(),
         max_inflight: 16,
+        client_rate_limit: 10_000,
         address_refresh: Duration::from_secs(3600),
     }
 }
@@ -116,6 +119,11 @@ async fn start_config<H: MapHandler>(
         .await
         .unwrap();
     before_run(&server);
+    run(server)
+}
+
+/// Runs a bound server.
+fn run<U: Upstream, H: MapHandler>(server: Server<U, H>) -> Running {
     let addr = server.local_addr();
     let stats = server.stats();
     let (stop, rx) = ShutdownTrigger::new();
@@ -549,4 +557,223 @@ async fn a_flood_of_malformed_datagrams_gets_exactly_the_replies_the_rfc_asks_fo
     assert_eq!(&last[..4], &[0, 128, 0, 0]);
     assert!(!srv.task.is_finished(), "the server task ended");
     reader.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// No request starves another (slots, the shared address exchange, the per-client rate)
+
+/// The upstream client's default budget: what one exchange with a dark gateway costs.
+const BUDGET: Duration = Duration::from_secs(2);
+
+/// A VPN gateway that is dark: every address request fails after the budget, counted.
+#[derive(Default)]
+struct DarkGateway {
+    asked: AtomicUsize,
+}
+
+impl Upstream for DarkGateway {
+    async fn external_address(&self) -> Result<AddressReply, UpstreamError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(BUDGET).await;
+        Err(UpstreamError::Timeout {
+            gateway: "127.0.0.1:1".parse().unwrap(),
+            after: BUDGET,
+        })
+    }
+
+    async fn map(&self, _: Protocol, _: u16, _: u16, _: u32) -> Result<MapGrant, UpstreamError> {
+        unreachable!("the server never maps by itself")
+    }
+}
+
+/// The mapping core against in-process fakes, with a live 60 s UDP lease of 127.0.0.2:6881.
+async fn core_with_a_live_lease() -> (common::fakes::FakeUpstream, common::fakes::Orch, u16) {
+    let (_router, upstream, orch) = common::fakes::fresh().await;
+    let lease = orch
+        .handle_map(
+            Ipv4Addr::new(127, 0, 0, 2),
+            common::fakes::map(Protocol::Udp, 6881, 0, 60),
+        )
+        .await;
+    assert_eq!(lease.result, ResultCode::Success);
+    (upstream, orch, lease.external_port)
+}
+
+/// Sends `packet` from `n` sockets of 127.0.0.1 (each its own source port, so none is a
+/// retransmission of another) and waits until the server has read them all.
+async fn flood(srv: &Running, packet: &[u8], n: usize) -> Vec<UdpSocket> {
+    let before = srv.stats.received.load(Ordering::SeqCst);
+    let mut socks = Vec::new();
+    for _ in 0..n {
+        let sock = client(srv.addr).await;
+        sock.send(packet).await.unwrap();
+        socks.push(sock);
+    }
+    reaches(&srv.stats.received, before + n as u64, "flood read").await;
+    socks
+}
+
+/// 127.0.0.2 renews its live lease; the reply must come within a second (a bound on the wait,
+/// not a pause).
+async fn renewal_is_answered_within_a_second(srv: &Running, external_port: u16) {
+    let renewer = client_at("127.0.0.2", srv.addr).await;
+    let renew = [0, 1, 0, 0, 0x1A, 0xE1, 0, 0, 0, 0, 0, 60];
+    renewer.send(&renew).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(1), renewer.recv(&mut buf))
+        .await
+        .expect("the renewal of a live lease got no reply within 1 s")
+        .unwrap();
+    assert_eq!(n, 16);
+    assert_eq!(&buf[..4], &[0, 129, 0, 0], "result 0 (C-17)");
+    assert_eq!(&buf[8..10], &6881u16.to_be_bytes());
+    assert_eq!(
+        &buf[10..12],
+        &external_port.to_be_bytes(),
+        "the lease's port"
+    );
+}
+
+/// C-17, C-21: hundreds of address requests from one host, from as many source ports, while
+/// the VPN gateway is dark. They wait for one shared exchange in address slots of their own,
+/// not in request slots, so another client's renewal of a live lease is answered at once; those
+/// that found an address slot all get result 3 with 0.0.0.0 after that one exchange, and the
+/// rest are dropped (past the client's rate, C-17a, or past the address slots).
+#[tokio::test]
+async fn c17_c21_a_flood_of_address_requests_while_the_gateway_is_dark_starves_no_renewal() {
+    let (_upstream, orch, external_port) = core_with_a_live_lease().await;
+    let gateway = Arc::new(DarkGateway::default());
+    let server = Server::bind(
+        ServerConfig {
+            client_rate_limit: 50,
+            ..config("127.0.0.0/8")
+        },
+        Arc::new(Epoch::new()),
+        gateway.clone(),
+        Arc::new(orch),
+    )
+    .await
+    .unwrap();
+    let srv = run(server);
+    let socks = flood(&srv, &[0, 0], 300).await;
+
+    renewal_is_answered_within_a_second(&srv, external_port).await;
+
+    let dropped = srv.stats.dropped_rate_limited.load(Ordering::SeqCst);
+    assert!(
+        dropped >= 150,
+        "the client's rate lets in about 100: {dropped} dropped"
+    );
+    // Those let in wait in the address slots (MAX_INFLIGHT of them); the rest find none.
+    let let_in = 300 - dropped - srv.stats.dropped_busy.load(Ordering::SeqCst);
+    assert_eq!(
+        let_in,
+        config("127.0.0.0/8").max_inflight as u64,
+        "every address slot waits"
+    );
+    reaches(&srv.stats.replied, 1 + let_in, "address replies").await;
+    let mut answered = 0;
+    for sock in &socks {
+        let mut buf = [0u8; 64];
+        if let Ok(n) = sock.try_recv(&mut buf) {
+            assert_eq!(n, 12);
+            assert_eq!(&buf[..4], &[0, 128, 0, 3], "result 3");
+            assert_eq!(&buf[8..12], &[0, 0, 0, 0], "no address (C-21)");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, let_in, "every request let in is answered");
+    // The background refresh's exchange at start, and at most one a request began before it.
+    assert!(
+        gateway.asked.load(Ordering::SeqCst) <= 2,
+        "the waiters shared one exchange: {} were made",
+        gateway.asked.load(Ordering::SeqCst)
+    );
+}
+
+/// C-17: creates waiting on a slow gateway hold every request slot (a 17th is dropped); a
+/// renewal of a live lease is still answered at once, from its lease, and a delete still finds
+/// a slot (one of those kept for deletes) and reaches the mapping core.
+#[tokio::test]
+async fn c17_renewals_and_deletes_are_served_while_slow_creates_hold_every_request_slot() {
+    let (upstream, orch, external_port) = core_with_a_live_lease().await;
+    upstream.state().delay = Duration::from_secs(30);
+    let server = Server::bind(
+        config("127.0.0.0/8"),
+        Arc::new(Epoch::new()),
+        upstream_at(Some("198.51.101.7")),
+        Arc::new(orch),
+    )
+    .await
+    .unwrap();
+    let srv = run(server);
+    let mut creates = Vec::new();
+    for port in 7000..7017u16 {
+        let sock = client(srv.addr).await;
+        let [hi, lo] = port.to_be_bytes();
+        sock.send(&[0, 1, 0, 0, hi, lo, 0, 0, 0, 0, 0, 60])
+            .await
+            .unwrap();
+        creates.push(sock);
+    }
+    reaches(&srv.stats.dropped_busy, 1, "the create that found no slot").await;
+
+    renewal_is_answered_within_a_second(&srv, external_port).await;
+
+    let exchanges = upstream.exchanges();
+    let deleter = client_at("127.0.0.2", srv.addr).await;
+    deleter
+        .send(&[0, 1, 0, 0, 0x1A, 0xE1, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while upstream.exchanges() == exchanges {
+        assert!(
+            Instant::now() < deadline,
+            "the delete never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        srv.stats.dropped_busy.load(Ordering::SeqCst),
+        1,
+        "only the create beyond the slots was dropped"
+    );
+}
+
+/// C-17a: address requests past the client's rate (a burst of twice CLIENT_RATE_LIMIT, then
+/// the rate) are dropped, not answered; another client is answered as usual.
+#[tokio::test]
+async fn c17a_address_requests_over_the_clients_rate_are_dropped_and_others_are_still_answered() {
+    let srv = start_config(
+        ServerConfig {
+            client_rate_limit: 5,
+            ..config("127.0.0.0/8")
+        },
+        upstream_at(Some("198.51.101.7")),
+        NoMappings,
+        Arc::new(Epoch::new()),
+        |_| {},
+    )
+    .await;
+    let started = Instant::now();
+    let socks = flood(&srv, &[0, 0], 40).await;
+    let refilled = (5.0 * started.elapsed().as_secs_f64()).ceil() as u64;
+    let dropped = srv.stats.dropped_rate_limited.load(Ordering::SeqCst);
+    let let_in = 40 - dropped;
+    assert!(
+        (10..=10 + refilled).contains(&let_in),
+        "a burst of 10 (and {refilled} refilled) let in, not {let_in}"
+    );
+    reaches(&srv.stats.replied, let_in, "replies").await;
+    let answered = socks
+        .iter()
+        .filter(|s| s.try_recv(&mut [0u8; 64]).is_ok())
+        .count() as u64;
+    assert_eq!(answered, let_in, "the dropped ones got no reply");
+
+    let other = client_at("127.0.0.3", srv.addr).await;
+    let reply = exchange(&other, &[0, 0]).await;
+    assert_eq!(&reply[..4], &[0, 128, 0, 0]);
+    assert_eq!(&reply[8..12], &[198, 51, 101, 7]);
 }

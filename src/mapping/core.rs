@@ -154,6 +154,14 @@ impl<R, U> Core<R, U> {
         Some(guard)
     }
 
+    /// Enters the transaction gate without waiting: `None` when shutting down.
+    pub fn try_enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        if self.is_closing() {
+            return None;
+        }
+        self.gate.try_read().ok()
+    }
+
     /// Closes the gate for new transactions and waits until those in it have left.
     pub async fn close(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.closing.store(true, Ordering::SeqCst);

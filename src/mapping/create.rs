@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::mapping::caps::{Caps, Refusal};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
@@ -193,24 +194,29 @@ pub async fn create<R: Router, U: Upstream>(
     plan: Plan,
 ) -> Result<(MapReply, u64), MappingError> {
     let key = plan.key;
+    // The caps count the creates in flight too, in the same step as the reservation.
     let limits = core.limits.config();
-    if core.table.len() >= limits.max_mappings {
-        return Err(MappingError::TooManyMappings {
-            limit: limits.max_mappings,
-        });
-    }
-    if plan.origin == Origin::NatPmp && core.table.count_of(key.client) >= limits.max_per_client {
-        return Err(MappingError::TooManyForClient {
-            client: key.client,
-            limit: limits.max_per_client,
-        });
-    }
-    let Some(reservation) = core.table.reserve(key, &plan.preferred) else {
-        return Err(MappingError::PortsExhausted {
-            protocol: key.protocol,
-            start: *core.config.router_ports.start(),
-            end: *core.config.router_ports.end(),
-        });
+    let caps = Caps::of(limits, plan.origin);
+    let reservation = match core.table.reserve_within(key, &plan.preferred, caps) {
+        Ok(reservation) => reservation,
+        Err(Refusal::Total) => {
+            return Err(MappingError::TooManyMappings {
+                limit: limits.max_mappings,
+            })
+        }
+        Err(Refusal::Client) => {
+            return Err(MappingError::TooManyForClient {
+                client: key.client,
+                limit: limits.max_per_client,
+            })
+        }
+        Err(Refusal::Ports) => {
+            return Err(MappingError::PortsExhausted {
+                protocol: key.protocol,
+                start: *core.config.router_ports.start(),
+                end: *core.config.router_ports.end(),
+            })
+        }
     };
     if let Some(problem) = core.interface_problem() {
         reservation.release();

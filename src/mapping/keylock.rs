@@ -52,6 +52,17 @@ impl KeyLocks {
         }
     }
 
+    /// Takes `key`'s lock when nobody holds it or waits for it; `None` otherwise (never waits).
+    pub fn try_lock(&self, key: MappingKey) -> Option<KeyLock<'_>> {
+        let mutex = self.locks.entry(key).or_default().value().clone();
+        let guard = mutex.try_lock_owned().ok()?;
+        Some(KeyLock {
+            locks: &self.locks,
+            key,
+            guard: Some(guard),
+        })
+    }
+
     /// How many keys have a lock entry (held or waited for).
     pub fn len(&self) -> usize {
         self.locks.len()

@@ -2,18 +2,15 @@
 //! per-client mapping limit, and a per-client request rate (a token bucket: `rate` requests a
 //! second, bursts of twice that). Excess is answered 4 (out of resources) and logged at most
 //! once per client per minute.
+//!
+//! Both mapping caps count the creates still in flight as well as the live leases, checked in
+//! the same step as the router port is reserved (`caps.rs`).
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How often one client's refusals are logged at most.
-const LOG_EVERY: Duration = Duration::from_secs(60);
-/// Past this many tracked clients, idle ones are forgotten.
-const PRUNE_ABOVE: usize = 1024;
+use crate::natpmp::rate::ClientRate;
 
 /// The limits' settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,18 +33,11 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-    logged: Option<Instant>,
-}
-
-/// The per-client rate state.
+/// The caps and the per-client rate of mapping requests.
 #[derive(Debug)]
 pub struct Limits {
     config: LimitsConfig,
-    clients: Mutex<HashMap<Ipv4Addr, Bucket>>,
+    rate: ClientRate,
 }
 
 impl Limits {
@@ -55,7 +45,7 @@ impl Limits {
     pub fn new(config: LimitsConfig) -> Limits {
         Limits {
             config,
-            clients: Mutex::new(HashMap::new()),
+            rate: ClientRate::new(config.requests_per_second),
         }
     }
 
@@ -64,92 +54,13 @@ impl Limits {
         &self.config
     }
 
-    fn clients(&self) -> MutexGuard<'_, HashMap<Ipv4Addr, Bucket>> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn burst(&self) -> f64 {
-        f64::from(self.config.requests_per_second) * 2.0
-    }
-
-    /// Takes one request from `client`'s bucket; `false` when it is empty.
+    /// Takes one mapping request from `client`'s bucket; `false` when it is empty.
     pub fn allow(&self, client: Ipv4Addr, now: Instant) -> bool {
-        let rate = f64::from(self.config.requests_per_second);
-        let burst = self.burst();
-        let mut clients = self.clients();
-        if clients.len() > PRUNE_ABOVE {
-            // A bucket that has refilled completely holds nothing worth keeping.
-            clients.retain(|_, b| {
-                now.saturating_duration_since(b.at).as_secs_f64() * rate + b.tokens < burst
-            });
-        }
-        let bucket = clients.entry(client).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-            logged: None,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.rate.allow(client, now)
     }
 
     /// Whether a refusal of `client` should be logged now (at most once per minute).
     pub fn should_log(&self, client: Ipv4Addr, now: Instant) -> bool {
-        let mut clients = self.clients();
-        let bucket = clients.entry(client).or_insert(Bucket {
-            tokens: 0.0,
-            at: now,
-            logged: None,
-        });
-        match bucket.logged {
-            Some(at) if now.saturating_duration_since(at) < LOG_EVERY => false,
-            _ => {
-                bucket.logged = Some(now);
-                true
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(rate: u32) -> Limits {
-        Limits::new(LimitsConfig {
-            requests_per_second: rate,
-            ..LimitsConfig::default()
-        })
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_client_gets_a_burst_of_twice_its_rate_then_the_rate() {
-        let l = limits(10);
-        let c = Ipv4Addr::new(192, 168, 88, 10);
-        let now = Instant::now();
-        assert_eq!((0..25).filter(|_| l.allow(c, now)).count(), 20);
-        let later = now + Duration::from_millis(500);
-        assert_eq!((0..25).filter(|_| l.allow(c, later)).count(), 5);
-        assert!(
-            l.allow(Ipv4Addr::new(192, 168, 88, 11), later),
-            "another client has its own bucket"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refusals_are_logged_once_a_minute_per_client() {
-        let l = limits(1);
-        let c = Ipv4Addr::new(192, 168, 88, 10);
-        let now = Instant::now();
-        assert!(l.should_log(c, now));
-        assert!(!l.should_log(c, now + Duration::from_secs(59)));
-        assert!(l.should_log(c, now + Duration::from_secs(60)));
-        assert!(l.should_log(Ipv4Addr::new(192, 168, 88, 11), now));
+        self.rate.should_log(client, now)
     }
 }

@@ -14,7 +14,8 @@
 //! * [`keeper`]: upstream renewals the daemon makes itself, and healing after a gateway's loss.
 //! * [`layers`]: the router and the gateway under our bounds; rules found by comment, lost
 //!   replies settled at once.
-//! * [`limits`]: the caps on mappings and the per-client request rate.
+//! * [`limits`]: the caps on mappings and the per-client request rate; [`caps`]: the caps as a
+//!   new mapping meets them, counting the creates in flight.
 //! * [`interface`]: proving the VPN in-interface before any rule is added.
 //! * [`reconcile`]: the reconcile pass (orphans removed, deleted live rules recreated, ids
 //!   re-bound, the router view refreshed), at start and every `reconcile_interval`.
@@ -49,6 +50,7 @@
 //!   upstream mapping is known to be valid: the keeper renews it.
 
 pub mod adopt;
+pub mod caps;
 pub mod config;
 pub mod core;
 pub mod create;

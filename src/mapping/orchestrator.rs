@@ -331,6 +331,10 @@ impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
             }
         }
     }
+
+    fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {
+        transaction::answer_now(&self.core, client, request)
+    }
 }
 
 /// A request to create or renew a mapping for a source that is not a real client (see

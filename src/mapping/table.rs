@@ -15,6 +15,10 @@
 //!
 //! [`LeaseTable::snapshot`] gives the live leases; [`LeaseTable::adopt`] puts back a lease whose
 //! rule was found on the router (a restart rebuilds the table that way).
+//!
+//! **Limits count creates in flight.** [`LeaseTable::reserve_within`] checks the caps
+//! ([`Caps`]) against the live leases *and* the reservations of creates still running, in the
+//! same step as it reserves (see `caps.rs`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -23,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use crate::mapping::caps::{Caps, Refusal};
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{Lease, LeaseInfo};
 use crate::mapping::ports::{choose_port, slot, RouterView};
@@ -57,6 +62,10 @@ pub enum AdoptError {
 #[derive(Debug, Default)]
 struct State {
     leases: Leases,
+    /// Reservations not finished yet (creates in flight).
+    in_flight: usize,
+    /// Of those, the ones that count toward their client ([`Caps::own`]), by client.
+    in_flight_of: HashMap<Ipv4Addr, usize>,
     holds: HashMap<(Protocol, u16), Hold>,
     suspects: HashMap<(Protocol, u16), u64>,
     view: RouterView,
@@ -70,6 +79,28 @@ impl State {
         self.view.is_used(protocol, port)
             || self.suspects.contains_key(&(protocol, port))
             || self.holds.contains_key(&(protocol, port))
+    }
+
+    fn count_of(&self, client: Ipv4Addr) -> usize {
+        let leased = self
+            .leases
+            .iter()
+            .filter(|(k, l)| k.client == client && l.origin.twin_of().is_none())
+            .count();
+        leased + self.in_flight_of.get(&client).copied().unwrap_or(0)
+    }
+
+    /// A reservation of `client` finished, whatever its outcome.
+    fn landed(&mut self, client: Ipv4Addr, own: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if own {
+            if let Some(n) = self.in_flight_of.get_mut(&client) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.in_flight_of.remove(&client);
+                }
+            }
+        }
     }
 
     fn mark_suspect(&mut self, protocol: Protocol, port: u16) {
@@ -107,19 +138,44 @@ impl LeaseTable {
     /// Reserves a free router port for `key`, trying `preferred` ports first, then the range.
     /// `None` when every port of the range is used.
     pub fn reserve(self: &Arc<Self>, key: MappingKey, preferred: &[u16]) -> Option<Reservation> {
+        self.reserve_within(key, preferred, Caps::NONE).ok()
+    }
+
+    /// [`LeaseTable::reserve`] within `caps`, counting the creates in flight as if they had
+    /// succeeded (see the module docs); the check and the reservation are one step.
+    pub fn reserve_within(
+        self: &Arc<Self>,
+        key: MappingKey,
+        preferred: &[u16],
+        caps: Caps,
+    ) -> Result<Reservation, Refusal> {
         let protocol = key.protocol;
         let mut guard = self.state();
         let st = &mut *guard;
+        if st.leases.len().saturating_add(st.in_flight) >= caps.total {
+            return Err(Refusal::Total);
+        }
+        if let Some(cap) = caps.per_client {
+            if st.count_of(key.client) >= cap {
+                return Err(Refusal::Client);
+            }
+        }
         let mut cursor = st.cursor[slot(protocol)];
         let port = choose_port(protocol, preferred, &self.range, &mut cursor, |p, port| {
             st.is_used(p, port)
-        })?;
+        })
+        .ok_or(Refusal::Ports)?;
         st.cursor[slot(protocol)] = cursor;
         st.holds.insert((protocol, port), Hold::InFlight(key));
-        Some(Reservation {
+        st.in_flight += 1;
+        if caps.own {
+            *st.in_flight_of.entry(key.client).or_insert(0) += 1;
+        }
+        Ok(Reservation {
             table: Arc::clone(self),
             key,
             port,
+            own: caps.own,
             done: false,
         })
     }
@@ -170,13 +226,10 @@ impl LeaseTable {
         out
     }
 
-    /// How many live leases `client` has (both protocols; twins are not the client's own).
+    /// How many mappings `client` has: live leases (both protocols; twins are not the client's
+    /// own) and its own creates in flight.
     pub fn count_of(&self, client: Ipv4Addr) -> usize {
-        self.state()
-            .leases
-            .iter()
-            .filter(|(k, l)| k.client == client && l.origin.twin_of().is_none())
-            .count()
+        self.state().count_of(client)
     }
 
     /// The keys of `client`'s live leases of `protocol`.
@@ -362,8 +415,9 @@ impl LeaseTable {
         st.suspects.retain(|_, g| *g >= generation.0);
     }
 
-    fn finish(&self, key: MappingKey, port: u16, outcome: Outcome) -> u64 {
+    fn finish(&self, key: MappingKey, port: u16, own: bool, outcome: Outcome) -> u64 {
         let mut st = self.state();
+        st.landed(key.client, own);
         let at = (key.protocol, port);
         match outcome {
             Outcome::Leased(mut lease) => {
@@ -400,6 +454,7 @@ pub struct Reservation {
     table: Arc<LeaseTable>,
     key: MappingKey,
     port: u16,
+    own: bool,
     done: bool,
 }
 
@@ -413,20 +468,22 @@ impl Reservation {
     pub fn commit(mut self, lease: Lease) -> u64 {
         self.done = true;
         self.table
-            .finish(self.key, self.port, Outcome::Leased(lease))
+            .finish(self.key, self.port, self.own, Outcome::Leased(lease))
     }
 
     /// Nothing was made at this port: free it.
     pub fn release(mut self) {
         self.done = true;
-        self.table.finish(self.key, self.port, Outcome::Free);
+        self.table
+            .finish(self.key, self.port, self.own, Outcome::Free);
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.table.finish(self.key, self.port, Outcome::Suspect);
+            self.table
+                .finish(self.key, self.port, self.own, Outcome::Suspect);
         }
     }
 }

@@ -169,3 +169,40 @@ fn removing_a_lease_moves_the_last_into_its_place_and_every_key_still_finds_its_
     }
     assert_eq!(leases.get(&key(2)).map(|l| l.external_port), Some(1));
 }
+
+#[test]
+fn caps_count_reservations_in_flight_until_they_finish_whatever_the_outcome() {
+    let t = Arc::new(LeaseTable::new(40000..=40999));
+    let caps = Caps {
+        total: 3,
+        per_client: Some(2),
+        own: true,
+    };
+    let reserve = |port: u16, caps: Caps| t.reserve_within(key(port), &[], caps);
+    let (Ok(a), Ok(b)) = (reserve(1, caps), reserve(2, caps)) else {
+        panic!("room for two")
+    };
+    assert_eq!(
+        t.count_of(key(1).client),
+        2,
+        "in flight counts as the client's"
+    );
+    assert_eq!(reserve(3, caps).err(), Some(Refusal::Client));
+    // A twin is not the client's own and is not held to its cap, but counts toward the total.
+    let twin = Caps {
+        per_client: None,
+        own: false,
+        ..caps
+    };
+    let Ok(c) = reserve(3, twin) else {
+        panic!("a twin passes the client's cap")
+    };
+    assert_eq!(t.count_of(key(1).client), 2);
+    assert_eq!(reserve(4, twin).err(), Some(Refusal::Total));
+    // Committed, released or dropped: each gives its place in flight back.
+    a.commit(lease(40000));
+    b.release();
+    drop(c);
+    assert_eq!(t.count_of(key(1).client), 1, "the lease only");
+    assert!(reserve(5, caps).is_ok());
+}

@@ -9,6 +9,11 @@
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
 //! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
 //!
+//! **Renewals answered at once** ([`answer_now`]): a renewal that the lease answers (no
+//! transaction on its key, the upstream mapping valid) is answered before the request takes one
+//! of the server's slots, so a client keeps its mapping also while slow creates or a flood hold
+//! every slot.
+//!
 //! **Internal port 0 with a lifetime** (C-37) is answered 2 (RFC-safe, as miniupnpd does).
 //!
 //! **Twins** (MAP_BOTH_PROTOCOLS): a new TCP mapping gets its UDP twin made right after it, in
@@ -95,6 +100,44 @@ pub async fn handle<R: Router, U: Upstream>(
     }
 }
 
+/// Answers a renewal from its lease at once, without waiting for anything, before the request
+/// takes one of the server's slots (`MapHandler::answer_now`): only when no transaction holds
+/// or waits for the key, the lease is the client's own (not a twin it would take over), its
+/// upstream mapping is valid, and the client's rate allows the request. The reply is the one
+/// [`handle`] would give. `None`: the request goes the whole way through [`handle`].
+pub fn answer_now<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    client: Ipv4Addr,
+    request: MapRequest,
+) -> Option<MapReply> {
+    if request.is_delete() || request.internal_port == 0 {
+        return None;
+    }
+    let _gate = core.try_enter()?;
+    let key = MappingKey {
+        client,
+        protocol: request.protocol,
+        internal_port: request.internal_port,
+    };
+    // A new mapping goes the whole way: found out before a lock entry is made for it.
+    if !core.table.contains(&key) {
+        return None;
+    }
+    let mut lock = core.locks.try_lock(key)?;
+    let now = Instant::now();
+    let lease = core
+        .table
+        .get(&key)
+        .filter(|l| l.origin.twin_of().is_none() && now < l.upstream_deadline)?;
+    if !core.limits.allow(client, now) {
+        return None;
+    }
+    twin::ensure(core, key, lease.serial);
+    let reply = from_lease(core, key, &lease, request, now)?;
+    lock.record(request, &Ok(reply));
+    Some(reply)
+}
+
 async fn map<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
@@ -144,6 +187,48 @@ async fn map<R: Router, U: Upstream>(
     outcome
 }
 
+/// A renewal answered from the lease at `now`, with no exchange, while its upstream mapping is
+/// valid (the keeper keeps it alive), so a gateway hiccup now never reaches the client. `None`
+/// when the upstream mapping is not known to be valid.
+fn from_lease<R, U>(
+    core: &Core<R, U>,
+    key: MappingKey,
+    lease: &Lease,
+    request: MapRequest,
+    now: Instant,
+) -> Option<MapReply> {
+    if now >= lease.upstream_deadline {
+        return None;
+    }
+    let lifetime = reply_lifetime(
+        request.lifetime,
+        lease.upstream_lifetime,
+        core.config.max_lifetime,
+    );
+    core.table.update(&key, |l| {
+        l.lifetime = lifetime;
+        l.deadline = core.config.client_deadline(now, lifetime);
+    });
+    core.layers
+        .events
+        .emit(MappingEvent::Renewed { key, lifetime });
+    twin::follow(core, key, lifetime);
+    debug!(
+        client = %key.client,
+        proto = %key.protocol,
+        internal_port = key.internal_port,
+        router_port = lease.router_port,
+        external_port = lease.external_port,
+        lifetime,
+        "renewed from the lease"
+    );
+    Some(MapReply {
+        result: ResultCode::Success,
+        external_port: lease.external_port,
+        lifetime,
+    })
+}
+
 async fn renew<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
@@ -151,37 +236,8 @@ async fn renew<R: Router, U: Upstream>(
     request: MapRequest,
 ) -> Result<MapReply, MappingError> {
     twin::ensure(core, key, lease.serial);
-    let now = Instant::now();
-    if now < lease.upstream_deadline {
-        // The keeper keeps the upstream mapping alive: answer from the lease, with no
-        // exchange, so a gateway hiccup now never reaches the client.
-        let lifetime = reply_lifetime(
-            request.lifetime,
-            lease.upstream_lifetime,
-            core.config.max_lifetime,
-        );
-        core.table.update(&key, |l| {
-            l.lifetime = lifetime;
-            l.deadline = core.config.client_deadline(now, lifetime);
-        });
-        core.layers
-            .events
-            .emit(MappingEvent::Renewed { key, lifetime });
-        twin::follow(core, key, lifetime);
-        debug!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
-            router_port = lease.router_port,
-            external_port = lease.external_port,
-            lifetime,
-            "renewed from the lease"
-        );
-        return Ok(MapReply {
-            result: ResultCode::Success,
-            external_port: lease.external_port,
-            lifetime,
-        });
+    if let Some(reply) = from_lease(core, key, &lease, request, Instant::now()) {
+        return Ok(reply);
     }
     // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
     // the gateway lost it): ask the gateway on the client's path.

@@ -2,6 +2,7 @@
 //! opcode 0 with (RFC 6886 §3.2), asked once and kept fresh in the background.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -12,16 +13,22 @@ use crate::shutdown::Shutdown;
 
 /// The upstream gateway's external address, asked once and cached.
 ///
-/// A request finds the cached address, or (when there is none) asks the upstream itself, with
-/// concurrent askers sharing one exchange. A background refresh ([`AddressCache::refresh_loop`])
-/// asks again every `refresh` interval; a failed exchange clears the cache, so clients get
-/// result 3 with 0.0.0.0 (C-21) until the upstream answers again, and the next request retries.
+/// A request finds the cached address, or (when there is none) asks the upstream itself. One
+/// exchange runs at a time, and its outcome is every waiter's, a failure included: while the
+/// gateway is dark, the requests that arrived during one exchange (up to its 2 s budget) all get
+/// result 3 with 0.0.0.0 (C-21) when it fails, and none of them starts an exchange of its own
+/// after it. A background refresh ([`AddressCache::refresh_loop`]) asks again every `refresh`
+/// interval (requests waiting meanwhile share its outcome too); a failed exchange clears the
+/// cache, and the next request that arrives after it asks again.
 pub struct AddressCache<U> {
     upstream: Arc<U>,
     cached: StdMutex<Option<Ipv4Addr>>,
     epoch_observer: StdMutex<Option<EpochObserver>>,
     change_observer: StdMutex<Option<ChangeObserver>>,
     fetching: tokio::sync::Mutex<()>,
+    /// How many exchanges have finished: a waiter that sees it change while it waited for
+    /// `fetching` takes that exchange's outcome instead of starting another.
+    fetched: AtomicU64,
     wake: tokio::sync::Notify,
 }
 
@@ -50,6 +57,7 @@ impl<U: Upstream> AddressCache<U> {
             epoch_observer: StdMutex::new(None),
             change_observer: StdMutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            fetched: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -78,13 +86,18 @@ impl<U: Upstream> AddressCache<U> {
     }
 
     /// The address, asking the upstream when none is cached. `None`: the upstream did not answer
-    /// with one.
+    /// with one (this request's exchange, or the one it waited for, failed).
     pub async fn get(&self) -> Option<Ipv4Addr> {
+        let seen = self.fetched.load(Ordering::SeqCst);
         if let Some(a) = self.cached() {
             return Some(a);
         }
         let _one_at_a_time = self.fetching.lock().await;
-        // Someone else may have fetched it while we waited.
+        // An exchange that finished while we waited answered for us too, also when it failed:
+        // starting another would make every waiter of a dark gateway wait out its own budget.
+        if self.fetched.load(Ordering::SeqCst) != seen {
+            return self.cached();
+        }
         if let Some(a) = self.cached() {
             return Some(a);
         }
@@ -109,6 +122,12 @@ impl<U: Upstream> AddressCache<U> {
 
     /// Asks the upstream now and updates the cache.
     pub async fn fetch(&self) -> Option<Ipv4Addr> {
+        let outcome = self.ask().await;
+        self.fetched.fetch_add(1, Ordering::SeqCst);
+        outcome
+    }
+
+    async fn ask(&self) -> Option<Ipv4Addr> {
         match self.upstream.external_address().await {
             Ok(reply) => {
                 let observer = locked(&self.epoch_observer).clone();
@@ -139,5 +158,107 @@ impl<U: Upstream> AddressCache<U> {
                 _ = shutdown.recv() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
+    use crate::natpmp::wire::Protocol;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use tokio::time::Instant;
+
+    /// The upstream client's default budget: a dark gateway costs each exchange this long.
+    const BUDGET: Duration = Duration::from_secs(2);
+
+    /// A gateway that answers after the budget: with its address when `up`, else a timeout.
+    #[derive(Default)]
+    struct Slow {
+        up: AtomicBool,
+        asked: AtomicUsize,
+    }
+
+    impl Upstream for Slow {
+        async fn external_address(&self) -> Result<AddressReply, UpstreamError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(BUDGET).await;
+            if self.up.load(Ordering::SeqCst) {
+                Ok(AddressReply {
+                    epoch: 1,
+                    address: Ipv4Addr::new(198, 51, 100, 7),
+                })
+            } else {
+                Err(UpstreamError::Timeout {
+                    gateway: "127.0.0.1:1".parse().unwrap(),
+                    after: BUDGET,
+                })
+            }
+        }
+
+        async fn map(
+            &self,
+            _: Protocol,
+            _: u16,
+            _: u16,
+            _: u32,
+        ) -> Result<MapGrant, UpstreamError> {
+            unreachable!("the cache only asks for the address")
+        }
+    }
+
+    /// `n` concurrent askers; their answers, once all have one.
+    async fn ask_all(cache: &Arc<AddressCache<Slow>>, n: usize) -> Vec<Option<Ipv4Addr>> {
+        let askers: Vec<_> = (0..n)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get().await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for asker in askers {
+            answers.push(asker.await.unwrap());
+        }
+        answers
+    }
+
+    /// C-21: with the gateway dark, 200 address requests that arrive together share one
+    /// exchange, its failure included: all are answered (no address) after one budget, not
+    /// one budget after another. Then one new exchange serves the next ones, and its success is
+    /// shared the same way.
+    #[tokio::test(start_paused = true)]
+    async fn c21_concurrent_askers_share_one_exchange_and_its_failure() {
+        let slow = Arc::new(Slow::default());
+        let cache = Arc::new(AddressCache::new(slow.clone()));
+        let started = Instant::now();
+        let answers = ask_all(&cache, 200).await;
+        assert!(answers.iter().all(Option::is_none), "{answers:?}");
+        assert_eq!(slow.asked.load(Ordering::SeqCst), 1, "one exchange for all");
+        assert_eq!(
+            started.elapsed(),
+            BUDGET,
+            "every asker waited for the one exchange only"
+        );
+
+        slow.up.store(true, Ordering::SeqCst);
+        let answers = ask_all(&cache, 200).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| *a == Some(Ipv4Addr::new(198, 51, 100, 7))),
+            "{answers:?}"
+        );
+        assert_eq!(
+            slow.asked.load(Ordering::SeqCst),
+            2,
+            "one new exchange after the failure"
+        );
+        assert_eq!(started.elapsed(), BUDGET * 2);
+        assert_eq!(cache.get().await, Some(Ipv4Addr::new(198, 51, 100, 7)));
+        assert_eq!(
+            slow.asked.load(Ordering::SeqCst),
+            2,
+            "then the cache answers"
+        );
     }
 }

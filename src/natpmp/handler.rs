@@ -39,6 +39,15 @@ pub trait MapHandler: Send + Sync + 'static {
         client: Ipv4Addr,
         request: MapRequest,
     ) -> impl Future<Output = MapReply> + Send;
+
+    /// The reply to `request`, when it can be given at once without waiting for anything (a
+    /// renewal answered from its live lease). The server asks this first, before the request
+    /// takes a slot, so a renewal is answered also while every slot is taken; `None` (the
+    /// default): the request is served by [`MapHandler::handle_map`]. An implementation must
+    /// not block, and must answer exactly as `handle_map` would.
+    fn answer_now(&self, _client: Ipv4Addr, _request: MapRequest) -> Option<MapReply> {
+        None
+    }
 }
 
 /// A [`MapHandler`] for when no mapping backend is configured: every request gets result 3

@@ -8,38 +8,49 @@
 //! and broadcast addresses of the router's subnets, C-39a), which the default private ranges
 //! would let in.
 //!
-//! Concurrency is bounded by a semaphore of MAX_INFLIGHT permits. A datagram that arrives when
-//! every permit is taken is dropped, not queued: NAT-PMP clients retransmit (250 ms, doubling),
-//! so a burst is absorbed by the clients' own retry schedule and memory stays bounded.
+//! Concurrency is bounded by slots (MAX_INFLIGHT of them; see `slots.rs` for what each kind of
+//! request holds). What can be answered at once is answered on the receive path and holds no
+//! slot: an address request while the address is cached, a renewal answered from its lease
+//! ([`MapHandler::answer_now`]), an error reply. An address request that must wait for the
+//! gateway holds an address slot, not a request slot, and shares one exchange with every other
+//! (so a host that floods them while the gateway is dark starves nobody); a delete finds a slot
+//! kept for deletes when the others are taken. A datagram that finds no slot is dropped, not
+//! queued: NAT-PMP clients retransmit (250 ms, doubling).
+//!
+//! Address requests are rate-limited per client (CLIENT_RATE_LIMIT, bursts of twice that), as
+//! the mapping core limits mapping requests; one over the limit is dropped, not answered
+//! (docs/conformance.md C-17a): a request of 2 bytes would otherwise draw a reply of 12 at any
+//! rate, to any LAN address a sender puts in the source.
 //!
 //! A datagram identical to one still being served for the same peer (address and port) is a
-//! client's retransmission: it takes no permit and starts no work; it is only counted, and the
+//! client's retransmission: it takes no slot and starts no work; it is only counted, and the
 //! first copy's reply is sent once more for it (`InFlight`, C-17: every datagram is answered).
 //! Otherwise, under load (a busy router pool), every waiting request's retransmissions would
-//! take permits, push fresh requests out, and leave their clients in retransmission back-off
+//! take slots, push fresh requests out, and leave their clients in retransmission back-off
 //! (up to seconds).
 //!
 //! Opcode 0 is answered from a cached upstream address ([`AddressCache`]); mapping opcodes go to
 //! a [`MapHandler`].
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::cidr::CidrList;
 use crate::natpmp::address_cache::AddressCache;
 use crate::natpmp::epoch::Epoch;
-use crate::natpmp::handler::MapHandler;
+use crate::natpmp::handler::{MapHandler, MapReply};
+use crate::natpmp::rate::ClientRate;
+use crate::natpmp::slots::{InFlight, InFlightEntry, Lane, Slots};
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{
-    self, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
+    self, MapRequest, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
 };
 use crate::refused::RefusedSources;
 use crate::shutdown::Shutdown;
@@ -54,8 +65,10 @@ pub struct ServerConfig {
     /// Who may never ask, whatever `allowed_clients` says (C-39a): shared with the mapping
     /// core, whose reconcile pass refreshes it.
     pub blocked_sources: Arc<RefusedSources>,
-    /// Requests handled at once.
+    /// Requests handled at once (and as many address requests waiting for the gateway).
     pub max_inflight: usize,
+    /// Address requests one client may make per second (bursts of twice that).
+    pub client_rate_limit: u32,
     /// Upstream address refresh interval.
     pub address_refresh: Duration,
 }
@@ -71,8 +84,10 @@ pub struct ServerStats {
     pub dropped_not_allowed: AtomicU64,
     /// Datagrams dropped: sender one of [`ServerConfig::blocked_sources`].
     pub dropped_blocked: AtomicU64,
-    /// Datagrams dropped: every in-flight permit taken.
+    /// Datagrams dropped: every slot the request may take was taken.
     pub dropped_busy: AtomicU64,
+    /// Address requests dropped: the client asked more often than its rate allows.
+    pub dropped_rate_limited: AtomicU64,
     /// Datagrams that were a copy of a request from the same peer still being served (a
     /// retransmission): no work of their own; the first copy's reply is sent again for each.
     pub coalesced: AtomicU64,
@@ -110,72 +125,11 @@ pub struct Server<U, H> {
     socket: Arc<UdpSocket>,
     local_addr: SocketAddr,
     config: ServerConfig,
-    epoch: Arc<Epoch>,
     addresses: Arc<AddressCache<U>>,
-    handler: Arc<H>,
-    permits: Arc<Semaphore>,
+    slots: Slots,
+    address_rate: ClientRate,
     in_flight: InFlight,
-    stats: Arc<ServerStats>,
-}
-
-/// The requests being served, by peer and exact bytes, with how many copies of each arrived
-/// meanwhile, so a retransmission that arrives while its first copy is in progress is
-/// recognised and answered with that copy's reply.
-#[derive(Clone, Default)]
-struct InFlight(Arc<StdMutex<HashMap<InFlightKey, u32>>>);
-
-/// A request's identity: its sender and its exact bytes.
-type InFlightKey = (SocketAddr, Vec<u8>);
-
-/// Most extra replies sent for copies of one request: a client following RFC 6886 §3.1
-/// retransmits at most 8 times, and a flood of copies must not turn into a burst of replies.
-const MAX_COPIES_ANSWERED: u32 = 8;
-
-/// A request's entry in [`InFlight`]; removed when the reply is sent, or on drop.
-struct InFlightEntry {
-    set: InFlight,
-    key: Option<InFlightKey>,
-}
-
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InFlightKey, u32>> {
-        // A poisoned lock only means a panic elsewhere while holding it; the map is still valid.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers `packet` from `peer`; `None` (and the copy counted) when an identical one is
-    /// still being served.
-    fn claim(&self, peer: SocketAddr, packet: &[u8]) -> Option<InFlightEntry> {
-        let key = (peer, packet.to_vec());
-        let mut map = self.lock();
-        if let Some(copies) = map.get_mut(&key) {
-            *copies = copies.saturating_add(1);
-            return None;
-        }
-        map.insert(key.clone(), 0);
-        Some(InFlightEntry {
-            set: self.clone(),
-            key: Some(key),
-        })
-    }
-}
-
-impl InFlightEntry {
-    /// Removes the entry (a copy arriving from now on is a request of its own) and returns how
-    /// many copies arrived while it was served, at most [`MAX_COPIES_ANSWERED`].
-    fn finish(&mut self) -> u32 {
-        let copies = match self.key.take() {
-            Some(key) => self.set.lock().remove(&key).unwrap_or(0),
-            None => 0,
-        };
-        copies.min(MAX_COPIES_ANSWERED)
-    }
-}
-
-impl Drop for InFlightEntry {
-    fn drop(&mut self) {
-        self.finish();
-    }
+    shared: Arc<Shared<U, H>>,
 }
 
 struct Shared<U, H> {
@@ -184,6 +138,16 @@ struct Shared<U, H> {
     addresses: Arc<AddressCache<U>>,
     handler: Arc<H>,
     stats: Arc<ServerStats>,
+}
+
+/// What a request needs, once parsed.
+enum Work {
+    /// Its reply, ready now.
+    Reply(ReplyBytes),
+    /// The gateway's address, which is not cached.
+    Address,
+    /// The mapping core's answer.
+    Map(MapRequest),
 }
 
 impl<U: Upstream, H: MapHandler> Server<U, H> {
@@ -204,16 +168,22 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             addr: config.listen,
             source,
         })?;
-        let permits = Arc::new(Semaphore::new(config.max_inflight.max(1)));
+        let socket = Arc::new(socket);
+        let addresses = Arc::new(AddressCache::new(upstream));
         Ok(Server {
-            socket: Arc::new(socket),
+            socket: socket.clone(),
             local_addr,
-            epoch,
-            addresses: Arc::new(AddressCache::new(upstream)),
-            handler,
-            permits,
+            addresses: addresses.clone(),
+            slots: Slots::new(config.max_inflight),
+            address_rate: ClientRate::new(config.client_rate_limit),
             in_flight: InFlight::default(),
-            stats: Arc::new(ServerStats::default()),
+            shared: Arc::new(Shared {
+                socket,
+                epoch,
+                addresses,
+                handler,
+                stats: Arc::new(ServerStats::default()),
+            }),
             config,
         })
     }
@@ -225,7 +195,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
 
     /// The counters.
     pub fn stats(&self) -> Arc<ServerStats> {
-        self.stats.clone()
+        self.shared.stats.clone()
     }
 
     /// The external-address cache.
@@ -238,22 +208,78 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
         ip.is_loopback() || self.local_addr.ip() == std::net::IpAddr::V4(ip)
     }
 
+    /// Who sent `packet` from `peer`, when they may ask at all.
+    fn client(&self, peer: SocketAddr, packet: &[u8]) -> Option<Ipv4Addr> {
+        let stats = &self.shared.stats;
+        match peer {
+            // Before ALLOWED_CLIENTS, whose default private ranges hold the tunnel's 10.x
+            // network: silence, as for any source that may not ask (RFC 6886 §3.3, C-39a).
+            SocketAddr::V4(v4)
+                if self
+                    .config
+                    .blocked_sources
+                    .drops_datagram(*v4.ip(), packet.starts_with(&[0, 0])) =>
+            {
+                stats.dropped_blocked.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "dropped NAT-PMP request from a source that is not a real client");
+                None
+            }
+            SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => Some(*v4.ip()),
+            // The host itself may ask for the address (`double-natpmp health`), whatever
+            // ALLOWED_CLIENTS says; it cannot map ports.
+            SocketAddr::V4(v4) if self.is_local(*v4.ip()) && packet.starts_with(&[0, 0]) => {
+                Some(*v4.ip())
+            }
+            _ => {
+                // C-39: only LAN clients; everyone else gets silence.
+                stats.dropped_not_allowed.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "dropped NAT-PMP request from outside ALLOWED_CLIENTS");
+                None
+            }
+        }
+    }
+
+    /// What `packet` from `client` needs; `None` when it gets no reply at all.
+    fn work(&self, client: Ipv4Addr, peer: SocketAddr, packet: &[u8]) -> Option<Work> {
+        let shared = &self.shared;
+        match wire::parse_request(packet) {
+            Ok(Request::ExternalAddress) => {
+                let now = Instant::now();
+                if !self.address_rate.allow(client, now) {
+                    // C-17a: over the rate an address request is dropped; the client's own
+                    // retransmission is answered once its bucket has refilled.
+                    shared
+                        .stats
+                        .dropped_rate_limited
+                        .fetch_add(1, Ordering::Relaxed);
+                    if self.address_rate.should_log(client, now) {
+                        warn!(%client, per_second = self.address_rate.per_second(), "address requests dropped: more than CLIENT_RATE_LIMIT a second (logged once a minute per client)");
+                    }
+                    return None;
+                }
+                Some(match self.addresses.cached() {
+                    Some(address) => Work::Reply(shared.address_reply(Some(address))),
+                    None => Work::Address,
+                })
+            }
+            Ok(Request::Map(request)) => Some(match shared.handler.answer_now(client, request) {
+                Some(reply) => Work::Reply(shared.map_reply(request, reply)),
+                None => Work::Map(request),
+            }),
+            Err(err) => shared.error_reply(peer, packet, err).map(Work::Reply),
+        }
+    }
+
     /// Serves until `shutdown` fires, then waits for the requests in flight and returns.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ServerError> {
         info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
-        let shared = Arc::new(Shared {
-            socket: self.socket.clone(),
-            epoch: self.epoch.clone(),
-            addresses: self.addresses.clone(),
-            handler: self.handler.clone(),
-            stats: self.stats.clone(),
-        });
         let refresher = {
             let addresses = self.addresses.clone();
             let every = self.config.address_refresh;
             let stop = shutdown.clone();
             tokio::spawn(async move { addresses.refresh_loop(every, stop).await })
         };
+        let stats = self.shared.stats.clone();
         let mut buf = [0u8; MAX_PACKET_LEN];
         let result = loop {
             let (len, peer) = tokio::select! {
@@ -266,58 +292,51 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                 },
                 _ = shutdown.recv() => break Ok(()),
             };
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            let client = match peer {
-                // Before ALLOWED_CLIENTS, whose default private ranges hold the tunnel's 10.x
-                // network: silence, as for any source that may not ask (RFC 6886 §3.3, C-39a).
-                SocketAddr::V4(v4)
-                    if self
-                        .config
-                        .blocked_sources
-                        .drops_datagram(*v4.ip(), buf[..len].starts_with(&[0, 0])) =>
-                {
-                    self.stats.dropped_blocked.fetch_add(1, Ordering::Relaxed);
-                    debug!(%peer, "dropped NAT-PMP request from a source that is not a real client");
-                    continue;
-                }
-                SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => *v4.ip(),
-                // The host itself may ask for the address (`double-natpmp health`), whatever
-                // ALLOWED_CLIENTS says; it cannot map ports.
-                SocketAddr::V4(v4)
-                    if self.is_local(*v4.ip()) && buf[..len].starts_with(&[0, 0]) =>
-                {
-                    *v4.ip()
-                }
-                _ => {
-                    // C-39: only LAN clients; everyone else gets silence.
-                    self.stats
-                        .dropped_not_allowed
-                        .fetch_add(1, Ordering::Relaxed);
-                    debug!(%peer, "dropped NAT-PMP request from outside ALLOWED_CLIENTS");
-                    continue;
-                }
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            let packet = &buf[..len];
+            let Some(client) = self.client(peer, packet) else {
+                continue;
             };
-            let Some(mut entry) = self.in_flight.claim(peer, &buf[..len]) else {
-                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            let Some(mut entry) = self.in_flight.claim(peer, packet) else {
+                stats.coalesced.fetch_add(1, Ordering::Relaxed);
                 debug!(%peer, "retransmission of a request still in progress: it gets that request's reply");
                 continue;
             };
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                self.stats.dropped_busy.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "dropped NAT-PMP request: MAX_INFLIGHT requests in progress");
+            let (lane, work) = match self.work(client, peer, packet) {
+                None => continue,
+                Some(Work::Reply(reply)) => {
+                    self.shared.send(&reply, peer, &mut entry).await;
+                    continue;
+                }
+                Some(Work::Address) => (Lane::Address, Work::Address),
+                Some(Work::Map(request)) if request.is_delete() => {
+                    (Lane::Delete, Work::Map(request))
+                }
+                Some(work) => (Lane::Map, work),
+            };
+            let Some(slot) = self.slots.take(lane) else {
+                stats.dropped_busy.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, ?lane, "dropped NAT-PMP request: every slot it may take is in use (MAX_INFLIGHT)");
                 continue;
             };
-            let packet = buf[..len].to_vec();
-            let shared = shared.clone();
+            let shared = self.shared.clone();
             tokio::spawn(async move {
-                shared.serve(client, peer, &packet, &mut entry).await;
-                drop(permit);
+                let reply = match work {
+                    Work::Map(request) => {
+                        let reply = shared.handler.handle_map(client, request).await;
+                        shared.map_reply(request, reply)
+                    }
+                    // Boxed: it may have to ask the gateway, and a map request's task need
+                    // not carry that room.
+                    _ => shared.address_reply(Box::pin(shared.addresses.get()).await),
+                };
+                shared.send(&reply, peer, &mut entry).await;
+                drop(slot);
             });
         };
         refresher.abort();
-        // Finish what is in flight: every permit back means every task is done.
-        let all = u32::try_from(self.config.max_inflight.max(1)).unwrap_or(u32::MAX);
-        let _ = self.permits.acquire_many(all).await;
+        // Finish what is in flight: every slot back means every task is done.
+        self.slots.drained().await;
         info!("NAT-PMP server stopped");
         result
     }
@@ -357,68 +376,63 @@ fn encoded(response: &Response) -> ReplyBytes {
 }
 
 impl<U: Upstream, H: MapHandler> Shared<U, H> {
-    /// Serves one request and sends its reply, once for the request and once more for each
-    /// copy of it that arrived meanwhile (`entry`).
-    async fn serve(
+    /// The address reply: the address, or result 3 with 0.0.0.0 (C-21). The epoch is taken
+    /// when the reply is made, after any wait.
+    fn address_reply(&self, address: Option<Ipv4Addr>) -> ReplyBytes {
+        encoded(&match address {
+            Some(address) => Response::ExternalAddress {
+                result: ResultCode::Success,
+                epoch: self.epoch.sssoe(),
+                address,
+            },
+            None => Response::ExternalAddress {
+                result: ResultCode::NetworkFailure,
+                epoch: self.epoch.sssoe(),
+                address: Ipv4Addr::UNSPECIFIED,
+            },
+        })
+    }
+
+    /// The mapping reply to `request`.
+    fn map_reply(&self, request: MapRequest, reply: MapReply) -> ReplyBytes {
+        encoded(&Response::Map(MapResponse {
+            protocol: request.protocol,
+            result: reply.result,
+            // Taken after the work: the reply reports the epoch at the time it is sent.
+            epoch: self.epoch.sssoe(),
+            internal_port: request.internal_port,
+            external_port: reply.external_port,
+            lifetime: reply.lifetime,
+        }))
+    }
+
+    /// The reply to a packet that is not a request we serve, if it gets one.
+    fn error_reply(
         &self,
-        client: Ipv4Addr,
         peer: SocketAddr,
         packet: &[u8],
-        entry: &mut InFlightEntry,
-    ) {
-        // The reply's bytes are written after the work, never held across it: a 1100-byte
-        // buffer here would sit in every request's task while it waits for the router and
-        // the gateway. A reply is at most MAP_REPLY_LEN bytes, but for the echo of an
-        // unsupported opcode (C-16).
-        let reply = match wire::parse_request(packet) {
-            Ok(Request::ExternalAddress) => {
-                // Boxed: it may have to ask the gateway, and a map request's task need not
-                // carry that room.
-                let response = match Box::pin(self.addresses.get()).await {
-                    Some(address) => Response::ExternalAddress {
-                        result: ResultCode::Success,
-                        epoch: self.epoch.sssoe(),
-                        address,
-                    },
-                    None => Response::ExternalAddress {
-                        result: ResultCode::NetworkFailure,
-                        epoch: self.epoch.sssoe(),
-                        address: Ipv4Addr::UNSPECIFIED,
-                    },
-                };
-                encoded(&response)
+        err: RequestError,
+    ) -> Option<ReplyBytes> {
+        if let RequestError::UnsupportedVersion { version } = err {
+            self.stats
+                .unsupported_version
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, version, "unsupported version (a PCP probe if 2): answering result 1");
+        }
+        let mut out = [0u8; MAX_PACKET_LEN];
+        match wire::error_reply(&err, packet, self.epoch.sssoe(), &mut out) {
+            Some(len) => Some(ReplyBytes::Echo(out[..len].to_vec())),
+            None => {
+                self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, error = %err, "dropped datagram");
+                None
             }
-            Ok(Request::Map(request)) => {
-                let reply = self.handler.handle_map(client, request).await;
-                let response = Response::Map(MapResponse {
-                    protocol: request.protocol,
-                    result: reply.result,
-                    // Taken after the work: the reply reports the epoch at the time it is sent.
-                    epoch: self.epoch.sssoe(),
-                    internal_port: request.internal_port,
-                    external_port: reply.external_port,
-                    lifetime: reply.lifetime,
-                });
-                encoded(&response)
-            }
-            Err(err) => {
-                if let RequestError::UnsupportedVersion { version } = err {
-                    self.stats
-                        .unsupported_version
-                        .fetch_add(1, Ordering::Relaxed);
-                    debug!(%peer, version, "unsupported version (a PCP probe if 2): answering result 1");
-                }
-                let mut out = [0u8; MAX_PACKET_LEN];
-                match wire::error_reply(&err, packet, self.epoch.sssoe(), &mut out) {
-                    Some(len) => ReplyBytes::Echo(out[..len].to_vec()),
-                    None => {
-                        self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
-                        debug!(%peer, error = %err, "dropped datagram");
-                        return;
-                    }
-                }
-            }
-        };
+        }
+    }
+
+    /// Sends `reply`, once for the request and once more for each copy of it that arrived
+    /// meanwhile (`entry`).
+    async fn send(&self, reply: &ReplyBytes, peer: SocketAddr, entry: &mut InFlightEntry) {
         for _ in 0..=entry.finish() {
             match self.socket.send_to(reply.as_slice(), peer).await {
                 Ok(_) => {
@@ -539,6 +553,7 @@ mod tests {
                 allowed_clients: parse_cidr_list("127.0.0.0/8").unwrap(),
                 blocked_sources: Arc::default(),
                 max_inflight: 1,
+                client_rate_limit: 10_000,
                 address_refresh: Duration::from_secs(3600),
             },
             Arc::new(Epoch::new()),

@@ -295,6 +295,7 @@ impl Metrics {
                 ("dropped_not_allowed", load(&s.dropped_not_allowed)),
                 ("dropped_blocked", load(&s.dropped_blocked)),
                 ("dropped_busy", load(&s.dropped_busy)),
+                ("dropped_rate_limited", load(&s.dropped_rate_limited)),
                 ("dropped_invalid", load(&s.dropped_invalid)),
                 ("coalesced", load(&s.coalesced)),
                 ("unsupported_version", load(&s.unsupported_version)),
@@ -344,5 +345,11 @@ impl<H: MapHandler> MapHandler for CountingHandler<H> {
             metrics.request(request.protocol, reply.result as u16);
             reply
         }
+    }
+
+    fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {
+        let reply = self.inner.answer_now(client, request)?;
+        self.metrics.request(request.protocol, reply.result as u16);
+        Some(reply)
     }
 }
