@@ -4,10 +4,10 @@
 //! A static lease never expires in the lease table, but its upstream mapping does (60 s with
 //! ProtonVPN). So the keeper asks again at half of each granted lifetime (RFC 6886 §3.3's
 //! client rule), which renews the gateway's mapping, or makes it again when the gateway lost it;
-//! it makes the whole mapping again at once when it is removed (a client's or the API's delete)
-//! and when the gateway's epoch shows it lost its state. A failed attempt is tried again after
-//! 1 s, doubling up to 30 s. A rule deleted on the router is made again by the reconciler, which
-//! restores the rules of live leases.
+//! it makes the whole mapping again at once when it is removed (the forwards API's delete: a
+//! NAT-PMP delete cannot remove it) and when the gateway's epoch shows it lost its state. A
+//! failed attempt is tried again after 1 s, doubling up to 30 s. A rule deleted on the router
+//! is made again by the reconciler, which restores the rules of live leases.
 //!
 //! A static mapping for a source that is not a client (the router's or the daemon's own
 //! address, a subnet's network or broadcast address, the VPN gateway; C-39a) stops the start

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use double_natpmp::mapping::lease::RuleKind;
 use double_natpmp::mapping::rule::RuleComment;
-use double_natpmp::mapping::{MappingConfig, Orchestrator};
+use double_natpmp::mapping::{MappingConfig, Orchestrator, Origin};
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp::routeros::api::RuleId;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -709,6 +710,239 @@ async fn a_drain_ends_early_when_the_gateway_answers_the_delete_again() {
     assert!(upstream.mapped().is_empty());
     assert!(router.our_rules().is_empty());
     assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+// ---------------------------------------------------------------------------------------------
+// What an administrator made (the forwards API, STATIC_MAPPINGS), NAT-PMP cannot undo
+
+#[tokio::test(start_paused = true)]
+async fn c35_c36_a_natpmp_delete_or_delete_all_never_removes_a_forward_of_the_api_or_a_static_mapping(
+) {
+    let (router, upstream, orch) = fresh().await;
+    let admin = |protocol, origin| {
+        let orch = &orch;
+        async move {
+            success(
+                orch.handle_from(lan(10), map(protocol, 32400, 0, 60), origin)
+                    .await,
+            )
+        }
+    };
+    admin(Protocol::Tcp, Origin::Api).await;
+    admin(Protocol::Udp, Origin::Static).await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    ask_ok(&orch, Protocol::Udp, 6881, 60).await;
+    let (commands, exchanges) = (router.commands(), upstream.exchanges());
+
+    // A single delete of either: 2 (not authorized), and nothing is asked of either layer.
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        assert_eq!(
+            orch.handle_map(lan(10), delete(protocol, 32400)).await,
+            MapReply::failure(ResultCode::NotAuthorized),
+            "{protocol}"
+        );
+    }
+    assert_eq!(router.commands(), commands, "no router command");
+    assert_eq!(upstream.exchanges(), exchanges, "no gateway exchange");
+    assert_eq!(orch.lease_count(), 4);
+
+    // A delete-all of each protocol: the client's own mapping goes, the administrator's stays,
+    // and the answer is non-zero (C-36: some could not be deleted).
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        assert_eq!(
+            orch.handle_map(lan(10), delete(protocol, 0)).await,
+            MapReply::failure(ResultCode::NotAuthorized),
+            "{protocol}"
+        );
+    }
+    let left: HashSet<(Protocol, u16, Origin)> = orch
+        .leases()
+        .iter()
+        .map(|l| (l.key.protocol, l.key.internal_port, l.lease.origin))
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from([
+            (Protocol::Tcp, 32400, Origin::Api),
+            (Protocol::Udp, 32400, Origin::Static)
+        ])
+    );
+    assert_eq!(router.our_rules().len(), 2, "their rules stay");
+    assert_eq!(upstream.mapped().len(), 2, "so do their gateway mappings");
+
+    // The administrator's own delete (the forwards API) removes the forward.
+    assert_eq!(
+        orch.handle_from(lan(10), delete(Protocol::Tcp, 32400), Origin::Api)
+            .await,
+        deleted()
+    );
+    assert_eq!(orch.lease_count(), 1);
+    assert_eq!(router.our_rules().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_natpmp_renewal_never_shortens_a_forward_of_the_api_or_a_static_mapping() {
+    let (router, upstream, orch) = fresh().await;
+    for (protocol, origin) in [
+        (Protocol::Tcp, Origin::Api),
+        (Protocol::Udp, Origin::Static),
+    ] {
+        success(
+            orch.handle_from(lan(10), map(protocol, 32400, 0, 60), origin)
+                .await,
+        );
+    }
+    let held = |protocol| {
+        orch.leases()
+            .into_iter()
+            .find(|l| l.key.protocol == protocol)
+            .map(|l| (l.lease.lifetime, l.lease.deadline))
+            .expect("the lease")
+    };
+    let before = [held(Protocol::Tcp), held(Protocol::Udp)];
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The client renews both for 2 s: it is answered 2 s, but the leases keep their 60 s.
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let reply = success(orch.handle_map(lan(10), map(protocol, 32400, 0, 2)).await);
+        assert_eq!(reply.lifetime, 2, "{protocol}");
+    }
+    assert_eq!([held(Protocol::Tcp), held(Protocol::Udp)], before);
+    // Well past the client's 2 s (and the expiry grace), the forward is still there.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    orch.expire_due().await;
+    assert_eq!(orch.lease_count(), 2);
+    assert_eq!(router.our_rules().len(), 2);
+    assert_eq!(upstream.mapped().len(), 2);
+    // A longer renewal does lengthen the forward.
+    success(
+        orch.handle_map(lan(10), map(Protocol::Tcp, 32400, 0, 60))
+            .await,
+    );
+    assert!(held(Protocol::Tcp).1 > before[0].1);
+}
+
+/// LAN host 10 deletes its TCP 6881 behind a gateway that takes `gateway` to answer; once the
+/// rule's lookup by comment, made meanwhile, has been answered (and before anything was
+/// removed), `meanwhile` runs.
+async fn delete_behind_a_slow_gateway(
+    router: &FakeRouter,
+    upstream: &FakeUpstream,
+    orch: &Orch,
+    gateway: Duration,
+    meanwhile: impl FnOnce(),
+) -> MapReply {
+    upstream.state().delay = gateway;
+    let finds = router.state().finds;
+    let watch = async {
+        // The fake router has no event to await: it is polled on the paused clock, which
+        // lets the gateway's delay run out if the lookup waited for it.
+        while router.state().finds == finds {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            router.state().removes,
+            0,
+            "nothing is removed while the gateway's delete is under way"
+        );
+        assert_eq!(
+            upstream.mapped().len(),
+            1,
+            "the gateway still holds the mapping"
+        );
+        meanwhile();
+    };
+    let (reply, ()) = tokio::join!(orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)), watch);
+    reply
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_looks_its_rule_up_during_the_gateways_delete_and_removes_it_only_after() {
+    let (router, upstream, orch) = fresh().await;
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    let before = router.commands();
+    let reply = delete_behind_a_slow_gateway(
+        &router,
+        &upstream,
+        &orch,
+        Duration::from_millis(500),
+        || {
+            assert_eq!(router.our_rules().len(), 1, "the rule is in place");
+        },
+    )
+    .await;
+    assert_eq!(reply, deleted());
+    assert!(upstream.mapped().is_empty());
+    assert!(router.our_rules().is_empty());
+    assert_eq!(router.commands() - before, 2, "one lookup and one remove");
+
+    // Timed (the paused clock is exact): a router that takes 100 ms a command and a gateway
+    // that takes 500 ms: the delete costs max(500, 100) + 100 ms, not 500 + 2 × 100.
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    router.state().delay = Duration::from_millis(100);
+    let started = Instant::now();
+    assert_eq!(
+        orch.handle_map(lan(10), delete(Protocol::Tcp, 6881)).await,
+        deleted()
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(600));
+    assert!(router.our_rules().is_empty());
+}
+
+/// LAN host 10's TCP 6881 next to an admin's rule is deleted behind a gateway that takes
+/// `gateway` to answer; meanwhile (after the rule's lookup) the admin's rule goes and the router
+/// renumbers, as after a reboot, and then `then` runs. The delete must be answered success.
+/// Returns the router, the orchestrator and the id the lookup found for our rule.
+async fn delete_while_the_router_renumbers(
+    gateway: Duration,
+    then: impl FnOnce(&FakeRouter),
+) -> (FakeRouter, Orch, RuleId) {
+    let (router, upstream, orch) = fresh().await;
+    let admins = router.seed("tcp", "22", lan(2), None, Some("ssh to the nas"));
+    ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
+    let ours = router.our_rules()[0].id.clone().expect("our rule's id");
+    let reply = delete_behind_a_slow_gateway(&router, &upstream, &orch, gateway, || {
+        router.delete_by_hand(&admins);
+        router.renumber();
+        then(&router);
+    })
+    .await;
+    assert_eq!(reply, deleted());
+    (router, orch, ours)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_renumbered_while_the_gateway_deletes_is_looked_up_again_and_removed() {
+    // The id the lookup found names no rule any more, and ours has another.
+    let (router, orch, _) =
+        delete_while_the_router_renumbers(Duration::from_millis(500), |_| {}).await;
+    assert!(
+        router.our_rules().is_empty(),
+        "our rule is removed under its new id: {:?}",
+        router.rules()
+    );
+    assert!(!orch.table().is_used(Protocol::Tcp, 6881));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_behind_a_slow_gateway_looks_its_rule_up_again_and_never_removes_the_rule_that_took_its_id(
+) {
+    // A gateway slower than the lookup may be trusted for; meanwhile the admin adds a rule,
+    // which gets the id the lookup found for ours.
+    let mut foreign = None;
+    let (router, _orch, ours) =
+        delete_while_the_router_renumbers(Duration::from_millis(1500), |router| {
+            foreign = Some(router.seed("tcp", "2222", lan(3), Some("22"), Some("game server")));
+        })
+        .await;
+    assert_eq!(
+        foreign.as_ref(),
+        Some(&ours),
+        "the found id names the admin's rule now"
+    );
+    let rules = router.rules();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].id, foreign, "the admin's rule is untouched");
+    assert!(router.our_rules().is_empty(), "ours is the one removed");
 }
 
 // ---------------------------------------------------------------------------------------------

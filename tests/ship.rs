@@ -401,7 +401,7 @@ fn api_group_has_exactly_the_least_policy() {
 fn natpmp_redirect_takes_only_lan_traffic_and_never_the_containers_own_c39() {
     let text = read("routeros/03-firewall.rsc");
     let redirect = code_lines(&text)
-        .find(|l| l.contains("chain=dstnat") && l.contains("dst-port=5351"))
+        .find(|l| l.contains(" add ") && l.contains("chain=dstnat") && l.contains("dst-port=5351"))
         .expect("the UDP 5351 redirect");
     assert!(
         redirect.contains("in-interface-list=$lanList"),
@@ -415,7 +415,7 @@ fn natpmp_redirect_takes_only_lan_traffic_and_never_the_containers_own_c39() {
     assert!(redirect.contains("protocol=udp"), "{redirect}");
     assert!(redirect.contains("to-addresses=$containerIp"), "{redirect}");
     let masquerade = code_lines(&text)
-        .find(|l| l.contains("chain=srcnat"))
+        .find(|l| l.contains(" add ") && l.contains("chain=srcnat"))
         .expect("the srcnat rule");
     assert!(
         masquerade.contains("src-address=$containerIp")

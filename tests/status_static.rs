@@ -1,7 +1,8 @@
 //! STATIC_MAPPINGS against the whole daemon and both emulators: the daemon makes them itself,
 //! they show in the API as `static` with no expiry, and they survive the deletion of their rule
 //! on the router (the reconciler makes it again), the gateway's loss of its state (the keeper
-//! maps them again, with the gateway's new external port in the API), and a client's delete.
+//! maps them again, with the gateway's new external port in the API), and a client's delete or
+//! delete-all, which is answered 2 (not authorized) and changes nothing.
 //!
 //! Network safety: everything is bound to and sent to loopback only.
 
@@ -10,8 +11,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::daemon::{gateway_config, get_json, http, map, start, wait_event, Client, Lab};
-use double_natpmp::mapping::{MappingEvent, Origin};
+use common::daemon::{gateway_config, get_json, http, map, start, Client, Lab};
+use double_natpmp::mapping::Origin;
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
 use double_natpmp::sim::gateway::GatewayConfig;
 use hyper::{Method, StatusCode};
@@ -135,26 +136,21 @@ async fn static_mappings_survive_a_deleted_rule_a_gateway_that_lost_its_state_an
         "the API shows the current external ports"
     );
 
-    // The client itself deletes one: the keeper makes it again at once.
-    let mut events = lab.daemon.orchestrator.subscribe();
+    // The client itself cannot delete them (C-35, C-36): its delete is answered 2, and so is
+    // its delete-all; both layers stay as they were.
+    let before = static_leases(&lab);
     let client = Client::on(30, lab.daemon.listen).await;
     let reply = client.ask(map(Protocol::Udp, 32400, 0)).await;
-    assert_eq!(reply.result, ResultCode::Success);
-    wait_event(
-        &mut events,
-        Duration::from_secs(10),
-        "made again",
-        |e| match e {
-            MappingEvent::Created {
-                key,
-                origin: Origin::Static,
-                ..
-            } if key.protocol == Protocol::Udp => Some(()),
-            _ => None,
-        },
-    )
-    .await;
-    assert_eq!(static_leases(&lab).len(), 2);
+    assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
+    let reply = client.ask(map(Protocol::Udp, 0, 0)).await;
+    assert_eq!(reply.result, ResultCode::NotAuthorized, "{reply:?}");
+    assert_eq!(
+        static_leases(&lab),
+        before,
+        "the same leases, not made again"
+    );
+    assert_eq!(at_gateway(&lab), before);
+    assert_eq!(lab.our_rules().len(), 2);
 
     let (_, _, metrics) = http(addr, Method::GET, "/metrics", &[], None).await;
     let renewed = metrics

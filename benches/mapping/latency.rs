@@ -33,6 +33,8 @@ pub struct ScenarioResult {
     pub retransmits: u64,
     /// Proton: deletes after each new mapping.
     pub delete: Option<Stats>,
+    /// Proton: RouterOS commands per delete (the rule's lookup by comment and its remove).
+    pub cmds_per_delete: f64,
     /// Proton: requests for a sixth port while five are mapped.
     pub over_quota: Option<OverQuota>,
     /// Proton: the external ports the new mappings got.
@@ -52,6 +54,15 @@ impl ScenarioResult {
             .router
             .p(50.0)
             .max(self.realised.upstream.p(50.0))
+    }
+    /// max(router RTT, upstream RTT) + router RTT, ms: the floor of a delete (the gateway's
+    /// delete and, with it, the rule's lookup by comment; then the rule's remove).
+    pub fn delete_floor(&self) -> f64 {
+        self.floor() + self.router_ms as f64
+    }
+    /// The same from the realised round trips.
+    pub fn realised_delete_floor(&self) -> f64 {
+        self.realised_floor() + self.realised.router.p(50.0)
     }
 }
 
@@ -124,6 +135,7 @@ pub async fn measure(
         cmds_per_renewal: 0.0,
         retransmits: 0,
         delete: None,
+        cmds_per_delete: 0.0,
         over_quota: None,
         external: None,
         throughput: Vec::new(),
@@ -192,7 +204,7 @@ async fn proton(
     let sock = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), 0)).await?;
     let cycles = mode.proton_cycles();
     let (mut new, mut del, mut externals) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut cmds, mut adds) = (0u64, 0u64);
+    let (mut cmds, mut adds, mut delete_cmds) = (0u64, 0u64, 0u64);
     for port in ports.take(cycles)? {
         let (c0, a0) = (
             emu.router.command_count(),
@@ -204,12 +216,15 @@ async fn proton(
         r.retransmits += u64::from(x.retransmits);
         new.push(x.latency);
         externals.push((port, x.external_port));
+        let c0 = emu.router.command_count();
         let d = delete(&sock, to, port).await?;
+        delete_cmds += emu.router.command_count() - c0;
         r.retransmits += u64::from(d.retransmits);
         del.push(d.latency);
     }
     r.new = Stats::of(new);
     r.delete = Some(Stats::of(del));
+    r.cmds_per_delete = delete_cmds as f64 / cycles as f64;
     r.cmds_per_new = cmds as f64 / cycles as f64;
     r.adds_per_new = adds as f64 / cycles as f64;
     let mut distinct: Vec<u16> = externals.iter().map(|&(_, e)| e).collect();

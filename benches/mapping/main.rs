@@ -16,8 +16,10 @@
 //!
 //! Floors: the router port is chosen locally, so a new mapping needs one RouterOS command and
 //! one upstream exchange that do not depend on each other: its floor is max(router RTT,
-//! upstream RTT) (issue 14; today's daemon asks one after the other). A renewal answered from
-//! the lease needs no round trip. With a pool of P RouterOS connections, new mappings cannot
+//! upstream RTT) (issue 14; today's daemon asks one after the other). A delete needs the
+//! gateway's delete, the rule's lookup by comment (a read, which may run with it) and then the
+//! rule's remove: its floor is max(router RTT, upstream RTT) + router RTT. A renewal answered
+//! from the lease needs no round trip. With a pool of P RouterOS connections, new mappings cannot
 //! complete faster than P / router RTT per second.
 //!
 //! Run:

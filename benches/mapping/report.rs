@@ -13,6 +13,7 @@ use crate::{Mode, Options, Profile};
 const NEEDS_PARALLEL: &str = "point 1 of issue 14 (lead): router and gateway at once";
 const NEEDS_KEEPER: &str = "the keeper (issue 10)";
 const NEEDS_ADOPTION: &str = "adoption of the rules at start (issue 10)";
+const NEEDS_EARLY_LOOKUP: &str = "issue 20 point 7: the rule's lookup during the gateway's delete";
 /// The scale the issue's targets are set at.
 const SCALE: usize = 10_000;
 
@@ -214,7 +215,7 @@ fn render_targets(s: &mut String, profile: Profile, targets: &[Target], previous
 }
 
 /// The latency targets of one profile: new mappings at 5/20 and 20/5, one router command each,
-/// and the renewal from the lease at 5/20.
+/// deletes (proton), and the renewal from the lease at 5/20.
 fn latency_targets(scenarios: &[&ScenarioResult]) -> Vec<Target> {
     let mut v = Vec::new();
     for r in scenarios
@@ -250,6 +251,26 @@ fn latency_targets(scenarios: &[&ScenarioResult]) -> Vec<Target> {
             verdict: verdict(r.cmds_per_new <= 1.0 && r.adds_per_new <= 1.0).into(),
             depends: "",
         });
+        if let Some(delete) = &r.delete {
+            let p = delete.p(50.0);
+            let floor = r.delete_floor();
+            v.push(Target {
+                label: format!("delete p50 ≤ max(R, U) + R + 1 ms at {rtt}"),
+                floor: format!(
+                    "{floor:.0} ms (realised {:.2}; U + 2R = {})",
+                    r.realised_delete_floor(),
+                    2 * r.router_ms + r.upstream_ms
+                ),
+                measured: format!("{p:.2} ms, {:.2} router cmds", r.cmds_per_delete),
+                ratio: ratio(p, floor),
+                verdict: verdict(p <= floor + 1.0).into(),
+                depends: if p <= floor + 1.0 {
+                    ""
+                } else {
+                    NEEDS_EARLY_LOOKUP
+                },
+            });
+        }
         if (r.router_ms, r.upstream_ms) == (5, 20) {
             let p = r.renew.p(50.0);
             v.push(Target {
@@ -443,8 +464,10 @@ pub fn render(opts: &Options, info: &RunInfo, results: &Results) -> String {
     let _ = writeln!(
         s,
         "- floors: a new mapping max(router RTT, upstream RTT) (the router port is chosen \
-         locally, so the two round trips do not depend on each other); a renewal answered from \
-         the lease none; \"realised\" uses the round trips the emulators really take, below"
+         locally, so the two round trips do not depend on each other); a delete max(router RTT, \
+         upstream RTT) + router RTT (the rule's lookup by comment, a read, runs with the \
+         gateway's delete; its remove after); a renewal answered from the lease none; \
+         \"realised\" uses the round trips the emulators really take, below"
     );
     let _ = writeln!(
         s,

@@ -78,6 +78,17 @@ pub enum MappingError {
         /// The internal port, or `None` for a delete-all.
         port: Option<u16>,
     },
+    /// A NAT-PMP delete of a mapping an administrator made (a forward of the API, a static
+    /// mapping): it stays.
+    #[error("{}", by_administrator(*client, *protocol, *port))]
+    ByAdministrator {
+        /// The client.
+        client: Ipv4Addr,
+        /// The protocol.
+        protocol: Protocol,
+        /// The internal port, or `None` for a delete-all.
+        port: Option<u16>,
+    },
     /// The client asked too often.
     #[error("{client} sent more than {per_second} mapping requests a second (CLIENT_RATE_LIMIT)")]
     RateLimited {
@@ -122,6 +133,17 @@ pub enum MappingError {
     },
 }
 
+/// The words of [`MappingError::ByAdministrator`].
+fn by_administrator(client: Ipv4Addr, protocol: Protocol, port: Option<u16>) -> String {
+    const MADE: &str = "made by the administrator (the forwards API or STATIC_MAPPINGS), which a NAT-PMP request cannot delete";
+    match port {
+        Some(p) => format!("the {protocol} mapping of {client} port {p} was {MADE}"),
+        None => format!(
+            "some {protocol} mappings of {client} were {MADE}: they stay, its others were deleted"
+        ),
+    }
+}
+
 impl MappingError {
     /// The NAT-PMP result code the client gets for this failure (the only mapping of errors to
     /// codes): 2 for refusal by policy, 3 for network failure, 4 for no resources.
@@ -149,9 +171,9 @@ impl MappingError {
             | MappingError::RateLimited { .. }
             | MappingError::TooManyMappings { .. }
             | MappingError::TooManyForClient { .. } => ResultCode::OutOfResources,
-            MappingError::InternalPortZero | MappingError::ForeignRule { .. } => {
-                ResultCode::NotAuthorized
-            }
+            MappingError::InternalPortZero
+            | MappingError::ForeignRule { .. }
+            | MappingError::ByAdministrator { .. } => ResultCode::NotAuthorized,
             MappingError::ShuttingDown
             | MappingError::InvalidConfig(_)
             | MappingError::InterfaceUnusable { .. } => ResultCode::NetworkFailure,
@@ -224,6 +246,7 @@ impl MappingError {
             MappingError::TooManyForClient { .. } => "too_many_for_client",
             MappingError::InternalPortZero => "internal_port_zero",
             MappingError::ForeignRule { .. } => "foreign_rule",
+            MappingError::ByAdministrator { .. } => "by_administrator",
             MappingError::ShuttingDown => "shutting_down",
             MappingError::InvalidConfig(_) => "invalid_config",
             MappingError::InterfaceUnusable { .. } => "interface_unusable",
@@ -333,6 +356,14 @@ mod tests {
                 ResultCode::OutOfResources,
             ),
             (MappingError::InternalPortZero, ResultCode::NotAuthorized),
+            (
+                MappingError::ByAdministrator {
+                    client: Ipv4Addr::new(192, 168, 88, 20),
+                    protocol: Protocol::Tcp,
+                    port: Some(32400),
+                },
+                ResultCode::NotAuthorized,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.result_code(), code, "{err}");

@@ -12,7 +12,11 @@
 //! * **Removing a rule** ([`Layers::remove_rule`]): the rule is found by its comment first
 //!   (`print ?comment=`), so an id that a reboot gave to somebody else's rule is never removed;
 //!   each rule found is removed by the id the router shows now. A lost reply is settled by
-//!   looking again.
+//!   looking again. A teardown looks the rule up ([`Layers::look_up`]) while the gateway's
+//!   delete is under way, and hands what it found to [`Layers::remove_found`]: the lookup is a
+//!   read, so the rule is still removed only after the gateway's mapping is gone. A row found
+//!   then that is gone when removed (a reboot renumbered the rules meanwhile) is looked up
+//!   again.
 //! * **Adding a src-nat rule** ([`Layers::add_src_rule`], UDP_SRCNAT): one `print
 //!   ?chain=srcnat` to find the rule it goes before (see `srcnat.rs`), then the add with
 //!   `place-before`; when that rule vanished in between (`no such item`), once more. A lost
@@ -253,14 +257,38 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         rule: &RuleComment,
         known: Option<&RuleId>,
     ) -> Result<usize, MappingError> {
+        self.remove_found(rule, known, None).await
+    }
+
+    /// Our rules that are `rule`, as the router shows them now (a read: it changes nothing, so
+    /// it may run while the gateway's delete is under way). For [`Layers::remove_found`].
+    pub async fn look_up(&self, rule: &RuleComment) -> Result<Vec<NatRule>, MappingError> {
+        self.find(rule).await
+    }
+
+    /// [`Layers::remove_rule`], starting from what an earlier [`Layers::look_up`] found
+    /// (`None`: looked up now). A lookup that failed is the removal's failure, as it would
+    /// have been had it run now.
+    pub async fn remove_found(
+        &self,
+        rule: &RuleComment,
+        known: Option<&RuleId>,
+        looked_up: Option<Result<Vec<NatRule>, MappingError>>,
+    ) -> Result<usize, MappingError> {
+        let mut early = looked_up.transpose()?;
         let mut settled_once = false;
         let mut removed = 0;
         loop {
-            let found = self.find(rule).await?;
+            let from_early = early.is_some();
+            let found = match early.take() {
+                Some(rows) => rows,
+                None => self.find(rule).await?,
+            };
             if found.is_empty() {
                 return Ok(removed);
             }
             let mut lost = None;
+            let mut stale = false;
             for row in &found {
                 let Some(id) = &row.id else { continue };
                 if known.is_some_and(|k| k != id) {
@@ -271,12 +299,14 @@ impl<R: Router, U: Upstream> Layers<R, U> {
                     .await
                 {
                     Ok(()) => removed += 1,
-                    Err(e) if e.is_not_found() => {}
+                    // Gone since the early lookup: the rule may live on under a new id.
+                    Err(e) if e.is_not_found() => stale |= from_early,
                     Err(e) if e.is_uncertain() => lost = Some(e),
                     Err(e) => return Err(e),
                 }
             }
             match lost {
+                None if stale => {} // look again
                 None => return Ok(removed),
                 // A lost reply: look again; once more at most.
                 Some(e) if settled_once => return Err(e),

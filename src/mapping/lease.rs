@@ -47,6 +47,19 @@ impl Origin {
     pub fn expires(self) -> bool {
         matches!(self, Origin::NatPmp | Origin::Api)
     }
+
+    /// Whether an administrator made it: a forward of the API (`API_TOKEN`) or a static
+    /// mapping (STATIC_MAPPINGS).
+    pub fn by_administrator(self) -> bool {
+        matches!(self, Origin::Api | Origin::Static)
+    }
+
+    /// Whether a request from this origin may delete, or shorten, a lease of origin `made`:
+    /// always, except that a NAT-PMP request never undoes what an administrator made (a
+    /// forged or careless delete from the LAN must not end an administrator's forward).
+    pub fn may_undo(self, made: Origin) -> bool {
+        !(self == Origin::NatPmp && made.by_administrator())
+    }
 }
 
 impl std::fmt::Display for Origin {
@@ -171,6 +184,28 @@ impl Lease {
     pub fn rule_id(&self, kind: RuleKind) -> Option<&RuleId> {
         self.rules.get(kind)
     }
+
+    /// The lifetime to ask for when a request from `by` asking `asked` seconds renews this
+    /// lease: `asked`, or the lease's own lifetime when that is longer and `by` may not
+    /// shorten the lease ([`Origin::may_undo`]).
+    pub fn renewal_ask(&self, by: Origin, asked: u32) -> u32 {
+        if by.may_undo(self.origin) {
+            asked
+        } else {
+            asked.max(self.lifetime)
+        }
+    }
+
+    /// The lifetime and deadline this lease holds after a request from `by` renewed it for
+    /// `lifetime` seconds, until `deadline`: those, except that a lease `by` may not shorten
+    /// ([`Origin::may_undo`]) keeps its own where they are longer.
+    pub fn renewed(&self, by: Origin, lifetime: u32, deadline: Instant) -> (u32, Instant) {
+        if by.may_undo(self.origin) {
+            (lifetime, deadline)
+        } else {
+            (self.lifetime.max(lifetime), self.deadline.max(deadline))
+        }
+    }
 }
 
 /// A snapshot of one live mapping, for metrics, logs and tests.
@@ -204,5 +239,54 @@ mod tests {
         assert_eq!(reply_lifetime(7200, 7200, 3600), 3600);
         assert_eq!(upstream_lifetime(7200, 3600), 3600);
         assert_eq!(upstream_lifetime(30, 3600), 30);
+    }
+
+    #[test]
+    fn c35_only_natpmp_is_kept_from_undoing_what_an_administrator_made() {
+        use Origin::*;
+        let parent = MappingKey {
+            client: std::net::Ipv4Addr::new(192, 168, 88, 20),
+            protocol: crate::natpmp::wire::Protocol::Tcp,
+            internal_port: 32400,
+        };
+        for made in [Api, Static] {
+            assert!(!NatPmp.may_undo(made), "{made}");
+            assert!(Api.may_undo(made), "the forwards API removes {made}");
+        }
+        for made in [NatPmp, Twin(parent)] {
+            assert!(NatPmp.may_undo(made), "{made}");
+        }
+    }
+
+    #[test]
+    fn a_natpmp_renewal_keeps_an_administrators_longer_lifetime_and_deadline() {
+        let now = Instant::now();
+        let lease = |origin| Lease {
+            router_port: 40000,
+            rules: Rules::new(),
+            comment: RuleComment::parse("double-natpmp:v1 tcp 192.168.88.20:32400 r=40000")
+                .expect("comment"),
+            external_port: 50000,
+            lifetime: 3600,
+            deadline: now + std::time::Duration::from_secs(3000),
+            upstream_deadline: now,
+            upstream_lifetime: 60,
+            renew_at: now,
+            keep_failures: 0,
+            origin,
+            serial: 1,
+        };
+        let short = now + std::time::Duration::from_secs(15);
+        let forward = lease(Origin::Api);
+        assert_eq!(
+            forward.renewed(Origin::NatPmp, 10, short),
+            (3600, forward.deadline)
+        );
+        assert_eq!(forward.renewal_ask(Origin::NatPmp, 10), 3600);
+        assert_eq!(forward.renewed(Origin::Api, 10, short), (10, short));
+        assert_eq!(forward.renewal_ask(Origin::Api, 10), 10);
+        let own = lease(Origin::NatPmp);
+        assert_eq!(own.renewed(Origin::NatPmp, 10, short), (10, short));
+        assert_eq!(own.renewal_ask(Origin::NatPmp, 10), 10);
     }
 }

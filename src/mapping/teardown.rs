@@ -2,8 +2,8 @@
 //!
 //! | request | router | upstream | reply |
 //! |---|---|---|---|
-//! | delete | remove the rule, after the upstream delete | delete (proto, R, 0, 0), first | I, 0, 0 (C-33); unknown → success (C-34) |
-//! | delete all (I = 0) | remove each of the client's rules of the protocol | delete each | 0, 0, 0 (C-36) |
+//! | delete | look the rule up with the upstream delete; remove it after that | delete (proto, R, 0, 0), first | I, 0, 0 (C-33); unknown → success (C-34); an administrator's → 2 |
+//! | delete all (I = 0) | remove each of the client's rules of the protocol | delete each | 0, 0, 0 (C-36); 2 when an administrator's stays |
 //! | expiry | remove the rule, after the upstream delete | delete, first | — |
 //!
 //! **Teardown** (delete, expiry, shutdown) runs upstream first, then the rules. When the
@@ -21,6 +21,20 @@
 //! **Delete of a mapping we do not hold** answers success (C-34), unless a dst-nat rule we did
 //! not make forwards that protocol and port to the client: then 2 (C-35). Delete-all answers 2
 //! when such rules exist for the client, after deleting everything of ours (C-36).
+//!
+//! **What an administrator made** (a forward of the API, origin `api`; a static mapping, origin
+//! `static`) a NAT-PMP request cannot undo: its delete is answered 2 and the lease stays, as for
+//! a hand-made rule (C-35); a delete-all skips it, deletes the client's others and answers 2
+//! (C-36). The forwards API's own delete removes it. (A renewal never shortens it either: see
+//! `transaction.rs`.)
+//!
+//! **The round trips of a teardown**: the upstream delete, and at once with it the lookup of
+//! the rules by their comment (a read, which changes nothing); once the gateway's mapping is
+//! gone, each rule is removed by the id that lookup found. A delete therefore costs
+//! max(router RTT, upstream RTT) + one router RTT, and the layers still go upstream first,
+//! then the router (`Layers::remove_found`). Ids change only when the router reboots, which
+//! takes far longer than [`LOOKUP_FRESH`]: a lookup older than that (a slow gateway) is made
+//! again before anything is removed, and a row that is gone when removed is looked up again.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -33,15 +47,18 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::key::MappingKey;
-use crate::mapping::lease::Lease;
+use crate::mapping::lease::{Lease, RuleKind};
 use crate::mapping::twin::twin_key;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{Protocol, ResultCode};
-use crate::routeros::api::Router;
+use crate::routeros::api::{NatRule, Router};
 
 /// The longest pause between two retries of a draining port's upstream delete.
 const DRAIN_MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How old a teardown's early lookup of its rules may be when they are removed by the ids it
+/// found (far less than a router's reboot, the only thing that renumbers rules).
+pub const LOOKUP_FRESH: Duration = Duration::from_secs(1);
 
 /// Why a teardown runs: what a failure on the way may leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,10 +101,12 @@ fn deleted(result: ResultCode) -> MapReply {
     }
 }
 
-/// A client's delete of one mapping (C-33, C-34, C-35).
+/// A delete of one mapping from `by` (C-33, C-34, C-35): a NAT-PMP request cannot delete what
+/// an administrator made.
 pub async fn delete<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
+    by: Origin,
 ) -> Result<MapReply, MappingError> {
     let _lock = core.locks.lock(key).await;
     let Some(lease) = core
@@ -107,6 +126,13 @@ pub async fn delete<R: Router, U: Upstream>(
         }
         return Ok(deleted(ResultCode::Success));
     };
+    if !by.may_undo(lease.origin) {
+        return Err(MappingError::ByAdministrator {
+            client: key.client,
+            protocol: key.protocol,
+            port: Some(key.internal_port),
+        });
+    }
     let ended = Box::pin(teardown(core, key, &lease, Teardown::Delete)).await;
     Box::pin(end_twin(core, key, Teardown::Delete)).await;
     ended?;
@@ -121,22 +147,31 @@ pub async fn delete<R: Router, U: Upstream>(
     Ok(deleted(ResultCode::Success))
 }
 
-/// A client's delete of all its mappings of one protocol (C-36).
+/// A delete of all of `client`'s mappings of one protocol from `by` (C-36): what `by` may not
+/// undo stays, and the answer is then 2.
 pub async fn delete_all<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     client: Ipv4Addr,
     protocol: Protocol,
+    by: Origin,
 ) -> Result<MapReply, MappingError> {
     let mut failure = None;
     for key in core.table.keys_of(client, protocol) {
-        if core
-            .table
-            .get(&key)
-            .is_some_and(|l| l.origin.twin_of().is_some())
-        {
+        let Some(made) = core.table.get(&key).map(|l| l.origin) else {
+            continue;
+        };
+        if made.twin_of().is_some() {
             continue; // a twin ends with its TCP mapping, not by a UDP delete-all
         }
-        if let Err(e) = delete(core, key).await {
+        if !by.may_undo(made) {
+            failure.get_or_insert(MappingError::ByAdministrator {
+                client,
+                protocol,
+                port: None,
+            });
+            continue;
+        }
+        if let Err(e) = delete(core, key, by).await {
             failure.get_or_insert(e);
         }
     }
@@ -182,16 +217,54 @@ async fn end_twin<R: Router, U: Upstream>(
     }
 }
 
-/// Removes every router rule of `lease` (the src-nat rule first), by comment.
+/// What a lookup of a rule by its comment found (see [`look_up_rules`]).
+type Found = Result<Vec<NatRule>, MappingError>;
+
+/// What the early lookup found of each of a lease's rules.
+#[derive(Default)]
+struct LookedUp {
+    dst: Option<Found>,
+    src: Option<Found>,
+}
+
+impl LookedUp {
+    fn take(&mut self, kind: RuleKind) -> Option<Found> {
+        match kind {
+            RuleKind::DstNat => self.dst.take(),
+            RuleKind::SrcNat => self.src.take(),
+        }
+    }
+}
+
+/// Looks every rule of `lease` up by its comment, both kinds at once. A read: it runs while the
+/// gateway's delete is under way, and nothing is removed before that delete succeeded.
+async fn look_up_rules<R: Router, U: Upstream>(core: &Core<R, U>, lease: &Lease) -> LookedUp {
+    let look = |kind: RuleKind| async move {
+        match lease.rule_id(kind) {
+            Some(_) => Some(core.layers.look_up(&lease.comment.for_kind(kind)).await),
+            None => None,
+        }
+    };
+    let (dst, src) = tokio::join!(look(RuleKind::DstNat), look(RuleKind::SrcNat));
+    LookedUp { dst, src }
+}
+
+/// Removes every router rule of `lease` (the src-nat rule first), by comment, starting from
+/// what an early lookup found of them (each rule not in `found` is looked up now).
 async fn remove_rules<R: Router, U: Upstream>(
     core: &Core<R, U>,
     key: MappingKey,
     lease: &Lease,
+    mut found: LookedUp,
 ) -> Result<(), MappingError> {
     debug_assert_eq!(lease.comment.key, key);
     for rule in lease.rules.iter().rev() {
         core.layers
-            .remove_rule(&lease.comment.for_kind(rule.kind), Some(&rule.id))
+            .remove_found(
+                &lease.comment.for_kind(rule.kind),
+                Some(&rule.id),
+                found.take(rule.kind),
+            )
             .await?;
     }
     Ok(())
@@ -224,11 +297,18 @@ async fn teardown_layers<R: Router, U: Upstream>(
     mode: Teardown,
 ) -> Result<Ended, MappingError> {
     let port = lease.router_port;
-    if let Err(e) = core
-        .layers
-        .upstream_map("delete the mapping", key.protocol, port, 0, 0)
-        .await
-    {
+    // Upstream first, then the router: only the rules' lookup, a read, runs with the upstream
+    // delete.
+    let started = Instant::now();
+    let (upstream, mut found) = tokio::join!(
+        core.layers
+            .upstream_map("delete the mapping", key.protocol, port, 0, 0),
+        look_up_rules(core, lease),
+    );
+    if started.elapsed() > LOOKUP_FRESH {
+        found = LookedUp::default(); // too old to remove by: looked up again
+    }
+    if let Err(e) = upstream {
         if mode == Teardown::Shutdown {
             warn!(client = %key.client, proto = %key.protocol, router_port = port, "could not delete the mapping at the VPN gateway; its rule stays until the next start: {e}");
             core.table.remove_rule_left(&key);
@@ -243,7 +323,7 @@ async fn teardown_layers<R: Router, U: Upstream>(
         return Ok(Ended::UpstreamLeft);
     }
     core.quota.room();
-    match remove_rules(core, key, lease).await {
+    match remove_rules(core, key, lease, found).await {
         Ok(()) => {
             core.table.remove(&key);
             Ok(Ended::Removed)
@@ -292,7 +372,9 @@ async fn drain<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, lease
             }
         }
     }
-    let left = remove_rules(core, key, &lease).await.is_err();
+    let left = remove_rules(core, key, &lease, LookedUp::default())
+        .await
+        .is_err();
     core.table.drained(key.protocol, port, left);
     info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, rule_left = left, "router port free again: the gateway no longer forwards it");
 }

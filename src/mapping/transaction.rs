@@ -7,7 +7,10 @@
 //! | renewal / retransmit | none | none while the upstream mapping is valid (the keeper renews it); else map (proto, R, current E, min(asked, cap)) | I, the lease's E, min(asked, upstream grant, cap) |
 //!
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
-//! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
+//! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32). A NAT-PMP
+//! renewal of what an administrator made (origin `api` or `static`) never shortens it: the
+//! client is answered as usual, but the lease keeps its own lifetime and deadline where they
+//! are longer, and the gateway is asked for at least the lease's lifetime.
 //!
 //! **Renewals answered at once** ([`answer_now`]): a renewal that the lease answers (no
 //! transaction on its key, the upstream mapping valid) is answered before the request takes one
@@ -67,9 +70,9 @@ pub async fn handle<R: Router, U: Upstream>(
             // The deletes are boxed: their teardowns are deep futures, and inline every
             // request's task (a renewal too) would carry their room.
             if request.is_delete_all() {
-                Box::pin(delete_all(core, client, request.protocol)).await
+                Box::pin(delete_all(core, client, request.protocol, origin)).await
             } else if request.is_delete() {
-                Box::pin(delete(core, key)).await
+                Box::pin(delete(core, key, origin)).await
             } else if request.internal_port == 0 {
                 Err(MappingError::InternalPortZero)
             } else {
@@ -133,7 +136,7 @@ pub fn answer_now<R: Router, U: Upstream>(
         return None;
     }
     twin::ensure(core, key, lease.serial);
-    let reply = from_lease(core, key, &lease, request, now)?;
+    let reply = from_lease(core, key, &lease, request, Origin::NatPmp, now)?;
     lock.record(request, &Ok(reply));
     Some(reply)
 }
@@ -158,11 +161,11 @@ async fn map<R: Router, U: Upstream>(
     let outcome = match core.table.get(&key) {
         Some(lease) if lease.origin.twin_of().is_some() && origin.twin_of().is_none() => {
             match twin::take_over(core, key, &lease, origin) {
-                Ok(lease) => renew(core, key, lease, request).await,
+                Ok(lease) => renew(core, key, lease, request, origin).await,
                 Err(e) => Err(e),
             }
         }
-        Some(lease) => renew(core, key, lease, request).await,
+        Some(lease) => renew(core, key, lease, request, origin).await,
         None => {
             let plan = Plan {
                 key,
@@ -187,14 +190,15 @@ async fn map<R: Router, U: Upstream>(
     outcome
 }
 
-/// A renewal answered from the lease at `now`, with no exchange, while its upstream mapping is
-/// valid (the keeper keeps it alive), so a gateway hiccup now never reaches the client. `None`
-/// when the upstream mapping is not known to be valid.
+/// A renewal from `origin` answered from the lease at `now`, with no exchange, while its
+/// upstream mapping is valid (the keeper keeps it alive), so a gateway hiccup now never
+/// reaches the client. `None` when the upstream mapping is not known to be valid.
 fn from_lease<R, U>(
     core: &Core<R, U>,
     key: MappingKey,
     lease: &Lease,
     request: MapRequest,
+    origin: Origin,
     now: Instant,
 ) -> Option<MapReply> {
     if now >= lease.upstream_deadline {
@@ -205,14 +209,17 @@ fn from_lease<R, U>(
         lease.upstream_lifetime,
         core.config.max_lifetime,
     );
+    let (held, deadline) =
+        lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
     core.table.update(&key, |l| {
-        l.lifetime = lifetime;
-        l.deadline = core.config.client_deadline(now, lifetime);
+        l.lifetime = held;
+        l.deadline = deadline;
     });
-    core.layers
-        .events
-        .emit(MappingEvent::Renewed { key, lifetime });
-    twin::follow(core, key, lifetime);
+    core.layers.events.emit(MappingEvent::Renewed {
+        key,
+        lifetime: held,
+    });
+    twin::follow(core, key, held);
     debug!(
         client = %key.client,
         proto = %key.protocol,
@@ -234,14 +241,18 @@ async fn renew<R: Router, U: Upstream>(
     key: MappingKey,
     lease: Lease,
     request: MapRequest,
+    origin: Origin,
 ) -> Result<MapReply, MappingError> {
     twin::ensure(core, key, lease.serial);
-    if let Some(reply) = from_lease(core, key, &lease, request, Instant::now()) {
+    if let Some(reply) = from_lease(core, key, &lease, request, origin, Instant::now()) {
         return Ok(reply);
     }
     // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
     // the gateway lost it): ask the gateway on the client's path.
-    let asked = upstream_lifetime(request.lifetime, core.config.max_lifetime);
+    let asked = upstream_lifetime(
+        lease.renewal_ask(origin, request.lifetime),
+        core.config.max_lifetime,
+    );
     let grant = core
         .layers
         .upstream_map(
@@ -254,20 +265,23 @@ async fn renew<R: Router, U: Upstream>(
         .await?;
     let now = Instant::now();
     let lifetime = reply_lifetime(request.lifetime, grant.lifetime, core.config.max_lifetime);
+    let (held, deadline) =
+        lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
     core.table.update(&key, |l| {
         l.external_port = grant.external_port;
-        l.lifetime = lifetime;
-        l.deadline = core.config.client_deadline(now, lifetime);
+        l.lifetime = held;
+        l.deadline = deadline;
         l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
         l.upstream_lifetime = grant.lifetime;
         l.renew_at = next_renewal(now, grant.lifetime);
         l.keep_failures = 0;
     });
     core.keeper_wake.notify_one();
-    core.layers
-        .events
-        .emit(MappingEvent::Renewed { key, lifetime });
-    twin::follow(core, key, lifetime);
+    core.layers.events.emit(MappingEvent::Renewed {
+        key,
+        lifetime: held,
+    });
+    twin::follow(core, key, held);
     if grant.external_port != lease.external_port {
         core.layers.events.emit(MappingEvent::ExternalPortChanged {
             key,
