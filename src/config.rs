@@ -151,8 +151,9 @@ pub struct DaemonArgs {
     pub log_format: LogFormat,
 
     /// Comma-separated IPv4 networks whose hosts may ask for mappings; requests from any other
-    /// source are dropped silently (RFC 6886 §3.3), and so are requests from VPN_GATEWAY
-    /// whatever this says.
+    /// source are dropped silently (RFC 6886 §3.3), and so, whatever this says, are requests
+    /// from VPN_GATEWAY, the router's own addresses, the network and broadcast addresses of its
+    /// subnets (read from the router at each reconcile) and the daemon's own addresses.
     #[arg(long, env = "ALLOWED_CLIENTS", value_name = "ALLOWED_CLIENTS", default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16", value_parser = parse_cidr_list)]
     pub allowed_clients: CidrList,
 

@@ -21,11 +21,13 @@ use crate::mapping::{MappingConfig, MappingError, MappingEvent, Orchestrator};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
+use crate::refused::daemon_addresses;
 use crate::routeros::api::{Router, RouterApi, RouterError};
 use crate::routeros::conn::ApiConfig;
 use crate::routeros::error::TlsProblem;
 use crate::routeros::tls::TlsMode;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::static_keeper::{self, StaticRefused};
 use crate::status::{CountingHandler, Metrics, Services, Setup, StatusError};
 
 /// Why the daemon stopped with an error.
@@ -55,6 +57,9 @@ pub enum DaemonError {
     /// The orchestrator could not start.
     #[error("cannot start the mapping orchestrator: {0}")]
     Mapping(#[from] MappingError),
+    /// A STATIC_MAPPINGS entry names a source that is not a client (C-39a).
+    #[error(transparent)]
+    StaticMapping(#[from] StaticRefused),
     /// Stopped before start-up finished.
     #[error("stopped while waiting for the router")]
     Interrupted,
@@ -142,20 +147,6 @@ pub fn router_api(router: &RouterArgs) -> Result<RouterApi, DaemonError> {
         router.mikrotik_api_timeout,
     )
     .map_err(DaemonError::Router)
-}
-
-/// Sources the NAT-PMP server drops whatever ALLOWED_CLIENTS says (its default private ranges
-/// hold the tunnel's 10.x network): the VPN gateway (and, added at start, the router's own
-/// addresses on the VPN interface, as the start's interface check read them). A gateway on
-/// loopback is an emulator on this host (the demo, tests) whose clients share its address; it
-/// is not blocked.
-pub fn blocked_sources(args: &DaemonArgs) -> Vec<Ipv4Addr> {
-    let gateway = *args.vpn_gateway.ip();
-    if gateway.is_loopback() {
-        Vec::new()
-    } else {
-        vec![gateway]
-    }
 }
 
 /// The orchestrator settings from the configuration and the resolved in-interface.
@@ -255,6 +246,7 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     args.validate()?;
     let token = args.status.token()?;
     let router = router_api(&args.router)?;
+    let router_address = router.address().to_owned();
     if args.router.mikrotik_api_tls && args.router.mikrotik_api_tls_insecure {
         warn!("MIKROTIK_API_TLS_INSECURE=true: the router's certificate is not verified; anyone on the path can read the API password");
     }
@@ -283,16 +275,21 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         &mut shutdown,
     )
     .await?;
+    // C-39a: the router's addresses came with the start reconcile; the daemon's own are read
+    // once, here. A static mapping for a source that is not a client stops the start.
+    orchestrator
+        .refused()
+        .set_daemon_addresses(daemon_addresses(args.listen_addr, &router_address).await);
+    if let Err(e) = static_keeper::check_clients(&orchestrator, &args.status.static_mappings.0) {
+        orchestrator.shutdown(args.shutdown_timeout).await;
+        return Err(e.into());
+    }
     let metrics = Arc::new(Metrics::new());
     let server = Server::bind(
         ServerConfig {
             listen: args.listen_addr,
             allowed_clients: args.allowed_clients.clone(),
-            blocked_sources: {
-                let mut blocked = blocked_sources(&args);
-                blocked.extend(orchestrator.tunnel_addresses());
-                blocked
-            },
+            blocked_sources: Arc::clone(orchestrator.refused()),
             max_inflight: args.max_inflight as usize,
             client_rate_limit: args.client_rate_limit,
             address_refresh: args.address_refresh,

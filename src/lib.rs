@@ -10,7 +10,8 @@
 //! The major components are:
 //!
 //! * [`config`]: the environment variables and flags, validated with clear messages;
-//!   [`cidr`]: IPv4 networks (ALLOWED_CLIENTS).
+//!   [`cidr`]: IPv4 networks (ALLOWED_CLIENTS); [`refused`]: the sources that are not real
+//!   clients (the router's and the daemon's own addresses, subnet edges, the VPN gateway).
 //! * [`daemon`]: wires everything together and stops it in order; [`logging`]: LOG_LEVEL/LOG_FORMAT.
 //! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
 //! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
@@ -49,6 +50,7 @@ pub mod daemon;
 pub mod logging;
 pub mod mapping;
 pub mod natpmp;
+pub mod refused;
 pub mod routeros;
 pub mod shutdown;
 pub mod sim;

@@ -9,6 +9,13 @@
 //! failed attempt is tried again after 1 s, doubling up to 30 s. A rule deleted on the router
 //! is made again by the reconciler, which restores the rules of live leases.
 //!
+//! A static mapping for a source that is not a client (the router's or the daemon's own
+//! address, a subnet's network or broadcast address, the VPN gateway; C-39a) stops the start
+//! when the start already knows it ([`check_clients`]); one that becomes refused later (an
+//! address added on the router, seen by a reconcile pass) gets a warning, once, and no
+//! mapping: the lease it had is removed, and it is made again once the address is no longer
+//! refused.
+//!
 //! Kept small on purpose: the mapping core's own keeper will take over upstream renewals.
 
 use std::collections::HashMap;
@@ -16,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use thiserror::Error;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
@@ -26,6 +34,7 @@ use crate::mapping::lease::MappingKey;
 use crate::mapping::Orchestrator;
 use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::refused::Refusal;
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 
@@ -57,6 +66,33 @@ impl KeeperStats {
             ("renew_failed", load(&self.renew_failed)),
         ]
     }
+}
+
+/// A STATIC_MAPPINGS entry for a source that is not a client.
+#[derive(Debug, Error)]
+#[error("STATIC_MAPPINGS: {key} cannot be mapped: {why}; remove it from STATIC_MAPPINGS")]
+pub struct StaticRefused {
+    /// The entry, `protocol:client:port`.
+    pub key: String,
+    /// Why its client is refused.
+    pub why: Refusal,
+}
+
+/// Checks every static mapping's client against the sources that are not clients, as known
+/// at start (after the start reconcile read the router's addresses).
+pub fn check_clients<R: Router, U: Upstream>(
+    orchestrator: &Orchestrator<R, U>,
+    keys: &[MappingKey],
+) -> Result<(), StaticRefused> {
+    for key in keys {
+        if let Some(why) = orchestrator.refused().why(key.client) {
+            return Err(StaticRefused {
+                key: format!("{}:{}:{}", key.protocol, key.client, key.internal_port),
+                why,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One static mapping's schedule.
@@ -148,6 +184,24 @@ async fn keep<R: Router, U: Upstream>(
     stats: &KeeperStats,
 ) {
     let existing = orchestrator.table().get(&key);
+    if orchestrator.refused().check(key.client).is_some() {
+        // Logged once by the check; tried again later, in case the address goes away.
+        if existing.is_some() {
+            let delete = MapRequest {
+                protocol: key.protocol,
+                internal_port: key.internal_port,
+                suggested_external_port: 0,
+                lifetime: 0,
+            };
+            let reply = orchestrator
+                .handle_from(key.client, delete, Origin::Static)
+                .await;
+            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, "static mapping removed: its client is not a client any more");
+        }
+        stats.create_failed.fetch_add(1, Ordering::Relaxed);
+        slot.due = Instant::now() + RETRY_MAX;
+        return;
+    }
     let request = MapRequest {
         protocol: key.protocol,
         internal_port: key.internal_port,

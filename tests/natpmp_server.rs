@@ -12,6 +12,7 @@ use double_natpmp::natpmp::handler::{MapHandler, MapReply, NoMappings};
 use double_natpmp::natpmp::server::{Server, ServerConfig};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
+use double_natpmp::refused::RefusedSources;
 use double_natpmp::shutdown::ShutdownTrigger;
 use tokio::net::UdpSocket;
 
@@ -88,7 +89,7 @@ fn config(allowed: &str) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         allowed_clients: parse_cidr_list(allowed).unwrap(),
-        blocked_sources: Vec::new(),
+        blocked_sources: Arc::default(),
         max_inflight: 16,
         client_rate_limit: 10_000,
         address_refresh: Duration::from_secs(3600),
@@ -378,7 +379,7 @@ async fn requests_from_a_blocked_source_inside_allowed_clients_get_no_reply_and_
     let handler = Counting::default();
     let srv = start_config(
         ServerConfig {
-            blocked_sources: vec![Ipv4Addr::new(127, 0, 0, 2)],
+            blocked_sources: Arc::new(RefusedSources::new(Some(Ipv4Addr::new(127, 0, 0, 2)))),
             ..config("127.0.0.0/8")
         },
         upstream_at(Some("198.51.101.7")),

@@ -747,6 +747,44 @@ async fn interface_lists_services_interfaces_and_addresses_are_read() {
     );
 }
 
+/// The router's own addresses, with their subnets, as the reconcile reads them to refuse them
+/// as clients (C-39a): every row, one added at run time included.
+#[tokio::test]
+async fn the_routers_addresses_are_read_with_prefix_interface_and_flags() {
+    let sim = sim(RouterSimConfig::default()).await;
+    let api = admin(&sim);
+    sim.add_address("192.168.50.7/24", "vlan50");
+    let rows = api.addresses().await.unwrap();
+    let seen: Vec<(String, u8, &str, bool, bool)> = rows
+        .iter()
+        .map(|a| {
+            (
+                a.address.to_string(),
+                a.prefix,
+                a.interface.as_str(),
+                a.disabled,
+                a.invalid,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("10.2.0.2".into(), 32, "wg-proton", false, false),
+            ("192.168.88.1".into(), 24, "bridge", false, false),
+            // The emulator has no interface vlan50: RouterOS marks such an address invalid.
+            ("192.168.50.7".into(), 24, "vlan50", false, true),
+        ]
+    );
+    assert_eq!(
+        rows[1].network_and_broadcast(),
+        Some((
+            Ipv4Addr::new(192, 168, 88, 0),
+            Ipv4Addr::new(192, 168, 88, 255)
+        ))
+    );
+}
+
 #[tokio::test]
 async fn quit_answered_with_fatal_is_a_fatal_error_and_the_next_call_gets_a_fresh_connection() {
     let sim = sim(RouterSimConfig::default()).await;
@@ -856,22 +894,4 @@ async fn tls_server_name_setting_verifies_a_certificate_made_for_another_name() 
         .info()
         .await
         .unwrap();
-}
-
-#[test]
-fn the_vpn_gateway_is_a_blocked_source_unless_it_is_an_emulator_on_loopback() {
-    let args = |gateway: &str| {
-        daemon_args_from([
-            "double-natpmp",
-            &format!("--vpn-gateway={gateway}"),
-            "--mikrotik-api-address=172.30.254.1",
-            "--mikrotik-api-password=p",
-        ])
-        .unwrap()
-    };
-    assert_eq!(
-        daemon::blocked_sources(&args("10.2.0.1")),
-        vec![Ipv4Addr::new(10, 2, 0, 1)]
-    );
-    assert!(daemon::blocked_sources(&args("127.0.0.1:15351")).is_empty());
 }

@@ -292,6 +292,38 @@ async fn librouteros_sees_the_emulator_as_a_router() {
     let ident = step(&py, port, &["identity"]).await;
     assert_eq!(ident.get("rows").list()[0].row()["name"], "MikroTik");
 
+    // /ip/address/print: the fields the daemon reads to refuse the router's own addresses and
+    // its subnets' edges as clients (docs/routeros-api.md §2.5), and a query by interface.
+    let addresses = step(&py, port, &["addresses"]).await;
+    let all: Vec<_> = addresses.get("rows").list().iter().map(Json::row).collect();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(
+        all[1],
+        fields(&[
+            (".id", "*2"),
+            ("actual-interface", "bridge"),
+            ("address", "192.168.88.1/24"),
+            ("disabled", "false"),
+            ("dynamic", "false"),
+            ("interface", "bridge"),
+            ("invalid", "false"),
+            ("network", "192.168.88.0"),
+        ])
+    );
+    let bridge: Vec<_> = addresses
+        .get("bridge")
+        .list()
+        .iter()
+        .map(Json::row)
+        .collect();
+    assert_eq!(
+        bridge,
+        vec![fields(&[
+            ("address", "192.168.88.1/24"),
+            ("network", "192.168.88.0")
+        ])]
+    );
+
     assert_eq!(sim.command_count_for("/ip/firewall/nat/add"), 2);
     assert_eq!(sim.command_count_for("/ip/firewall/nat/remove"), 2);
     sim.shutdown().await;

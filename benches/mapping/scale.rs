@@ -23,8 +23,9 @@ use crate::{Mode, Options, Profile};
 
 /// Concurrent clients that fill the table.
 const FILL_CLIENTS: usize = 64;
-/// The first command of a reconcile pass (it proves the VPN interface first).
-const PASS_FIRST: &str = "/interface/print";
+/// The first command of a reconcile pass (it reads the router's addresses, then proves the VPN
+/// interface).
+const PASS_FIRST: &str = "/ip/address/print";
 /// The last command of a pass that finds one rule of a live lease missing: its recreation.
 const PASS_LAST: &str = "/ip/firewall/nat/add";
 /// How often the router's counters are read while a pass is awaited (a sleep of 200 µs takes
@@ -253,8 +254,8 @@ impl PassTimes {
 /// The commands of a pass, in order (`/ip/route/check` only when the user may run it).
 const PASS_COMMANDS: &[&str] = &[
     PASS_FIRST,
+    "/interface/print",
     "/ip/route/check",
-    "/ip/address/print",
     "/ip/firewall/nat/print",
     "/interface/list/member/print",
     "/ip/service/print",

@@ -20,6 +20,7 @@ use crate::mapping::limits::Limits;
 use crate::mapping::quota::QuotaHint;
 use crate::mapping::srcnat::OutScope;
 use crate::mapping::table::LeaseTable;
+use crate::refused::RefusedSources;
 use crate::routeros::api::ListMember;
 use crate::shutdown::ShutdownTrigger;
 
@@ -100,6 +101,9 @@ pub struct Core<R, U> {
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Whether new mappings ask the gateway first for a while (its quota was used up).
     pub quota: QuotaHint,
+    /// The sources that are not real clients; the router's part is refreshed by each reconcile
+    /// pass.
+    pub refused: Arc<RefusedSources>,
     /// The router's interface-list members, as of the last reconcile pass (which lists say a
     /// src-nat rule's out-interface-list holds the VPN interface).
     members: Mutex<Vec<ListMember>>,
@@ -112,6 +116,11 @@ impl<R, U> Core<R, U> {
     /// The shared state, with nothing proven and nothing running.
     pub fn new(layers: Layers<R, U>, config: MappingConfig) -> Core<R, U> {
         let (stop, _) = ShutdownTrigger::new();
+        // A gateway on loopback is an emulator on this host (the demo, tests), whose clients
+        // share its address.
+        let refused = Arc::new(RefusedSources::new(
+            config.vpn_gateway.filter(|g| !g.is_loopback()),
+        ));
         Core {
             layers,
             table: Arc::new(LeaseTable::new(config.router_ports.clone())),
@@ -125,6 +134,7 @@ impl<R, U> Core<R, U> {
             background: Arc::new(Background::default()),
             tasks: Mutex::new(Vec::new()),
             quota: QuotaHint::default(),
+            refused,
             members: Mutex::new(Vec::new()),
             gate: RwLock::new(()),
             closing: AtomicBool::new(false),

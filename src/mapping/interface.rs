@@ -18,7 +18,7 @@ use crate::mapping::config::MappingConfig;
 use crate::mapping::error::MappingError;
 use crate::mapping::layers::Layers;
 use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
+use crate::routeros::api::{Router, RouterAddress};
 use crate::routeros::error::RouterError;
 
 /// `/interface/print` types of the tunnels a VPN with NAT-PMP comes through: WireGuard and the
@@ -86,11 +86,13 @@ pub struct Proof {
     pub addresses: Vec<Ipv4Addr>,
 }
 
-/// Proves the in-interface of `config`. `Err` only when the router could not be asked; a
-/// failed proof is `Ok(Err(problem))`.
+/// Proves the in-interface of `config`; its addresses are taken from `addresses` (the pass's
+/// `/ip/address/print`). `Err` only when the router could not be asked; a failed proof is
+/// `Ok(Err(problem))`.
 pub async fn prove<R: Router, U: Upstream>(
     layers: &Layers<R, U>,
     config: &MappingConfig,
+    addresses: &[RouterAddress],
 ) -> Result<Result<Proof, InterfaceProblem>, MappingError> {
     let name = config.in_interface.as_str();
     let mut proof = Proof::default();
@@ -158,11 +160,10 @@ pub async fn prove<R: Router, U: Upstream>(
             TUNNEL_TYPES.join(", ")
         ));
     }
-    proof.addresses = layers
-        .router_call(
-            "read the VPN interface's address",
-            layers.router.interface_addresses(name),
-        )
-        .await?;
+    proof.addresses = addresses
+        .iter()
+        .filter(|a| a.interface == name && !a.disabled)
+        .map(|a| a.address)
+        .collect();
     Ok(Ok(proof))
 }

@@ -35,7 +35,8 @@ use crate::mapping::transaction;
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::MapRequest;
+use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::refused::RefusedSources;
 use crate::routeros::api::Router;
 
 /// The mapping orchestrator. Cheap to clone (one shared state); implements [`MapHandler`].
@@ -199,6 +200,12 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         self.core.tunnel_addresses()
     }
 
+    /// The sources that are not real clients, as of the last reconcile pass (the NAT-PMP
+    /// server drops their datagrams; the forwards API and STATIC_MAPPINGS refuse them).
+    pub fn refused(&self) -> &Arc<RefusedSources> {
+        &self.core.refused
+    }
+
     /// Answers a mapping request made on behalf of `client` by another front end than NAT-PMP
     /// (the HTTP API, a static reservation): the same transaction, with the lease marked by
     /// `origin` (a static lease never expires).
@@ -208,7 +215,10 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         request: MapRequest,
         origin: Origin,
     ) -> MapReply {
-        transaction::handle(&self.core, client, request, origin).await
+        match refuse(&self.core, client, &request) {
+            Some(reply) => reply,
+            None => transaction::handle(&self.core, client, request, origin).await,
+        }
     }
 
     /// A listener for what happens to mappings from now on ([`MappingEvent`]).
@@ -314,10 +324,28 @@ impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
         request: MapRequest,
     ) -> impl Future<Output = MapReply> + Send {
         let core = Arc::clone(&self.core);
-        async move { transaction::handle(&core, client, request, Origin::NatPmp).await }
+        async move {
+            match refuse(&core, client, &request) {
+                Some(reply) => reply,
+                None => transaction::handle(&core, client, request, Origin::NatPmp).await,
+            }
+        }
     }
 
     fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {
         transaction::answer_now(&self.core, client, request)
     }
+}
+
+/// A request to create or renew a mapping for a source that is not a real client (see
+/// [`crate::refused`]) is answered 2 at once, with no router or gateway command; the front
+/// ends refuse it before it gets here (the NAT-PMP server with silence), so this holds for
+/// every other caller too. A delete goes through: it can only take something away.
+fn refuse<R, U>(core: &Core<R, U>, client: Ipv4Addr, request: &MapRequest) -> Option<MapReply> {
+    if request.is_delete() {
+        return None;
+    }
+    core.refused
+        .check(client)
+        .map(|_| MapReply::failure(ResultCode::NotAuthorized))
 }

@@ -3,8 +3,11 @@
 //! 10 min).
 //!
 //! One pass:
-//! 1. prove the VPN in-interface again (see `interface.rs`): while it is unusable, new mappings
-//!    are answered 3;
+//! 1. list the router's addresses (`/ip/address/print`): they, and the network and broadcast
+//!    addresses of their subnets, are refused as clients from now on (see [`crate::refused`]);
+//!    the VPN interface's among them are the router's tunnel address. Then prove the VPN
+//!    in-interface again (see `interface.rs`): while it is unusable, new mappings are
+//!    answered 3;
 //! 2. note the newest lease's serial (a lease live now has one at most this), then list the
 //!    interface-list members, every dst-nat rule, every src-nat rule and the router services
 //!    (four commands). Each dst-nat rule is sorted as it arrives, against the lease table as
@@ -230,7 +233,15 @@ pub async fn pass<R: Router, U: Upstream>(
         return Err(MappingError::ShuttingDown);
     };
     let mut report = ReconcileReport::default();
-    let proof = Box::pin(prove(&core.layers, &core.config)).await?;
+    let addresses = core
+        .layers
+        .router_call(
+            "list the router's addresses",
+            core.layers.router.addresses(),
+        )
+        .await?;
+    core.refused.set_router_addresses(&addresses);
+    let proof = Box::pin(prove(&core.layers, &core.config, &addresses)).await?;
     report.interface_ok = proof.is_ok();
     core.set_interface(proof);
 

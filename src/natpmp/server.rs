@@ -3,8 +3,10 @@
 //! One socket, bound to LISTEN_ADDR; every reply leaves from it, so the router's connection
 //! tracking rewrites the source back to the gateway address the client asked (RFC 6886 §3.1;
 //! docs/conformance.md §1K, Q-05). Requests from outside ALLOWED_CLIENTS are dropped silently (C-39),
-//! and so, checked first, are requests from [`ServerConfig::blocked_sources`] (the VPN gateway,
-//! the router's own tunnel address), which the default private ranges would let in.
+//! and so, checked first, are requests from [`ServerConfig::blocked_sources`] (sources that are
+//! not real clients: the VPN gateway, the router's and the daemon's own addresses, the network
+//! and broadcast addresses of the router's subnets, C-39a), which the default private ranges
+//! would let in.
 //!
 //! Concurrency is bounded by slots (MAX_INFLIGHT of them; see `slots.rs` for what each kind of
 //! request holds). What can be answered at once is answered on the receive path and holds no
@@ -50,6 +52,7 @@ use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::{
     self, MapRequest, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
 };
+use crate::refused::RefusedSources;
 use crate::shutdown::Shutdown;
 
 /// Settings of the front end.
@@ -59,9 +62,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Who may ask (C-39).
     pub allowed_clients: CidrList,
-    /// Who may never ask, whatever `allowed_clients` says: the VPN gateway and the router's
-    /// own tunnel address (a mapping for them would forward a port back into the tunnel).
-    pub blocked_sources: Vec<Ipv4Addr>,
+    /// Who may never ask, whatever `allowed_clients` says (C-39a): shared with the mapping
+    /// core, whose reconcile pass refreshes it.
+    pub blocked_sources: Arc<RefusedSources>,
     /// Requests handled at once (and as many address requests waiting for the gateway).
     pub max_inflight: usize,
     /// Address requests one client may make per second (bursts of twice that).
@@ -210,10 +213,15 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
         let stats = &self.shared.stats;
         match peer {
             // Before ALLOWED_CLIENTS, whose default private ranges hold the tunnel's 10.x
-            // network: silence, as for any source that may not ask (RFC 6886 §3.3).
-            SocketAddr::V4(v4) if self.config.blocked_sources.contains(v4.ip()) => {
+            // network: silence, as for any source that may not ask (RFC 6886 §3.3, C-39a).
+            SocketAddr::V4(v4)
+                if self
+                    .config
+                    .blocked_sources
+                    .drops_datagram(*v4.ip(), packet.starts_with(&[0, 0])) =>
+            {
                 stats.dropped_blocked.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "dropped NAT-PMP request from the VPN gateway or the router's tunnel address");
+                debug!(%peer, "dropped NAT-PMP request from a source that is not a real client");
                 None
             }
             SocketAddr::V4(v4) if self.config.allowed_clients.contains(*v4.ip()) => Some(*v4.ip()),
@@ -269,7 +277,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
 
     /// Serves until `shutdown` fires, then waits for the requests in flight and returns.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ServerError> {
-        info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, blocked = ?self.config.blocked_sources, "NAT-PMP server listening");
+        info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
         let refresher = {
             let addresses = self.addresses.clone();
             let every = self.config.address_refresh;
@@ -548,7 +556,7 @@ mod tests {
             ServerConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 allowed_clients: parse_cidr_list("127.0.0.0/8").unwrap(),
-                blocked_sources: Vec::new(),
+                blocked_sources: Arc::default(),
                 max_inflight: 1,
                 client_rate_limit: 10_000,
                 address_refresh: Duration::from_secs(3600),

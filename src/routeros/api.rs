@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+pub use super::address::RouterAddress;
 use super::conn::{ApiConfig, Response};
 pub use super::error::{trap_error, RouterError};
 pub use super::nat::{flag, DstNatRule, NatRule, RuleId, SrcNatRule, NAT_PROPLIST};
@@ -129,6 +130,9 @@ pub trait Router: Send + Sync + 'static {
         &self,
         interface: &str,
     ) -> impl Future<Output = Result<Vec<Ipv4Addr>, RouterError>> + Send;
+    /// Every `/ip/address` row: the router's own addresses on every interface, with their
+    /// subnets (the reconcile refuses them as clients, see [`crate::refused`]).
+    fn addresses(&self) -> impl Future<Output = Result<Vec<RouterAddress>, RouterError>> + Send;
 }
 
 /// The response, or the first `!trap` as a typed error.
@@ -437,6 +441,17 @@ impl Router for RouterApi {
                 let address = r.get("address")?;
                 address.split('/').next()?.parse().ok()
             })
+            .collect())
+    }
+
+    async fn addresses(&self) -> Result<Vec<RouterAddress>, RouterError> {
+        let cmd = Command::new("/ip/address/print")
+            .attr(".proplist", "address,interface,disabled,invalid,dynamic");
+        let resp = self.run(cmd).await?;
+        Ok(resp
+            .rows
+            .iter()
+            .filter_map(RouterAddress::from_row)
             .collect())
     }
 }

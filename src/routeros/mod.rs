@@ -1,6 +1,7 @@
 //! The RouterOS binary API: framing shared with the emulator, one connection, TLS, the pool,
 //! and the typed operations the daemon needs.
 
+pub mod address;
 pub mod api;
 pub mod conn;
 pub mod error;

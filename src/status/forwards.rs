@@ -4,7 +4,9 @@
 //! with [`Origin::Api`]).
 //!
 //! Both need `Authorization: Bearer <API_TOKEN>` (401 without, 403 with a wrong one, see
-//! `auth.rs`); the client must be inside ALLOWED_CLIENTS (else 403), and NAT-PMP's limits hold:
+//! `auth.rs`); the client must be inside ALLOWED_CLIENTS (else 403) and a real client (not the
+//! router's or the daemon's own address, a subnet's network or broadcast address, or the VPN
+//! gateway, C-39a: else 403 naming which), and NAT-PMP's limits hold:
 //! internal port 1 to 65535, a lifetime of at least 1 s, capped at MAX_LIFETIME and at what the
 //! gateway grants. A forward expires like a NAT-PMP mapping: POST again before its lifetime ends.
 //! Like a NAT-PMP request, a POST that meets a router or gateway that does not answer waits up to
@@ -213,6 +215,16 @@ pub async fn create<R: Router, U: Upstream>(
     let protocol = ask.protocol;
     if let Some(r) = client_refused(state, ask.client) {
         return r;
+    }
+    // C-39a: checked against the list the last reconcile pass refreshed (no router command).
+    if let Some(why) = state.orchestrator.refused().check(ask.client) {
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "client {} is not a client: {why}; no forward is made for it",
+                ask.client
+            ),
+        );
     }
     let request = MapRequest {
         protocol,

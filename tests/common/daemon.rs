@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use double_natpmp::config::DaemonArgs;
-use double_natpmp::daemon::{self, Running};
+use double_natpmp::daemon::{self, DaemonError, Running};
 use double_natpmp::mapping::MappingEvent;
 use double_natpmp::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
@@ -80,8 +80,21 @@ pub fn gateway_config() -> GatewayConfig {
 /// Starts the emulators and the daemon with `flags` (`name`, `value`) on top of the usual ones
 /// (STATUS_ADDR on 127.0.0.1:0 unless given).
 pub async fn start(gateway: GatewayConfig, flags: &[(&str, String)]) -> Lab {
+    match try_start(router_config(), gateway, flags).await {
+        Ok(lab) => lab,
+        Err((_, _, e)) => panic!("daemon did not start: {e}"),
+    }
+}
+
+/// [`start`] with the router emulator's settings of the test's own; a failed start gives the
+/// error, with the emulators (which outlive the daemon's attempt).
+pub async fn try_start(
+    router: RouterSimConfig,
+    gateway: GatewayConfig,
+    flags: &[(&str, String)],
+) -> Result<Lab, (RouterSim, Gateway, DaemonError)> {
     let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
-    let router = RouterSim::start(router_config(), any)
+    let router = RouterSim::start(router, any)
         .await
         .expect("router emulator");
     let gateway = Gateway::start(gateway, any)
@@ -125,14 +138,14 @@ pub async fn start(gateway: GatewayConfig, flags: &[(&str, String)]) -> Lab {
     .await
     {
         Ok(d) => d,
-        Err(e) => panic!("daemon did not start: {e}"),
+        Err(e) => return Err((router, gateway, e)),
     };
-    Lab {
+    Ok(Lab {
         router,
         gateway,
         daemon,
         stop: Some(stop),
-    }
+    })
 }
 
 impl Lab {

@@ -16,8 +16,8 @@ use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{
-    DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterError, RuleId, ServiceInfo,
-    SrcNatRule,
+    DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterAddress, RouterError, RuleId,
+    ServiceInfo, SrcNatRule,
 };
 use tokio::time::Instant;
 
@@ -89,6 +89,27 @@ pub struct RouterState {
     /// The next src-nat add finds the rule it is to go before gone (an admin removed it since
     /// the listing): the rule is removed and the add answers `no such item`.
     pub anchor_vanishes: bool,
+    /// `/ip/address` rows an administrator added, after the two every fake router has
+    /// ([`ROUTER_ADDRESSES`]).
+    pub added_addresses: Vec<(String, String)>,
+}
+
+/// The `/ip/address` rows of every fake router: the tunnel address on IFACE and the LAN's
+/// 192.168.88.1/24 on `bridge` (so 192.168.88.0, .1 and .255 are not clients).
+pub const ROUTER_ADDRESSES: [(&str, &str); 2] =
+    [("10.2.0.2/32", IFACE), ("192.168.88.1/24", "bridge")];
+
+/// An `/ip/address` row, as [`Router::addresses`] reads it.
+pub fn router_address(address: &str, interface: &str) -> RouterAddress {
+    let (ip, prefix) = address.split_once('/').expect("a.b.c.d/nn");
+    RouterAddress {
+        address: ip.parse().expect("an IPv4 address"),
+        prefix: prefix.parse().expect("a prefix length"),
+        interface: interface.to_owned(),
+        disabled: false,
+        invalid: false,
+        dynamic: false,
+    }
 }
 
 impl RouterState {
@@ -515,6 +536,24 @@ impl Router for FakeRouter {
     async fn interface_addresses(&self, _interface: &str) -> Result<Vec<Ipv4Addr>, RouterError> {
         self.before(false).await?;
         let result = async { Ok(vec![Ipv4Addr::new(10, 2, 0, 2)]) }.await;
+        self.after(false, result)
+    }
+
+    async fn addresses(&self) -> Result<Vec<RouterAddress>, RouterError> {
+        self.before(false).await?;
+        let result = async {
+            let s = self.state();
+            let added = s
+                .added_addresses
+                .iter()
+                .map(|(a, i)| (a.as_str(), i.as_str()));
+            Ok(ROUTER_ADDRESSES
+                .into_iter()
+                .chain(added)
+                .map(|(a, i)| router_address(a, i))
+                .collect())
+        }
+        .await;
         self.after(false, result)
     }
 }

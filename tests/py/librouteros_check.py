@@ -12,6 +12,7 @@ objects whose values are strings, so the Rust side can compare them exactly):
   remove_missing <id> remove an id that does not exist -> {"error", "type"}
   badlogin            connect with a wrong password -> {"error", "type"}
   identity            /system/identity/print
+  addresses           /ip/address/print, every row, then the rows of ?interface=bridge
 
 Only ever connects to 127.0.0.1.
 """
@@ -94,6 +95,11 @@ def main():
             out = {"error": str(e), "type": type(e).__name__}
     elif step == "identity":
         out = {"rows": rows(api.path("system", "identity"))}
+    elif step == "addresses":
+        addresses = api.path("ip", "address")
+        bridge = addresses.select(Key("address"), Key("network")).where(
+            Key("interface") == "bridge")
+        out = {"rows": rows(addresses), "bridge": rows(bridge)}
     else:
         raise SystemExit(f"unknown step {step!r}")
     api.close()

@@ -235,22 +235,21 @@ fn run(
         }
         ("/ip/address", "print" | "getall") => {
             require(user, "read")?;
-            let rows = shared
-                .config
-                .addresses
+            // An address on an interface the router does not have is `invalid`.
+            let exists = |interface: &str| shared.config.interfaces.iter().any(|i| i == interface);
+            let rows = lock(&shared.addresses)
                 .iter()
                 .enumerate()
                 .map(|(i, (address, interface))| {
-                    let network = address.split('/').next().unwrap_or(address).to_owned();
                     fields(&[
                         (".id", format!("*{:X}", i + 1)),
                         ("address", address.clone()),
-                        ("network", network),
+                        ("network", network_of(address)),
                         ("interface", interface.clone()),
                         ("actual-interface", interface.clone()),
-                        ("disabled", "false".into()),
+                        ("invalid", (!exists(interface)).to_string()),
                         ("dynamic", "false".into()),
-                        ("invalid", "false".into()),
+                        ("disabled", "false".into()),
                     ])
                 })
                 .collect();
@@ -380,6 +379,21 @@ fn resource_row(shared: &Shared) -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
+}
+
+/// `network` of an `/ip/address` row: the address with its host bits cleared (a /32's is the
+/// address itself, as in the captured `address=1.1.1.1/32 network=1.1.1.1`).
+fn network_of(address: &str) -> String {
+    let parsed = address.split_once('/').and_then(|(ip, len)| {
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+        let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+        Some(Ipv4Addr::from(u32::from(ip) & mask))
+    });
+    match parsed {
+        Some(network) => network.to_string(),
+        None => address.split('/').next().unwrap_or(address).to_owned(),
+    }
 }
 
 fn fields(pairs: &[(&str, String)]) -> BTreeMap<String, String> {

@@ -84,6 +84,7 @@ impl RouterSim {
             nft,
             version: Mutex::new(config.version.clone()),
             routes: Mutex::new(config.routes.clone()),
+            addresses: Mutex::new(config.addresses.clone()),
             down: Mutex::new(std::collections::HashSet::new()),
             config,
             table: Mutex::new(NatTable::new()),
@@ -187,6 +188,11 @@ impl RouterSim {
             following: Vec::new(),
         }));
         self.shared.mirror(changes);
+    }
+
+    /// Adds an `/ip/address` row (`address` as `a.b.c.d/nn`) as if the admin typed it.
+    pub fn add_address(&self, address: &str, interface: &str) {
+        lock(&self.shared.addresses).push((address.to_owned(), interface.to_owned()));
     }
 
     /// Replaces the routes `/ip/route/check` finds.

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) version: Mutex<String>,
     /// Routes for `/ip/route/check`, changeable at run time.
     pub(crate) routes: Mutex<Vec<SimRoute>>,
+    /// `/ip/address` rows (address/prefix, interface), changeable at run time.
+    pub(crate) addresses: Mutex<Vec<(String, String)>>,
     /// Interfaces whose link is down (`running=false`).
     pub(crate) down: Mutex<HashSet<String>>,
     pub(crate) table: Mutex<NatTable>,

@@ -334,6 +334,52 @@ async fn missing_policies_give_not_enough_permissions() {
 }
 
 #[tokio::test]
+async fn address_print_gives_address_with_prefix_network_interface_and_flags() {
+    let sim = sim().await;
+    let mut c = logged_in(&sim).await;
+    sim.add_address("192.168.50.7/24", "vlan50");
+    let r = c.cmd(&["/ip/address/print"]).await;
+    let row = |id: &str, address: &str, network: &str, interface: &str, invalid: &str| {
+        words(&[
+            "!re",
+            &format!("=.id={id}"),
+            &format!("=actual-interface={interface}"),
+            &format!("=address={address}"),
+            "=disabled=false",
+            "=dynamic=false",
+            &format!("=interface={interface}"),
+            &format!("=invalid={invalid}"),
+            &format!("=network={network}"),
+        ])
+    };
+    assert_eq!(
+        r,
+        vec![
+            // A /32's network is the address itself, as in the captured reply.
+            row("*1", "10.2.0.2/32", "10.2.0.2", "wg-proton", "false"),
+            row("*2", "192.168.88.1/24", "192.168.88.0", "bridge", "false"),
+            // No interface vlan50 on this router: invalid.
+            row("*3", "192.168.50.7/24", "192.168.50.0", "vlan50", "true"),
+            words(&["!done"]),
+        ]
+    );
+    let bridge = c
+        .cmd(&[
+            "/ip/address/print",
+            "=.proplist=address",
+            "?interface=bridge",
+        ])
+        .await;
+    assert_eq!(
+        bridge,
+        vec![
+            words(&["!re", "=address=192.168.88.1/24"]),
+            words(&["!done"])
+        ]
+    );
+}
+
+#[tokio::test]
 async fn route_check_picks_the_longest_prefix() {
     let sim = sim().await;
     let mut c = logged_in(&sim).await;
