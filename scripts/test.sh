@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need, then runs them.
 #   - Debian packages: natpmpc (the reference NAT-PMP client), miniupnpd-nftables (a real NAT-PMP
-#     gateway), nftables, iproute2 (network namespaces), chromium (renders the diagram and the
+#     gateway), python3-libtorrent (libtorrent itself as a LAN client, run with the system
+#     python3), nftables, iproute2 (network namespaces), chromium (renders the diagram and the
 #     status page), curl (asks the status API inside a namespace), and the
 #     container tools: buildah (builds the image), podman with runc (runs it; crun refuses this
 #     machine's hybrid cgroups), skopeo (reads the image files), netavark and conmon; for the
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for p in natpmpc miniupnpd-nftables nftables iproute2 procps chromium file curl \
+for p in natpmpc miniupnpd-nftables python3-libtorrent nftables iproute2 procps chromium file curl \
   buildah podman runc skopeo conmon netavark \
   qemu-user-static gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libllvm19; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")

@@ -10,8 +10,9 @@
 //! refused by [`DaemonArgs::validate`] in the same form ([`ConfigError`]).
 //!
 //! Bounds (also in `--help` and docs/configuration.md): timeouts 1ms to 1d
-//! ([`value::MAX_TIMEOUT`]), EXPIRY_GRACE 0 to 1d, ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to
-//! 7d ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
+//! ([`value::MAX_TIMEOUT`]), EXPIRY_GRACE 0 to 1d, CREATE_PATIENCE 0 to 1m
+//! ([`value::MAX_PATIENCE`]), ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to 7d
+//! ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
 
 pub mod status;
 pub mod value;
@@ -26,8 +27,9 @@ use thiserror::Error;
 use self::status::{parse_token, StatusArgs};
 use self::value::{
     parse_bool, parse_fingerprint, parse_gateway, parse_grace, parse_host_port, parse_interval,
-    parse_log_level, parse_name, parse_natpmp_listen_addr, parse_password, parse_server_name,
-    parse_timeout, show_duration, Fingerprint, HostPort, LogFormat, LogLevel, MAX_LIFETIME_LIMIT,
+    parse_log_level, parse_name, parse_natpmp_listen_addr, parse_password, parse_patience,
+    parse_server_name, parse_timeout, show_duration, Fingerprint, HostPort, LogFormat, LogLevel,
+    MAX_LIFETIME_LIMIT,
 };
 use crate::cidr::{parse_cidr_list, CidrList};
 use crate::routeros::conn::Password;
@@ -168,6 +170,13 @@ pub struct DaemonArgs {
     /// to UPSTREAM_TIMEOUT (and at most 1d).
     #[arg(long, env = "UPSTREAM_RETRY", value_name = "UPSTREAM_RETRY", default_value = "250ms", value_parser = parse_timeout)]
     pub upstream_retry: Duration,
+
+    /// How long a new mapping (or a renewal that must ask the gateway) keeps trying when the
+    /// router or the gateway does not answer, refuses the connection or sends ICMP
+    /// unreachable, before it is answered 3; 0s to 1m, 0s tries once. Inside libtorrent's ~11 s
+    /// of retransmissions, after which it waits two hours.
+    #[arg(long, env = "CREATE_PATIENCE", value_name = "CREATE_PATIENCE", default_value = "9s", value_parser = parse_patience)]
+    pub create_patience: Duration,
 
     /// How often the upstream's external address is asked again (also after any error); 1s to
     /// 7d.

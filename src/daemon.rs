@@ -162,6 +162,7 @@ pub fn mapping_config(args: &DaemonArgs, in_interface: String) -> MappingConfig 
         // Bounds on top of the clients' own timeouts: a little more than their budgets.
         router_timeout: args.router.mikrotik_api_timeout * 2,
         upstream_timeout: args.upstream_timeout + Duration::from_secs(1),
+        create_patience: args.create_patience,
         shutdown_timeout: args.shutdown_timeout,
         keep_on_stop: args.keep_mappings_on_stop,
         udp_srcnat: args.udp_srcnat,

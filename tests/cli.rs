@@ -79,6 +79,8 @@ fn each_bad_value_names_its_variable() {
         ("MIKROTIK_API_TIMEOUT", "0"),
         ("MIKROTIK_API_TIMEOUT", "25h"),
         ("EXPIRY_GRACE", "2d"),
+        ("CREATE_PATIENCE", "2m"),
+        ("CREATE_PATIENCE", "soon"),
         ("RECONCILE_INTERVAL", "8d"),
         ("UPSTREAM_TIMEOUT", "999999999999999999d"),
         ("MAX_LIFETIME", "604801"),

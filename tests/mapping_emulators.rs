@@ -102,6 +102,16 @@ fn daemon_args(setup: &Setup, router: SocketAddr, gateway: SocketAddr) -> Daemon
     );
     flag("upstream-retry", "250ms".into());
     flag("shutdown-timeout", "5s".into());
+    // One attempt per create unless a test sets CREATE_PATIENCE: these tests measure a single
+    // transaction's bounds and undo (the patience has its own tests here and in
+    // tests/create_patience.rs).
+    if !setup
+        .flags
+        .iter()
+        .any(|(name, _)| *name == "create-patience")
+    {
+        flag("create-patience", "0s".into());
+    }
     // Tests run hundreds of mappings from a few loopback clients: lift the per-client limits
     // (limits_* tests set their own).
     flag("max-mappings-per-client", "65535".into());
@@ -1407,6 +1417,57 @@ async fn c17_retransmits_while_the_gateway_is_silent_are_each_answered_3_and_lea
     // The copy that waited behind the first try got its answer without a second transaction:
     // a dead gateway does not turn retransmissions into router load.
     assert_eq!(lab.router.command_count_for("/ip/firewall/nat/add"), 1);
+    assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
+}
+
+/// C-17b: a gateway silent for longer than CREATE_PATIENCE. The client retransmits as
+/// libtorrent does (250 ms × n apart); no copy is answered while the daemon keeps trying, every
+/// copy gets 3 once the window ends, and neither the rule made meanwhile nor a gateway mapping
+/// is left.
+#[tokio::test]
+async fn c17b_a_gateway_silent_past_create_patience_gets_3_as_the_window_ends_and_leaves_nothing() {
+    const PATIENCE: Duration = Duration::from_secs(3);
+    let lab = start(Setup {
+        flags: vec![("create-patience", "3s".into())],
+        ..Setup::default()
+    })
+    .await;
+    gateway_mode(&lab, Mode::Silent).await;
+    let client = Client::on(10, lab.daemon.listen).await;
+    let req = map(Protocol::Udp, 6881, 0, 60);
+
+    let started = Instant::now();
+    let mut sent = 0;
+    for n in 1..=4u32 {
+        client.send(req).await;
+        sent += 1;
+        let early = client.reply_for(req, Duration::from_millis(250) * n).await;
+        assert!(early.is_none(), "answered while still trying: {early:?}");
+    }
+    for n in 1..=sent {
+        let reply = client
+            .reply_for(req, PATIENCE + SLACK)
+            .await
+            .unwrap_or_else(|| panic!("datagram {n} never answered"));
+        assert_eq!(reply.result, ResultCode::NetworkFailure, "{reply:?}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= PATIENCE && took <= PATIENCE + SLACK,
+        "answered after {took:?}"
+    );
+    assert!(
+        lab.gateway.map_requests() >= 2,
+        "the gateway was asked again within the window"
+    );
+    // The gateway answers again; whatever the daemon may have made is undone.
+    gateway_mode(&lab, Mode::Normal).await;
+    settled(&lab).await;
+    assert!(our_sim_rules(&lab.router).is_empty(), "no rule left");
+    assert!(lab.gateway.mappings().is_empty(), "no gateway mapping left");
+    assert_eq!(lab.daemon.orchestrator.lease_count(), 0);
+    // The rule was made once and removed once: kept, not churned, while the gateway was asked.
+    assert_eq!(lab.router.command_count_for(ADD), 1);
     assert_eq!(lab.router.command_count_for("/ip/firewall/nat/remove"), 1);
 }
 

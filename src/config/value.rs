@@ -269,6 +269,14 @@ pub fn parse_grace(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, Duration::ZERO, MAX_TIMEOUT)
 }
 
+/// The longest CREATE_PATIENCE: a minute (a client gives up long before).
+pub const MAX_PATIENCE: Duration = Duration::from_secs(60);
+
+/// CREATE_PATIENCE: 0 to 1 minute.
+pub fn parse_patience(s: &str) -> Result<Duration, Expected> {
+    parse_duration_within(s, Duration::ZERO, MAX_PATIENCE)
+}
+
 /// The interval of a periodic task: 1 s to 1 week.
 pub fn parse_interval(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, MIN_INTERVAL, MAX_INTERVAL)

@@ -16,6 +16,10 @@ pub const DEFAULT_ROUTER_PORTS: RangeInclusive<u16> = 40000..=65000;
 pub const DEFAULT_MAX_LIFETIME: u32 = 3600;
 /// Default interval between reconcile passes.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
+/// Default CREATE_PATIENCE: how long a new mapping keeps trying through transient failures.
+/// libtorrent (qBittorrent, Deluge) sends a request up to 9 times, 250 ms × n apart, and gives
+/// up about 11.25 s after its first send, then waits two hours: 9 s answers well inside that.
+pub const DEFAULT_CREATE_PATIENCE: Duration = Duration::from_secs(9);
 /// The longest any duration setting may be: longer ones could overflow deadline arithmetic,
 /// and no router owner means a week-long timeout.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -44,6 +48,10 @@ pub struct MappingConfig {
     pub router_timeout: Duration,
     /// Bound on one upstream exchange, on top of the client's own retransmission budget.
     pub upstream_timeout: Duration,
+    /// CREATE_PATIENCE: how long a new mapping, or a renewal that must ask the gateway, keeps
+    /// trying both layers through transient failures (no answer, ICMP unreachable, a connection
+    /// reset) before it is answered 3; zero tries once.
+    pub create_patience: Duration,
     /// A stop leaves every mapping in place (both layers) for the next start to adopt,
     /// instead of removing them.
     pub keep_on_stop: bool,
@@ -71,6 +79,7 @@ impl Default for MappingConfig {
             expiry_grace: Duration::from_secs(5),
             router_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(10),
+            create_patience: DEFAULT_CREATE_PATIENCE,
             shutdown_timeout: Duration::from_secs(10),
             keep_on_stop: false,
             limits: LimitsConfig::default(),
@@ -118,11 +127,15 @@ impl MappingConfig {
                 )));
             }
         }
-        if self.expiry_grace > MAX_DURATION {
-            return Err(MappingError::InvalidConfig(format!(
-                "expiry grace must be at most {MAX_DURATION:?}, not {:?}",
-                self.expiry_grace
-            )));
+        for (name, d) in [
+            ("expiry grace", self.expiry_grace),
+            ("create patience", self.create_patience),
+        ] {
+            if d > MAX_DURATION {
+                return Err(MappingError::InvalidConfig(format!(
+                    "{name} must be at most {MAX_DURATION:?}, not {d:?}"
+                )));
+            }
         }
         Ok(())
     }

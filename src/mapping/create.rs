@@ -28,13 +28,18 @@
 //! to a minute or until the quota has room again). That is the one case where the sum of the
 //! round trips is the better price.
 //!
+//! **Patience** (C-17b, CREATE_PATIENCE): a transient failure of either layer is tried again,
+//! keeping what was made, until both layers are made or the window ends; a refusal is answered
+//! at once. The attempts, their pacing and why the window is 9 s: `patience.rs`.
+//!
 //! **Failures are answered** (C-17). The reply carries the router's error when a rule could
-//! not be made (2 refused by policy, 3 otherwise), else the gateway's (4 for its quota). A
-//! failure whose outcome is certain is undone before the reply. When a side may have acted
-//! without answering (a router or gateway timeout, a lost reply that could not be settled),
-//! the undo runs in the background (it has to ask the silent side) and R stays reserved until
-//! it has finished; when a rule could not be found after a timeout, R stays a suspect until the
-//! reconciler has looked.
+//! not be made (2 refused by policy, 3 otherwise), else the gateway's (4 for its quota); a
+//! refusal goes before a transient failure. When the create gives up, whatever the attempts
+//! made is undone; a failure whose outcome is certain is undone before the reply. When a side
+//! may have acted without answering (a router or gateway timeout, a lost reply that could not be
+//! settled), the undo runs in the background (it has to ask the silent side) and R stays
+//! reserved until it has finished; when a rule could not be found after a timeout, R stays a
+//! suspect until the reconciler has looked.
 //!
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
 //! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
@@ -45,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::mapping::caps::{Caps, Refusal};
 use crate::mapping::core::Core;
@@ -53,9 +58,9 @@ use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
-use crate::mapping::layers::Added;
 use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
-use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleComment, RuleKind};
+use crate::mapping::patience::{make_rules, map_upstream, Patience, RuleSlot};
+use crate::mapping::rule::{wanted_rules, RuleComment, RuleKind};
 use crate::mapping::table::Reservation;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError};
@@ -150,30 +155,6 @@ async fn roll_back<R: Router, U: Upstream>(
     }
 }
 
-/// Adds the rules of a new mapping whose dst-nat comment is `comment`: the dst-nat rule, and
-/// beside it the src-nat rule when the mapping wants one. Each with its outcome.
-async fn add_rules<R: Router, U: Upstream>(
-    core: &Core<R, U>,
-    comment: &RuleComment,
-) -> Vec<(RuleComment, Added)> {
-    let dst_rule = dst_nat_rule(&core.config, comment);
-    let dst = core.layers.add_rule(&dst_rule, comment);
-    if !wanted_rules(&core.config, &comment.key).contains(&RuleKind::SrcNat) {
-        return vec![(*comment, dst.await)];
-    }
-    let src_comment = comment.for_kind(RuleKind::SrcNat);
-    let scope = core.out_scope();
-    // Boxed: the src-nat side (a listing, then an add) is the larger future, and only UDP
-    // mappings under UDP_SRCNAT take it; inline, every create would carry its room.
-    let src = Box::pin(core.layers.add_src_rule(
-        &scope,
-        |anchor| src_nat_rule(&core.config, &src_comment, anchor),
-        &src_comment,
-    ));
-    let (dst, src) = tokio::join!(dst, src);
-    vec![(*comment, dst), (src_comment, src)]
-}
-
 fn is_quota(e: &MappingError) -> bool {
     matches!(
         e,
@@ -228,94 +209,138 @@ pub async fn create<R: Router, U: Upstream>(
         twin: plan.origin.twin_of().is_some(),
         ..RuleComment::new(key, router_port, asked)
     };
+    let mut slots = vec![RuleSlot::new(comment)];
+    if wanted_rules(&core.config, &key).contains(&RuleKind::SrcNat) {
+        slots.push(RuleSlot::new(comment.for_kind(RuleKind::SrcNat)));
+    }
 
     let started = Instant::now();
-    let rules = add_rules(core, &comment);
-    let upstream = core.layers.upstream_map(
-        "map the port",
-        key.protocol,
-        router_port,
-        plan.suggested,
-        asked,
-    );
-    let (rules, grant) = if core.quota.sequential(started) {
-        let grant = upstream.await;
-        match grant {
-            Ok(_) => (rules.await, grant),
-            Err(_) => (Vec::new(), grant),
-        }
-    } else {
-        tokio::join!(rules, upstream)
-    };
+    let mut patience = Patience::new(started, core.config.create_patience);
+    let mut grant: Option<(MapGrant, Instant)> = None;
+    let mut upstream_may_exist = false;
+    let error = loop {
+        let cut = patience.cut();
+        let upstream = async {
+            match grant {
+                Some(_) => None,
+                None => Some(
+                    map_upstream(
+                        core,
+                        "map the port",
+                        key.protocol,
+                        router_port,
+                        plan.suggested,
+                        asked,
+                        cut,
+                    )
+                    .await,
+                ),
+            }
+        };
+        let (added, mapped) = if grant.is_none() && core.quota.sequential(Instant::now()) {
+            let mapped = upstream.await;
+            match mapped {
+                Some(Ok(_)) => (make_rules(core, &slots, cut).await, mapped),
+                _ => ([None, None], mapped),
+            }
+        } else {
+            tokio::join!(make_rules(core, &slots, cut), upstream)
+        };
 
-    let mut undo = UndoLog::default();
-    let mut owned = Vec::new();
-    let mut failure = None;
-    let mut uncertain = false;
-    for (rule, added) in rules {
-        match added {
-            Added::Yes(id) => {
-                undo.push(Undo::RemoveRule {
-                    rule,
-                    id: Some(id.clone()),
-                });
-                owned.push(OwnedRule {
-                    kind: rule.kind,
-                    id,
-                });
-            }
-            Added::No(e) => {
-                failure.get_or_insert(e);
-            }
-            Added::Unknown(e) if e.is_timeout() => {
-                // The router may still carry the add out: looked up and removed in the
-                // background, R reserved until then.
-                uncertain = true;
-                undo.push(Undo::RemoveRule { rule, id: None });
-                failure.get_or_insert(e);
-            }
-            Added::Unknown(e) => {
-                undo.push(Undo::RuleMayExist);
-                failure.get_or_insert(e);
+        let mut router_failure = None;
+        for (slot, added) in slots.iter_mut().zip(added) {
+            if let Some(e) = added.and_then(|a| slot.absorb(a)) {
+                router_failure.get_or_insert(e);
             }
         }
-    }
-    let error = match (failure, grant) {
-        (None, Ok(grant)) => {
-            core.quota.room();
+        let upstream_failure = match mapped {
+            None => None,
+            Some(Ok(g)) => {
+                core.quota.room();
+                grant = Some((g, Instant::now()));
+                None
+            }
+            Some(Err(e)) => {
+                if is_quota(&e) {
+                    core.quota.exhausted(Instant::now());
+                }
+                upstream_may_exist |= e.is_uncertain();
+                Some(e)
+            }
+        };
+        if let (Some(granted), true) = (grant, slots.iter().all(|s| s.id.is_some())) {
+            if patience.failed() > 0 {
+                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, attempts = patience.failed() + 1, "made after a transient failure (CREATE_PATIENCE)");
+            }
+            let owned = slots
+                .into_iter()
+                .filter_map(|s| {
+                    s.id.map(|id| OwnedRule {
+                        kind: s.comment.kind,
+                        id,
+                    })
+                })
+                .collect();
             return Ok(commit(
                 core,
                 plan,
                 reservation,
                 comment,
                 owned,
-                grant,
+                granted,
                 started,
             ));
         }
-        (Some(e), Ok(_)) => {
-            core.quota.room();
-            undo.push(Undo::DeleteUpstream {
-                protocol: key.protocol,
-                port: router_port,
-            });
-            e
+        // The answer: a refusal at once (the router's first, it tells 2 from 3); a transient
+        // failure only once the window is over.
+        let failures = [router_failure, upstream_failure];
+        if let Some(refusal) = failures.iter().flatten().position(|e| !e.is_transient()) {
+            break failures.into_iter().flatten().nth(refusal);
         }
-        (failure, Err(e)) => {
-            if is_quota(&e) {
-                core.quota.exhausted(Instant::now());
-            }
-            if e.is_uncertain() {
-                uncertain = true;
-                undo.push(Undo::DeleteUpstream {
-                    protocol: key.protocol,
-                    port: router_port,
-                });
-            }
-            // The router's failure, if any, is the answer (it tells 2 from 3).
-            failure.unwrap_or(e)
+        let transient = failures.into_iter().flatten().next();
+        if let Some(e) = &transient {
+            debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "transient failure; trying again within CREATE_PATIENCE: {e}");
+        }
+        if !patience.again(core).await {
+            break transient;
         }
     };
+    // Every attempt that failed gave a failure, so `error` is set; a stop with none is a
+    // shutdown that ended the window.
+    let error = error.unwrap_or(MappingError::ShuttingDown);
+
+    let mut undo = UndoLog::default();
+    let mut uncertain = false;
+    for slot in slots {
+        match slot.id {
+            Some(id) => undo.push(Undo::RemoveRule {
+                rule: slot.comment,
+                id: Some(id),
+            }),
+            None => {
+                if slot.may_land_later {
+                    // The router may still carry the add out: looked up and removed in the
+                    // background, R reserved until then.
+                    uncertain = true;
+                    undo.push(Undo::RemoveRule {
+                        rule: slot.comment,
+                        id: None,
+                    });
+                }
+                if slot.may_exist {
+                    undo.push(Undo::RuleMayExist);
+                }
+            }
+        }
+    }
+    if grant.is_some() || upstream_may_exist {
+        // Last in the log, so first undone: the gateway stops forwarding before a rule goes.
+        uncertain |= grant.is_none();
+        undo.push(Undo::DeleteUpstream {
+            protocol: key.protocol,
+            port: router_port,
+        });
+    }
     if uncertain {
         let core2 = Arc::clone(core);
         core.background.spawn(async move {
@@ -334,7 +359,7 @@ fn commit<R: Router, U: Upstream>(
     reservation: Reservation,
     comment: RuleComment,
     owned: Vec<OwnedRule>,
-    grant: MapGrant,
+    (grant, granted_at): (MapGrant, Instant),
     started: Instant,
 ) -> (MapReply, u64) {
     let key = plan.key;
@@ -349,9 +374,10 @@ fn commit<R: Router, U: Upstream>(
         external_port: grant.external_port,
         lifetime,
         deadline: core.config.client_deadline(now, lifetime),
-        upstream_deadline: now + Duration::from_secs(u64::from(grant.lifetime)),
+        // Counted from the grant, which an attempt before the last may have made.
+        upstream_deadline: granted_at + Duration::from_secs(u64::from(grant.lifetime)),
         upstream_lifetime: grant.lifetime,
-        renew_at: next_renewal(now, grant.lifetime),
+        renew_at: next_renewal(granted_at, grant.lifetime),
         keep_failures: 0,
         origin: plan.origin,
         serial: 0,

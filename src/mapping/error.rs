@@ -202,6 +202,34 @@ impl MappingError {
         )
     }
 
+    /// A failure that may pass in a moment (no answer, ICMP port unreachable, a connection
+    /// reset or refused while the API reconnects, a gateway answering 3): a create or a renewal
+    /// that must ask the gateway tries again within CREATE_PATIENCE. A refusal (2, 4), a
+    /// `!trap` or an unusable answer is final at once.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MappingError::Router { source, .. } => matches!(
+                source,
+                RouterError::Connection { .. }
+                    | RouterError::Fatal { .. }
+                    | RouterError::Timeout { .. }
+                    | RouterError::IncompleteReply { .. }
+            ),
+            MappingError::RouterTimeout { .. } | MappingError::UpstreamTimeout { .. } => true,
+            MappingError::Upstream { source, .. } => matches!(
+                source,
+                UpstreamError::Timeout { .. }
+                    | UpstreamError::Refused { .. }
+                    | UpstreamError::Io { .. }
+                    | UpstreamError::Rejected {
+                        result: ResultCode::NetworkFailure,
+                        ..
+                    }
+            ),
+            _ => false,
+        }
+    }
+
     /// No answer in time from the router (it may still carry the command out).
     pub fn is_timeout(&self) -> bool {
         matches!(
@@ -367,6 +395,75 @@ mod tests {
         ];
         for (err, code) in cases {
             assert_eq!(err.result_code(), code, "{err}");
+        }
+    }
+
+    /// C-17b: what may pass in a moment is tried again within CREATE_PATIENCE; a refusal, a
+    /// `!trap` or an unusable grant is answered at once.
+    #[test]
+    fn c17b_transient_failures_are_tried_again_and_refusals_are_not() {
+        let router = |source| MappingError::Router {
+            what: "add",
+            source,
+        };
+        let upstream = |source| MappingError::Upstream {
+            what: "map",
+            source,
+        };
+        let transient = [
+            router(RouterError::Connection {
+                address: "192.168.88.1:8728".into(),
+                message: "connection refused".into(),
+            }),
+            router(RouterError::Timeout {
+                address: "192.168.88.1:8728".into(),
+                what: "command".into(),
+                after: Duration::from_secs(5),
+            }),
+            MappingError::RouterTimeout {
+                what: "add",
+                after: Duration::from_secs(10),
+            },
+            upstream(UpstreamError::Timeout {
+                gateway: gw(),
+                after: Duration::from_secs(2),
+            }),
+            upstream(UpstreamError::Refused { gateway: gw() }),
+            upstream(UpstreamError::Rejected {
+                gateway: gw(),
+                result: ResultCode::NetworkFailure,
+            }),
+        ];
+        for e in &transient {
+            assert!(e.is_transient(), "{e}");
+        }
+        let final_at_once = [
+            router(RouterError::PermissionDenied {
+                command: "/ip/firewall/nat/add".into(),
+                message: "not enough permissions (9)".into(),
+                policy: Some("write"),
+            }),
+            router(RouterError::Trap {
+                command: "/ip/firewall/nat/add".into(),
+                message: "failure".into(),
+                category: None,
+            }),
+            upstream(UpstreamError::Rejected {
+                gateway: gw(),
+                result: ResultCode::OutOfResources,
+            }),
+            upstream(UpstreamError::Rejected {
+                gateway: gw(),
+                result: ResultCode::NotAuthorized,
+            }),
+            MappingError::UpstreamUnusable {
+                external_port: 0,
+                lifetime: 60,
+            },
+            MappingError::InternalPortZero,
+        ];
+        for e in &final_at_once {
+            assert!(!e.is_transient(), "{e}");
         }
     }
 }

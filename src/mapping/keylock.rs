@@ -9,7 +9,10 @@
 //! asked, so it gets that answer: repeating the transaction would cost a second upstream
 //! exchange (a renewal), or a router add and remove for a failure, and change nothing. The lock
 //! remembers the last request served under it, when it finished and its answer; a request that
-//! arrived before that finish and asks the same gets the same answer.
+//! arrived before that finish and asks the same gets the same answer. Under CREATE_PATIENCE a
+//! create may hold the lock for up to the window (`create.rs`, **Patience**): copies from the
+//! same peer never reach the lock (the server's in-flight claim holds them), and a copy that did
+//! queue here gets the answer the window ended with, not a second window.
 
 use std::sync::Arc;
 

@@ -22,7 +22,7 @@
 //!   `place-before`; when that rule vanished in between (`no such item`), once more. A lost
 //!   reply is settled as for the dst-nat rule, looked up by `?to-ports=R` and the comment.
 //! * **Upstream** ([`Layers::upstream_map`]): one exchange under the bound; every grant's epoch
-//!   goes to the epoch watch (C-48).
+//!   goes to the epoch watch (C-48); a granted lifetime is capped at what was asked (C-30).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -220,33 +220,46 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         if error.is_timeout() {
             return Added::Unknown(error);
         }
-        match self.find(identity).await {
-            Ok(found) => match found.split_first() {
-                Some((first, extra)) => match &first.id {
-                    Some(id) => {
-                        info!(rule = %id, comment = %identity.encode(), "the add's reply was lost, but the rule exists: going on with it");
-                        for dup in extra.iter().filter_map(|r| r.id.as_ref()) {
-                            if let Err(e) = self
-                                .router_call(
-                                    "remove a duplicate rule",
-                                    self.router.remove_rule(dup),
-                                )
-                                .await
-                            {
-                                warn!(rule = %dup, "could not remove a duplicate of our rule; the reconciler will: {e}");
-                            }
-                        }
-                        Added::Yes(id.clone())
-                    }
-                    None => Added::Unknown(error),
-                },
-                None => Added::No(error),
-            },
+        match self.find_made(identity).await {
+            Ok(Some(id)) => {
+                info!(rule = %id, comment = %identity.encode(), "the add's reply was lost, but the rule exists: going on with it");
+                Added::Yes(id)
+            }
+            Ok(None) => Added::No(error),
             Err(lookup) => {
                 warn!(comment = %identity.encode(), "the add's reply was lost and the rule could not be looked up: {lookup}");
                 Added::Unknown(error)
             }
         }
+    }
+
+    /// Looks up the rule that is `identity` after an add whose outcome was not known: `Some`
+    /// with its id when it exists (extra copies are removed, so one dst-port never has two
+    /// rules), `None` when there is none now, an error when the router could not tell (also
+    /// when it shows the rule without an id).
+    pub async fn find_made(&self, identity: &RuleComment) -> Result<Option<RuleId>, MappingError> {
+        let found = self.find(identity).await?;
+        let Some((first, extra)) = found.split_first() else {
+            return Ok(None);
+        };
+        let Some(id) = &first.id else {
+            return Err(MappingError::Router {
+                what: "look the rule up by its comment",
+                source: crate::routeros::api::RouterError::IncompleteReply {
+                    command: "/ip/firewall/nat/print ?comment=".into(),
+                    missing: ".id",
+                },
+            });
+        };
+        for dup in extra.iter().filter_map(|r| r.id.as_ref()) {
+            if let Err(e) = self
+                .router_call("remove a duplicate rule", self.router.remove_rule(dup))
+                .await
+            {
+                warn!(rule = %dup, "could not remove a duplicate of our rule; the reconciler will: {e}");
+            }
+        }
+        Ok(Some(id.clone()))
     }
 
     /// Removes every rule that is `rule` (by its comment's key and router port), whatever its
@@ -342,7 +355,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
             took: started.elapsed(),
             error: result.as_ref().err().map(MappingError::kind),
         });
-        let grant: MapGrant = result?;
+        let mut grant: MapGrant = result?;
         self.observe_epoch(grant.epoch);
         if lifetime > 0 && (grant.external_port == 0 || grant.lifetime == 0) {
             return Err(MappingError::UpstreamUnusable {
@@ -350,6 +363,9 @@ impl<R: Router, U: Upstream> Layers<R, U> {
                 lifetime: grant.lifetime,
             });
         }
+        // A gateway never grants more than it was asked for (RFC 6886 §3.3): a longer lifetime
+        // is taken as what was asked, so a lease never counts on the gateway beyond that.
+        grant.lifetime = grant.lifetime.min(lifetime);
         Ok(grant)
     }
 

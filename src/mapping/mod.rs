@@ -7,6 +7,8 @@
 //! * [`transaction`]: answering a request: the entry point and renewals.
 //! * [`create`]: a new mapping: the router rules and the upstream mapping asked at once,
 //!   each with its undo (sequential only while the gateway's quota is used up: [`quota`]).
+//! * [`patience`]: CREATE_PATIENCE: a create or a lapsed renewal tried again through a
+//!   transient failure until both layers are made or the window ends (C-17b).
 //! * [`twin`]: MAP_BOTH_PROTOCOLS: the UDP twin of a TCP mapping, made, kept and ended with it.
 //! * [`teardown`]: delete, delete-all, expiry and shutdown: both layers, upstream first.
 //! * [`table`]: the [`LeaseTable`], the only store of leases and router-port holds.
@@ -65,6 +67,7 @@ pub mod layers;
 pub mod lease;
 pub mod limits;
 pub mod orchestrator;
+pub mod patience;
 pub mod ports;
 pub mod quota;
 pub mod reconcile;

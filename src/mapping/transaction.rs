@@ -4,7 +4,7 @@
 //! | request | router | upstream | reply |
 //! |---|---|---|---|
 //! | new mapping | add the dst-nat rule (1 command), at once with the upstream map (see `create.rs`) | map (proto, R, client's suggestion, min(asked, cap)) | I, E, min(asked, granted, cap) |
-//! | renewal / retransmit | none | none while the upstream mapping is valid (the keeper renews it); else map (proto, R, current E, min(asked, cap)) | I, the lease's E, min(asked, upstream grant, cap) |
+//! | renewal / retransmit | none | none while the upstream mapping is valid (the keeper renews it); else map (proto, R, current E, min(asked, cap)), tried again through transient failures within CREATE_PATIENCE | I, the lease's E, min(asked, upstream grant, cap) |
 //!
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
 //! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32). A NAT-PMP
@@ -39,6 +39,7 @@ use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease};
+use crate::mapping::patience::{map_upstream, Patience};
 use crate::mapping::teardown::{delete, delete_all};
 use crate::mapping::twin;
 use crate::natpmp::handler::MapReply;
@@ -248,21 +249,32 @@ async fn renew<R: Router, U: Upstream>(
         return Ok(reply);
     }
     // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
-    // the gateway lost it): ask the gateway on the client's path.
+    // the gateway lost it): ask the gateway on the client's path; through a transient failure
+    // again within CREATE_PATIENCE, as for a new mapping (`patience.rs`), the lease staying as
+    // it is meanwhile.
     let asked = upstream_lifetime(
         lease.renewal_ask(origin, request.lifetime),
         core.config.max_lifetime,
     );
-    let grant = core
-        .layers
-        .upstream_map(
+    let mut patience = Patience::new(Instant::now(), core.config.create_patience);
+    let grant = loop {
+        let result = map_upstream(
+            core,
             "renew the mapping",
             key.protocol,
             lease.router_port,
             lease.external_port,
             asked,
+            patience.cut(),
         )
-        .await?;
+        .await;
+        match result {
+            Err(e) if e.is_transient() && patience.again(core).await => {
+                debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "transient failure; asking the gateway again within CREATE_PATIENCE: {e}");
+            }
+            result => break result?,
+        }
+    };
     let now = Instant::now();
     let lifetime = reply_lifetime(request.lifetime, grant.lifetime, core.config.max_lifetime);
     let (held, deadline) =

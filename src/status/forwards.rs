@@ -9,6 +9,8 @@
 //! gateway, C-39a: else 403 naming which), and NAT-PMP's limits hold:
 //! internal port 1 to 65535, a lifetime of at least 1 s, capped at MAX_LIFETIME and at what the
 //! gateway grants. A forward expires like a NAT-PMP mapping: POST again before its lifetime ends.
+//! Like a NAT-PMP request, a POST that meets a router or gateway that does not answer waits up to
+//! CREATE_PATIENCE for both layers before it is answered 502.
 
 use std::net::Ipv4Addr;
 use std::str::FromStr;
