@@ -88,7 +88,9 @@ arm_targets=()
 for a in "${arches[@]}"; do
     if [ "$a" = amd64 ]; then
         # The release profile strips (Cargo.toml), so the binary is used as cargo leaves it.
-        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
+        # No .eh_frame_hdr: with panic = "abort" nothing unwinds, and the table only served
+        # backtraces (72 KB of the 4 MiB budget; a panic still prints its message).
+        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--no-eh-frame-hdr" \
             cargo build --release --locked --target x86_64-unknown-linux-gnu --bin double-natpmp
         install_binary amd64 "$build_dir/x86_64-unknown-linux-gnu/release/double-natpmp"
     else
