@@ -32,7 +32,7 @@ use crate::daemon::{router_api, upstream_config, DaemonError};
 use crate::mapping::key::MappingKey;
 use crate::mapping::rule::RuleComment;
 use crate::natpmp::upstream::{Upstream, UpstreamClient};
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, Router, RouterApi, RouterError};
 use crate::routeros::wire::Command;
 

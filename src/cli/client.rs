@@ -13,8 +13,9 @@ use clap::{Args, Subcommand};
 
 use crate::config::value::{parse_gateway, parse_timeout, NATPMP_PORT};
 use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::natpmp::wire::ResultCode;
 
+use crate::protocol::Protocol;
 /// `double-natpmp client` options.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {

@@ -34,7 +34,7 @@ use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
 use crate::mapping::rule::{wanted_rules, RuleComment, RuleOwner};
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};
 
 /// Upstream mappings made again at once after a restart.

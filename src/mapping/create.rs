@@ -64,7 +64,8 @@ use crate::mapping::rule::{wanted_rules, RuleComment, RuleKind};
 use crate::mapping::table::Reservation;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError};
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::natpmp::wire::ResultCode;
+use crate::protocol::Protocol;
 use crate::routeros::api::{Router, RuleId};
 
 /// What a create is asked to make.

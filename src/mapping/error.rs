@@ -7,7 +7,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::natpmp::upstream::UpstreamError;
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::natpmp::wire::ResultCode;
+use crate::protocol::Protocol;
 use crate::routeros::error::RouterError;
 
 /// A failed mapping transaction, in words a router owner understands.

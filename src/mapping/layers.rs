@@ -38,7 +38,7 @@ use crate::mapping::rule::{RuleComment, RuleKind};
 use crate::mapping::srcnat::{anchor, OutScope};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::upstream::{MapGrant, Upstream};
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId, SrcNatRule};
 
 /// How often a lost reply is looked up before the outcome is left to the reconciler.

@@ -30,7 +30,7 @@ use crate::mapping::error::MappingError;
 use crate::mapping::layers::Added;
 use crate::mapping::rule::{dst_nat_rule, src_nat_rule, RuleComment, RuleKind};
 use crate::natpmp::upstream::{MapGrant, Upstream};
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{Router, RuleId};
 
 /// One rule of a new mapping, as the attempts so far left it.

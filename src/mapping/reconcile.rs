@@ -51,7 +51,7 @@ use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleOwner};
 use crate::mapping::srcnat::{describe, shadowed, OutScope};
 use crate::mapping::table::Hold;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};
 
 /// What one reconcile pass found and did.

@@ -51,7 +51,8 @@ use crate::mapping::lease::{Lease, RuleKind};
 use crate::mapping::twin::twin_key;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::natpmp::wire::ResultCode;
+use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router};
 
 /// The longest pause between two retries of a draining port's upstream delete.

@@ -44,7 +44,8 @@ use crate::mapping::teardown::{delete, delete_all};
 use crate::mapping::twin;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, Protocol, ResultCode};
+use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::protocol::Protocol;
 use crate::routeros::api::Router;
 
 /// Answers one mapping request from `origin` (never fails: a failure is a result code, C-17).

@@ -42,7 +42,7 @@ use crate::mapping::events::Origin;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::Lease;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::Router;
 
 /// The key of the UDP twin of the TCP mapping `parent`.
