@@ -1,5 +1,5 @@
 //! The static keeper: keeps the STATIC_MAPPINGS alive by itself, through the same transaction a
-//! NAT-PMP request runs ([`Orchestrator::handle_from`] with [`Origin::Static`]).
+//! NAT-PMP request runs ([`Orchestrator::request`] with [`Origin::Static`]).
 //!
 //! A static lease never expires in the lease table, but its upstream mapping does (60 s with
 //! ProtonVPN). So the keeper asks again at half of each granted lifetime (RFC 6886 §3.3's
@@ -31,9 +31,10 @@ use tracing::{info, warn};
 
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::lease::MappingKey;
+use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::Orchestrator;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::natpmp::wire::ResultCode;
 use crate::refused::Refusal;
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
@@ -187,30 +188,26 @@ async fn keep<R: Router, U: Upstream>(
     if orchestrator.refused().check(key.client).is_some() {
         // Logged once by the check; tried again later, in case the address goes away.
         if existing.is_some() {
-            let delete = MapRequest {
-                protocol: key.protocol,
-                internal_port: key.internal_port,
-                suggested_external_port: 0,
-                lifetime: 0,
+            let delete = Command::Delete {
+                key,
+                origin: Origin::Static,
             };
-            let reply = orchestrator
-                .handle_from(key.client, delete, Origin::Static)
-                .await;
+            let reply = orchestrator.request(delete).await;
             info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, "static mapping removed: its client is not a client any more");
         }
         stats.create_failed.fetch_add(1, Ordering::Relaxed);
         slot.due = Instant::now() + RETRY_MAX;
         return;
     }
-    let request = MapRequest {
+    let request = MappingRequest {
+        client: key.client,
         protocol: key.protocol,
         internal_port: key.internal_port,
         suggested_external_port: existing.as_ref().map_or(0, |l| l.external_port),
         lifetime,
+        origin: Origin::Static,
     };
-    let reply = orchestrator
-        .handle_from(key.client, request, Origin::Static)
-        .await;
+    let reply = orchestrator.request(Command::Map(request)).await;
     let (ok, failed) = match existing {
         Some(_) => (&stats.renewed, &stats.renew_failed),
         None => (&stats.created, &stats.create_failed),

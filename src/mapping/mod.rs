@@ -4,7 +4,9 @@
 //! * [`adopt`]: a start without loss: the router's rules of ours become leases again.
 //! * [`orchestrator`]: the [`Orchestrator`], the facade that implements
 //!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest.
-//! * [`transaction`]: answering a request: the entry point and renewals.
+//! * [`request`]: the core's own request, a [`Command`] (map, delete, delete-all) that every
+//!   front end speaks; NAT-PMP's packets are translated into it at the edge.
+//! * [`transaction`]: answering a command: the entry point and renewals.
 //! * [`create`]: a new mapping: the router rules and the upstream mapping asked at once,
 //!   each with its undo (sequential only while the gateway's quota is used up: [`quota`]).
 //! * [`patience`]: CREATE_PATIENCE: a create or a lapsed renewal tried again through a
@@ -71,6 +73,7 @@ pub mod patience;
 pub mod ports;
 pub mod quota;
 pub mod reconcile;
+pub mod request;
 pub mod rule;
 pub mod slab;
 pub mod srcnat;
@@ -88,4 +91,5 @@ pub use events::{MappingEvent, Origin, RemovalReason};
 pub use lease::{Lease, LeaseInfo, MappingKey};
 pub use orchestrator::{Orchestrator, ShutdownReport};
 pub use reconcile::ReconcileReport;
+pub use request::{Command, MappingRequest};
 pub use table::LeaseTable;

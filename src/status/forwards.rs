@@ -1,7 +1,7 @@
 //! Forwards for programs that cannot speak NAT-PMP: `POST /api/v1/forwards` and
 //! `DELETE /api/v1/forwards/{protocol}/{client}/{internal_port}`, which run the same transaction
-//! as a NAT-PMP request ([`Orchestrator::handle_from`](crate::mapping::Orchestrator::handle_from)
-//! with [`Origin::Api`]).
+//! as a NAT-PMP request: the core's own [`Command`] with [`Origin::Api`], through
+//! [`Orchestrator::request`](crate::mapping::Orchestrator::request).
 //!
 //! Both need `Authorization: Bearer <API_TOKEN>` (401 without, 403 with a wrong one, see
 //! `auth.rs`); the client must be inside ALLOWED_CLIENTS (else 403) and a real client (not the
@@ -25,8 +25,9 @@ use serde_json::Value;
 
 use crate::mapping::events::Origin;
 use crate::mapping::lease::MappingKey;
+use crate::mapping::request::{Command, MappingRequest};
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::api::Router;
 use crate::status::auth::Verdict;
@@ -227,25 +228,19 @@ pub async fn create<R: Router, U: Upstream>(
             ),
         );
     }
-    let request = MapRequest {
+    let request = MappingRequest {
+        client: ask.client,
         protocol,
         internal_port: ask.internal_port,
         suggested_external_port: ask.external_port,
         lifetime: ask.lifetime,
+        origin: Origin::Api,
     };
-    let reply = state
-        .orchestrator
-        .handle_from(ask.client, request, Origin::Api)
-        .await;
+    let reply = state.orchestrator.request(Command::Map(request)).await;
     if reply.result != ResultCode::Success {
         return failure(reply.result);
     }
-    let key = MappingKey {
-        client: ask.client,
-        protocol,
-        internal_port: ask.internal_port,
-    };
-    match state.mapping(&key) {
+    match state.mapping(&request.key()) {
         Some(view) => json(StatusCode::OK, &view),
         // Deleted again between the reply and now (it had a lifetime of a moment).
         None => error(StatusCode::GONE, "the forward was made, but is gone again"),
@@ -287,15 +282,12 @@ pub async fn delete<R: Router, U: Upstream>(
     let Some(view) = state.mapping(&key) else {
         return error(StatusCode::NOT_FOUND, &format!("no mapping {key}"));
     };
-    let request = MapRequest {
-        protocol,
-        internal_port,
-        suggested_external_port: 0,
-        lifetime: 0,
-    };
     let reply = state
         .orchestrator
-        .handle_from(client, request, Origin::Api)
+        .request(Command::Delete {
+            key,
+            origin: Origin::Api,
+        })
         .await;
     if reply.result != ResultCode::Success {
         return failure(reply.result);

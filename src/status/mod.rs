@@ -4,7 +4,8 @@
 //! and, started alongside, the static keeper (STATIC_MAPPINGS, `static_keeper.rs`).
 //!
 //! It reads the mapping core only through the [`Orchestrator`] facade: the lease table's
-//! snapshot, the events, and `handle_from` for forwards and static mappings.
+//! snapshot, the events, and `request` (the core's own `Command`) for forwards and static
+//! mappings.
 //!
 //! * [`server`]: the HTTP server and its routes; [`host`]: the `Host` values it answers;
 //!   [`respond`]: building answers;
