@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::config::value::{parse_gateway, parse_timeout, NATPMP_PORT};
-use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
+use crate::natpmp::upstream::{
+    Upstream, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamMap,
+};
 use crate::natpmp::wire::ResultCode;
 
 use crate::protocol::Protocol;
@@ -97,7 +99,12 @@ pub async fn run(args: ClientArgs) -> ExitCode {
             external_port,
             lifetime,
         } => client
-            .map(protocol, internal_port, external_port, lifetime)
+            .map(UpstreamMap {
+                protocol,
+                internal_port,
+                suggested_external_port: external_port,
+                lifetime,
+            })
             .await
             .map(|g| Output::Map {
                 protocol,
@@ -110,7 +117,7 @@ pub async fn run(args: ClientArgs) -> ExitCode {
             protocol,
             internal_port,
         } => client
-            .map(protocol, internal_port, 0, 0)
+            .map(UpstreamMap::delete(protocol, internal_port))
             .await
             .map(|g| Output::Deleted {
                 protocol,

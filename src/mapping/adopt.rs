@@ -33,7 +33,7 @@ use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
 use crate::mapping::rule::{wanted_rules, RuleComment, RuleOwner};
-use crate::natpmp::upstream::Upstream;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
 use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};
 
@@ -213,10 +213,12 @@ async fn remap<R: Router, U: Upstream>(
         .layers
         .upstream_map(
             "make the mapping again after a restart",
-            key.protocol,
-            lease.router_port,
-            last.unwrap_or(0),
-            lease.lifetime,
+            UpstreamMap {
+                protocol: key.protocol,
+                internal_port: lease.router_port,
+                suggested_external_port: last.unwrap_or(0),
+                lifetime: lease.lifetime,
+            },
         )
         .await
     {

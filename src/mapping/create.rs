@@ -63,7 +63,7 @@ use crate::mapping::patience::{make_rules, map_upstream, Patience, RuleSlot};
 use crate::mapping::rule::{wanted_rules, RuleComment, RuleKind};
 use crate::mapping::table::Reservation;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError};
+use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError, UpstreamMap};
 use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::api::{Router, RuleId};
@@ -125,7 +125,10 @@ impl UndoLog {
                 Undo::RuleMayExist => Ok(false),
                 Undo::DeleteUpstream { protocol, port } => core
                     .layers
-                    .upstream_map("delete the mapping (rollback)", *protocol, *port, 0, 0)
+                    .upstream_map(
+                        "delete the mapping (rollback)",
+                        UpstreamMap::delete(*protocol, *port),
+                    )
                     .await
                     .map(|_| true),
             };
@@ -228,10 +231,12 @@ pub async fn create<R: Router, U: Upstream>(
                     map_upstream(
                         core,
                         "map the port",
-                        key.protocol,
-                        router_port,
-                        plan.suggested,
-                        asked,
+                        UpstreamMap {
+                            protocol: key.protocol,
+                            internal_port: router_port,
+                            suggested_external_port: plan.suggested,
+                            lifetime: asked,
+                        },
                         cut,
                     )
                     .await,

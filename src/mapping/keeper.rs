@@ -25,7 +25,7 @@ use crate::mapping::events::MappingEvent;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::reply_lifetime;
 use crate::mapping::rule::{RuleComment, RuleKind};
-use crate::natpmp::upstream::Upstream;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 
@@ -164,10 +164,12 @@ async fn renew_one<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingK
         .layers
         .upstream_map(
             "keep the mapping",
-            key.protocol,
-            lease.router_port,
-            lease.external_port,
-            asked,
+            UpstreamMap {
+                protocol: key.protocol,
+                internal_port: lease.router_port,
+                suggested_external_port: lease.external_port,
+                lifetime: asked,
+            },
         )
         .await
     {

@@ -50,7 +50,7 @@ use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{Lease, RuleKind};
 use crate::mapping::twin::twin_key;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::upstream::Upstream;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
 use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router};
@@ -302,8 +302,10 @@ async fn teardown_layers<R: Router, U: Upstream>(
     // delete.
     let started = Instant::now();
     let (upstream, mut found) = tokio::join!(
-        core.layers
-            .upstream_map("delete the mapping", key.protocol, port, 0, 0),
+        core.layers.upstream_map(
+            "delete the mapping",
+            UpstreamMap::delete(key.protocol, port)
+        ),
         look_up_rules(core, lease),
     );
     if started.elapsed() > LOOKUP_FRESH {
@@ -363,7 +365,10 @@ async fn drain<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, lease
         }
         match core
             .layers
-            .upstream_map("delete the mapping (retry)", key.protocol, port, 0, 0)
+            .upstream_map(
+                "delete the mapping (retry)",
+                UpstreamMap::delete(key.protocol, port),
+            )
             .await
         {
             Ok(_) => break,

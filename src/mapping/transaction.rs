@@ -43,7 +43,7 @@ use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::teardown::{delete, delete_all};
 use crate::mapping::twin;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::upstream::Upstream;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
 use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::api::Router;
@@ -254,10 +254,12 @@ async fn renew<R: Router, U: Upstream>(
         let result = map_upstream(
             core,
             "renew the mapping",
-            key.protocol,
-            lease.router_port,
-            lease.external_port,
-            asked,
+            UpstreamMap {
+                protocol: key.protocol,
+                internal_port: lease.router_port,
+                suggested_external_port: lease.external_port,
+                lifetime: asked,
+            },
             patience.cut(),
         )
         .await;
