@@ -1,5 +1,5 @@
 //! The static keeper: keeps the STATIC_MAPPINGS alive by itself, through the same transaction a
-//! NAT-PMP request runs ([`Orchestrator::request`] with [`Origin::Static`]).
+//! NAT-PMP request runs ([`MappingHandle::request`] with [`Origin::Static`]).
 //!
 //! A static lease never expires in the lease table, but its upstream mapping does (60 s with
 //! ProtonVPN). So the keeper asks again at half of each granted lifetime (RFC 6886 §3.3's
@@ -32,11 +32,9 @@ use tracing::{info, warn};
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::lease::MappingKey;
 use crate::mapping::request::{Command, MappingRequest};
-use crate::mapping::Orchestrator;
-use crate::natpmp::upstream::Upstream;
+use crate::mapping::MappingHandle;
 use crate::natpmp::wire::ResultCode;
 use crate::refused::Refusal;
-use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 
 /// The first pause after a failed attempt (doubling).
@@ -81,12 +79,9 @@ pub struct StaticRefused {
 
 /// Checks every static mapping's client against the sources that are not clients, as known
 /// at start (after the start reconcile read the router's addresses).
-pub fn check_clients<R: Router, U: Upstream>(
-    orchestrator: &Orchestrator<R, U>,
-    keys: &[MappingKey],
-) -> Result<(), StaticRefused> {
+pub fn check_clients(mapping: &MappingHandle, keys: &[MappingKey]) -> Result<(), StaticRefused> {
     for key in keys {
-        if let Some(why) = orchestrator.refused().why(key.client) {
+        if let Some(why) = mapping.refused().why(key.client) {
             return Err(StaticRefused {
                 key: format!("{}:{}:{}", key.protocol, key.client, key.internal_port),
                 why,
@@ -104,20 +99,20 @@ struct Slot {
 
 /// Starts keeping `keys` alive, asking for `lifetime` seconds each time; stops when `shutdown`
 /// fires.
-pub fn spawn<R: Router, U: Upstream>(
-    orchestrator: Orchestrator<R, U>,
+pub fn spawn(
+    mapping: MappingHandle,
     keys: Vec<MappingKey>,
     lifetime: u32,
     stats: Arc<KeeperStats>,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
     // Subscribed before the task runs, so no removal between now and its first step is missed.
-    let events = orchestrator.subscribe();
-    tokio::spawn(run(orchestrator, keys, lifetime, stats, events, shutdown))
+    let events = mapping.subscribe();
+    tokio::spawn(run(mapping, keys, lifetime, stats, events, shutdown))
 }
 
-async fn run<R: Router, U: Upstream>(
-    orchestrator: Orchestrator<R, U>,
+async fn run(
+    mapping: MappingHandle,
     keys: Vec<MappingKey>,
     lifetime: u32,
     stats: Arc<KeeperStats>,
@@ -143,7 +138,7 @@ async fn run<R: Router, U: Upstream>(
     loop {
         for (key, slot) in slots.iter_mut() {
             if slot.due <= Instant::now() && !shutdown.is_shutdown() {
-                keep(&orchestrator, *key, slot, lifetime, &stats).await;
+                keep(&mapping, *key, slot, lifetime, &stats).await;
             }
         }
         let next = slots
@@ -177,22 +172,22 @@ async fn run<R: Router, U: Upstream>(
 }
 
 /// Makes or renews one static mapping now and schedules the next attempt.
-async fn keep<R: Router, U: Upstream>(
-    orchestrator: &Orchestrator<R, U>,
+async fn keep(
+    mapping: &MappingHandle,
     key: MappingKey,
     slot: &mut Slot,
     lifetime: u32,
     stats: &KeeperStats,
 ) {
-    let existing = orchestrator.table().get(&key);
-    if orchestrator.refused().check(key.client).is_some() {
+    let existing = mapping.lease(&key);
+    if mapping.refused().check(key.client).is_some() {
         // Logged once by the check; tried again later, in case the address goes away.
         if existing.is_some() {
             let delete = Command::Delete {
                 key,
                 origin: Origin::Static,
             };
-            let reply = orchestrator.request(delete).await;
+            let reply = mapping.request(delete).await;
             info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, "static mapping removed: its client is not a client any more");
         }
         stats.create_failed.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +202,7 @@ async fn keep<R: Router, U: Upstream>(
         lifetime,
         origin: Origin::Static,
     };
-    let reply = orchestrator.request(Command::Map(request)).await;
+    let reply = mapping.request(Command::Map(request)).await;
     let (ok, failed) = match existing {
         Some(_) => (&stats.renewed, &stats.renew_failed),
         None => (&stats.created, &stats.create_failed),

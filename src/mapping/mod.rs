@@ -3,7 +3,9 @@
 //!
 //! * [`adopt`]: a start without loss: the router's rules of ours become leases again.
 //! * [`orchestrator`]: the [`Orchestrator`], the facade that implements
-//!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest.
+//!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest;
+//!   [`handle`]: the [`MappingHandle`], the facade without its type parameters, for status,
+//!   STATIC_MAPPINGS and the CLI.
 //! * [`request`]: the core's own request, a [`Command`] (map, delete, delete-all) that every
 //!   front end speaks; NAT-PMP's packets are translated into it at the edge.
 //! * [`transaction`]: answering a command: the entry point and renewals.
@@ -61,6 +63,7 @@ pub mod create;
 pub mod epoch_watch;
 pub mod error;
 pub mod events;
+pub mod handle;
 pub mod interface;
 pub mod keeper;
 pub mod key;
@@ -88,6 +91,7 @@ pub use config::{
 };
 pub use error::MappingError;
 pub use events::{MappingEvent, Origin, RemovalReason};
+pub use handle::MappingHandle;
 pub use lease::{Lease, LeaseInfo, MappingKey};
 pub use orchestrator::{Orchestrator, ShutdownReport};
 pub use reconcile::ReconcileReport;

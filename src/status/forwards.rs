@@ -1,7 +1,7 @@
 //! Forwards for programs that cannot speak NAT-PMP: `POST /api/v1/forwards` and
 //! `DELETE /api/v1/forwards/{protocol}/{client}/{internal_port}`, which run the same transaction
 //! as a NAT-PMP request: the core's own [`Command`] with [`Origin::Api`], through
-//! [`Orchestrator::request`](crate::mapping::Orchestrator::request).
+//! [`MappingHandle::request`](crate::mapping::MappingHandle::request).
 //!
 //! Both need `Authorization: Bearer <API_TOKEN>` (401 without, 403 with a wrong one, see
 //! `auth.rs`); the client must be inside ALLOWED_CLIENTS (else 403) and a real client (not the
@@ -26,10 +26,8 @@ use serde_json::Value;
 use crate::mapping::events::Origin;
 use crate::mapping::lease::MappingKey;
 use crate::mapping::request::{Command, MappingRequest};
-use crate::natpmp::upstream::Upstream;
 use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
-use crate::routeros::api::Router;
 use crate::status::auth::Verdict;
 use crate::status::respond::{error, json, Body};
 use crate::status::state::StatusState;
@@ -123,10 +121,7 @@ struct Deleted {
 }
 
 /// Checks the token; `Some(response)` when the request is refused.
-fn refused<R: Router, U: Upstream>(
-    state: &StatusState<R, U>,
-    req: &Request<Incoming>,
-) -> Option<Response<Body>> {
+fn refused(state: &StatusState, req: &Request<Incoming>) -> Option<Response<Body>> {
     let token = state.token.as_ref()?;
     match token.check(req.headers()) {
         Verdict::Allowed => None,
@@ -143,7 +138,7 @@ fn refused<R: Router, U: Upstream>(
     }
 }
 
-fn client_refused<R, U>(state: &StatusState<R, U>, client: Ipv4Addr) -> Option<Response<Body>> {
+fn client_refused(state: &StatusState, client: Ipv4Addr) -> Option<Response<Body>> {
     (!state.allowed.contains(client)).then(|| {
         error(
             StatusCode::FORBIDDEN,
@@ -182,10 +177,7 @@ fn failure(result: ResultCode) -> Response<Body> {
 }
 
 /// `POST /api/v1/forwards`: creates or renews a forward; answers the lease.
-pub async fn create<R: Router, U: Upstream>(
-    state: &StatusState<R, U>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn create(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
     if let Some(r) = refused(state, &req) {
         return r;
     }
@@ -219,7 +211,7 @@ pub async fn create<R: Router, U: Upstream>(
         return r;
     }
     // C-39a: checked against the list the last reconcile pass refreshed (no router command).
-    if let Some(why) = state.orchestrator.refused().check(ask.client) {
+    if let Some(why) = state.mapping.refused().check(ask.client) {
         return error(
             StatusCode::FORBIDDEN,
             &format!(
@@ -236,7 +228,7 @@ pub async fn create<R: Router, U: Upstream>(
         lifetime: ask.lifetime,
         origin: Origin::Api,
     };
-    let reply = state.orchestrator.request(Command::Map(request)).await;
+    let reply = state.mapping.request(Command::Map(request)).await;
     if reply.result != ResultCode::Success {
         return failure(reply.result);
     }
@@ -249,10 +241,7 @@ pub async fn create<R: Router, U: Upstream>(
 
 /// `DELETE /api/v1/forwards/{protocol}/{client}/{internal_port}`: removes a mapping from both
 /// layers; answers what was removed, 404 when there is none.
-pub async fn delete<R: Router, U: Upstream>(
-    state: &StatusState<R, U>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn delete(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
     if let Some(r) = refused(state, &req) {
         return r;
     }
@@ -283,7 +272,7 @@ pub async fn delete<R: Router, U: Upstream>(
         return error(StatusCode::NOT_FOUND, &format!("no mapping {key}"));
     };
     let reply = state
-        .orchestrator
+        .mapping
         .request(Command::Delete {
             key,
             origin: Origin::Api,
