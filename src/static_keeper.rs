@@ -154,7 +154,7 @@ async fn run(
                 match event {
                     Ok(MappingEvent::Removed { key, reason, .. }) if reason != RemovalReason::Shutdown => {
                         if let Some(slot) = slots.get_mut(&key) {
-                            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "static mapping removed ({}): making it again", reason.as_str());
+                            info!(mapping = %key, "static mapping removed ({}): making it again", reason.as_str());
                             slot.due = now;
                         }
                     }
@@ -188,7 +188,7 @@ async fn keep(
                 origin: Origin::Static,
             };
             let reply = mapping.request(delete).await;
-            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, "static mapping removed: its client is not a client any more");
+            info!(mapping = %key, result = %reply.result, "static mapping removed: its client is not a client any more");
         }
         stats.create_failed.fetch_add(1, Ordering::Relaxed);
         slot.due = Instant::now() + RETRY_MAX;
@@ -215,7 +215,7 @@ async fn keep(
         slot.retry = RETRY_FIRST;
     } else {
         failed.fetch_add(1, Ordering::Relaxed);
-        warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, retry_in = ?slot.retry, "static mapping could not be kept");
+        warn!(mapping = %key, result = %reply.result, retry_in = ?slot.retry, "static mapping could not be kept");
         slot.due = now + slot.retry;
         slot.retry = (slot.retry * 2).min(RETRY_MAX);
     }

@@ -304,7 +304,8 @@ pub fn default_gateway(proc_net_route: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// A flat JSON object written by hand (serde is not a dependency; the output is tiny).
+/// A flat JSON object written by hand: a few fields in the order they are added, no more
+/// machinery needed.
 struct Json(String);
 
 impl Json {

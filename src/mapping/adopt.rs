@@ -233,12 +233,12 @@ async fn remap<R: Router, U: Upstream>(
                 l.renew_at = next_renewal(now, grant.lifetime);
             });
             if last.is_some_and(|e| e != grant.external_port) {
-                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, old_external_port = ?last, external_port = grant.external_port, "after the restart the VPN gateway gave another external port");
+                info!(mapping = %key, old_external_port = ?last, external_port = grant.external_port, "after the restart the VPN gateway gave another external port");
             }
             (true, last == Some(grant.external_port))
         }
         Err(e) => {
-            warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = lease.router_port, "could not make the adopted mapping again at the VPN gateway; the keeper retries: {e}");
+            warn!(mapping = %key, router_port = lease.router_port, "could not make the adopted mapping again at the VPN gateway; the keeper retries: {e}");
             (false, false)
         }
     }

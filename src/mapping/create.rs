@@ -136,7 +136,7 @@ impl UndoLog {
                 Ok(proved) => free &= proved,
                 Err(e) => {
                     free = false;
-                    warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, ?step, "rollback step failed; the reconciler or the gateway's own expiry finishes it: {e}");
+                    warn!(mapping = %key, ?step, "rollback step failed; the reconciler or the gateway's own expiry finishes it: {e}");
                 }
             }
         }
@@ -276,7 +276,7 @@ pub async fn create<R: Router, U: Upstream>(
         };
         if let (Some(granted), true) = (grant, slots.iter().all(|s| s.id.is_some())) {
             if patience.failed() > 0 {
-                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, attempts = patience.failed() + 1, "made after a transient failure (CREATE_PATIENCE)");
+                info!(mapping = %key, attempts = patience.failed() + 1, "made after a transient failure (CREATE_PATIENCE)");
             }
             let owned = slots
                 .into_iter()
@@ -305,7 +305,7 @@ pub async fn create<R: Router, U: Upstream>(
         }
         let transient = failures.into_iter().flatten().next();
         if let Some(e) = &transient {
-            debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "transient failure; trying again within CREATE_PATIENCE: {e}");
+            debug!(mapping = %key, "transient failure; trying again within CREATE_PATIENCE: {e}");
         }
         if !patience.again(core).await {
             break transient;
@@ -399,9 +399,7 @@ fn commit<R: Router, U: Upstream>(
     let took_ms = started.elapsed().as_millis();
     match plan.origin.twin_of() {
         Some(parent) => info!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
+            mapping = %key,
             router_port,
             external_port = grant.external_port,
             twin_of = %parent,
@@ -410,9 +408,7 @@ fn commit<R: Router, U: Upstream>(
             "mapped the UDP twin of a TCP mapping (MAP_BOTH_PROTOCOLS)"
         ),
         None => info!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
+            mapping = %key,
             router_port,
             external_port = grant.external_port,
             lifetime,

@@ -138,9 +138,7 @@ pub async fn delete<R: Router, U: Upstream>(
     Box::pin(end_twin(core, key, Teardown::Delete)).await;
     ended?;
     info!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = lease.external_port,
         "deleted"
@@ -317,7 +315,7 @@ async fn teardown_layers<R: Router, U: Upstream>(
             core.table.remove_rule_left(&key);
             return Ok(Ended::UpstreamLeft);
         }
-        warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, external_port = lease.external_port, "could not delete the mapping at the VPN gateway; router port {port} stays reserved, and its rule in place, until the gateway's mapping is deleted or has lapsed: {e}");
+        warn!(mapping = %key, router_port = port, external_port = lease.external_port, "could not delete the mapping at the VPN gateway; router port {port} stays reserved, and its rule in place, until the gateway's mapping is deleted or has lapsed: {e}");
         core.table.remove_draining(&key);
         let core2 = Arc::clone(core);
         let lease = lease.clone();
@@ -336,7 +334,7 @@ async fn teardown_layers<R: Router, U: Upstream>(
             if mode == Teardown::Delete {
                 return Err(e);
             }
-            warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, "could not remove the rule, the reconciler will: {e}");
+            warn!(mapping = %key, router_port = port, "could not remove the rule, the reconciler will: {e}");
             Ok(Ended::RuleLeft)
         }
     }
@@ -382,7 +380,7 @@ async fn drain<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, lease
         .await
         .is_err();
     core.table.drained(key.protocol, port, left);
-    info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, rule_left = left, "router port free again: the gateway no longer forwards it");
+    info!(mapping = %key, router_port = port, rule_left = left, "router port free again: the gateway no longer forwards it");
 }
 
 /// Ends the lease of `key` if its deadline has passed (the expiry task calls this).
@@ -405,9 +403,7 @@ pub async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: Mapping
     let _ = teardown(core, key, &lease, Teardown::Expire).await;
     Box::pin(end_twin(core, key, Teardown::Expire)).await;
     info!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = lease.external_port,
         "expired: not renewed in time"

@@ -83,12 +83,12 @@ pub async fn handle<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, command: Com
             let result = e.result_code();
             if e.is_limit() {
                 if core.limits.should_log(client, Instant::now()) {
-                    warn!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request refused (logged once a minute per client): {e}");
+                    warn!(mapping = %key, %result, "request refused (logged once a minute per client): {e}");
                 }
             } else if result == ResultCode::NetworkFailure {
-                warn!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request failed: {e}");
+                warn!(mapping = %key, %result, "request failed: {e}");
             } else {
-                info!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request refused: {e}");
+                info!(mapping = %key, %result, "request refused: {e}");
             }
             core.layers.events.emit(MappingEvent::Failed {
                 client,
@@ -147,7 +147,7 @@ async fn map<R: Router, U: Upstream>(
                 result: reply.result,
             });
         }
-        debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "retransmission answered with the reply it waited for");
+        debug!(mapping = %key, "retransmission answered with the reply it waited for");
         return Ok(reply);
     }
     let outcome = match core.table.get(&key) {
@@ -215,9 +215,7 @@ fn from_lease<R, U>(
     });
     twin::follow(core, key, held);
     debug!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = lease.external_port,
         lifetime,
@@ -265,7 +263,7 @@ async fn renew<R: Router, U: Upstream>(
         .await;
         match result {
             Err(e) if e.is_transient() && patience.again(core).await => {
-                debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "transient failure; asking the gateway again within CREATE_PATIENCE: {e}");
+                debug!(mapping = %key, "transient failure; asking the gateway again within CREATE_PATIENCE: {e}");
             }
             result => break result?,
         }
@@ -296,9 +294,7 @@ async fn renew<R: Router, U: Upstream>(
             new: grant.external_port,
         });
         info!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
+            mapping = %key,
             router_port = lease.router_port,
             old_external_port = lease.external_port,
             external_port = grant.external_port,
@@ -306,9 +302,7 @@ async fn renew<R: Router, U: Upstream>(
         );
     }
     info!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = grant.external_port,
         lifetime,

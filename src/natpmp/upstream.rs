@@ -7,8 +7,6 @@
 //! [`UpstreamConfig::budget`] is spent. A reply counts only if its version is 0, its opcode is
 //! 128 + the request's opcode and, for a mapping, it echoes the requested internal port; anything
 //! else is ignored and the wait goes on.
-//!
-//! CONTRACT (kept by whoever implements this file): the public names below stay as they are.
 
 use std::future::Future;
 use std::io;
