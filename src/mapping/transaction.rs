@@ -159,15 +159,8 @@ async fn map<R: Router, U: Upstream>(
         }
         Some(lease) => renew(core, key, lease, request).await,
         None => {
-            let plan = Plan {
-                key,
-                preferred: [request.suggested_external_port, key.internal_port],
-                suggested: request.suggested_external_port,
-                lifetime: request.lifetime,
-                origin,
-            };
             // Boxed: a create is a deep future (settling lookups, undo); kept off the stack.
-            match Box::pin(create(core, plan)).await {
+            match Box::pin(create(core, Plan::new(request))).await {
                 Ok((reply, serial)) => {
                     if core.config.map_both_protocols && key.protocol == Protocol::Tcp {
                         twin::spawn(core, key, serial);
