@@ -33,7 +33,7 @@ use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::lease::MappingKey;
 use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::MappingHandle;
-use crate::natpmp::wire::ResultCode;
+use crate::natpmp::result::ResultCode;
 use crate::refused::Refusal;
 use crate::shutdown::Shutdown;
 

@@ -64,8 +64,8 @@ use crate::mapping::request::MappingRequest;
 use crate::mapping::rule::{wanted_rules, RuleComment, RuleKind};
 use crate::mapping::table::Reservation;
 use crate::natpmp::handler::MapReply;
+use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError, UpstreamMap};
-use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::api::{Router, RuleId};
 

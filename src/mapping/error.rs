@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::UpstreamError;
-use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::error::RouterError;
 

@@ -36,8 +36,9 @@ use crate::mapping::teardown;
 use crate::mapping::transaction;
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::handler::{MapHandler, MapReply};
+use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::natpmp::wire::MapRequest;
 use crate::refused::RefusedSources;
 use crate::routeros::api::Router;
 

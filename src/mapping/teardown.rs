@@ -50,8 +50,8 @@ use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{Lease, RuleKind};
 use crate::mapping::twin::twin_key;
 use crate::natpmp::handler::MapReply;
+use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router};
 

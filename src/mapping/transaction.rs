@@ -43,8 +43,8 @@ use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::teardown::{delete, delete_all};
 use crate::mapping::twin;
 use crate::natpmp::handler::MapReply;
+use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::natpmp::wire::ResultCode;
 use crate::protocol::Protocol;
 use crate::routeros::api::Router;
 

@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::mapping::events::Origin;
 use crate::mapping::lease::MappingKey;
 use crate::mapping::request::{Command, MappingRequest};
-use crate::natpmp::wire::ResultCode;
+use crate::natpmp::result::ResultCode;
 use crate::protocol::Protocol;
 use crate::status::auth::Verdict;
 use crate::status::respond::{error, json, Body};
