@@ -457,7 +457,7 @@ mod tests {
     use super::*;
     use crate::cidr::parse_cidr_list;
     use crate::natpmp::handler::MapReply;
-    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
+    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError, UpstreamMap};
     use crate::natpmp::wire::{
         encode_request, parse_response, MapRequest, Protocol, MAP_REQUEST_LEN,
     };
@@ -476,13 +476,7 @@ mod tests {
                 after: Duration::from_millis(1),
             })
         }
-        async fn map(
-            &self,
-            _: Protocol,
-            _: u16,
-            _: u16,
-            _: u32,
-        ) -> Result<MapGrant, UpstreamError> {
+        async fn map(&self, _: UpstreamMap) -> Result<MapGrant, UpstreamError> {
             unreachable!("the server never maps by itself")
         }
     }
