@@ -218,7 +218,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                 if self
                     .config
                     .blocked_sources
-                    .drops_datagram(*v4.ip(), packet.starts_with(&[0, 0])) =>
+                    .drops_datagram(*v4.ip(), maps_nothing(packet)) =>
             {
                 stats.dropped_blocked.fetch_add(1, Ordering::Relaxed);
                 debug!(%peer, "dropped NAT-PMP request from a source that is not a real client");
@@ -228,13 +228,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             // The host itself may ask for the address, or send an opcode NAT-PMP does not
             // define (answered 5 at once: `double-natpmp health`), whatever ALLOWED_CLIENTS
             // says; it cannot map ports (opcodes 1 and 2).
-            SocketAddr::V4(v4)
-                if self.is_local(*v4.ip())
-                    && packet.first() == Some(&wire::VERSION)
-                    && !matches!(packet.get(1), Some(1 | 2)) =>
-            {
-                Some(*v4.ip())
-            }
+            SocketAddr::V4(v4) if self.is_local(*v4.ip()) && maps_nothing(packet) => Some(*v4.ip()),
             _ => {
                 // C-39: only LAN clients; everyone else gets silence.
                 stats.dropped_not_allowed.fetch_add(1, Ordering::Relaxed);
@@ -345,6 +339,13 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
         info!("NAT-PMP server stopped");
         result
     }
+}
+
+/// Whether `packet` is a version-0 datagram that can map no port: an address request, or an
+/// opcode NAT-PMP does not define (answered 5 at once: the `double-natpmp health` probe). The
+/// daemon's own host may send these, never a mapping request (opcodes 1 and 2).
+fn maps_nothing(packet: &[u8]) -> bool {
+    packet.first() == Some(&wire::VERSION) && !matches!(packet.get(1), Some(1 | 2))
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
