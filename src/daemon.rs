@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, DaemonArgs, RouterArgs};
 use crate::mapping::limits::LimitsConfig;
-use crate::mapping::{MappingConfig, MappingError, MappingEvent, Orchestrator};
+use crate::mapping::{MappingConfig, MappingError, MappingEvent, MappingHandle, Orchestrator};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
@@ -280,7 +280,10 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     orchestrator
         .refused()
         .set_daemon_addresses(daemon_addresses(args.listen_addr, &router_address).await);
-    if let Err(e) = static_keeper::check_clients(&orchestrator, &args.status.static_mappings.0) {
+    if let Err(e) = static_keeper::check_clients(
+        &MappingHandle::from(orchestrator.clone()),
+        &args.status.static_mappings.0,
+    ) {
         orchestrator.shutdown(args.shutdown_timeout).await;
         return Err(e.into());
     }
@@ -335,7 +338,7 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
             token,
             allowed: args.allowed_clients.clone(),
             max_lifetime: args.max_lifetime,
-            orchestrator: orchestrator.clone(),
+            mapping: MappingHandle::from(orchestrator.clone()),
             external: Arc::new(move || addresses.cached()),
             server_stats: Some(Arc::clone(&stats)),
             metrics,

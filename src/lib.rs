@@ -13,6 +13,8 @@
 //!   [`cidr`]: IPv4 networks (ALLOWED_CLIENTS); [`refused`]: the sources that are not real
 //!   clients (the router's and the daemon's own addresses, subnet edges, the VPN gateway).
 //! * [`daemon`]: wires everything together and stops it in order; [`logging`]: LOG_LEVEL/LOG_FORMAT.
+//! * [`protocol`]: the transport protocol of a mapping, neutral (every front end, the mapping
+//!   core and the router speak of it).
 //! * [`natpmp::wire`]: the NAT-PMP packet format in both directions, pure functions.
 //! * [`natpmp::epoch`]: seconds since start of epoch, from one monotonic clock.
 //! * [`natpmp::server`]: the UDP front end LAN clients talk to; [`natpmp::handler`]: the trait
@@ -50,6 +52,7 @@ pub mod daemon;
 pub mod logging;
 pub mod mapping;
 pub mod natpmp;
+pub mod protocol;
 pub mod refused;
 pub mod routeros;
 pub mod shutdown;

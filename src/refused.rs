@@ -202,12 +202,12 @@ impl RefusedSources {
     }
 
     /// Whether the NAT-PMP server drops a datagram from `ip`: every datagram of a refused
-    /// source, except an address request (opcode 0, `address_request`) from the daemon's own
-    /// address, which is the host's health probe.
-    pub fn drops_datagram(&self, ip: Ipv4Addr, address_request: bool) -> bool {
+    /// source, except one that maps nothing (`maps_nothing`: an address request, or the
+    /// health probe's undefined opcode) from the daemon's own address, the host's health check.
+    pub fn drops_datagram(&self, ip: Ipv4Addr, maps_nothing: bool) -> bool {
         match self.why(ip) {
             None => false,
-            Some(Refusal::DaemonAddress) if address_request => false,
+            Some(Refusal::DaemonAddress) if maps_nothing => false,
             Some(_) => self.check(ip).is_some(),
         }
     }

@@ -1,5 +1,5 @@
 //! The static keeper: keeps the STATIC_MAPPINGS alive by itself, through the same transaction a
-//! NAT-PMP request runs ([`Orchestrator::handle_from`] with [`Origin::Static`]).
+//! NAT-PMP request runs ([`MappingHandle::request`] with [`Origin::Static`]).
 //!
 //! A static lease never expires in the lease table, but its upstream mapping does (60 s with
 //! ProtonVPN). So the keeper asks again at half of each granted lifetime (RFC 6886 §3.3's
@@ -31,11 +31,10 @@ use tracing::{info, warn};
 
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::lease::MappingKey;
-use crate::mapping::Orchestrator;
-use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::mapping::request::{Command, MappingRequest};
+use crate::mapping::MappingHandle;
+use crate::natpmp::result::ResultCode;
 use crate::refused::Refusal;
-use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 
 /// The first pause after a failed attempt (doubling).
@@ -80,12 +79,9 @@ pub struct StaticRefused {
 
 /// Checks every static mapping's client against the sources that are not clients, as known
 /// at start (after the start reconcile read the router's addresses).
-pub fn check_clients<R: Router, U: Upstream>(
-    orchestrator: &Orchestrator<R, U>,
-    keys: &[MappingKey],
-) -> Result<(), StaticRefused> {
+pub fn check_clients(mapping: &MappingHandle, keys: &[MappingKey]) -> Result<(), StaticRefused> {
     for key in keys {
-        if let Some(why) = orchestrator.refused().why(key.client) {
+        if let Some(why) = mapping.refused().why(key.client) {
             return Err(StaticRefused {
                 key: format!("{}:{}:{}", key.protocol, key.client, key.internal_port),
                 why,
@@ -103,20 +99,20 @@ struct Slot {
 
 /// Starts keeping `keys` alive, asking for `lifetime` seconds each time; stops when `shutdown`
 /// fires.
-pub fn spawn<R: Router, U: Upstream>(
-    orchestrator: Orchestrator<R, U>,
+pub fn spawn(
+    mapping: MappingHandle,
     keys: Vec<MappingKey>,
     lifetime: u32,
     stats: Arc<KeeperStats>,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
     // Subscribed before the task runs, so no removal between now and its first step is missed.
-    let events = orchestrator.subscribe();
-    tokio::spawn(run(orchestrator, keys, lifetime, stats, events, shutdown))
+    let events = mapping.subscribe();
+    tokio::spawn(run(mapping, keys, lifetime, stats, events, shutdown))
 }
 
-async fn run<R: Router, U: Upstream>(
-    orchestrator: Orchestrator<R, U>,
+async fn run(
+    mapping: MappingHandle,
     keys: Vec<MappingKey>,
     lifetime: u32,
     stats: Arc<KeeperStats>,
@@ -142,7 +138,7 @@ async fn run<R: Router, U: Upstream>(
     loop {
         for (key, slot) in slots.iter_mut() {
             if slot.due <= Instant::now() && !shutdown.is_shutdown() {
-                keep(&orchestrator, *key, slot, lifetime, &stats).await;
+                keep(&mapping, *key, slot, lifetime, &stats).await;
             }
         }
         let next = slots
@@ -158,7 +154,7 @@ async fn run<R: Router, U: Upstream>(
                 match event {
                     Ok(MappingEvent::Removed { key, reason, .. }) if reason != RemovalReason::Shutdown => {
                         if let Some(slot) = slots.get_mut(&key) {
-                            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "static mapping removed ({}): making it again", reason.as_str());
+                            info!(mapping = %key, "static mapping removed ({}): making it again", reason.as_str());
                             slot.due = now;
                         }
                     }
@@ -176,41 +172,37 @@ async fn run<R: Router, U: Upstream>(
 }
 
 /// Makes or renews one static mapping now and schedules the next attempt.
-async fn keep<R: Router, U: Upstream>(
-    orchestrator: &Orchestrator<R, U>,
+async fn keep(
+    mapping: &MappingHandle,
     key: MappingKey,
     slot: &mut Slot,
     lifetime: u32,
     stats: &KeeperStats,
 ) {
-    let existing = orchestrator.table().get(&key);
-    if orchestrator.refused().check(key.client).is_some() {
+    let existing = mapping.lease(&key);
+    if mapping.refused().check(key.client).is_some() {
         // Logged once by the check; tried again later, in case the address goes away.
         if existing.is_some() {
-            let delete = MapRequest {
-                protocol: key.protocol,
-                internal_port: key.internal_port,
-                suggested_external_port: 0,
-                lifetime: 0,
+            let delete = Command::Delete {
+                key,
+                origin: Origin::Static,
             };
-            let reply = orchestrator
-                .handle_from(key.client, delete, Origin::Static)
-                .await;
-            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, "static mapping removed: its client is not a client any more");
+            let reply = mapping.request(delete).await;
+            info!(mapping = %key, result = %reply.result, "static mapping removed: its client is not a client any more");
         }
         stats.create_failed.fetch_add(1, Ordering::Relaxed);
         slot.due = Instant::now() + RETRY_MAX;
         return;
     }
-    let request = MapRequest {
+    let request = MappingRequest {
+        client: key.client,
         protocol: key.protocol,
         internal_port: key.internal_port,
         suggested_external_port: existing.as_ref().map_or(0, |l| l.external_port),
         lifetime,
+        origin: Origin::Static,
     };
-    let reply = orchestrator
-        .handle_from(key.client, request, Origin::Static)
-        .await;
+    let reply = mapping.request(Command::Map(request)).await;
     let (ok, failed) = match existing {
         Some(_) => (&stats.renewed, &stats.renew_failed),
         None => (&stats.created, &stats.create_failed),
@@ -223,7 +215,7 @@ async fn keep<R: Router, U: Upstream>(
         slot.retry = RETRY_FIRST;
     } else {
         failed.fetch_add(1, Ordering::Relaxed);
-        warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, result = %reply.result, retry_in = ?slot.retry, "static mapping could not be kept");
+        warn!(mapping = %key, result = %reply.result, retry_in = ?slot.retry, "static mapping could not be kept");
         slot.due = now + slot.retry;
         slot.retry = (slot.retry * 2).min(RETRY_MAX);
     }

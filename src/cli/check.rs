@@ -31,8 +31,8 @@ use crate::config::DaemonArgs;
 use crate::daemon::{router_api, upstream_config, DaemonError};
 use crate::mapping::key::MappingKey;
 use crate::mapping::rule::RuleComment;
-use crate::natpmp::upstream::{Upstream, UpstreamClient};
-use crate::natpmp::wire::Protocol;
+use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamMap};
+use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, Router, RouterApi, RouterError};
 use crate::routeros::wire::Command;
 
@@ -387,14 +387,22 @@ async fn test_mapping(
 
     if upstream_ok {
         let what = format!("upstream test mapping of port {port}");
-        match upstream.map(protocol, port, port, TEST_LIFETIME).await {
+        match upstream
+            .map(UpstreamMap {
+                protocol,
+                internal_port: port,
+                suggested_external_port: port,
+                lifetime: TEST_LIFETIME,
+            })
+            .await
+        {
             Ok(grant) => {
                 report.ok(&format!(
                     "{what}: external port {} for {}s",
                     grant.external_port, grant.lifetime
                 ));
                 let what = format!("upstream test mapping of port {port} deleted");
-                match upstream.map(protocol, port, 0, 0).await {
+                match upstream.map(UpstreamMap::delete(protocol, port)).await {
                     Ok(_) => report.ok(&what),
                     Err(e) => report.fail(
                         &what,

@@ -12,9 +12,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::config::value::{parse_gateway, parse_timeout, NATPMP_PORT};
-use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::natpmp::upstream::{
+    Upstream, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamMap,
+};
+use crate::natpmp::wire::ResultCode;
 
+use crate::protocol::Protocol;
 /// `double-natpmp client` options.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -96,7 +99,12 @@ pub async fn run(args: ClientArgs) -> ExitCode {
             external_port,
             lifetime,
         } => client
-            .map(protocol, internal_port, external_port, lifetime)
+            .map(UpstreamMap {
+                protocol,
+                internal_port,
+                suggested_external_port: external_port,
+                lifetime,
+            })
             .await
             .map(|g| Output::Map {
                 protocol,
@@ -109,7 +117,7 @@ pub async fn run(args: ClientArgs) -> ExitCode {
             protocol,
             internal_port,
         } => client
-            .map(protocol, internal_port, 0, 0)
+            .map(UpstreamMap::delete(protocol, internal_port))
             .await
             .map(|g| Output::Deleted {
                 protocol,
@@ -296,7 +304,8 @@ pub fn default_gateway(proc_net_route: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// A flat JSON object written by hand (serde is not a dependency; the output is tiny).
+/// A flat JSON object written by hand: a few fields in the order they are added, no more
+/// machinery needed.
 struct Json(String);
 
 impl Json {

@@ -15,7 +15,7 @@ use crate::config::value::{
     parse_duration_within, parse_listen_addr, parse_timeout, Expected, MIN_TIMEOUT,
 };
 use crate::mapping::lease::MappingKey;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::conn::Password;
 
 /// The status server, its API, the webhook, the status file and the static reservations.

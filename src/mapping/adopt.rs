@@ -33,8 +33,8 @@ use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
 use crate::mapping::rule::{wanted_rules, RuleComment, RuleOwner};
-use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::Protocol;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
+use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};
 
 /// Upstream mappings made again at once after a restart.
@@ -213,10 +213,12 @@ async fn remap<R: Router, U: Upstream>(
         .layers
         .upstream_map(
             "make the mapping again after a restart",
-            key.protocol,
-            lease.router_port,
-            last.unwrap_or(0),
-            lease.lifetime,
+            UpstreamMap {
+                protocol: key.protocol,
+                internal_port: lease.router_port,
+                suggested_external_port: last.unwrap_or(0),
+                lifetime: lease.lifetime,
+            },
         )
         .await
     {
@@ -231,12 +233,12 @@ async fn remap<R: Router, U: Upstream>(
                 l.renew_at = next_renewal(now, grant.lifetime);
             });
             if last.is_some_and(|e| e != grant.external_port) {
-                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, old_external_port = ?last, external_port = grant.external_port, "after the restart the VPN gateway gave another external port");
+                info!(mapping = %key, old_external_port = ?last, external_port = grant.external_port, "after the restart the VPN gateway gave another external port");
             }
             (true, last == Some(grant.external_port))
         }
         Err(e) => {
-            warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = lease.router_port, "could not make the adopted mapping again at the VPN gateway; the keeper retries: {e}");
+            warn!(mapping = %key, router_port = lease.router_port, "could not make the adopted mapping again at the VPN gateway; the keeper retries: {e}");
             (false, false)
         }
     }

@@ -55,32 +55,48 @@ use tracing::{debug, info, warn};
 use crate::mapping::caps::{Caps, Refusal};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
-use crate::mapping::events::{MappingEvent, Origin};
+use crate::mapping::events::MappingEvent;
 use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
 use crate::mapping::patience::{make_rules, map_upstream, Patience, RuleSlot};
+use crate::mapping::request::MappingRequest;
 use crate::mapping::rule::{wanted_rules, RuleComment, RuleKind};
 use crate::mapping::table::Reservation;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError};
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::natpmp::result::ResultCode;
+use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError, UpstreamMap};
+use crate::protocol::Protocol;
 use crate::routeros::api::{Router, RuleId};
 
 /// What a create is asked to make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// The mapping.
-    pub key: MappingKey,
+    /// What was asked (for a twin, what its TCP mapping asked, as UDP, with its external
+    /// port suggested and [`Origin::Twin`](crate::mapping::events::Origin::Twin)).
+    pub request: MappingRequest,
     /// Router ports to try before the range (the client's suggestion and its internal port;
     /// for a twin, its TCP mapping's router port first).
     pub preferred: [u16; 2],
-    /// The external port suggested to the gateway.
-    pub suggested: u16,
-    /// The lifetime the client asked for.
-    pub lifetime: u32,
-    /// Where the mapping comes from.
-    pub origin: Origin,
+}
+
+impl Plan {
+    /// A new mapping for `request`, preferring the suggested port, then the internal port, as
+    /// the router port.
+    pub fn new(request: MappingRequest) -> Plan {
+        Plan {
+            preferred: [request.suggested_external_port, request.internal_port],
+            request,
+        }
+    }
+
+    /// A new mapping for `request`, preferring `router_port`, then the internal port.
+    pub fn preferring(request: MappingRequest, router_port: u16) -> Plan {
+        Plan {
+            preferred: [router_port, request.internal_port],
+            request,
+        }
+    }
 }
 
 /// One undo step of a create.
@@ -124,7 +140,10 @@ impl UndoLog {
                 Undo::RuleMayExist => Ok(false),
                 Undo::DeleteUpstream { protocol, port } => core
                     .layers
-                    .upstream_map("delete the mapping (rollback)", *protocol, *port, 0, 0)
+                    .upstream_map(
+                        "delete the mapping (rollback)",
+                        UpstreamMap::delete(*protocol, *port),
+                    )
                     .await
                     .map(|_| true),
             };
@@ -132,7 +151,7 @@ impl UndoLog {
                 Ok(proved) => free &= proved,
                 Err(e) => {
                     free = false;
-                    warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, ?step, "rollback step failed; the reconciler or the gateway's own expiry finishes it: {e}");
+                    warn!(mapping = %key, ?step, "rollback step failed; the reconciler or the gateway's own expiry finishes it: {e}");
                 }
             }
         }
@@ -174,10 +193,10 @@ pub async fn create<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     plan: Plan,
 ) -> Result<(MapReply, u64), MappingError> {
-    let key = plan.key;
+    let key = plan.request.key();
     // The caps count the creates in flight too, in the same step as the reservation.
     let limits = core.limits.config();
-    let caps = Caps::of(limits, plan.origin);
+    let caps = Caps::of(limits, plan.request.origin);
     let reservation = match core.table.reserve_within(key, &plan.preferred, caps) {
         Ok(reservation) => reservation,
         Err(Refusal::Total) => {
@@ -204,9 +223,9 @@ pub async fn create<R: Router, U: Upstream>(
         return Err(MappingError::InterfaceUnusable { problem });
     }
     let router_port = reservation.port();
-    let asked = upstream_lifetime(plan.lifetime, core.config.max_lifetime);
+    let asked = upstream_lifetime(plan.request.lifetime, core.config.max_lifetime);
     let comment = RuleComment {
-        twin: plan.origin.twin_of().is_some(),
+        twin: plan.request.origin.twin_of().is_some(),
         ..RuleComment::new(key, router_port, asked)
     };
     let mut slots = vec![RuleSlot::new(comment)];
@@ -227,10 +246,12 @@ pub async fn create<R: Router, U: Upstream>(
                     map_upstream(
                         core,
                         "map the port",
-                        key.protocol,
-                        router_port,
-                        plan.suggested,
-                        asked,
+                        UpstreamMap {
+                            protocol: key.protocol,
+                            internal_port: router_port,
+                            suggested_external_port: plan.request.suggested_external_port,
+                            lifetime: asked,
+                        },
                         cut,
                     )
                     .await,
@@ -270,7 +291,7 @@ pub async fn create<R: Router, U: Upstream>(
         };
         if let (Some(granted), true) = (grant, slots.iter().all(|s| s.id.is_some())) {
             if patience.failed() > 0 {
-                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, attempts = patience.failed() + 1, "made after a transient failure (CREATE_PATIENCE)");
+                info!(mapping = %key, attempts = patience.failed() + 1, "made after a transient failure (CREATE_PATIENCE)");
             }
             let owned = slots
                 .into_iter()
@@ -299,7 +320,7 @@ pub async fn create<R: Router, U: Upstream>(
         }
         let transient = failures.into_iter().flatten().next();
         if let Some(e) = &transient {
-            debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "transient failure; trying again within CREATE_PATIENCE: {e}");
+            debug!(mapping = %key, "transient failure; trying again within CREATE_PATIENCE: {e}");
         }
         if !patience.again(core).await {
             break transient;
@@ -362,10 +383,14 @@ fn commit<R: Router, U: Upstream>(
     (grant, granted_at): (MapGrant, Instant),
     started: Instant,
 ) -> (MapReply, u64) {
-    let key = plan.key;
+    let key = plan.request.key();
     let router_port = reservation.port();
     let now = Instant::now();
-    let lifetime = reply_lifetime(plan.lifetime, grant.lifetime, core.config.max_lifetime);
+    let lifetime = reply_lifetime(
+        plan.request.lifetime,
+        grant.lifetime,
+        core.config.max_lifetime,
+    );
     let ids: Vec<String> = owned.iter().map(|r| r.id.to_string()).collect();
     let serial = reservation.commit(Lease {
         router_port,
@@ -379,7 +404,7 @@ fn commit<R: Router, U: Upstream>(
         upstream_lifetime: grant.lifetime,
         renew_at: next_renewal(granted_at, grant.lifetime),
         keep_failures: 0,
-        origin: plan.origin,
+        origin: plan.request.origin,
         serial: 0,
     });
     core.expiry_wake.notify_one();
@@ -388,14 +413,12 @@ fn commit<R: Router, U: Upstream>(
         router_port,
         external_port: grant.external_port,
         lifetime,
-        origin: plan.origin,
+        origin: plan.request.origin,
     });
     let took_ms = started.elapsed().as_millis();
-    match plan.origin.twin_of() {
+    match plan.request.origin.twin_of() {
         Some(parent) => info!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
+            mapping = %key,
             router_port,
             external_port = grant.external_port,
             twin_of = %parent,
@@ -404,9 +427,7 @@ fn commit<R: Router, U: Upstream>(
             "mapped the UDP twin of a TCP mapping (MAP_BOTH_PROTOCOLS)"
         ),
         None => info!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
+            mapping = %key,
             router_port,
             external_port = grant.external_port,
             lifetime,

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::UpstreamError;
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::protocol::Protocol;
 use crate::routeros::error::RouterError;
 
 /// A failed mapping transaction, in words a router owner understands.

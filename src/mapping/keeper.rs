@@ -25,7 +25,7 @@ use crate::mapping::events::MappingEvent;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::reply_lifetime;
 use crate::mapping::rule::{RuleComment, RuleKind};
-use crate::natpmp::upstream::Upstream;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 
@@ -164,10 +164,12 @@ async fn renew_one<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingK
         .layers
         .upstream_map(
             "keep the mapping",
-            key.protocol,
-            lease.router_port,
-            lease.external_port,
-            asked,
+            UpstreamMap {
+                protocol: key.protocol,
+                internal_port: lease.router_port,
+                suggested_external_port: lease.external_port,
+                lifetime: asked,
+            },
         )
         .await
     {
@@ -184,9 +186,9 @@ async fn renew_one<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingK
                 // shortens what the next reply grants (C-30).
                 l.lifetime = reply_lifetime(l.lifetime, grant.lifetime, core.config.max_lifetime);
             });
-            debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = lease.router_port, external_port = grant.external_port, lifetime = grant.lifetime, "upstream mapping kept alive");
+            debug!(mapping = %key, router_port = lease.router_port, external_port = grant.external_port, lifetime = grant.lifetime, "upstream mapping kept alive");
             if moved {
-                info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = lease.router_port, old_external_port = lease.external_port, external_port = grant.external_port, "the VPN gateway moved the mapping: the client's next renewal gets the new port");
+                info!(mapping = %key, router_port = lease.router_port, old_external_port = lease.external_port, external_port = grant.external_port, "the VPN gateway moved the mapping: the client's next renewal gets the new port");
                 core.layers.events.emit(MappingEvent::ExternalPortChanged {
                     key,
                     old: lease.external_port,
@@ -211,7 +213,7 @@ async fn renew_one<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingK
                 l.renew_at = Instant::now() + pause;
             });
             if now >= lease.upstream_deadline {
-                warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = lease.router_port, retry_in = ?pause, "the upstream mapping has lapsed and cannot be renewed; a client renewal now asks the gateway itself: {e}");
+                warn!(mapping = %key, router_port = lease.router_port, retry_in = ?pause, "the upstream mapping has lapsed and cannot be renewed; a client renewal now asks the gateway itself: {e}");
             } else {
                 debug!(client = %key.client, proto = %key.protocol, router_port = lease.router_port, retry_in = ?pause, "upstream renewal failed; the mapping is still valid: {e}");
             }

@@ -22,14 +22,14 @@ use tokio::time::Instant;
 
 use crate::mapping::error::MappingError;
 use crate::mapping::key::MappingKey;
+use crate::mapping::request::MappingRequest;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::wire::MapRequest;
 
 /// What a key's lock remembers while requests for the key are queued on it.
 #[derive(Debug, Default)]
 pub struct KeyState {
     /// The last mapping request served under this lock, when it finished, and its answer.
-    last: Option<(Instant, MapRequest, MapReply)>,
+    last: Option<(Instant, MappingRequest, MapReply)>,
 }
 
 /// The per-key locks.
@@ -90,11 +90,13 @@ impl KeyLock<'_> {
     pub fn answered_while_waiting(
         &self,
         arrived: Instant,
-        request: &MapRequest,
+        request: &MappingRequest,
     ) -> Option<MapReply> {
         let state = self.guard.as_ref()?;
         match state.last {
-            Some((finished, ref served, reply)) if finished >= arrived && served == request => {
+            Some((finished, ref served, reply))
+                if finished >= arrived && served.same_ask(request) =>
+            {
                 Some(reply)
             }
             _ => None,
@@ -102,7 +104,7 @@ impl KeyLock<'_> {
     }
 
     /// Remembers how this request ended, for the copies queued behind it.
-    pub fn record(&mut self, request: MapRequest, outcome: &Result<MapReply, MappingError>) {
+    pub fn record(&mut self, request: MappingRequest, outcome: &Result<MapReply, MappingError>) {
         if let Some(state) = self.guard.as_mut() {
             let reply = match outcome {
                 Ok(reply) => *reply,

@@ -37,8 +37,7 @@ use crate::mapping::events::{Events, MappingEvent};
 use crate::mapping::rule::{RuleComment, RuleKind};
 use crate::mapping::srcnat::{anchor, OutScope};
 use crate::natpmp::epoch::Epoch;
-use crate::natpmp::upstream::{MapGrant, Upstream};
-use crate::natpmp::wire::Protocol;
+use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamMap};
 use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId, SrcNatRule};
 
 /// How often a lost reply is looked up before the outcome is left to the reconciler.
@@ -333,14 +332,9 @@ impl<R: Router, U: Upstream> Layers<R, U> {
     pub async fn upstream_map(
         &self,
         what: &'static str,
-        protocol: Protocol,
-        router_port: u16,
-        suggested: u16,
-        lifetime: u32,
+        ask: UpstreamMap,
     ) -> Result<MapGrant, MappingError> {
-        let fut = self
-            .upstream
-            .map(protocol, router_port, suggested, lifetime);
+        let fut = self.upstream.map(ask);
         let started = Instant::now();
         let result = match timeout(self.upstream_timeout, fut).await {
             Ok(Ok(g)) => Ok(g),
@@ -357,7 +351,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         });
         let mut grant: MapGrant = result?;
         self.observe_epoch(grant.epoch);
-        if lifetime > 0 && (grant.external_port == 0 || grant.lifetime == 0) {
+        if ask.lifetime > 0 && (grant.external_port == 0 || grant.lifetime == 0) {
             return Err(MappingError::UpstreamUnusable {
                 external_port: grant.external_port,
                 lifetime: grant.lifetime,
@@ -365,7 +359,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         }
         // A gateway never grants more than it was asked for (RFC 6886 §3.3): a longer lifetime
         // is taken as what was asked, so a lease never counts on the gateway beyond that.
-        grant.lifetime = grant.lifetime.min(lifetime);
+        grant.lifetime = grant.lifetime.min(ask.lifetime);
         Ok(grant)
     }
 

@@ -3,8 +3,12 @@
 //!
 //! * [`adopt`]: a start without loss: the router's rules of ours become leases again.
 //! * [`orchestrator`]: the [`Orchestrator`], the facade that implements
-//!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest.
-//! * [`transaction`]: answering a request: the entry point and renewals.
+//!   [`MapHandler`](crate::natpmp::server::MapHandler) and starts and stops the rest;
+//!   [`handle`]: the [`MappingHandle`], the facade without its type parameters, for status,
+//!   STATIC_MAPPINGS and the CLI.
+//! * [`request`]: the core's own request, a [`Command`] (map, delete, delete-all) that every
+//!   front end speaks; NAT-PMP's packets are translated into it at the edge.
+//! * [`transaction`]: answering a command: the entry point and renewals.
 //! * [`create`]: a new mapping: the router rules and the upstream mapping asked at once,
 //!   each with its undo (sequential only while the gateway's quota is used up: [`quota`]).
 //! * [`patience`]: CREATE_PATIENCE: a create or a lapsed renewal tried again through a
@@ -59,6 +63,7 @@ pub mod create;
 pub mod epoch_watch;
 pub mod error;
 pub mod events;
+pub mod handle;
 pub mod interface;
 pub mod keeper;
 pub mod key;
@@ -71,6 +76,7 @@ pub mod patience;
 pub mod ports;
 pub mod quota;
 pub mod reconcile;
+pub mod request;
 pub mod rule;
 pub mod slab;
 pub mod srcnat;
@@ -85,7 +91,9 @@ pub use config::{
 };
 pub use error::MappingError;
 pub use events::{MappingEvent, Origin, RemovalReason};
+pub use handle::MappingHandle;
 pub use lease::{Lease, LeaseInfo, MappingKey};
 pub use orchestrator::{Orchestrator, ShutdownReport};
 pub use reconcile::ReconcileReport;
+pub use request::{Command, MappingRequest};
 pub use table::LeaseTable;

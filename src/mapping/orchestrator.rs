@@ -25,17 +25,20 @@ use crate::mapping::core::{Core, InterfaceState};
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::keeper;
+use crate::mapping::key::MappingKey;
 use crate::mapping::layers::Layers;
 use crate::mapping::lease::LeaseInfo;
 use crate::mapping::reconcile::{self, ReconcileReport};
+use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::table::LeaseTable;
 use crate::mapping::tasks;
 use crate::mapping::teardown;
 use crate::mapping::transaction;
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::handler::{MapHandler, MapReply};
+use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, ResultCode};
+use crate::natpmp::wire::MapRequest;
 use crate::refused::RefusedSources;
 use crate::routeros::api::Router;
 
@@ -206,19 +209,25 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         &self.core.refused
     }
 
-    /// Answers a mapping request made on behalf of `client` by another front end than NAT-PMP
-    /// (the HTTP API, a static reservation): the same transaction, with the lease marked by
-    /// `origin` (a static lease never expires).
+    /// Answers a command of any front end (the forwards API, a static reservation, a twin):
+    /// the same transaction a NAT-PMP request runs, with the lease marked by the command's
+    /// origin (a static lease never expires).
+    pub async fn request(&self, command: Command) -> MapReply {
+        match refuse(&self.core, &command) {
+            Some(reply) => reply,
+            None => transaction::handle(&self.core, command).await,
+        }
+    }
+
+    /// Answers a NAT-PMP-shaped request made on behalf of `client` with the lease marked by
+    /// `origin`: translated at the edge ([`from_natpmp`]) and run as [`Orchestrator::request`].
     pub async fn handle_from(
         &self,
         client: Ipv4Addr,
         request: MapRequest,
         origin: Origin,
     ) -> MapReply {
-        match refuse(&self.core, client, &request) {
-            Some(reply) => reply,
-            None => transaction::handle(&self.core, client, request, origin).await,
-        }
+        self.request(from_natpmp(client, request, origin)).await
     }
 
     /// A listener for what happens to mappings from now on ([`MappingEvent`]).
@@ -317,6 +326,35 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
     }
 }
 
+/// The NAT-PMP front end's request as the core's [`Command`] (the edge's translation): lifetime 0
+/// deletes the mapping (C-33), and with internal port 0 every mapping of the client for the
+/// protocol (C-36); the suggested external port is ignored on deletion.
+pub fn from_natpmp(client: Ipv4Addr, request: MapRequest, origin: Origin) -> Command {
+    match (request.lifetime, request.internal_port) {
+        (0, 0) => Command::DeleteAll {
+            client,
+            protocol: request.protocol,
+            origin,
+        },
+        (0, internal_port) => Command::Delete {
+            key: MappingKey {
+                client,
+                protocol: request.protocol,
+                internal_port,
+            },
+            origin,
+        },
+        (lifetime, internal_port) => Command::Map(MappingRequest {
+            client,
+            protocol: request.protocol,
+            internal_port,
+            suggested_external_port: request.suggested_external_port,
+            lifetime,
+            origin,
+        }),
+    }
+}
+
 impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
     fn handle_map(
         &self,
@@ -324,28 +362,32 @@ impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
         request: MapRequest,
     ) -> impl Future<Output = MapReply> + Send {
         let core = Arc::clone(&self.core);
+        let command = from_natpmp(client, request, Origin::NatPmp);
         async move {
-            match refuse(&core, client, &request) {
+            match refuse(&core, &command) {
                 Some(reply) => reply,
-                None => transaction::handle(&core, client, request, Origin::NatPmp).await,
+                None => transaction::handle(&core, command).await,
             }
         }
     }
 
     fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {
-        transaction::answer_now(&self.core, client, request)
+        match from_natpmp(client, request, Origin::NatPmp) {
+            Command::Map(request) => transaction::answer_now(&self.core, request),
+            Command::Delete { .. } | Command::DeleteAll { .. } => None,
+        }
     }
 }
 
-/// A request to create or renew a mapping for a source that is not a real client (see
+/// A command to create or renew a mapping for a source that is not a real client (see
 /// [`crate::refused`]) is answered 2 at once, with no router or gateway command; the front
 /// ends refuse it before it gets here (the NAT-PMP server with silence), so this holds for
 /// every other caller too. A delete goes through: it can only take something away.
-fn refuse<R, U>(core: &Core<R, U>, client: Ipv4Addr, request: &MapRequest) -> Option<MapReply> {
-    if request.is_delete() {
+fn refuse<R, U>(core: &Core<R, U>, command: &Command) -> Option<MapReply> {
+    let Command::Map(request) = command else {
         return None;
-    }
+    };
     core.refused
-        .check(client)
+        .check(request.client)
         .map(|_| MapReply::failure(ResultCode::NotAuthorized))
 }

@@ -29,8 +29,7 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::layers::Added;
 use crate::mapping::rule::{dst_nat_rule, src_nat_rule, RuleComment, RuleKind};
-use crate::natpmp::upstream::{MapGrant, Upstream};
-use crate::natpmp::wire::Protocol;
+use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamMap};
 use crate::routeros::api::{Router, RuleId};
 
 /// One rule of a new mapping, as the attempts so far left it.
@@ -148,15 +147,10 @@ pub(crate) async fn make_rules<R: Router, U: Upstream>(
 pub(crate) async fn map_upstream<R: Router, U: Upstream>(
     core: &Core<R, U>,
     what: &'static str,
-    protocol: Protocol,
-    router_port: u16,
-    suggested: u16,
-    lifetime: u32,
+    ask: UpstreamMap,
     cut: Option<Instant>,
 ) -> Result<MapGrant, MappingError> {
-    let exchange = core
-        .layers
-        .upstream_map(what, protocol, router_port, suggested, lifetime);
+    let exchange = core.layers.upstream_map(what, ask);
     let Some(cut) = cut else {
         return exchange.await;
     };

@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{ListMember, NatRule, ServiceInfo};
 
 /// Preferred ports (suggested or internal) below this are not used as router ports.

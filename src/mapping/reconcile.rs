@@ -51,7 +51,7 @@ use crate::mapping::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleOwner};
 use crate::mapping::srcnat::{describe, shadowed, OutScope};
 use crate::mapping::table::Hold;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};
 
 /// What one reconcile pass found and did.
@@ -345,7 +345,7 @@ pub async fn pass<R: Router, U: Upstream>(
             Ok(false) => {}
             Err(e) => {
                 report.recreate_failed += 1;
-                warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "could not recreate a deleted rule: {e}");
+                warn!(mapping = %key, "could not recreate a deleted rule: {e}");
             }
         }
     }
@@ -367,7 +367,7 @@ fn rebind<R, U>(core: &Core<R, U>, key: MappingKey, serial: u64, kind: RuleKind,
             return;
         }
         if let Some(old) = l.rules.get(kind) {
-            info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, old_rule = %old, rule = %id, "the router shows our rule under another id: re-bound by comment");
+            info!(mapping = %key, old_rule = %old, rule = %id, "the router shows our rule under another id: re-bound by comment");
         }
         l.rules.set(kind, id);
     });
@@ -409,9 +409,7 @@ async fn recreate<R: Router, U: Upstream>(
     let old = lease.rule_id(kind).cloned();
     rebind(core, key, serial, kind, id.clone());
     info!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         old_rule = ?old,
         rule = %id,

@@ -35,7 +35,7 @@ use std::net::Ipv4Addr;
 
 use crate::mapping::config::MappingConfig;
 use crate::mapping::key::MappingKey;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, RuleId, SrcNatRule};
 
 /// Which kind of router rule a lease owns.

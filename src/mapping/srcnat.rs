@@ -200,7 +200,7 @@ pub fn describe(rule: &NatRule) -> String {
 mod tests {
     use super::*;
     use crate::mapping::key::MappingKey;
-    use crate::natpmp::wire::Protocol;
+    use crate::protocol::Protocol;
 
     fn srcnat(id: &str, pairs: &[(&str, &str)]) -> NatRule {
         let mut r = NatRule {

@@ -32,7 +32,7 @@ use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{Lease, LeaseInfo};
 use crate::mapping::ports::{choose_port, slot, RouterView};
 use crate::mapping::slab::Leases;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 
 /// Why a router port is held by us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -50,8 +50,9 @@ use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{Lease, RuleKind};
 use crate::mapping::twin::twin_key;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{Protocol, ResultCode};
+use crate::natpmp::result::ResultCode;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
+use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router};
 
 /// The longest pause between two retries of a draining port's upstream delete.
@@ -137,9 +138,7 @@ pub async fn delete<R: Router, U: Upstream>(
     Box::pin(end_twin(core, key, Teardown::Delete)).await;
     ended?;
     info!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = lease.external_port,
         "deleted"
@@ -301,8 +300,10 @@ async fn teardown_layers<R: Router, U: Upstream>(
     // delete.
     let started = Instant::now();
     let (upstream, mut found) = tokio::join!(
-        core.layers
-            .upstream_map("delete the mapping", key.protocol, port, 0, 0),
+        core.layers.upstream_map(
+            "delete the mapping",
+            UpstreamMap::delete(key.protocol, port)
+        ),
         look_up_rules(core, lease),
     );
     if started.elapsed() > LOOKUP_FRESH {
@@ -314,7 +315,7 @@ async fn teardown_layers<R: Router, U: Upstream>(
             core.table.remove_rule_left(&key);
             return Ok(Ended::UpstreamLeft);
         }
-        warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, external_port = lease.external_port, "could not delete the mapping at the VPN gateway; router port {port} stays reserved, and its rule in place, until the gateway's mapping is deleted or has lapsed: {e}");
+        warn!(mapping = %key, router_port = port, external_port = lease.external_port, "could not delete the mapping at the VPN gateway; router port {port} stays reserved, and its rule in place, until the gateway's mapping is deleted or has lapsed: {e}");
         core.table.remove_draining(&key);
         let core2 = Arc::clone(core);
         let lease = lease.clone();
@@ -333,7 +334,7 @@ async fn teardown_layers<R: Router, U: Upstream>(
             if mode == Teardown::Delete {
                 return Err(e);
             }
-            warn!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, "could not remove the rule, the reconciler will: {e}");
+            warn!(mapping = %key, router_port = port, "could not remove the rule, the reconciler will: {e}");
             Ok(Ended::RuleLeft)
         }
     }
@@ -362,7 +363,10 @@ async fn drain<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, lease
         }
         match core
             .layers
-            .upstream_map("delete the mapping (retry)", key.protocol, port, 0, 0)
+            .upstream_map(
+                "delete the mapping (retry)",
+                UpstreamMap::delete(key.protocol, port),
+            )
             .await
         {
             Ok(_) => break,
@@ -376,7 +380,7 @@ async fn drain<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, lease
         .await
         .is_err();
     core.table.drained(key.protocol, port, left);
-    info!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, router_port = port, rule_left = left, "router port free again: the gateway no longer forwards it");
+    info!(mapping = %key, router_port = port, rule_left = left, "router port free again: the gateway no longer forwards it");
 }
 
 /// Ends the lease of `key` if its deadline has passed (the expiry task calls this).
@@ -399,9 +403,7 @@ pub async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: Mapping
     let _ = teardown(core, key, &lease, Teardown::Expire).await;
     Box::pin(end_twin(core, key, Teardown::Expire)).await;
     info!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = lease.external_port,
         "expired: not renewed in time"

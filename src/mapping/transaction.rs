@@ -25,7 +25,6 @@
 //!
 //! Deletes, expiry and shutdown are in `teardown.rs`.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,46 +39,43 @@ use crate::mapping::keeper::next_renewal;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease};
 use crate::mapping::patience::{map_upstream, Patience};
+use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::teardown::{delete, delete_all};
 use crate::mapping::twin;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, Protocol, ResultCode};
+use crate::natpmp::result::ResultCode;
+use crate::natpmp::upstream::{Upstream, UpstreamMap};
+use crate::protocol::Protocol;
 use crate::routeros::api::Router;
 
-/// Answers one mapping request from `origin` (never fails: a failure is a result code, C-17).
-pub async fn handle<R: Router, U: Upstream>(
-    core: &Arc<Core<R, U>>,
-    client: Ipv4Addr,
-    request: MapRequest,
-    origin: Origin,
-) -> MapReply {
-    let key = MappingKey {
-        client,
-        protocol: request.protocol,
-        internal_port: request.internal_port,
-    };
+/// Answers one command (never fails: a failure is a result code, C-17).
+pub async fn handle<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, command: Command) -> MapReply {
+    let client = command.client();
+    let key = command.key();
     let outcome = match core.enter().await {
         None => Err(MappingError::ShuttingDown),
-        Some(_gate) if origin == Origin::NatPmp && !core.limits.allow(client, Instant::now()) => {
+        Some(_gate)
+            if command.origin() == Origin::NatPmp && !core.limits.allow(client, Instant::now()) =>
+        {
             Err(MappingError::RateLimited {
                 client,
                 per_second: core.limits.config().requests_per_second,
             })
         }
-        Some(_gate) => {
+        Some(_gate) => match command {
             // The deletes are boxed: their teardowns are deep futures, and inline every
             // request's task (a renewal too) would carry their room.
-            if request.is_delete_all() {
-                Box::pin(delete_all(core, client, request.protocol, origin)).await
-            } else if request.is_delete() {
-                Box::pin(delete(core, key, origin)).await
-            } else if request.internal_port == 0 {
+            Command::DeleteAll {
+                client,
+                protocol,
+                origin,
+            } => Box::pin(delete_all(core, client, protocol, origin)).await,
+            Command::Delete { key, origin } => Box::pin(delete(core, key, origin)).await,
+            Command::Map(request) if request.internal_port == 0 => {
                 Err(MappingError::InternalPortZero)
-            } else {
-                map(core, key, request, origin).await
             }
-        }
+            Command::Map(request) => map(core, request).await,
+        },
     };
     match outcome {
         Ok(reply) => reply,
@@ -87,12 +83,12 @@ pub async fn handle<R: Router, U: Upstream>(
             let result = e.result_code();
             if e.is_limit() {
                 if core.limits.should_log(client, Instant::now()) {
-                    warn!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request refused (logged once a minute per client): {e}");
+                    warn!(mapping = %key, %result, "request refused (logged once a minute per client): {e}");
                 }
             } else if result == ResultCode::NetworkFailure {
-                warn!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request failed: {e}");
+                warn!(mapping = %key, %result, "request failed: {e}");
             } else {
-                info!(%client, proto = %key.protocol, internal_port = key.internal_port, %result, "request refused: {e}");
+                info!(mapping = %key, %result, "request refused: {e}");
             }
             core.layers.events.emit(MappingEvent::Failed {
                 client,
@@ -111,18 +107,13 @@ pub async fn handle<R: Router, U: Upstream>(
 /// [`handle`] would give. `None`: the request goes the whole way through [`handle`].
 pub fn answer_now<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
-    client: Ipv4Addr,
-    request: MapRequest,
+    request: MappingRequest,
 ) -> Option<MapReply> {
-    if request.is_delete() || request.internal_port == 0 {
+    if request.internal_port == 0 {
         return None;
     }
     let _gate = core.try_enter()?;
-    let key = MappingKey {
-        client,
-        protocol: request.protocol,
-        internal_port: request.internal_port,
-    };
+    let key = request.key();
     // A new mapping goes the whole way: found out before a lock entry is made for it.
     if !core.table.contains(&key) {
         return None;
@@ -133,21 +124,21 @@ pub fn answer_now<R: Router, U: Upstream>(
         .table
         .get(&key)
         .filter(|l| l.origin.twin_of().is_none() && now < l.upstream_deadline)?;
-    if !core.limits.allow(client, now) {
+    if !core.limits.allow(request.client, now) {
         return None;
     }
     twin::ensure(core, key, lease.serial);
-    let reply = from_lease(core, key, &lease, request, Origin::NatPmp, now)?;
+    let reply = from_lease(core, key, &lease, request, now)?;
     lock.record(request, &Ok(reply));
     Some(reply)
 }
 
 async fn map<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
-    key: MappingKey,
-    request: MapRequest,
-    origin: Origin,
+    request: MappingRequest,
 ) -> Result<MapReply, MappingError> {
+    let key = request.key();
+    let origin = request.origin;
     let arrived = Instant::now();
     let mut lock = core.locks.lock(key).await;
     if let Some(reply) = lock.answered_while_waiting(arrived, &request) {
@@ -156,27 +147,20 @@ async fn map<R: Router, U: Upstream>(
                 result: reply.result,
             });
         }
-        debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "retransmission answered with the reply it waited for");
+        debug!(mapping = %key, "retransmission answered with the reply it waited for");
         return Ok(reply);
     }
     let outcome = match core.table.get(&key) {
         Some(lease) if lease.origin.twin_of().is_some() && origin.twin_of().is_none() => {
             match twin::take_over(core, key, &lease, origin) {
-                Ok(lease) => renew(core, key, lease, request, origin).await,
+                Ok(lease) => renew(core, key, lease, request).await,
                 Err(e) => Err(e),
             }
         }
-        Some(lease) => renew(core, key, lease, request, origin).await,
+        Some(lease) => renew(core, key, lease, request).await,
         None => {
-            let plan = Plan {
-                key,
-                preferred: [request.suggested_external_port, key.internal_port],
-                suggested: request.suggested_external_port,
-                lifetime: request.lifetime,
-                origin,
-            };
             // Boxed: a create is a deep future (settling lookups, undo); kept off the stack.
-            match Box::pin(create(core, plan)).await {
+            match Box::pin(create(core, Plan::new(request))).await {
                 Ok((reply, serial)) => {
                     if core.config.map_both_protocols && key.protocol == Protocol::Tcp {
                         twin::spawn(core, key, serial);
@@ -191,15 +175,14 @@ async fn map<R: Router, U: Upstream>(
     outcome
 }
 
-/// A renewal from `origin` answered from the lease at `now`, with no exchange, while its
+/// A renewal answered from the lease at `now`, with no exchange, while its
 /// upstream mapping is valid (the keeper keeps it alive), so a gateway hiccup now never
 /// reaches the client. `None` when the upstream mapping is not known to be valid.
 fn from_lease<R, U>(
     core: &Core<R, U>,
     key: MappingKey,
     lease: &Lease,
-    request: MapRequest,
-    origin: Origin,
+    request: MappingRequest,
     now: Instant,
 ) -> Option<MapReply> {
     if now >= lease.upstream_deadline {
@@ -210,8 +193,11 @@ fn from_lease<R, U>(
         lease.upstream_lifetime,
         core.config.max_lifetime,
     );
-    let (held, deadline) =
-        lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
+    let (held, deadline) = lease.renewed(
+        request.origin,
+        lifetime,
+        core.config.client_deadline(now, lifetime),
+    );
     core.table.update(&key, |l| {
         l.lifetime = held;
         l.deadline = deadline;
@@ -222,9 +208,7 @@ fn from_lease<R, U>(
     });
     twin::follow(core, key, held);
     debug!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = lease.external_port,
         lifetime,
@@ -241,11 +225,11 @@ async fn renew<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     lease: Lease,
-    request: MapRequest,
-    origin: Origin,
+    request: MappingRequest,
 ) -> Result<MapReply, MappingError> {
+    let origin = request.origin;
     twin::ensure(core, key, lease.serial);
-    if let Some(reply) = from_lease(core, key, &lease, request, origin, Instant::now()) {
+    if let Some(reply) = from_lease(core, key, &lease, request, Instant::now()) {
         return Ok(reply);
     }
     // The upstream mapping is not known to be valid (it lapsed while the gateway was away, or
@@ -261,16 +245,18 @@ async fn renew<R: Router, U: Upstream>(
         let result = map_upstream(
             core,
             "renew the mapping",
-            key.protocol,
-            lease.router_port,
-            lease.external_port,
-            asked,
+            UpstreamMap {
+                protocol: key.protocol,
+                internal_port: lease.router_port,
+                suggested_external_port: lease.external_port,
+                lifetime: asked,
+            },
             patience.cut(),
         )
         .await;
         match result {
             Err(e) if e.is_transient() && patience.again(core).await => {
-                debug!(client = %key.client, proto = %key.protocol, internal_port = key.internal_port, "transient failure; asking the gateway again within CREATE_PATIENCE: {e}");
+                debug!(mapping = %key, "transient failure; asking the gateway again within CREATE_PATIENCE: {e}");
             }
             result => break result?,
         }
@@ -301,9 +287,7 @@ async fn renew<R: Router, U: Upstream>(
             new: grant.external_port,
         });
         info!(
-            client = %key.client,
-            proto = %key.protocol,
-            internal_port = key.internal_port,
+            mapping = %key,
             router_port = lease.router_port,
             old_external_port = lease.external_port,
             external_port = grant.external_port,
@@ -311,9 +295,7 @@ async fn renew<R: Router, U: Upstream>(
         );
     }
     info!(
-        client = %key.client,
-        proto = %key.protocol,
-        internal_port = key.internal_port,
+        mapping = %key,
         router_port = lease.router_port,
         external_port = grant.external_port,
         lifetime,

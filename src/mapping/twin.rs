@@ -41,8 +41,9 @@ use crate::mapping::error::MappingError;
 use crate::mapping::events::Origin;
 use crate::mapping::key::MappingKey;
 use crate::mapping::lease::Lease;
+use crate::mapping::request::MappingRequest;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 use crate::routeros::api::Router;
 
 /// The key of the UDP twin of the TCP mapping `parent`.
@@ -85,13 +86,15 @@ async fn make<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey
         debug!(client = %key.client, internal_port = key.internal_port, "the client has its own UDP mapping of this port: no twin");
         return;
     }
-    let plan = Plan {
-        key,
-        preferred: [tcp.router_port, key.internal_port],
-        suggested: tcp.external_port,
+    let request = MappingRequest {
+        client: key.client,
+        protocol: key.protocol,
+        internal_port: key.internal_port,
+        suggested_external_port: tcp.external_port,
         lifetime: tcp.comment.lifetime.unwrap_or(tcp.lifetime),
         origin: Origin::Twin(parent),
     };
+    let plan = Plan::preferring(request, tcp.router_port);
     match create(core, plan).await {
         Ok((reply, _)) if reply.external_port != tcp.external_port => info!(
             client = %key.client,

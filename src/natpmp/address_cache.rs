@@ -164,8 +164,7 @@ impl<U: Upstream> AddressCache<U> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
-    use crate::natpmp::wire::Protocol;
+    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError, UpstreamMap};
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use tokio::time::Instant;
 
@@ -196,13 +195,7 @@ mod tests {
             }
         }
 
-        async fn map(
-            &self,
-            _: Protocol,
-            _: u16,
-            _: u16,
-            _: u32,
-        ) -> Result<MapGrant, UpstreamError> {
+        async fn map(&self, _: UpstreamMap) -> Result<MapGrant, UpstreamError> {
             unreachable!("the cache only asks for the address")
         }
     }

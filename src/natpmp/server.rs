@@ -218,7 +218,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                 if self
                     .config
                     .blocked_sources
-                    .drops_datagram(*v4.ip(), packet.starts_with(&[0, 0])) =>
+                    .drops_datagram(*v4.ip(), maps_nothing(packet)) =>
             {
                 stats.dropped_blocked.fetch_add(1, Ordering::Relaxed);
                 debug!(%peer, "dropped NAT-PMP request from a source that is not a real client");
@@ -228,13 +228,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             // The host itself may ask for the address, or send an opcode NAT-PMP does not
             // define (answered 5 at once: `double-natpmp health`), whatever ALLOWED_CLIENTS
             // says; it cannot map ports (opcodes 1 and 2).
-            SocketAddr::V4(v4)
-                if self.is_local(*v4.ip())
-                    && packet.first() == Some(&wire::VERSION)
-                    && !matches!(packet.get(1), Some(1 | 2)) =>
-            {
-                Some(*v4.ip())
-            }
+            SocketAddr::V4(v4) if self.is_local(*v4.ip()) && maps_nothing(packet) => Some(*v4.ip()),
             _ => {
                 // C-39: only LAN clients; everyone else gets silence.
                 stats.dropped_not_allowed.fetch_add(1, Ordering::Relaxed);
@@ -347,6 +341,13 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
     }
 }
 
+/// Whether `packet` is a version-0 datagram that can map no port: an address request, or an
+/// opcode NAT-PMP does not define (answered 5 at once: the `double-natpmp health` probe). The
+/// daemon's own host may send these, never a mapping request (opcodes 1 and 2).
+fn maps_nothing(packet: &[u8]) -> bool {
+    packet.first() == Some(&wire::VERSION) && !matches!(packet.get(1), Some(1 | 2))
+}
+
 fn is_transient(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -457,7 +458,7 @@ mod tests {
     use super::*;
     use crate::cidr::parse_cidr_list;
     use crate::natpmp::handler::MapReply;
-    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError};
+    use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError, UpstreamMap};
     use crate::natpmp::wire::{
         encode_request, parse_response, MapRequest, Protocol, MAP_REQUEST_LEN,
     };
@@ -476,13 +477,7 @@ mod tests {
                 after: Duration::from_millis(1),
             })
         }
-        async fn map(
-            &self,
-            _: Protocol,
-            _: u16,
-            _: u16,
-            _: u32,
-        ) -> Result<MapGrant, UpstreamError> {
+        async fn map(&self, _: UpstreamMap) -> Result<MapGrant, UpstreamError> {
             unreachable!("the server never maps by itself")
         }
     }

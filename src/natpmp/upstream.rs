@@ -7,8 +7,6 @@
 //! [`UpstreamConfig::budget`] is spent. A reply counts only if its version is 0, its opcode is
 //! 128 + the request's opcode and, for a mapping, it echoes the requested internal port; anything
 //! else is ignored and the wait goes on.
-//!
-//! CONTRACT (kept by whoever implements this file): the public names below stay as they are.
 
 use std::future::Future;
 use std::io;
@@ -90,19 +88,40 @@ pub enum UpstreamError {
     },
 }
 
+/// One mapping asked of the gateway (opcode 1/2): map or renew (lifetime > 0), or delete
+/// (lifetime 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamMap {
+    /// The mapping's transport protocol.
+    pub protocol: Protocol,
+    /// The port the gateway forwards to (for the daemon, the router port R).
+    pub internal_port: u16,
+    /// The external port to suggest; 0 for any (C-28).
+    pub suggested_external_port: u16,
+    /// The lifetime to ask for; 0 deletes (C-33).
+    pub lifetime: u32,
+}
+
+impl UpstreamMap {
+    /// The delete of the mapping of `internal_port` (lifetime 0, no suggestion).
+    pub fn delete(protocol: Protocol, internal_port: u16) -> UpstreamMap {
+        UpstreamMap {
+            protocol,
+            internal_port,
+            suggested_external_port: 0,
+            lifetime: 0,
+        }
+    }
+}
+
 /// What the daemon needs of the upstream gateway. Implemented by [`UpstreamClient`]; tests may
 /// swap in a fake.
 pub trait Upstream: Send + Sync + 'static {
     /// Opcode 0: the external address.
     fn external_address(&self) -> impl Future<Output = Result<AddressReply, UpstreamError>> + Send;
-    /// Opcode 1/2: map, renew (lifetime > 0) or delete (lifetime 0) `internal_port`.
-    fn map(
-        &self,
-        protocol: Protocol,
-        internal_port: u16,
-        suggested_external_port: u16,
-        lifetime: u32,
-    ) -> impl Future<Output = Result<MapGrant, UpstreamError>> + Send;
+    /// Opcode 1/2: map, renew (lifetime > 0) or delete (lifetime 0) one mapping.
+    fn map(&self, ask: UpstreamMap)
+        -> impl Future<Output = Result<MapGrant, UpstreamError>> + Send;
 }
 
 /// Timing of the upstream client.
@@ -323,13 +342,13 @@ impl Upstream for UpstreamClient {
         }
     }
 
-    async fn map(
-        &self,
-        protocol: Protocol,
-        internal_port: u16,
-        suggested_external_port: u16,
-        lifetime: u32,
-    ) -> Result<MapGrant, UpstreamError> {
+    async fn map(&self, ask: UpstreamMap) -> Result<MapGrant, UpstreamError> {
+        let UpstreamMap {
+            protocol,
+            internal_port,
+            suggested_external_port,
+            lifetime,
+        } = ask;
         let gateway = self.config.gateway;
         let request = Request::Map(MapRequest {
             protocol,

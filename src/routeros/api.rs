@@ -1,7 +1,4 @@
 //! Typed RouterOS operations the daemon needs, over the pooled connections.
-//!
-//! CONTRACT (kept by whoever implements this file): the public types and the [`Router`] trait
-//! below keep their names and shapes; more may be added.
 
 use std::future::Future;
 use std::net::Ipv4Addr;

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use super::wire::Reply;
-use crate::natpmp::wire::Protocol;
+use crate::protocol::Protocol;
 
 pub use super::rule_id::RuleId;
 

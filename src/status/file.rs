@@ -25,8 +25,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
 use crate::status::state::StatusState;
 use crate::status::view::MappingView;
 
@@ -93,9 +91,9 @@ fn shown(mappings: &[MappingView]) -> Vec<MappingView> {
 
 /// Starts the writer: it writes at once, then after the changes signalled on `changes` (see
 /// the module's rules), and a last time when the sender is dropped.
-pub fn spawn<R: Router, U: Upstream>(
+pub fn spawn(
     path: PathBuf,
-    state: Arc<StatusState<R, U>>,
+    state: Arc<StatusState>,
     changes: watch::Receiver<u64>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! Forwards for programs that cannot speak NAT-PMP: `POST /api/v1/forwards` and
 //! `DELETE /api/v1/forwards/{protocol}/{client}/{internal_port}`, which run the same transaction
-//! as a NAT-PMP request ([`Orchestrator::handle_from`](crate::mapping::Orchestrator::handle_from)
-//! with [`Origin::Api`]).
+//! as a NAT-PMP request: the core's own [`Command`] with [`Origin::Api`], through
+//! [`MappingHandle::request`](crate::mapping::MappingHandle::request).
 //!
 //! Both need `Authorization: Bearer <API_TOKEN>` (401 without, 403 with a wrong one, see
 //! `auth.rs`); the client must be inside ALLOWED_CLIENTS (else 403) and a real client (not the
@@ -25,9 +25,9 @@ use serde_json::Value;
 
 use crate::mapping::events::Origin;
 use crate::mapping::lease::MappingKey;
-use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{MapRequest, Protocol, ResultCode};
-use crate::routeros::api::Router;
+use crate::mapping::request::{Command, MappingRequest};
+use crate::natpmp::result::ResultCode;
+use crate::protocol::Protocol;
 use crate::status::auth::Verdict;
 use crate::status::respond::{error, json, Body};
 use crate::status::state::StatusState;
@@ -121,10 +121,7 @@ struct Deleted {
 }
 
 /// Checks the token; `Some(response)` when the request is refused.
-fn refused<R: Router, U: Upstream>(
-    state: &StatusState<R, U>,
-    req: &Request<Incoming>,
-) -> Option<Response<Body>> {
+fn refused(state: &StatusState, req: &Request<Incoming>) -> Option<Response<Body>> {
     let token = state.token.as_ref()?;
     match token.check(req.headers()) {
         Verdict::Allowed => None,
@@ -141,7 +138,7 @@ fn refused<R: Router, U: Upstream>(
     }
 }
 
-fn client_refused<R, U>(state: &StatusState<R, U>, client: Ipv4Addr) -> Option<Response<Body>> {
+fn client_refused(state: &StatusState, client: Ipv4Addr) -> Option<Response<Body>> {
     (!state.allowed.contains(client)).then(|| {
         error(
             StatusCode::FORBIDDEN,
@@ -180,10 +177,7 @@ fn failure(result: ResultCode) -> Response<Body> {
 }
 
 /// `POST /api/v1/forwards`: creates or renews a forward; answers the lease.
-pub async fn create<R: Router, U: Upstream>(
-    state: &StatusState<R, U>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn create(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
     if let Some(r) = refused(state, &req) {
         return r;
     }
@@ -217,7 +211,7 @@ pub async fn create<R: Router, U: Upstream>(
         return r;
     }
     // C-39a: checked against the list the last reconcile pass refreshed (no router command).
-    if let Some(why) = state.orchestrator.refused().check(ask.client) {
+    if let Some(why) = state.mapping.refused().check(ask.client) {
         return error(
             StatusCode::FORBIDDEN,
             &format!(
@@ -226,25 +220,19 @@ pub async fn create<R: Router, U: Upstream>(
             ),
         );
     }
-    let request = MapRequest {
+    let request = MappingRequest {
+        client: ask.client,
         protocol,
         internal_port: ask.internal_port,
         suggested_external_port: ask.external_port,
         lifetime: ask.lifetime,
+        origin: Origin::Api,
     };
-    let reply = state
-        .orchestrator
-        .handle_from(ask.client, request, Origin::Api)
-        .await;
+    let reply = state.mapping.request(Command::Map(request)).await;
     if reply.result != ResultCode::Success {
         return failure(reply.result);
     }
-    let key = MappingKey {
-        client: ask.client,
-        protocol,
-        internal_port: ask.internal_port,
-    };
-    match state.mapping(&key) {
+    match state.mapping(&request.key()) {
         Some(view) => json(StatusCode::OK, &view),
         // Deleted again between the reply and now (it had a lifetime of a moment).
         None => error(StatusCode::GONE, "the forward was made, but is gone again"),
@@ -253,10 +241,7 @@ pub async fn create<R: Router, U: Upstream>(
 
 /// `DELETE /api/v1/forwards/{protocol}/{client}/{internal_port}`: removes a mapping from both
 /// layers; answers what was removed, 404 when there is none.
-pub async fn delete<R: Router, U: Upstream>(
-    state: &StatusState<R, U>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn delete(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
     if let Some(r) = refused(state, &req) {
         return r;
     }
@@ -286,15 +271,12 @@ pub async fn delete<R: Router, U: Upstream>(
     let Some(view) = state.mapping(&key) else {
         return error(StatusCode::NOT_FOUND, &format!("no mapping {key}"));
     };
-    let request = MapRequest {
-        protocol,
-        internal_port,
-        suggested_external_port: 0,
-        lifetime: 0,
-    };
     let reply = state
-        .orchestrator
-        .handle_from(client, request, Origin::Api)
+        .mapping
+        .request(Command::Delete {
+            key,
+            origin: Origin::Api,
+        })
         .await;
     if reply.result != ResultCode::Success {
         return failure(reply.result);

@@ -12,8 +12,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::mapping::events::MappingEvent;
-use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 use crate::status::state::StatusState;
 use crate::status::webhook::Webhook;
@@ -28,8 +26,8 @@ pub struct Sinks {
 
 /// Starts the listener; it stops when `stop` fires, after taking the events already sent (so
 /// the removals of a shutdown still reach the webhook and the file), and then drops the sinks.
-pub fn spawn<R: Router, U: Upstream>(
-    state: Arc<StatusState<R, U>>,
+pub fn spawn(
+    state: Arc<StatusState>,
     mut events: broadcast::Receiver<MappingEvent>,
     sinks: Sinks,
     mut stop: Shutdown,
@@ -55,9 +53,9 @@ pub fn spawn<R: Router, U: Upstream>(
     })
 }
 
-fn lagged<R: Router, U: Upstream>(state: &StatusState<R, U>, sinks: &Sinks, n: u64) {
+fn lagged(state: &StatusState, sinks: &Sinks, n: u64) {
     state.metrics.events_missed(n);
-    let live: HashSet<_> = state.orchestrator.leases().iter().map(|l| l.key).collect();
+    let live: HashSet<_> = state.mapping.leases().iter().map(|l| l.key).collect();
     state.history.retain(|k| live.contains(k));
     bump(sinks);
 }
@@ -68,7 +66,7 @@ fn bump(sinks: &Sinks) {
     }
 }
 
-fn handle<R: Router, U: Upstream>(state: &StatusState<R, U>, sinks: &Sinks, event: &MappingEvent) {
+fn handle(state: &StatusState, sinks: &Sinks, event: &MappingEvent) {
     state.metrics.record(event);
     let record = state
         .history

@@ -22,7 +22,8 @@ use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::lease::LeaseInfo;
 use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::server::ServerStats;
-use crate::natpmp::wire::{MapRequest, Protocol};
+use crate::natpmp::wire::MapRequest;
+use crate::protocol::Protocol;
 use crate::static_keeper::KeeperStats;
 
 /// The exposition's content type.

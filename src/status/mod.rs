@@ -3,8 +3,9 @@
 //! cannot speak NAT-PMP (API_TOKEN); the webhook (WEBHOOK_URL); the status file (STATUS_FILE);
 //! and, started alongside, the static keeper (STATIC_MAPPINGS, `static_keeper.rs`).
 //!
-//! It reads the mapping core only through the [`Orchestrator`] facade: the lease table's
-//! snapshot, the events, and `handle_from` for forwards and static mappings.
+//! It reads the mapping core only through a [`MappingHandle`] (the facade, not generic over
+//! the router and the gateway): the lease table's snapshot, the events, and `request` (the
+//! core's own `Command`) for forwards and static mappings.
 //!
 //! * [`server`]: the HTTP server and its routes; [`host`]: the `Host` values it answers;
 //!   [`respond`]: building answers;
@@ -47,10 +48,8 @@ use tracing::info;
 
 use crate::cidr::CidrList;
 use crate::config::status::StatusArgs;
-use crate::mapping::Orchestrator;
+use crate::mapping::MappingHandle;
 use crate::natpmp::server::ServerStats;
-use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
 use crate::routeros::conn::Password;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::static_keeper::{self, KeeperStats};
@@ -77,7 +76,7 @@ pub enum StatusError {
 }
 
 /// What [`Services::start`] needs.
-pub struct Setup<R, U> {
+pub struct Setup {
     /// The settings.
     pub args: StatusArgs,
     /// The API token, read from API_TOKEN or API_TOKEN_FILE ([`StatusArgs::token`]).
@@ -87,7 +86,7 @@ pub struct Setup<R, U> {
     /// MAX_LIFETIME: what the static keeper asks for.
     pub max_lifetime: u32,
     /// The mapping core.
-    pub orchestrator: Orchestrator<R, U>,
+    pub mapping: MappingHandle,
     /// The gateway's external address as known now.
     pub external: ExternalAddress,
     /// The NAT-PMP server's counters.
@@ -109,17 +108,14 @@ pub struct Services {
 impl Services {
     /// Starts the event listener, and what the settings turn on: the HTTP server, the webhook,
     /// the status file, the static keeper. The server and the keeper stop when `shutdown` fires.
-    pub async fn start<R: Router, U: Upstream>(
-        setup: Setup<R, U>,
-        shutdown: Shutdown,
-    ) -> Result<Services, StatusError> {
+    pub async fn start(setup: Setup, shutdown: Shutdown) -> Result<Services, StatusError> {
         let args = setup.args;
         // Subscribed first: nothing that happens from here on is missed.
-        let events = setup.orchestrator.subscribe();
+        let events = setup.mapping.subscribe();
         let token = setup.token.as_ref().map(auth::Token::new);
         let keeper_stats = Arc::new(KeeperStats::default());
         let state = Arc::new(StatusState {
-            orchestrator: setup.orchestrator.clone(),
+            mapping: setup.mapping.clone(),
             history: Arc::new(history::History::new(SystemTime::now())),
             metrics: Arc::clone(&setup.metrics),
             server_stats: setup.server_stats,
@@ -181,7 +177,7 @@ impl Services {
                 "static mappings kept by the daemon"
             );
             stopping.push(static_keeper::spawn(
-                setup.orchestrator,
+                setup.mapping,
                 args.static_mappings.0.clone(),
                 setup.max_lifetime,
                 keeper_stats,

@@ -32,8 +32,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 use crate::status::forwards;
 use crate::status::host::{HostRule, Reach};
@@ -60,9 +58,9 @@ pub struct ServeConfig {
 }
 
 /// Serves `listener` until `shutdown` fires.
-pub async fn serve<R: Router, U: Upstream>(
+pub async fn serve(
     listener: TcpListener,
-    state: Arc<StatusState<R, U>>,
+    state: Arc<StatusState>,
     config: ServeConfig,
     mut shutdown: Shutdown,
 ) {
@@ -139,8 +137,8 @@ pub async fn serve<R: Router, U: Upstream>(
 }
 
 /// Answers one request.
-async fn route<R: Router, U: Upstream>(
-    state: &StatusState<R, U>,
+async fn route(
+    state: &StatusState,
     req: Request<Incoming>,
     peer: SocketAddr,
     reach: Reach,

@@ -1,5 +1,5 @@
-//! [`StatusState`]: what the status server's handlers share: the orchestrator (the mapping core's
-//! facade), the [`History`], the [`Metrics`], the gateway's external address, and the API
+//! [`StatusState`]: what the status server's handlers share: the mapping core (a
+//! [`MappingHandle`], not generic), the [`History`], the [`Metrics`], the gateway's external address, and the API
 //! token. Its methods build the JSON views from a snapshot of the lease table.
 
 use std::net::Ipv4Addr;
@@ -10,10 +10,8 @@ use tokio::time::Instant;
 
 use crate::cidr::CidrList;
 use crate::mapping::lease::{LeaseInfo, MappingKey};
-use crate::mapping::Orchestrator;
+use crate::mapping::MappingHandle;
 use crate::natpmp::server::ServerStats;
-use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
 use crate::static_keeper::KeeperStats;
 use crate::status::auth::Token;
 use crate::status::history::{unix_seconds, History};
@@ -24,9 +22,9 @@ use crate::status::view::{MappingView, Readiness, StatusView};
 pub type ExternalAddress = Arc<dyn Fn() -> Option<Ipv4Addr> + Send + Sync>;
 
 /// See the module docs.
-pub struct StatusState<R, U> {
+pub struct StatusState {
     /// The mapping core.
-    pub orchestrator: Orchestrator<R, U>,
+    pub mapping: MappingHandle,
     /// Times and events learned from the core's events.
     pub history: Arc<History>,
     /// The metrics.
@@ -43,13 +41,13 @@ pub struct StatusState<R, U> {
     pub allowed: CidrList,
 }
 
-impl<R: Router, U: Upstream> StatusState<R, U> {
+impl StatusState {
     /// Every live mapping, sorted by key.
     pub fn mappings(&self) -> Vec<MappingView> {
         let external = (self.external)();
-        let grace = self.orchestrator.config().expiry_grace;
+        let grace = self.mapping.config().expiry_grace;
         let now = Instant::now();
-        self.orchestrator
+        self.mapping
             .leases()
             .iter()
             .map(|info| MappingView::new(info, &self.history, external, grace, now))
@@ -58,13 +56,13 @@ impl<R: Router, U: Upstream> StatusState<R, U> {
 
     /// The live mapping of `key`, as [`mappings`](Self::mappings) shows it.
     pub fn mapping(&self, key: &MappingKey) -> Option<MappingView> {
-        let lease = self.orchestrator.table().get(key)?;
+        let lease = self.mapping.lease(key)?;
         let info = LeaseInfo { key: *key, lease };
         Some(MappingView::new(
             &info,
             &self.history,
             (self.external)(),
-            self.orchestrator.config().expiry_grace,
+            self.mapping.config().expiry_grace,
             Instant::now(),
         ))
     }
@@ -73,7 +71,7 @@ impl<R: Router, U: Upstream> StatusState<R, U> {
     pub fn readiness(&self) -> Readiness {
         Readiness::new(
             &self.history,
-            &self.orchestrator.interface(),
+            &self.mapping.interface(),
             (self.external)(),
             SystemTime::now(),
         )
@@ -84,8 +82,8 @@ impl<R: Router, U: Upstream> StatusState<R, U> {
         StatusView {
             version: env!("CARGO_PKG_VERSION"),
             external_address: (self.external)(),
-            in_interface: self.orchestrator.config().in_interface.clone(),
-            mappings: self.orchestrator.lease_count(),
+            in_interface: self.mapping.config().in_interface.clone(),
+            mappings: self.mapping.lease_count(),
             health: self.readiness(),
             events: self.history.recent(),
             now: unix_seconds(SystemTime::now()),
@@ -95,7 +93,7 @@ impl<R: Router, U: Upstream> StatusState<R, U> {
     /// The metrics exposition now.
     pub fn metrics_text(&self) -> Result<String, std::fmt::Error> {
         self.metrics.encode(
-            &self.orchestrator.leases(),
+            &self.mapping.leases(),
             self.server_stats.as_deref(),
             &self.keeper,
         )

@@ -13,7 +13,9 @@ use std::time::Duration;
 use double_natpmp::mapping::{MappingConfig, Orchestrator};
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
+use double_natpmp::natpmp::upstream::{
+    AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
+};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{
     DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterAddress, RouterError, RuleId,
@@ -655,13 +657,13 @@ impl Upstream for FakeUpstream {
         })
     }
 
-    async fn map(
-        &self,
-        protocol: Protocol,
-        internal_port: u16,
-        suggested: u16,
-        lifetime: u32,
-    ) -> Result<MapGrant, UpstreamError> {
+    async fn map(&self, ask: UpstreamMap) -> Result<MapGrant, UpstreamError> {
+        let UpstreamMap {
+            protocol,
+            internal_port,
+            suggested_external_port: suggested,
+            lifetime,
+        } = ask;
         let (fault, delay, quota_for) = {
             let mut s = self.state();
             s.exchanges += 1;

@@ -12,7 +12,9 @@ use std::time::Duration;
 use double_natpmp::mapping::Orchestrator;
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
+use double_natpmp::natpmp::upstream::{
+    AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
+};
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
 use tokio::time::Instant;
 
@@ -180,19 +182,10 @@ impl Upstream for Generous {
         self.0.external_address().await
     }
 
-    async fn map(
-        &self,
-        protocol: Protocol,
-        internal_port: u16,
-        suggested: u16,
-        lifetime: u32,
-    ) -> Result<MapGrant, UpstreamError> {
-        let grant = self
-            .0
-            .map(protocol, internal_port, suggested, lifetime)
-            .await?;
+    async fn map(&self, ask: UpstreamMap) -> Result<MapGrant, UpstreamError> {
+        let grant = self.0.map(ask).await?;
         Ok(MapGrant {
-            lifetime: if lifetime == 0 { 0 } else { 86_400 },
+            lifetime: if ask.lifetime == 0 { 0 } else { 86_400 },
             ..grant
         })
     }

@@ -10,7 +10,9 @@ use double_natpmp::cidr::parse_cidr_list;
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply, NoMappings};
 use double_natpmp::natpmp::server::{Server, ServerConfig};
-use double_natpmp::natpmp::upstream::{AddressReply, MapGrant, Upstream, UpstreamError};
+use double_natpmp::natpmp::upstream::{
+    AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
+};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::refused::RefusedSources;
 use double_natpmp::shutdown::ShutdownTrigger;
@@ -39,7 +41,7 @@ impl Upstream for ScriptedUpstream {
             })
     }
 
-    async fn map(&self, _: Protocol, _: u16, _: u16, _: u32) -> Result<MapGrant, UpstreamError> {
+    async fn map(&self, _: UpstreamMap) -> Result<MapGrant, UpstreamError> {
         unreachable!("the server never maps by itself")
     }
 }
@@ -581,7 +583,7 @@ impl Upstream for DarkGateway {
         })
     }
 
-    async fn map(&self, _: Protocol, _: u16, _: u16, _: u32) -> Result<MapGrant, UpstreamError> {
+    async fn map(&self, _: UpstreamMap) -> Result<MapGrant, UpstreamError> {
         unreachable!("the server never maps by itself")
     }
 }

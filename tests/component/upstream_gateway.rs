@@ -4,7 +4,9 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use double_natpmp::natpmp::upstream::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError};
+use double_natpmp::natpmp::upstream::{
+    Upstream, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamMap,
+};
 use double_natpmp::natpmp::wire::{
     encode_response, parse_request, MapResponse, Protocol, Request, Response, ResultCode,
 };
@@ -17,6 +19,16 @@ fn v4(addr: SocketAddr) -> SocketAddrV4 {
     match addr {
         SocketAddr::V4(a) => a,
         SocketAddr::V6(_) => panic!("test gateway must be IPv4"),
+    }
+}
+
+/// One mapping to ask of the gateway.
+fn ask(protocol: Protocol, internal_port: u16, suggested: u16, lifetime: u32) -> UpstreamMap {
+    UpstreamMap {
+        protocol,
+        internal_port,
+        suggested_external_port: suggested,
+        lifetime,
     }
 }
 
@@ -49,13 +61,16 @@ async fn external_address_reports_the_vpn_exit_address() {
 #[tokio::test]
 async fn c29_renewal_keeps_the_external_port() {
     let (gw, client) = gateway(GatewayConfig::default()).await;
-    let first = client.map(Protocol::Udp, 40001, 0, 60).await.expect("map");
+    let first = client
+        .map(ask(Protocol::Udp, 40001, 0, 60))
+        .await
+        .expect("map");
     assert_eq!(first.internal_port, 40001);
     assert!((32768..=65535).contains(&first.external_port));
     assert_eq!(first.lifetime, 60);
     // Proton does not honour a suggestion, and a renewal ignores it: same port.
     let again = client
-        .map(Protocol::Udp, 40001, 1234, 60)
+        .map(ask(Protocol::Udp, 40001, 1234, 60))
         .await
         .expect("renew");
     assert_eq!(again.external_port, first.external_port);
@@ -69,21 +84,27 @@ async fn c29_renewal_keeps_the_external_port() {
 async fn c30_lifetime_is_capped_at_the_gateway_maximum() {
     let (_gw, client) = gateway(GatewayConfig::default()).await;
     let long = client
-        .map(Protocol::Tcp, 40002, 0, 3600)
+        .map(ask(Protocol::Tcp, 40002, 0, 3600))
         .await
         .expect("map");
     assert_eq!(long.lifetime, 60);
-    let short = client.map(Protocol::Tcp, 40003, 0, 30).await.expect("map");
+    let short = client
+        .map(ask(Protocol::Tcp, 40003, 0, 30))
+        .await
+        .expect("map");
     assert_eq!(short.lifetime, 30);
 }
 
 #[tokio::test]
 async fn c33_delete_removes_the_mapping_and_answers_zeros() {
     let (gw, client) = gateway(GatewayConfig::default()).await;
-    client.map(Protocol::Udp, 40004, 0, 60).await.expect("map");
+    client
+        .map(ask(Protocol::Udp, 40004, 0, 60))
+        .await
+        .expect("map");
     assert_eq!(gw.mappings().len(), 1);
     let del = client
-        .map(Protocol::Udp, 40004, 0, 0)
+        .map(ask(Protocol::Udp, 40004, 0, 0))
         .await
         .expect("delete");
     assert_eq!(
@@ -93,7 +114,7 @@ async fn c33_delete_removes_the_mapping_and_answers_zeros() {
     assert!(gw.mappings().is_empty());
     // C-34: deleting again is still a success.
     client
-        .map(Protocol::Udp, 40004, 0, 0)
+        .map(ask(Protocol::Udp, 40004, 0, 0))
         .await
         .expect("delete again");
 }
@@ -101,10 +122,16 @@ async fn c33_delete_removes_the_mapping_and_answers_zeros() {
 #[tokio::test]
 async fn c36_delete_all_removes_only_that_protocol() {
     let (gw, client) = gateway(GatewayConfig::default()).await;
-    client.map(Protocol::Udp, 1000, 0, 60).await.expect("udp");
-    client.map(Protocol::Tcp, 2000, 0, 60).await.expect("tcp");
+    client
+        .map(ask(Protocol::Udp, 1000, 0, 60))
+        .await
+        .expect("udp");
+    client
+        .map(ask(Protocol::Tcp, 2000, 0, 60))
+        .await
+        .expect("tcp");
     let del = client
-        .map(Protocol::Udp, 0, 0, 0)
+        .map(ask(Protocol::Udp, 0, 0, 0))
         .await
         .expect("delete all");
     assert_eq!(del.internal_port, 0);
@@ -123,8 +150,14 @@ async fn companion_protocol_gets_the_same_port_without_using_quota() {
         ..GatewayConfig::default()
     })
     .await;
-    let udp = client.map(Protocol::Udp, 40005, 0, 60).await.expect("udp");
-    let tcp = client.map(Protocol::Tcp, 40005, 0, 60).await.expect("tcp");
+    let udp = client
+        .map(ask(Protocol::Udp, 40005, 0, 60))
+        .await
+        .expect("udp");
+    let tcp = client
+        .map(ask(Protocol::Tcp, 40005, 0, 60))
+        .await
+        .expect("tcp");
     assert_eq!(udp.external_port, tcp.external_port);
     assert_eq!(gw.mappings().len(), 2);
 }
@@ -133,16 +166,19 @@ async fn companion_protocol_gets_the_same_port_without_using_quota() {
 async fn c37_internal_port_zero_gets_a_symmetric_default_port() {
     let (gw, client) = gateway(GatewayConfig::default()).await;
     // Proton's guide: natpmpc -a 1 0 udp 60.
-    let grant = client.map(Protocol::Udp, 0, 1, 60).await.expect("map");
+    let grant = client.map(ask(Protocol::Udp, 0, 1, 60)).await.expect("map");
     assert_eq!(grant.internal_port, 0);
     assert_ne!(grant.external_port, 0);
     let table = gw.mappings();
     assert_eq!(table.len(), 1);
     assert!(table[0].symmetric);
     assert_eq!(table[0].internal_port, grant.external_port);
-    let renewed = client.map(Protocol::Udp, 0, 1, 60).await.expect("renew");
+    let renewed = client
+        .map(ask(Protocol::Udp, 0, 1, 60))
+        .await
+        .expect("renew");
     assert_eq!(renewed.external_port, grant.external_port);
-    let tcp = client.map(Protocol::Tcp, 0, 1, 60).await.expect("tcp");
+    let tcp = client.map(ask(Protocol::Tcp, 0, 1, 60)).await.expect("tcp");
     assert_eq!(tcp.external_port, grant.external_port);
 }
 
@@ -154,15 +190,15 @@ async fn quota_exceeded_is_rejected_out_of_resources() {
     })
     .await;
     client
-        .map(Protocol::Udp, 41000, 0, 60)
+        .map(ask(Protocol::Udp, 41000, 0, 60))
         .await
         .expect("first");
     client
-        .map(Protocol::Udp, 41001, 0, 60)
+        .map(ask(Protocol::Udp, 41001, 0, 60))
         .await
         .expect("second");
     let err = client
-        .map(Protocol::Udp, 41002, 0, 60)
+        .map(ask(Protocol::Udp, 41002, 0, 60))
         .await
         .expect_err("third is over quota");
     assert!(
@@ -186,7 +222,7 @@ async fn honour_suggested_gives_the_suggested_port_when_free() {
     })
     .await;
     let grant = client
-        .map(Protocol::Tcp, 40006, 50000, 60)
+        .map(ask(Protocol::Tcp, 40006, 50000, 60))
         .await
         .expect("map");
     assert_eq!(grant.external_port, 50000);
@@ -200,7 +236,7 @@ async fn silent_gateway_times_out_after_the_budget_with_doubling_retransmissions
     let client = client_for(gw.local_addr(), budget);
     let started = Instant::now();
     let err = client
-        .map(Protocol::Udp, 40007, 0, 60)
+        .map(ask(Protocol::Udp, 40007, 0, 60))
         .await
         .expect_err("no answer");
     let elapsed = started.elapsed();
@@ -241,7 +277,7 @@ async fn refusing_gateway_is_rejected_with_its_code() {
         .await
         .expect("refuse");
     let err = client
-        .map(Protocol::Tcp, 40008, 0, 60)
+        .map(ask(Protocol::Tcp, 40008, 0, 60))
         .await
         .expect_err("refused");
     assert!(
@@ -313,7 +349,7 @@ async fn reply_for_another_internal_port_is_ignored() {
             .await
             .expect("send right");
     };
-    let (grant, ()) = tokio::join!(client.map(Protocol::Udp, 5000, 0, 60), server);
+    let (grant, ()) = tokio::join!(client.map(ask(Protocol::Udp, 5000, 0, 60)), server);
     let grant = grant.expect("the matching reply");
     assert_eq!((grant.internal_port, grant.external_port), (5000, 22222));
     assert_eq!(grant.epoch, 42);
@@ -334,7 +370,7 @@ async fn reply_from_another_address_is_ignored() {
             .await
             .expect("send right");
     };
-    let (grant, ()) = tokio::join!(client.map(Protocol::Udp, 5000, 0, 60), server);
+    let (grant, ()) = tokio::join!(client.map(ask(Protocol::Udp, 5000, 0, 60)), server);
     assert_eq!(grant.expect("gateway's reply").external_port, 22222);
 }
 
@@ -348,7 +384,7 @@ async fn c20_undefined_result_code_is_reported() {
         reply[2..4].copy_from_slice(&17u16.to_be_bytes());
         fake.send_to(&reply, peer).await.expect("send");
     };
-    let (res, ()) = tokio::join!(client.map(Protocol::Udp, 5000, 0, 60), server);
+    let (res, ()) = tokio::join!(client.map(ask(Protocol::Udp, 5000, 0, 60)), server);
     assert!(
         matches!(res, Err(UpstreamError::UnknownResult { code: 17, .. })),
         "{res:?}"
@@ -361,7 +397,10 @@ async fn late_reply_to_the_first_send_still_counts() {
     // Replies arrive after the first retransmission went out; the answer to either is taken.
     gw.set_latency(Duration::from_millis(400));
     let started = Instant::now();
-    let grant = client.map(Protocol::Udp, 40009, 0, 60).await.expect("map");
+    let grant = client
+        .map(ask(Protocol::Udp, 40009, 0, 60))
+        .await
+        .expect("map");
     assert!(started.elapsed() < Duration::from_millis(700));
     assert_ne!(grant.external_port, 0);
 }
@@ -373,7 +412,10 @@ async fn expired_mapping_disappears_after_its_lifetime() {
         ..GatewayConfig::default()
     })
     .await;
-    let grant = client.map(Protocol::Udp, 40010, 0, 60).await.expect("map");
+    let grant = client
+        .map(ask(Protocol::Udp, 40010, 0, 60))
+        .await
+        .expect("map");
     assert_eq!(grant.lifetime, 1);
     assert_eq!(gw.mappings().len(), 1);
     let started = Instant::now();
@@ -388,7 +430,10 @@ async fn expired_mapping_disappears_after_its_lifetime() {
 #[tokio::test]
 async fn c45_lose_state_clears_mappings_and_restarts_the_epoch() {
     let (gw, client) = gateway(GatewayConfig::default()).await;
-    client.map(Protocol::Udp, 40011, 0, 60).await.expect("map");
+    client
+        .map(ask(Protocol::Udp, 40011, 0, 60))
+        .await
+        .expect("map");
     // The epoch counts whole seconds: let one pass so the reset is visible.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = client.external_address().await.expect("address").epoch;
@@ -406,10 +451,13 @@ async fn exhausted_port_range_is_out_of_resources() {
         ..GatewayConfig::default()
     })
     .await;
-    let first = client.map(Protocol::Udp, 40012, 0, 60).await.expect("map");
+    let first = client
+        .map(ask(Protocol::Udp, 40012, 0, 60))
+        .await
+        .expect("map");
     assert_eq!(first.external_port, 50000);
     let err = client
-        .map(Protocol::Udp, 40013, 0, 60)
+        .map(ask(Protocol::Udp, 40013, 0, 60))
         .await
         .expect_err("no port left");
     assert!(

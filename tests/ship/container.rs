@@ -278,9 +278,9 @@ fn healthcheck_reports_healthy_while_the_daemon_answers_and_unhealthy_when_it_do
     );
     let log = podman.health_log("health");
     assert!(
-        log.lines().last().is_some_and(|l| l.starts_with(
-            "0 healthy: double-natpmp at 127.0.0.1:5351 answers, public address 198.51.100.7"
-        )),
+        log.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("0 healthy: double-natpmp at 127.0.0.1:5351 answers")),
         "{log}"
     );
 

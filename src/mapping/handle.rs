@@ -1,0 +1,129 @@
+//! [`MappingHandle`]: the mapping core as the status services, the static keeper and the CLI
+//! see it, without the router and gateway types the [`Orchestrator`] is generic over: the
+//! lease snapshot, the events, the refused sources, and the request entry point. Cheap to
+//! clone (one `Arc`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::mapping::config::MappingConfig;
+use crate::mapping::core::InterfaceState;
+use crate::mapping::events::MappingEvent;
+use crate::mapping::key::MappingKey;
+use crate::mapping::lease::{Lease, LeaseInfo};
+use crate::mapping::orchestrator::Orchestrator;
+use crate::mapping::request::Command;
+use crate::natpmp::handler::MapReply;
+use crate::natpmp::upstream::Upstream;
+use crate::refused::RefusedSources;
+use crate::routeros::api::Router;
+
+/// A reply that is on its way.
+type ReplyFuture = Pin<Box<dyn Future<Output = MapReply> + Send>>;
+
+/// What the handle asks of the core (implemented by every [`Orchestrator`]).
+trait Facade: Send + Sync {
+    fn leases(&self) -> Vec<LeaseInfo>;
+    fn lease(&self, key: &MappingKey) -> Option<Lease>;
+    fn lease_count(&self) -> usize;
+    fn config(&self) -> &MappingConfig;
+    fn interface(&self) -> InterfaceState;
+    fn refused(&self) -> &Arc<RefusedSources>;
+    fn subscribe(&self) -> broadcast::Receiver<MappingEvent>;
+    fn request(&self, command: Command) -> ReplyFuture;
+}
+
+impl<R: Router, U: Upstream> Facade for Orchestrator<R, U> {
+    fn leases(&self) -> Vec<LeaseInfo> {
+        Orchestrator::leases(self)
+    }
+    fn lease(&self, key: &MappingKey) -> Option<Lease> {
+        self.table().get(key)
+    }
+    fn lease_count(&self) -> usize {
+        Orchestrator::lease_count(self)
+    }
+    fn config(&self) -> &MappingConfig {
+        Orchestrator::config(self)
+    }
+    fn interface(&self) -> InterfaceState {
+        Orchestrator::interface(self)
+    }
+    fn refused(&self) -> &Arc<RefusedSources> {
+        Orchestrator::refused(self)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
+        Orchestrator::subscribe(self)
+    }
+    fn request(&self, command: Command) -> ReplyFuture {
+        let orchestrator = self.clone();
+        Box::pin(async move { orchestrator.request(command).await })
+    }
+}
+
+/// The mapping core without its type parameters; see the module docs.
+#[derive(Clone)]
+pub struct MappingHandle {
+    core: Arc<dyn Facade>,
+}
+
+impl std::fmt::Debug for MappingHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappingHandle")
+            .field("leases", &self.core.lease_count())
+            .finish()
+    }
+}
+
+impl<R: Router, U: Upstream> From<Orchestrator<R, U>> for MappingHandle {
+    fn from(orchestrator: Orchestrator<R, U>) -> MappingHandle {
+        MappingHandle {
+            core: Arc::new(orchestrator),
+        }
+    }
+}
+
+impl MappingHandle {
+    /// A snapshot of the live mappings, sorted by key.
+    pub fn leases(&self) -> Vec<LeaseInfo> {
+        self.core.leases()
+    }
+
+    /// The live lease of `key`.
+    pub fn lease(&self, key: &MappingKey) -> Option<Lease> {
+        self.core.lease(key)
+    }
+
+    /// The number of live mappings.
+    pub fn lease_count(&self) -> usize {
+        self.core.lease_count()
+    }
+
+    /// The mapping core's configuration.
+    pub fn config(&self) -> &MappingConfig {
+        self.core.config()
+    }
+
+    /// Whether the VPN interface is proven usable, as of the last reconcile pass.
+    pub fn interface(&self) -> InterfaceState {
+        self.core.interface()
+    }
+
+    /// The sources that are not real clients, as of the last reconcile pass.
+    pub fn refused(&self) -> &Arc<RefusedSources> {
+        self.core.refused()
+    }
+
+    /// A listener for what happens to mappings from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
+        self.core.subscribe()
+    }
+
+    /// Answers a command ([`Orchestrator::request`]).
+    pub async fn request(&self, command: Command) -> MapReply {
+        self.core.request(command).await
+    }
+}
