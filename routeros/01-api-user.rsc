@@ -1,6 +1,6 @@
 # double-natpmp (1/3): a RouterOS API user whose group has the least policy the daemon needs.
-# Target: RouterOS 7.19 to 7.24 (tests/routeros_commands.rs checks every command against the
-# command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24).
+# Target: RouterOS 7.19 to 7.24 (tests/component/routeros_commands.rs checks every command against
+# the command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24).
 #
 # Edit the variables below, then:  /import file-name=01-api-user.rsc
 # (or paste the whole { ... } block into a terminal at once).

@@ -1,6 +1,6 @@
 # double-natpmp (2/3): the container on the router: veth, bridge, environment, container.
-# Target: RouterOS 7.19 to 7.24 (tests/routeros_commands.rs checks every command against the
-# command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24). Needs ARM, ARM64 or x86
+# Target: RouterOS 7.19 to 7.24 (tests/component/routeros_commands.rs checks every command against
+# the command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24). Needs ARM, ARM64 or x86
 # and a disk for the image.
 #
 # Before this script, once (it needs physical access, so it cannot be scripted):

@@ -1,6 +1,6 @@
 # double-natpmp (3/3): the firewall pieces the double NAT needs.
-# Target: RouterOS 7.19 to 7.24 (tests/routeros_commands.rs checks every command against the
-# command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24).
+# Target: RouterOS 7.19 to 7.24 (tests/component/routeros_commands.rs checks every command against
+# the command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24).
 #
 #   1. input: the container may reach the RouterOS API (the default firewall drops input that
 #      does not come from the LAN list, and the container bridge is not in it).

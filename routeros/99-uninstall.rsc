@@ -1,8 +1,8 @@
 # double-natpmp: remove everything 01-api-user.rsc, 02-container.rsc and 03-firewall.rsc made,
 # put back the settings they changed, and remove any dst-nat rule the daemon left behind
 # (comments starting with "double-natpmp").
-# Target: RouterOS 7.19 to 7.24 (tests/routeros_commands.rs checks every command against the
-# command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24). Use the same names as in
+# Target: RouterOS 7.19 to 7.24 (tests/component/routeros_commands.rs checks every command against
+# the command trees of 7.19.6, 7.20.8, 7.21.5, 7.22.3, 7.23.3 and 7.24). Use the same names as in
 # the install scripts.
 #
 #   /import file-name=99-uninstall.rsc

@@ -2,14 +2,14 @@
 # The source layout: every file of src/ with its line counts (all lines, and lines before its
 # #[cfg(test)] module) and what it imports from which file (`use crate::…`, `use super::…`,
 # inline `crate::a::B` paths; comments, strings and test code left out), then the verdict of
-# tests/layout.rs: no import cycle between files, no file over 500 lines of non-test code.
+# tests/repo/layout.rs: no import cycle between files, no file over 500 lines of non-test code.
 #
 #   scripts/layout.sh            listing and verdict; exit status 1 when the layout check fails
 #   scripts/layout.sh --counts   only the file list with line counts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=$(LAYOUT_LISTING=1 cargo test --quiet --test layout \
+out=$(LAYOUT_LISTING=1 cargo test --quiet --test repo \
   no_import_cycle_between_files_and_no_file_over_500_lines_of_non_test_code \
   -- --nocapture 2>&1) && status=0 || status=$?
 

