@@ -577,3 +577,64 @@ fn uninstall_removes_what_the_install_scripts_add() {
     // Rules the daemon itself left behind.
     assert!(uninstall.contains(r#"/ip firewall nat remove [find comment~"^double-natpmp"]"#));
 }
+
+#[test]
+fn scripts_explain_the_password_quoting_leave_dns_reachable_and_the_uninstall_names_what_stays() {
+    // A password holding $, ", \ or ? breaks a RouterOS string unless escaped: both scripts
+    // that take it say how.
+    for rel in ["routeros/01-api-user.rsc", "routeros/02-container.rsc"] {
+        let text = read(rel);
+        let header: String = text.lines().take_while(|l| l.starts_with('#')).collect();
+        for escape in [r#"\""#, r"\\", r"\$", r"\?"] {
+            assert!(
+                header.contains(escape),
+                "{rel}: the header does not say to write {escape}"
+            );
+        }
+    }
+    // The container's DNS: none set by default (the router's own servers are used), and set
+    // only when the owner names one; the script stops when the router has none at all.
+    let container = read("routeros/02-container.rsc");
+    assert!(
+        container.contains(":local dns \"\""),
+        "dns must default to empty"
+    );
+    assert!(
+        code_lines(&container)
+            .filter(|l| l.contains("dns="))
+            .all(|l| l.contains("dns=$dns") && l.contains(":if ([:len $dns] > 0)")),
+        "a dns= that is not the owner's own setting"
+    );
+    // The uninstall says what it leaves: the uploaded files, the pull directory, the trust
+    // settings, the container package and device-mode.
+    let uninstall = read("routeros/99-uninstall.rsc");
+    let last = code_lines(&uninstall)
+        .filter(|l| l.contains(":put"))
+        .last()
+        .expect("a final message");
+    for stays in [
+        "uploaded image file",
+        "pull directory",
+        "trust settings",
+        "container package",
+        "device-mode",
+    ] {
+        assert!(
+            last.contains(stays),
+            "the final message does not name {stays}: {last}"
+        );
+    }
+    // `check` runs inside the router's container (the API accepts only the container's /32).
+    let readme = read("README.md");
+    assert!(readme.contains("/container set [find name=natpmp] cmd=check"));
+    // The Containerfile's words on the build profile match Cargo.toml's.
+    let profile = read("Cargo.toml");
+    let level = profile
+        .lines()
+        .find_map(|l| l.strip_prefix("opt-level = "))
+        .expect("a release opt-level");
+    assert!(
+        read("Containerfile").contains(&format!("opt-level {level}")),
+        "the Containerfile names another opt-level than Cargo.toml's {level}"
+    );
+}
