@@ -710,3 +710,53 @@ fn scanners_find_what_they_should() {
     assert_eq!(sections.into_iter().collect::<Vec<_>>(), ["1", "1.1", "1A"]);
     assert!(pitfalls.contains("7"));
 }
+
+/// docs/architecture.md §7 names every source file of `src/` (relative to `src/`), and names no
+/// file that is gone: the map a reader opens first must be the tree as it is.
+#[test]
+fn architecture_lists_every_source_file_and_no_missing_one() {
+    let page = docs_page("architecture.md");
+    let start = page
+        .find("## 7. Components")
+        .expect("docs/architecture.md has a section 7. Components");
+    let section = &page[start..];
+    let mut paths = Vec::new();
+    walk(&root().join("src"), &mut paths);
+    let sources: Vec<String> = paths
+        .iter()
+        .map(|p| rel(p))
+        .filter(|r| r.ends_with(".rs"))
+        .map(|r| r.trim_start_matches("src/").to_string())
+        .filter(|r| !r.ends_with("tests.rs") && !r.contains("/tests/"))
+        .collect();
+    assert!(
+        sources.len() > 50,
+        "found only {} source files",
+        sources.len()
+    );
+    let missing: Vec<&String> = sources
+        .iter()
+        .filter(|r| {
+            !section
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(r.as_str()))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md §7 does not list {missing:?}: add a line `path  what it is`"
+    );
+    let listed: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.ends_with(".rs"))
+        .collect();
+    let gone: Vec<&&str> = listed
+        .iter()
+        .filter(|w| !sources.iter().any(|s| s == **w))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "docs/architecture.md §7 lists files that do not exist: {gone:?}"
+    );
+}
