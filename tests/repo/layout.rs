@@ -943,6 +943,60 @@ fn no_import_cycle_between_files_and_no_file_over_500_lines_of_non_test_code() {
     );
 }
 
+impl Layout {
+    /// Every import from a file that `from` accepts into a file that `to` accepts, as
+    /// `file:line -> file (path)` lines.
+    fn imports_between(
+        &self,
+        from: impl Fn(&str) -> bool,
+        to: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        self.edges
+            .iter()
+            .filter(|((a, b), _)| from(&self.files[*a].name) && to(&self.files[*b].name))
+            .map(|((a, b), imports)| {
+                format!(
+                    "{}:{} -> {} ({})",
+                    self.files[*a].name, imports[0].line, self.files[*b].name, imports[0].path
+                )
+            })
+            .collect()
+    }
+}
+
+/// The emulators are for tests, benchmarks and `demo`: no production module imports them, only
+/// the subcommands that run them (`demo`, and the hidden `sim-router`/`sim-gateway`).
+#[test]
+fn only_demo_and_the_emulator_subcommands_import_the_emulators() {
+    let layout = layout();
+    let runs_them = ["src/cli/demo.rs", "src/cli/sim.rs"];
+    let wrong = layout.imports_between(
+        |f| !f.starts_with("src/sim/") && !runs_them.contains(&f),
+        |t| t.starts_with("src/sim/"),
+    );
+    assert!(
+        wrong.is_empty(),
+        "production code imports the emulators:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The mapping core speaks its own request type: of its files only the NAT-PMP adapter
+/// (`orchestrator.rs`, where packets become `Command`s) imports NAT-PMP's packet format.
+#[test]
+fn the_mapping_core_imports_natpmp_wire_only_in_its_natpmp_adapter() {
+    let layout = layout();
+    let wrong = layout.imports_between(
+        |f| f.starts_with("src/mapping/") && f != "src/mapping/orchestrator.rs",
+        |t| t == "src/natpmp/wire.rs" || t.starts_with("src/natpmp/wire/"),
+    );
+    assert!(
+        wrong.is_empty(),
+        "the mapping core imports natpmp::wire:\n{}",
+        wrong.join("\n")
+    );
+}
+
 // ------------------------------------------------------------------ the checker's own tests
 
 /// The layout of a crate made of `files` (paths from the crate root), in a directory of its own.
