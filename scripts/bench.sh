@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full mapping benchmark, reproducibly: a release build of the daemon (the profile in
-# Cargo.toml: opt-level s, lto, codegen-units 1, panic abort, strip), then
+# Cargo.toml: opt-level z, lto, codegen-units 1, panic abort, strip), then
 # `cargo bench --bench mapping` (benches/mapping/) against the in-process RouterOS and NAT-PMP
 # emulators on loopback: the proton and bulk gateway profiles at 0/0, 5/20 and 20/5 ms injected
 # router/upstream RTT (new mappings, renewals, and the proton profile's deletes), 10,000
