@@ -19,6 +19,8 @@
 //!   [`MapHandler`](crate::natpmp::handler::MapHandler) (the NAT-PMP adapter: packets become
 //!   [`Command`]s here) and starts and stops the rest; [`handle`]: the [`MappingHandle`], the
 //!   facade without its type parameters, for status, STATIC_MAPPINGS and the CLI.
+//! * [`request`]: the core's own request, a [`Command`] (map, delete, delete-all) that every
+//!   front end speaks; NAT-PMP's packets are translated into it at the edge.
 //! * [`core`]: the state they all share.
 //! * [`events`]: what happens to mappings, for whoever listens (status API, metrics, webhooks).
 //! * [`config`]: the [`MappingConfig`] and its checks.
@@ -48,6 +50,7 @@ pub mod events;
 pub mod handle;
 pub mod loops;
 pub mod orchestrator;
+pub mod request;
 pub mod router;
 pub mod store;
 pub mod txn;
@@ -60,6 +63,6 @@ pub use events::{MappingEvent, Origin, RemovalReason};
 pub use handle::MappingHandle;
 pub use loops::reconcile::ReconcileReport;
 pub use orchestrator::{Orchestrator, ShutdownReport};
+pub use request::{Command, MappingRequest};
 pub use store::lease::{Lease, LeaseInfo, MappingKey};
 pub use store::table::LeaseTable;
-pub use txn::request::{Command, MappingRequest};

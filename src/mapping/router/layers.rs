@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{Events, MappingEvent};
-use crate::mapping::loops::epoch_watch::UpstreamEpochWatch;
+use crate::mapping::router::epoch_watch::UpstreamEpochWatch;
 use crate::mapping::router::rule::{RuleComment, RuleKind};
 use crate::mapping::router::srcnat::{anchor, OutScope};
 use crate::natpmp::epoch::Epoch;

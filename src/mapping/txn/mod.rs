@@ -1,10 +1,7 @@
-//! The transactions: answering one [`Command`](request::Command) across both layers, the
+//! The transactions: answering one [`Command`](crate::mapping::Command) across both layers, the
 //! router rules and the upstream mapping, each step with its undo. One concept: what a request
 //! (or the start, for the rules already on the router) does to the store and the two layers.
 //!
-//! * [`request`]: the core's own request, a [`Command`](request::Command) (map, delete,
-//!   delete-all) that every front end speaks; NAT-PMP's packets are translated into it at the
-//!   edge.
 //! * [`transaction`]: answering a command: the entry point and renewals.
 //! * [`create`]: a new mapping: the router rules and the upstream mapping asked at once, each
 //!   with its undo (sequential only while the gateway's quota is used up).
@@ -17,7 +14,6 @@
 pub mod adopt;
 pub mod create;
 pub mod patience;
-pub mod request;
 pub mod teardown;
 pub mod transaction;
 pub mod twin;
