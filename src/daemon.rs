@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, DaemonArgs, RouterArgs};
-use crate::mapping::limits::LimitsConfig;
+use crate::mapping::store::limits::LimitsConfig;
 use crate::mapping::{MappingConfig, MappingError, MappingEvent, MappingHandle, Orchestrator};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};

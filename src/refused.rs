@@ -14,7 +14,7 @@
 //!   request (`double-natpmp health`) is still answered.
 //!
 //! The router's part is read from `/ip/address/print` at every reconcile pass (at start and
-//! every RECONCILE_INTERVAL, `mapping/reconcile.rs`), so an address added on the router is
+//! every RECONCILE_INTERVAL, `mapping/loops/reconcile.rs`), so an address added on the router is
 //! refused after the next pass; the daemon's part is read at start. Checking a source costs a
 //! read lock and a hash lookup, never a router command. A refused source is logged once (at
 //! `warn`), not once per packet; it is logged again only after it left the list and came back.

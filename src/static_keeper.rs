@@ -30,8 +30,8 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{info, warn};
 
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
-use crate::mapping::lease::MappingKey;
 use crate::mapping::request::{Command, MappingRequest};
+use crate::mapping::store::lease::MappingKey;
 use crate::mapping::MappingHandle;
 use crate::natpmp::result::ResultCode;
 use crate::refused::Refusal;

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! A step whose prerequisite failed is skipped. Exit 0 when every step is OK, 1 otherwise.
-//! The test rule carries our comment marker (`mapping::rule`), so a daemon's reconciler removes
+//! The test rule carries our comment marker (`mapping::router::rule`), so a daemon's reconciler removes
 //! it if `check` dies before it does.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,8 +29,8 @@ use crate::cli::check_srcnat::{srcnat_order, Verdict};
 use crate::cli::fixes::{router_fix, upstream_fix};
 use crate::config::DaemonArgs;
 use crate::daemon::{router_api, upstream_config, DaemonError};
-use crate::mapping::key::MappingKey;
-use crate::mapping::rule::RuleComment;
+use crate::mapping::router::rule::RuleComment;
+use crate::mapping::store::key::MappingKey;
 use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamMap};
 use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, Router, RouterApi, RouterError};

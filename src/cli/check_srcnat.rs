@@ -1,14 +1,14 @@
 //! `double-natpmp check`'s src-nat step (UDP_SRCNAT, RFC 6886 §3.9): does a rule in the
 //! `srcnat` chain take a mapped client's outbound UDP before our src-nat rule, and how to fix
 //! it. It reads the chain and the interface lists (two prints) and judges them with
-//! `mapping::srcnat`, the same reading the daemon places its rules and warns by.
+//! `mapping::router::srcnat`, the same reading the daemon places its rules and warns by.
 
 use std::time::Duration;
 
 use crate::cli::bounded::bounded;
 use crate::cli::fixes::router_fix;
-use crate::mapping::rule::{RuleKind, RuleOwner};
-use crate::mapping::srcnat::{anchor, describe, shadowed, OutScope};
+use crate::mapping::router::rule::{RuleKind, RuleOwner};
+use crate::mapping::router::srcnat::{anchor, describe, shadowed, OutScope};
 use crate::routeros::api::{Router, RouterApi, RouterError};
 
 /// What the step found: one line of the report.

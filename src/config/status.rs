@@ -14,7 +14,7 @@ use hyper::Uri;
 use crate::config::value::{
     parse_duration_within, parse_listen_addr, parse_timeout, Expected, MIN_TIMEOUT,
 };
-use crate::mapping::lease::MappingKey;
+use crate::mapping::store::lease::MappingKey;
 use crate::protocol::Protocol;
 use crate::routeros::conn::Password;
 

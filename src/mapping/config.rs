@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::mapping::error::MappingError;
-use crate::mapping::limits::LimitsConfig;
+use crate::mapping::store::limits::LimitsConfig;
 
 /// Default router port range for R when neither the suggested nor the internal port is free:
 /// high ports, away from the well-known and registered ranges most LAN services use.

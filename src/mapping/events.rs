@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::mapping::key::MappingKey;
-pub use crate::mapping::lease::Origin;
+use crate::mapping::store::key::MappingKey;
+pub use crate::mapping::store::lease::Origin;
 
 /// How many events a slow listener may fall behind before it loses some.
 pub const EVENT_BUFFER: usize = 1024;

@@ -19,21 +19,21 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use tracing::{info, warn};
 
-use crate::mapping::adopt;
 use crate::mapping::config::MappingConfig;
 use crate::mapping::core::{Core, InterfaceState};
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
-use crate::mapping::keeper;
-use crate::mapping::key::MappingKey;
-use crate::mapping::layers::Layers;
-use crate::mapping::lease::LeaseInfo;
-use crate::mapping::reconcile::{self, ReconcileReport};
+use crate::mapping::loops::keeper;
+use crate::mapping::loops::reconcile::{self, ReconcileReport};
+use crate::mapping::loops::tasks;
 use crate::mapping::request::{Command, MappingRequest};
-use crate::mapping::table::LeaseTable;
-use crate::mapping::tasks;
-use crate::mapping::teardown;
-use crate::mapping::transaction;
+use crate::mapping::router::layers::Layers;
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::LeaseInfo;
+use crate::mapping::store::table::LeaseTable;
+use crate::mapping::txn::adopt;
+use crate::mapping::txn::teardown;
+use crate::mapping::txn::transaction;
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::result::ResultCode;
@@ -103,7 +103,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
     }
 
     /// Builds the orchestrator, adopts the router's rules of ours as leases and makes their
-    /// upstream mappings again ([`crate::mapping::adopt`]), runs the start reconcile (proves the
+    /// upstream mappings again ([`crate::mapping::txn::adopt`]), runs the start reconcile (proves the
     /// VPN interface, loads the router view, removes rules of ours no lease owns), then starts
     /// the expiry task, the keeper and the periodic reconciler. Fails if the router cannot be
     /// listed.
@@ -145,7 +145,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
         handles.push(keeper);
     }
 
-    /// One reconcile pass now (see [`crate::mapping::reconcile`]).
+    /// One reconcile pass now (see [`crate::mapping::loops::reconcile`]).
     pub async fn reconcile(&self) -> Result<ReconcileReport, MappingError> {
         // Boxed: the pass is a deep future; kept off the caller's stack.
         Box::pin(reconcile::pass(&self.core)).await

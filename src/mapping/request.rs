@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use crate::mapping::events::Origin;
-use crate::mapping::key::MappingKey;
+use crate::mapping::store::key::MappingKey;
 use crate::protocol::Protocol;
 
 /// A request to make or renew one mapping.

@@ -23,7 +23,7 @@ pub struct DstNatRule {
     pub to_address: Ipv4Addr,
     /// The client's internal port.
     pub to_port: u16,
-    /// Our ownership marker and restart data (ASCII; see `mapping::rule`).
+    /// Our ownership marker and restart data (ASCII; see `mapping::router::rule`).
     pub comment: String,
 }
 
@@ -51,7 +51,7 @@ pub struct SrcNatRule {
     /// The rule to place it before (`place-before`): the first rule that would catch the
     /// traffic otherwise (the masquerade of the VPN interface). `None` appends it.
     pub place_before: Option<RuleId>,
-    /// Our ownership marker, with the rule kind (`k=snat`; see `mapping::rule`).
+    /// Our ownership marker, with the rule kind (`k=snat`; see `mapping::router::rule`).
     pub comment: String,
 }
 

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::mapping::events::Origin;
-use crate::mapping::lease::MappingKey;
 use crate::mapping::request::{Command, MappingRequest};
+use crate::mapping::store::lease::MappingKey;
 use crate::natpmp::result::ResultCode;
 use crate::protocol::Protocol;
 use crate::status::auth::Verdict;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::mapping::events::{MappingEvent, Origin};
-use crate::mapping::lease::MappingKey;
+use crate::mapping::store::lease::MappingKey;
 
 /// How many events the page's list keeps.
 pub const RECENT_EVENTS: usize = 50;

@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::mapping::events::{MappingEvent, Origin};
-use crate::mapping::lease::LeaseInfo;
+use crate::mapping::store::lease::LeaseInfo;
 use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::server::ServerStats;
 use crate::natpmp::wire::MapRequest;

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use crate::cidr::CidrList;
-use crate::mapping::lease::{LeaseInfo, MappingKey};
+use crate::mapping::store::lease::{LeaseInfo, MappingKey};
 use crate::mapping::MappingHandle;
 use crate::natpmp::server::ServerStats;
 use crate::static_keeper::KeeperStats;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::mapping::core::InterfaceState;
 use crate::mapping::events::Origin;
-use crate::mapping::lease::LeaseInfo;
+use crate::mapping::store::lease::LeaseInfo;
 use crate::status::history::{ago, Contact, EventRecord, History};
 
 /// One live mapping (`/api/v1/mappings`, STATUS_FILE, the forwards API).

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::fakes::*;
-use double_natpmp::mapping::rule::{RuleComment, RuleKind};
+use double_natpmp::mapping::router::rule::{RuleComment, RuleKind};
 use double_natpmp::mapping::MappingConfig;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};

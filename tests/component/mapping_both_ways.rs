@@ -8,8 +8,8 @@ use crate::common;
 use std::time::Duration;
 
 use common::fakes::*;
-use double_natpmp::mapping::lease::RuleKind;
-use double_natpmp::mapping::rule::RuleComment;
+use double_natpmp::mapping::router::rule::RuleComment;
+use double_natpmp::mapping::store::lease::RuleKind;
 use double_natpmp::mapping::{MappingConfig, MappingKey, Origin};
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use double_natpmp::config::DaemonArgs;
 use double_natpmp::daemon::{self, DaemonError, Running};
-use double_natpmp::mapping::rule::{RuleComment, RuleKind};
+use double_natpmp::mapping::router::rule::{RuleComment, RuleKind};
 use double_natpmp::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
     ResultCode, MAP_REQUEST_LEN, MAX_PACKET_LEN,

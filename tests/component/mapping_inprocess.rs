@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use double_natpmp::mapping::lease::RuleKind;
-use double_natpmp::mapping::rule::RuleComment;
+use double_natpmp::mapping::router::rule::RuleComment;
+use double_natpmp::mapping::store::lease::RuleKind;
 use double_natpmp::mapping::{MappingConfig, Orchestrator, Origin};
 use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
@@ -1483,7 +1483,7 @@ async fn limited(
     max_per_client: usize,
     requests_per_second: u32,
 ) -> (FakeRouter, FakeUpstream, Orch) {
-    use double_natpmp::mapping::limits::LimitsConfig;
+    use double_natpmp::mapping::store::limits::LimitsConfig;
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let limits = LimitsConfig {
         max_mappings,

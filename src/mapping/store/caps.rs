@@ -5,8 +5,8 @@
 //! burst of concurrent creates (each may take seconds while the gateway is slow) cannot
 //! overshoot a cap that each of them checked before any had finished.
 
-use crate::mapping::lease::Origin;
-use crate::mapping::limits::LimitsConfig;
+use crate::mapping::store::lease::Origin;
+use crate::mapping::store::limits::LimitsConfig;
 
 /// What a new reservation may not push past (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,10 +29,10 @@ use tracing::{info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
-use crate::mapping::keeper::next_renewal;
-use crate::mapping::key::MappingKey;
-use crate::mapping::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
-use crate::mapping::rule::{wanted_rules, RuleComment, RuleOwner};
+use crate::mapping::loops::keeper::next_renewal;
+use crate::mapping::router::rule::{wanted_rules, RuleComment, RuleOwner};
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
 use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};

@@ -21,8 +21,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::mapping::error::MappingError;
-use crate::mapping::key::MappingKey;
 use crate::mapping::request::MappingRequest;
+use crate::mapping::store::key::MappingKey;
 use crate::natpmp::handler::MapReply;
 
 /// What a key's lock remembers while requests for the key are queued on it.

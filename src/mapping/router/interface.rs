@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::mapping::config::MappingConfig;
 use crate::mapping::error::MappingError;
-use crate::mapping::layers::Layers;
+use crate::mapping::router::layers::Layers;
 use crate::natpmp::upstream::Upstream;
 use crate::routeros::api::{Router, RouterAddress};
 use crate::routeros::error::RouterError;

@@ -31,11 +31,11 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use tracing::{info, warn};
 
-use crate::mapping::epoch_watch::UpstreamEpochWatch;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{Events, MappingEvent};
-use crate::mapping::rule::{RuleComment, RuleKind};
-use crate::mapping::srcnat::{anchor, OutScope};
+use crate::mapping::router::epoch_watch::UpstreamEpochWatch;
+use crate::mapping::router::rule::{RuleComment, RuleKind};
+use crate::mapping::router::srcnat::{anchor, OutScope};
 use crate::natpmp::epoch::Epoch;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamMap};
 use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId, SrcNatRule};

@@ -21,8 +21,8 @@
 use std::net::Ipv4Addr;
 
 use crate::cidr::Cidr;
-use crate::mapping::ports::{parse_port_list, TunnelScope};
-use crate::mapping::rule::{RuleComment, RuleKind, RuleOwner};
+use crate::mapping::router::rule::{RuleComment, RuleKind, RuleOwner};
+use crate::mapping::store::ports::{parse_port_list, TunnelScope};
 use crate::routeros::api::{ListMember, NatRule, RuleId};
 
 /// Actions that do not end the chain: a rule with one of them never takes a packet away.
@@ -199,7 +199,7 @@ pub fn describe(rule: &NatRule) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::key::MappingKey;
+    use crate::mapping::store::key::MappingKey;
     use crate::protocol::Protocol;
 
     fn srcnat(id: &str, pairs: &[(&str, &str)]) -> NatRule {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::mapping::lease::{Origin, OwnedRule, RuleKind};
+use crate::mapping::store::lease::{Origin, OwnedRule, RuleKind};
 use crate::routeros::api::{NatRule, RuleId};
 
 fn key(port: u16) -> MappingKey {
@@ -20,7 +20,7 @@ fn lease(router_port: u16) -> Lease {
         }]
         .into_iter()
         .collect(),
-        comment: crate::mapping::rule::RuleComment::new(key(1), router_port, 60),
+        comment: crate::mapping::router::rule::RuleComment::new(key(1), router_port, 60),
         external_port: 50000,
         lifetime: 60,
         deadline: now,
@@ -137,7 +137,7 @@ fn adopt_refuses_a_taken_key_or_port() {
 
 #[test]
 fn removing_a_lease_moves_the_last_into_its_place_and_every_key_still_finds_its_own() {
-    let mut leases = crate::mapping::slab::Leases::default();
+    let mut leases = crate::mapping::store::slab::Leases::default();
     for port in 1..=5u16 {
         leases.insert(key(port), lease(40000 + port));
     }

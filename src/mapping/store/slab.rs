@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use crate::mapping::key::MappingKey;
-use crate::mapping::lease::Lease;
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::Lease;
 
 /// The live leases by key (see the module docs).
 #[derive(Debug, Default)]

@@ -22,9 +22,9 @@ use tracing::{debug, info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::events::MappingEvent;
-use crate::mapping::key::MappingKey;
-use crate::mapping::lease::reply_lifetime;
-use crate::mapping::rule::{RuleComment, RuleKind};
+use crate::mapping::router::rule::{RuleComment, RuleKind};
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::reply_lifetime;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
 use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;

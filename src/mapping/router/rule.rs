@@ -34,7 +34,7 @@
 use std::net::Ipv4Addr;
 
 use crate::mapping::config::MappingConfig;
-use crate::mapping::key::MappingKey;
+use crate::mapping::store::key::MappingKey;
 use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, RuleId, SrcNatRule};
 

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
-use crate::mapping::layers::Added;
-use crate::mapping::rule::{dst_nat_rule, src_nat_rule, RuleComment, RuleKind};
+use crate::mapping::router::layers::Added;
+use crate::mapping::router::rule::{dst_nat_rule, src_nat_rule, RuleComment, RuleKind};
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamMap};
 use crate::routeros::api::{Router, RuleId};
 

@@ -8,7 +8,7 @@
 //!
 //! **Teardown** (delete, expiry, shutdown) runs upstream first, then the rules. When the
 //! upstream delete fails, the gateway may still forward R: the lease ends, but R stays held
-//! ([`Hold::Draining`](crate::mapping::table::Hold::Draining)) and its rule in place while a
+//! ([`Hold::Draining`](crate::mapping::store::table::Hold::Draining)) and its rule in place while a
 //! background task retries the delete until it succeeds or the upstream mapping has lapsed;
 //! then the rule goes and R is free. A client's delete is answered success in that case (its
 //! mapping ends within the upstream lifetime, which the daemon sees to). At shutdown the rule
@@ -46,9 +46,9 @@ use tracing::{debug, info, warn};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
-use crate::mapping::key::MappingKey;
-use crate::mapping::lease::{Lease, RuleKind};
-use crate::mapping::twin::twin_key;
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::{Lease, RuleKind};
+use crate::mapping::txn::twin::twin_key;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};

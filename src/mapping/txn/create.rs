@@ -44,7 +44,7 @@
 //! **Lifetimes** (C-30): the gateway is asked for min(asked, cap); the client gets min(asked,
 //! granted, cap). The lease expires at grant time + lifetime + `expiry_grace` (C-32).
 //!
-//! [`QuotaHint`]: crate::mapping::quota::QuotaHint
+//! [`QuotaHint`]: crate::mapping::store::quota::QuotaHint
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,17 +52,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::mapping::caps::{Caps, Refusal};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::MappingEvent;
-use crate::mapping::keeper::next_renewal;
-use crate::mapping::key::MappingKey;
-use crate::mapping::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
-use crate::mapping::patience::{make_rules, map_upstream, Patience, RuleSlot};
+use crate::mapping::loops::keeper::next_renewal;
 use crate::mapping::request::MappingRequest;
-use crate::mapping::rule::{wanted_rules, RuleComment, RuleKind};
-use crate::mapping::table::Reservation;
+use crate::mapping::router::rule::{wanted_rules, RuleComment, RuleKind};
+use crate::mapping::store::caps::{Caps, Refusal};
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
+use crate::mapping::store::table::Reservation;
+use crate::mapping::txn::patience::{make_rules, map_upstream, Patience, RuleSlot};
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError, UpstreamMap};

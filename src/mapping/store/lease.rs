@@ -3,9 +3,9 @@
 
 use tokio::time::Instant;
 
-pub use crate::mapping::key::MappingKey;
-use crate::mapping::rule::RuleComment;
-pub use crate::mapping::rule::RuleKind;
+use crate::mapping::router::rule::RuleComment;
+pub use crate::mapping::router::rule::RuleKind;
+pub use crate::mapping::store::key::MappingKey;
 use crate::routeros::api::RuleId;
 
 /// Where a mapping came from.

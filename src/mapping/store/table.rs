@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
-use crate::mapping::caps::{Caps, Refusal};
-use crate::mapping::key::MappingKey;
-use crate::mapping::lease::{Lease, LeaseInfo};
-use crate::mapping::ports::{choose_port, slot, RouterView};
-use crate::mapping::slab::Leases;
+use crate::mapping::store::caps::{Caps, Refusal};
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::{Lease, LeaseInfo};
+use crate::mapping::store::ports::{choose_port, slot, RouterView};
+use crate::mapping::store::slab::Leases;
 use crate::protocol::Protocol;
 
 /// Why a router port is held by us.

@@ -1,5 +1,5 @@
 //! What the router says about its ports ([`RouterView`]), and the choice of a router port R
-//! from it ([`choose_port`]); pure, no I/O. The [lease table](crate::mapping::table) holds the
+//! from it ([`choose_port`]); pure, no I/O. The [lease table](crate::mapping::store::table) holds the
 //! view next to our own holds and reserves ports through it.
 //!
 //! Upstream, every LAN client has the same identity (the router's tunnel address), so R is

@@ -36,12 +36,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::mapping::core::Core;
-use crate::mapping::create::{create, Plan};
 use crate::mapping::error::MappingError;
 use crate::mapping::events::Origin;
-use crate::mapping::key::MappingKey;
-use crate::mapping::lease::Lease;
 use crate::mapping::request::MappingRequest;
+use crate::mapping::store::key::MappingKey;
+use crate::mapping::store::lease::Lease;
+use crate::mapping::txn::create::{create, Plan};
 use crate::natpmp::upstream::Upstream;
 use crate::protocol::Protocol;
 use crate::routeros::api::Router;
