@@ -86,6 +86,22 @@ pub async fn start(gateway: GatewayConfig, flags: &[(&str, String)]) -> Lab {
     }
 }
 
+/// The API token the forwards tests use (16 characters or more, as API_TOKEN requires).
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A daemon with the forwards API on ([`TOKEN`]) for the clients 127.0.0.0/24, against the
+/// emulators with `gateway`.
+pub async fn start_with_token(gateway: GatewayConfig) -> Lab {
+    start(
+        gateway,
+        &[
+            ("api-token", TOKEN.into()),
+            ("allowed-clients", "127.0.0.0/24".into()),
+        ],
+    )
+    .await
+}
+
 /// [`start`] with the router emulator's settings of the test's own; a failed start gives the
 /// error, with the emulators (which outlive the daemon's attempt).
 pub async fn try_start(

@@ -229,19 +229,11 @@ async fn c30_a_gateway_granting_more_than_asked_is_counted_on_for_what_was_asked
 /// 2 s is made, with a 200, instead of a 502 at the first timeout (real sockets, both emulators).
 #[tokio::test]
 async fn c17b_a_forward_posted_while_the_gateway_is_silent_for_2s_is_made() {
-    use common::daemon::{gateway_config, http, start};
+    use common::daemon::{gateway_config, http, start_with_token, TOKEN};
     use double_natpmp::sim::gateway::Mode;
     use hyper::{Method, StatusCode};
 
-    const TOKEN: &str = "test-token-0123456789abcdef";
-    let mut lab = start(
-        gateway_config(),
-        &[
-            ("api-token", TOKEN.into()),
-            ("allowed-clients", "127.0.0.0/24".into()),
-        ],
-    )
-    .await;
+    let mut lab = start_with_token(gateway_config()).await;
     let addr = lab.status();
     lab.gateway
         .set_mode(Mode::Silent)

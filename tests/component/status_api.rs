@@ -10,15 +10,13 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    gateway_config, get_json, http, map, metrics_parser, parse_metrics, start, value, wait_event,
-    Client,
+    gateway_config, get_json, http, map, metrics_parser, parse_metrics, start, start_with_token,
+    value, wait_event, Client, TOKEN,
 };
 use common::skip::skip;
 use double_natpmp::mapping::MappingEvent;
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
 use hyper::{Method, StatusCode};
-
-const TOKEN: &str = "test-token-0123456789abcdef";
 
 #[tokio::test]
 async fn every_endpoint_answers_and_metrics_move_as_a_client_maps_and_deletes() {
@@ -226,14 +224,7 @@ async fn readyz_is_503_and_names_the_failing_check_when_the_interface_is_down() 
 
 #[tokio::test]
 async fn forwards_need_the_token_401_without_403_wrong_and_work_with_it() {
-    let mut lab = start(
-        gateway_config(),
-        &[
-            ("api-token", TOKEN.into()),
-            ("allowed-clients", "127.0.0.0/24".into()),
-        ],
-    )
-    .await;
+    let mut lab = start_with_token(gateway_config()).await;
     let addr = lab.status();
     let body =
         r#"{"client": "127.0.0.20", "protocol": "tcp", "internal_port": 32400, "lifetime": 3600}"#;

@@ -6,12 +6,10 @@
 
 use crate::common;
 
-use common::daemon::{gateway_config, get_json, http, map, start, Client, Lab};
+use common::daemon::{gateway_config, get_json, http, map, start_with_token, Client, Lab, TOKEN};
 use double_natpmp::natpmp::wire::{Protocol, ResultCode};
 use double_natpmp::sim::gateway::GatewayConfig;
 use hyper::{Method, StatusCode};
-
-const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// The forward of 127.0.0.20's TCP 32400 as `/api/v1/mappings` shows it, if it is there.
 async fn forward(lab: &Lab) -> Option<serde_json::Value> {
@@ -45,14 +43,7 @@ async fn c35_c36_a_forward_made_with_the_token_survives_a_natpmp_delete_and_dele
         max_lifetime: 3600,
         ..gateway_config()
     };
-    let mut lab = start(
-        gateway,
-        &[
-            ("api-token", TOKEN.into()),
-            ("allowed-clients", "127.0.0.0/24".into()),
-        ],
-    )
-    .await;
+    let mut lab = start_with_token(gateway).await;
     let addr = lab.status();
     let bearer = format!("Bearer {TOKEN}");
     let body =
