@@ -195,10 +195,15 @@ impl RefusedSources {
     /// logged at `warn`.
     pub fn check(&self, ip: Ipv4Addr) -> Option<Refusal> {
         let why = self.why(ip)?;
+        self.log_once(ip, &why);
+        Some(why)
+    }
+
+    /// Logs the first refusal of `ip` at `warn`, and none after it.
+    fn log_once(&self, ip: Ipv4Addr, why: &Refusal) {
         if self.logged().insert(ip) {
             warn!(source = %ip, "refused as a client: {why}; it gets no mapping (logged once per source)");
         }
-        Some(why)
     }
 
     /// Whether the NAT-PMP server drops a datagram from `ip`: every datagram of a refused
@@ -208,7 +213,10 @@ impl RefusedSources {
         match self.why(ip) {
             None => false,
             Some(Refusal::DaemonAddress) if maps_nothing => false,
-            Some(_) => self.check(ip).is_some(),
+            Some(why) => {
+                self.log_once(ip, &why);
+                true
+            }
         }
     }
 }
