@@ -213,10 +213,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
     /// the same transaction a NAT-PMP request runs, with the lease marked by the command's
     /// origin (a static lease never expires).
     pub async fn request(&self, command: Command) -> MapReply {
-        match refuse(&self.core, &command) {
-            Some(reply) => reply,
-            None => transaction::handle(&self.core, command).await,
-        }
+        answer(&self.core, command).await
     }
 
     /// Answers a NAT-PMP-shaped request made on behalf of `client` with the lease marked by
@@ -355,6 +352,15 @@ pub fn from_natpmp(client: Ipv4Addr, request: MapRequest, origin: Origin) -> Com
     }
 }
 
+/// Every front end's way in: a refused source is answered at once, anything else runs the
+/// transaction.
+async fn answer<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, command: Command) -> MapReply {
+    match refuse(core, &command) {
+        Some(reply) => reply,
+        None => transaction::handle(core, command).await,
+    }
+}
+
 impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
     fn handle_map(
         &self,
@@ -363,12 +369,7 @@ impl<R: Router, U: Upstream> MapHandler for Orchestrator<R, U> {
     ) -> impl Future<Output = MapReply> + Send {
         let core = Arc::clone(&self.core);
         let command = from_natpmp(client, request, Origin::NatPmp);
-        async move {
-            match refuse(&core, &command) {
-                Some(reply) => reply,
-                None => transaction::handle(&core, command).await,
-            }
-        }
+        async move { answer(&core, command).await }
     }
 
     fn answer_now(&self, client: Ipv4Addr, request: MapRequest) -> Option<MapReply> {

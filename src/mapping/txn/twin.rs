@@ -39,6 +39,7 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::Origin;
 use crate::mapping::request::MappingRequest;
+use crate::mapping::store::caps::Caps;
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::Lease;
 use crate::mapping::txn::create::{create, Plan};
@@ -125,12 +126,13 @@ pub fn take_over<R: Router, U: Upstream>(
     twin: &Lease,
     origin: Origin,
 ) -> Result<Lease, MappingError> {
-    let limit = core.limits.config().max_per_client;
-    if origin == Origin::NatPmp && core.table.count_of(key.client) >= limit {
-        return Err(MappingError::TooManyForClient {
-            client: key.client,
-            limit,
-        });
+    if let Some(limit) = Caps::of(core.limits.config(), origin).per_client {
+        if core.table.count_of(key.client) >= limit {
+            return Err(MappingError::TooManyForClient {
+                client: key.client,
+                limit,
+            });
+        }
     }
     let mut own = twin.clone();
     own.origin = origin;
