@@ -31,14 +31,8 @@ bin_dir="$repo/target/static"
 out_dir="$repo/target/image"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)"
 tag="localhost/double-natpmp:$version"
-max_size=$((4 * 1024 * 1024))
 
-binary_of() {
-    case "$1" in
-    amd64) echo "$bin_dir/double-natpmp" ;;
-    *) echo "$bin_dir/double-natpmp-$1" ;;
-    esac
-}
+binary_of() { echo "$bin_dir/$(out_name "$1")"; }
 platform_of() {
     case "$1" in
     amd64) echo linux/amd64 ;;

