@@ -122,10 +122,8 @@ pub enum ServerError {
 
 /// The NAT-PMP server.
 pub struct Server<U, H> {
-    socket: Arc<UdpSocket>,
     local_addr: SocketAddr,
     config: ServerConfig,
-    addresses: Arc<AddressCache<U>>,
     slots: Slots,
     address_rate: ClientRate,
     in_flight: InFlight,
@@ -168,19 +166,15 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
             addr: config.listen,
             source,
         })?;
-        let socket = Arc::new(socket);
-        let addresses = Arc::new(AddressCache::new(upstream));
         Ok(Server {
-            socket: socket.clone(),
             local_addr,
-            addresses: addresses.clone(),
             slots: Slots::new(config.max_inflight),
             address_rate: ClientRate::new(config.client_rate_limit),
             in_flight: InFlight::default(),
             shared: Arc::new(Shared {
-                socket,
+                socket: Arc::new(socket),
                 epoch,
-                addresses,
+                addresses: Arc::new(AddressCache::new(upstream)),
                 handler,
                 stats: Arc::new(ServerStats::default()),
             }),
@@ -200,7 +194,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
 
     /// The external-address cache.
     pub fn addresses(&self) -> Arc<AddressCache<U>> {
-        self.addresses.clone()
+        self.shared.addresses.clone()
     }
 
     /// A source address on this host: loopback, or the address the socket is bound to.
@@ -256,7 +250,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
                     }
                     return None;
                 }
-                Some(match self.addresses.cached() {
+                Some(match self.shared.addresses.cached() {
                     Some(address) => Work::Reply(shared.address_reply(Some(address))),
                     None => Work::Address,
                 })
@@ -273,7 +267,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
     pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ServerError> {
         info!(listen = %self.local_addr, allowed = %self.config.allowed_clients, "NAT-PMP server listening");
         let refresher = {
-            let addresses = self.addresses.clone();
+            let addresses = self.shared.addresses.clone();
             let every = self.config.address_refresh;
             let stop = shutdown.clone();
             tokio::spawn(async move { addresses.refresh_loop(every, stop).await })
@@ -282,7 +276,7 @@ impl<U: Upstream, H: MapHandler> Server<U, H> {
         let mut buf = [0u8; MAX_PACKET_LEN];
         let result = loop {
             let (len, peer) = tokio::select! {
-                r = self.socket.recv_from(&mut buf) => match r {
+                r = self.shared.socket.recv_from(&mut buf) => match r {
                     Ok(x) => x,
                     // ICMP errors from earlier replies surface here on Linux; they say nothing
                     // about this socket's health.
