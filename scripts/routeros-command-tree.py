@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Rebuilds src/sim/routeros/command_tree.txt, the RouterOS command trees that
+"""Rebuilds crates/emulators/src/routeros/command_tree.txt, the RouterOS command trees that
 tests/component/routeros_commands.rs checks the scripts and the daemon against and that the
-emulator (src/sim/routeros/schema.rs) uses to answer `unknown parameter <name>`.
+emulator (crates/emulators/src/routeros/schema.rs) uses to answer `unknown parameter <name>`.
 
 Input: a JSON file of this shape (RouterOS's /console/inspect output reduced to command paths
 and argument names, as in tikoci/restraml's docs/<version>/extra/inspect.json):
@@ -13,7 +13,7 @@ and argument names, as in tikoci/restraml's docs/<version>/extra/inspect.json):
 Only the menus in MENUS (and their commands) are kept, plus "/" (the root scripting commands).
 Versions whose argument lists are the same are folded into one line, FIRST..LAST.
 
-    scripts/routeros-command-tree.py routeros-commands.json > src/sim/routeros/command_tree.txt
+    scripts/routeros-command-tree.py routeros-commands.json > crates/emulators/src/routeros/command_tree.txt
 """
 
 import json

@@ -89,13 +89,13 @@ else
   echo "*** not root or no buildah: the container images are not built ***" >&2
 fi
 
-log "cargo test (all targets)"
-# Tests that cannot run here record their skip (tests/common/skip.rs); count them at the end.
+log "cargo test (the workspace, all targets)"
+# Tests that cannot run here record their skip (crates/test-support/src/skip.rs); count them at the end.
 skipped=target/tmp/skipped-tests.txt
 mkdir -p target/tmp
 : >"$skipped"
 status=0
-timed "cargo test (all targets)" cargo test --all-targets --locked --no-fail-fast 2>&1 || status=$?
+timed "cargo test (the workspace, all targets)" cargo test --workspace --all-targets --locked --no-fail-fast 2>&1 || status=$?
 
 if [ -s "$skipped" ]; then
   n=$(sort -u "$skipped" | wc -l)

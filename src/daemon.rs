@@ -18,7 +18,6 @@ use tracing::{error, info, warn};
 use crate::config::{ConfigError, DaemonArgs, RouterArgs};
 use crate::mapping::store::limits::LimitsConfig;
 use crate::mapping::{MappingConfig, MappingError, MappingEvent, MappingHandle, Orchestrator};
-use crate::natpmp::epoch::Epoch;
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
 use crate::refused::daemon_addresses;
@@ -29,6 +28,7 @@ use crate::routeros::tls::TlsMode;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::static_keeper::{self, StaticRefused};
 use crate::status::{CountingHandler, Metrics, Services, Setup, StatusError};
+use double_natpmp_codec::natpmp::epoch::Epoch;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]

@@ -52,10 +52,11 @@ pub mod daemon;
 pub mod logging;
 pub mod mapping;
 pub mod natpmp;
-pub mod protocol;
 pub mod refused;
 pub mod routeros;
 pub mod shutdown;
-pub mod sim;
 pub mod static_keeper;
 pub mod status;
+
+/// This build's version (`--version`, the image tag).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Run(args)) => run_daemon(&runtime, args),
+        #[cfg(feature = "demo")]
         Some(Command::Demo(args)) => {
             logging::init(args.log_level, LogFormat::Text);
             runtime
@@ -70,12 +71,14 @@ fn main() -> ExitCode {
             logging::init(LogLevel::Warn, LogFormat::Text);
             return runtime.block_on(cli::status::run(args));
         }
+        #[cfg(feature = "demo")]
         Some(Command::SimRouter(args)) => {
             logging::init(LogLevel::Info, LogFormat::Text);
             runtime
                 .block_on(async { cli::sim::router(args, daemon::shutdown_on_signals()).await })
                 .map_err(|e| e.to_string())
         }
+        #[cfg(feature = "demo")]
         Some(Command::SimGateway(args)) => {
             logging::init(LogLevel::Info, LogFormat::Text);
             runtime

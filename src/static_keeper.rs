@@ -33,9 +33,9 @@ use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
 use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::store::lease::MappingKey;
 use crate::mapping::MappingHandle;
-use crate::natpmp::result::ResultCode;
 use crate::refused::Refusal;
 use crate::shutdown::Shutdown;
+use double_natpmp_codec::natpmp::result::ResultCode;
 
 /// The first pause after a failed attempt (doubling).
 const RETRY_FIRST: Duration = Duration::from_secs(1);

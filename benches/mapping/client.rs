@@ -5,13 +5,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use double_natpmp::natpmp::wire::{
+use double_natpmp::routeros::api::RouterApi;
+use double_natpmp::routeros::conn::{ApiConfig, Password};
+use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, MapRequest, Protocol, Request, Response, ResultCode,
     MAP_REQUEST_LEN, MAX_PACKET_LEN,
 };
-use double_natpmp::routeros::api::RouterApi;
-use double_natpmp::routeros::conn::{ApiConfig, Password};
-use double_natpmp::routeros::wire::{decode_sentence, encode_sentence, Command};
+use double_natpmp_codec::routeros::wire::{decode_sentence, encode_sentence, Command};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -230,7 +230,7 @@ pub struct Realised {
     /// One NAT-PMP exchange with the gateway (a renewal of one port, as peer 127.0.0.3, so the
     /// daemon's mappings and quota are untouched).
     pub upstream: Stats,
-    /// The emulators' delay alone (`sim::delay::sleep` of the router RTT and of the upstream
+    /// The emulators' delay alone (`emulators::delay::sleep` of the router RTT and of the upstream
     /// RTT, in this process, no I/O): what is left of the realised round trips is loopback I/O
     /// and waking the threads that wait for it.
     pub delay_router: Stats,
@@ -274,7 +274,7 @@ pub async fn measure_emulators(
     for (d, out) in [injected.0, injected.1].into_iter().zip(delays.iter_mut()) {
         for _ in 0..n {
             let t = Instant::now();
-            double_natpmp::sim::delay::sleep(d).await;
+            double_natpmp_emulators::delay::sleep(d).await;
             out.push(t.elapsed());
         }
     }

@@ -7,8 +7,8 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimRoute};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig};
+use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig, SimRoute};
 use thiserror::Error;
 use tokio::net::UdpSocket;
 

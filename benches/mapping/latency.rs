@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use double_natpmp::natpmp::wire::ResultCode;
+use double_natpmp_codec::natpmp::wire::ResultCode;
 use tokio::net::UdpSocket;
 
 use crate::client::{

@@ -7,7 +7,7 @@
 //! `/proc/<pid>`, are its own and not the emulators'. The RouterOS API emulator and the NAT-PMP
 //! gateway emulator run inside this process on 127.0.0.1:0, each holding its replies for an
 //! injected delay (one router RTT per API command, one upstream RTT per NAT-PMP exchange, exact
-//! to 0.2 ms: `sim::delay`); the bench measures the round trips they really take on a bare
+//! to 0.2 ms: `emulators::delay`); the bench measures the round trips they really take on a bare
 //! session and prints them beside the nominal ones. Clients are UDP sockets on 127.0.0.x in
 //! this process. Nothing leaves loopback.
 //!
@@ -243,7 +243,8 @@ fn parse_options() -> Result<Options, BenchError> {
             "--throughput-only" => throughput_only = true,
             "--calibrate" => {
                 return Err(BenchError::Setup(
-                    "--calibrate is gone: the emulators' delays are exact now (sim::delay)".into(),
+                    "--calibrate is gone: the emulators' delays are exact now (emulators::delay)"
+                        .into(),
                 ))
             }
             // cargo's own flags (--bench) and test-harness flags are not ours.

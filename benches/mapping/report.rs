@@ -93,7 +93,7 @@ fn header(s: &mut String, opts: &Options, info: &RunInfo, title: &str) {
         s,
         "- daemon: `{}` at `{}`, RouterOS pool {} connections, LOG_LEVEL=WARN{}; emulators in the \
          bench process on 127.0.0.1, one injected router RTT per API command and one upstream \
-         RTT per NAT-PMP exchange (`sim::delay`)",
+         RTT per NAT-PMP exchange (`emulators::delay`)",
         daemon_exe(),
         info.commit,
         opts.pool,
@@ -531,10 +531,10 @@ fn render_instrument(s: &mut String, scenarios: &[ScenarioResult]) {
         "Measured from the bench process without the daemon: `/system/identity/print` on a bare \
          API session (only the shared word codec), the same through the daemon's RouterOS client \
          (`RouterApi`: pool checkout, idle check, tagged command), and one NAT-PMP exchange with \
-         the gateway. Error = realised p50 − injected. \"Delay alone\": `sim::delay::sleep` of \
+         the gateway. Error = realised p50 − injected. \"Delay alone\": `emulators::delay::sleep` of \
          the same time in the bench process, without I/O; the rest of the error is loopback I/O \
          and waking the threads that wait for it (on this virtual machine, tens of microseconds \
-         after a few idle milliseconds), which a daemon pays too. Before `sim::delay` (tokio's \
+         after a few idle milliseconds), which a daemon pays too. Before `emulators::delay` (tokio's \
          1 ms timer, measured at c2371a8 on this machine): 5 ms realised 6.27 ms (p99 6.50), \
          20 ms realised 21.21 ms (p99 21.62).\n"
     );

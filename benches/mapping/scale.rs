@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use double_natpmp::sim::gateway::GatewayConfig;
-use double_natpmp::sim::routeros::RouterSim;
+use double_natpmp_emulators::gateway::GatewayConfig;
+use double_natpmp_emulators::routeros::RouterSim;
 use tokio::net::UdpSocket;
 
 use crate::client::{map, map_concurrently, Concurrent};
@@ -265,7 +265,7 @@ const PASS_COMMANDS: &[&str] = &[
 /// Watches the router for the next pass that recreates a rule: its start is the last
 /// [`PASS_FIRST`] before the [`PASS_LAST`] that ends it. The counters are read every
 /// [`WATCH_EVERY`] on a thread of its own that sleeps in between (neither the bench's runtime
-/// nor `sim::delay`, which would spin on a poll this frequent).
+/// nor `emulators::delay`, which would spin on a poll this frequent).
 async fn next_pass(router: &Arc<RouterSim>, budget: Duration) -> Result<PassTimes, BenchError> {
     let router = Arc::clone(router);
     tokio::task::spawn_blocking(move || watch_pass(&router, budget)).await?

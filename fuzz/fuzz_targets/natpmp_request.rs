@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use double_natpmp::natpmp::wire::{
+use double_natpmp_codec::natpmp::wire::{
     encode_request, error_reply, parse_request, RequestError, MAP_REQUEST_LEN, MAX_PACKET_LEN,
     SHORT_REPLY_LEN,
 };

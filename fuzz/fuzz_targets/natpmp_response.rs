@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use double_natpmp::natpmp::wire::{
+use double_natpmp_codec::natpmp::wire::{
     encode_response, parse_response, Response, ResultCode, ADDRESS_REPLY_LEN, MAP_REPLY_LEN,
     MAX_PACKET_LEN, SHORT_REPLY_LEN,
 };

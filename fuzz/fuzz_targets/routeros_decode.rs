@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use double_natpmp::routeros::wire::{
+use double_natpmp_codec::routeros::wire::{
     decode_sentence, encode_sentence, Command, Reply, SentenceDecoder,
 };
 use libfuzzer_sys::fuzz_target;

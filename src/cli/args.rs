@@ -79,6 +79,7 @@ pub enum Command {
     /// Run the daemon (the same as giving no subcommand).
     Run(DaemonArgs),
     /// Run the daemon against built-in RouterOS and VPN-gateway emulators on loopback.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Ask a NAT-PMP gateway for the external address, or map or delete a port (like natpmpc).
     Client(ClientArgs),
@@ -90,13 +91,16 @@ pub enum Command {
     /// Print the daemon's mappings as a table, from its status server (STATUS_ADDR).
     Status(StatusCmdArgs),
     /// (testing) Run only the NAT-PMP gateway emulator.
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     SimGateway(SimGatewayArgs),
     /// (testing) Run only the RouterOS API emulator.
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     SimRouter(SimRouterArgs),
 }
 
+#[cfg(feature = "demo")]
 /// `double-natpmp sim-router`: the RouterOS API emulator alone, for tests in namespaces.
 #[derive(Debug, Clone, Args)]
 pub struct SimRouterArgs {
@@ -143,6 +147,7 @@ pub struct SimRouterArgs {
     pub nft_srcnat_chain: String,
 }
 
+#[cfg(feature = "demo")]
 /// `double-natpmp sim-gateway`: the NAT-PMP gateway emulator alone, for tests in namespaces.
 #[derive(Debug, Clone, Args)]
 pub struct SimGatewayArgs {
@@ -160,6 +165,7 @@ pub struct SimGatewayArgs {
     pub quota: usize,
 }
 
+#[cfg(feature = "demo")]
 /// `double-natpmp demo` settings.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {

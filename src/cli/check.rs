@@ -32,9 +32,9 @@ use crate::daemon::{router_api, upstream_config, DaemonError};
 use crate::mapping::router::rule::RuleComment;
 use crate::mapping::store::key::MappingKey;
 use crate::natpmp::upstream::{Upstream, UpstreamClient, UpstreamMap};
-use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, Router, RouterApi, RouterError};
-use crate::routeros::wire::Command;
+use double_natpmp_codec::protocol::Protocol;
+use double_natpmp_codec::routeros::wire::Command;
 
 /// `double-natpmp check` options: the daemon's own settings.
 #[derive(Debug, Clone, Args)]

@@ -15,9 +15,9 @@ use crate::config::value::{parse_gateway, parse_timeout, NATPMP_PORT};
 use crate::natpmp::upstream::{
     Upstream, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamMap,
 };
-use crate::natpmp::wire::ResultCode;
+use double_natpmp_codec::natpmp::wire::ResultCode;
 
-use crate::protocol::Protocol;
+use double_natpmp_codec::protocol::Protocol;
 /// `double-natpmp client` options.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {

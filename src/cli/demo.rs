@@ -19,8 +19,8 @@ use crate::config::value::loopback_if_unspecified;
 use crate::config::DaemonArgs;
 use crate::daemon::{self, DaemonError};
 use crate::shutdown::ShutdownTrigger;
-use crate::sim::gateway::{Gateway, GatewayConfig};
-use crate::sim::routeros::{RouterSim, RouterSimConfig, SimRoute};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig};
+use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig, SimRoute};
 
 /// The VPN interface name the emulated router has.
 const VPN_INTERFACE: &str = "wg-proton";

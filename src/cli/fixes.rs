@@ -2,9 +2,9 @@
 //! `double-natpmp check`.
 
 use crate::natpmp::upstream::UpstreamError;
-use crate::natpmp::wire::ResultCode;
 use crate::routeros::api::RouterError;
 use crate::routeros::error::TlsProblem;
+use double_natpmp_codec::natpmp::wire::ResultCode;
 
 /// The fix for the group's policies, as a RouterOS command.
 pub const POLICY_COMMAND: &str =

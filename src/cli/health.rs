@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 
 use crate::config::value::{loopback_if_unspecified, parse_listen_addr, parse_timeout};
-use crate::natpmp::wire::ResultCode;
+use double_natpmp_codec::natpmp::wire::ResultCode;
 
 /// The probe's opcode: one NAT-PMP does not define, answered with result 5 (C-16).
 pub const PROBE_OPCODE: u8 = 127;

@@ -5,8 +5,10 @@ mod bounded;
 pub mod check;
 pub mod check_srcnat;
 pub mod client;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod fixes;
 pub mod health;
+#[cfg(feature = "demo")]
 pub mod sim;
 pub mod status;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::cli::args::{SimGatewayArgs, SimRouterArgs};
 use crate::shutdown::Shutdown;
-use crate::sim::gateway::{Gateway, GatewayConfig, GatewayMapping};
-use crate::sim::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig, GatewayMapping};
+use double_natpmp_emulators::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
 
 /// Runs the gateway emulator until `stop` fires.
 pub async fn gateway(args: SimGatewayArgs, mut stop: Shutdown) -> std::io::Result<()> {

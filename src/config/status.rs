@@ -15,8 +15,8 @@ use crate::config::value::{
     parse_duration_within, parse_listen_addr, parse_timeout, Expected, MIN_TIMEOUT,
 };
 use crate::mapping::store::lease::MappingKey;
-use crate::protocol::Protocol;
 use crate::routeros::conn::Password;
+use double_natpmp_codec::protocol::Protocol;
 
 /// The status server, its API, the webhook, the status file and the static reservations.
 #[derive(Debug, Clone, Args)]

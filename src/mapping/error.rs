@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::UpstreamError;
-use crate::protocol::Protocol;
 use crate::routeros::error::RouterError;
+use double_natpmp_codec::natpmp::result::ResultCode;
+use double_natpmp_codec::protocol::Protocol;
 
 /// A failed mapping transaction, in words a router owner understands.
 #[derive(Debug, Error)]

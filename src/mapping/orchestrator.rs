@@ -34,13 +34,13 @@ use crate::mapping::store::table::LeaseTable;
 use crate::mapping::txn::adopt;
 use crate::mapping::txn::teardown;
 use crate::mapping::txn::transaction;
-use crate::natpmp::epoch::Epoch;
 use crate::natpmp::handler::{MapHandler, MapReply};
-use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::MapRequest;
 use crate::refused::RefusedSources;
 use crate::routeros::api::Router;
+use double_natpmp_codec::natpmp::epoch::Epoch;
+use double_natpmp_codec::natpmp::result::ResultCode;
+use double_natpmp_codec::natpmp::wire::MapRequest;
 
 /// The mapping orchestrator. Cheap to clone (one shared state); implements [`MapHandler`].
 pub struct Orchestrator<R, U> {

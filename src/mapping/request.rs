@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use crate::mapping::events::Origin;
 use crate::mapping::store::key::MappingKey;
-use crate::protocol::Protocol;
+use double_natpmp_codec::protocol::Protocol;
 
 /// A request to make or renew one mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

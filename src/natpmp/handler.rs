@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::Ipv4Addr;
 
-use crate::natpmp::wire::{MapRequest, ResultCode};
+use double_natpmp_codec::natpmp::wire::{MapRequest, ResultCode};
 
 /// The outcome of a mapping request, without the fields the server fills in itself (protocol,
 /// internal port and epoch are echoed/added by the server, C-18, C-24, C-44).

@@ -44,16 +44,16 @@ use tracing::{debug, info, warn};
 
 use crate::cidr::CidrList;
 use crate::natpmp::address_cache::AddressCache;
-use crate::natpmp::epoch::Epoch;
 use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::rate::ClientRate;
 use crate::natpmp::slots::{InFlight, InFlightEntry, Lane, Slots};
 use crate::natpmp::upstream::Upstream;
-use crate::natpmp::wire::{
-    self, MapRequest, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
-};
 use crate::refused::RefusedSources;
 use crate::shutdown::Shutdown;
+use double_natpmp_codec::natpmp::epoch::Epoch;
+use double_natpmp_codec::natpmp::wire::{
+    self, MapRequest, MapResponse, Request, RequestError, Response, ResultCode, MAX_PACKET_LEN,
+};
 
 /// Settings of the front end.
 #[derive(Debug, Clone)]
@@ -453,10 +453,10 @@ mod tests {
     use crate::cidr::parse_cidr_list;
     use crate::natpmp::handler::MapReply;
     use crate::natpmp::upstream::{AddressReply, MapGrant, UpstreamError, UpstreamMap};
-    use crate::natpmp::wire::{
+    use crate::shutdown::ShutdownTrigger;
+    use double_natpmp_codec::natpmp::wire::{
         encode_request, parse_response, MapRequest, Protocol, MAP_REQUEST_LEN,
     };
-    use crate::shutdown::ShutdownTrigger;
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Notify;
 

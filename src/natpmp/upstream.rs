@@ -17,7 +17,7 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::natpmp::wire::{
+use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, MapRequest, Protocol, Request, Response, ResponseError,
     ResultCode, MAP_REQUEST_LEN, VERSION,
 };
@@ -380,7 +380,7 @@ impl Upstream for UpstreamClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::natpmp::wire::{encode_response, MapResponse};
+    use double_natpmp_codec::natpmp::wire::{encode_response, MapResponse};
 
     fn map_reply(protocol: Protocol, result: ResultCode, internal: u16) -> Vec<u8> {
         let mut out = [0u8; 16];

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::nat::flag;
-use super::wire::Reply;
+use double_natpmp_codec::routeros::wire::Reply;
 
 /// One `/ip/address/print` row: an IPv4 address of the router and its subnet
 /// (docs/routeros-api.md §2.5).
@@ -57,7 +57,7 @@ impl RouterAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routeros::wire::ReplyKind;
+    use double_natpmp_codec::routeros::wire::ReplyKind;
 
     #[test]
     fn address_row_gives_the_address_its_subnet_and_flags() {

@@ -9,7 +9,7 @@ use super::conn::{ApiConfig, Response};
 pub use super::error::{trap_error, RouterError};
 pub use super::nat::{flag, DstNatRule, NatRule, RuleId, SrcNatRule, NAT_PROPLIST};
 use super::pool::ApiPool;
-use super::wire::{Command, Reply};
+use double_natpmp_codec::routeros::wire::{Command, Reply};
 
 /// What the router says about itself, for the start-up log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -456,7 +456,7 @@ impl Router for RouterApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routeros::wire::ReplyKind;
+    use double_natpmp_codec::routeros::wire::ReplyKind;
 
     fn trap(message: &str, category: Option<&str>) -> Reply {
         let r = Reply::new(ReplyKind::Trap).attr("message", message);

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::error::RouterError;
 use super::tls::{TlsClient, TlsMode};
-use super::wire::{Command, Reply, ReplyKind, SentenceDecoder};
+use double_natpmp_codec::routeros::wire::{Command, Reply, ReplyKind, SentenceDecoder};
 
 /// How much room a read asks the socket for at least.
 const READ_CHUNK: usize = 4096;
@@ -401,7 +401,7 @@ impl Connection {
     }
 
     /// Reads the next non-empty reply sentence. A sentence over the wire's size cap
-    /// ([`MAX_SENTENCE_LEN`](super::wire::MAX_SENTENCE_LEN)) is a protocol error, found as soon
+    /// ([`MAX_SENTENCE_LEN`](double_natpmp_codec::routeros::wire::MAX_SENTENCE_LEN)) is a protocol error, found as soon
     /// as its length is announced; the caller then poisons the connection.
     async fn read_reply(&mut self) -> Result<Reply, RouterError> {
         loop {

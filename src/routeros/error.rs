@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use super::wire::Reply;
+use double_natpmp_codec::routeros::wire::Reply;
 
 /// A failed RouterOS operation, in words a router owner understands.
 #[derive(Clone, Debug, Error)]

@@ -1,4 +1,5 @@
-//! The RouterOS binary API: framing shared with the emulator, one connection, TLS, the pool,
+//! The RouterOS binary API: one connection (its framing is the codec crate's,
+//! `double_natpmp_codec::routeros::wire`), TLS, the pool,
 //! and the typed operations the daemon needs.
 
 pub mod address;
@@ -9,4 +10,3 @@ pub mod nat;
 pub mod pool;
 pub mod rule_id;
 pub mod tls;
-pub mod wire;

@@ -4,8 +4,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::wire::Reply;
-use crate::protocol::Protocol;
+use double_natpmp_codec::protocol::Protocol;
+use double_natpmp_codec::routeros::wire::Reply;
 
 pub use super::rule_id::RuleId;
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::conn::{ApiConfig, Connection, Connector, Response};
 use super::error::RouterError;
-use super::wire::{Command, Reply};
+use double_natpmp_codec::routeros::wire::{Command, Reply};
 
 /// Default number of connections.
 pub const DEFAULT_POOL_SIZE: usize = 4;

@@ -26,12 +26,12 @@ use serde_json::Value;
 use crate::mapping::events::Origin;
 use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::store::lease::MappingKey;
-use crate::natpmp::result::ResultCode;
-use crate::protocol::Protocol;
 use crate::status::auth::Verdict;
 use crate::status::respond::{error, json, Body};
 use crate::status::state::StatusState;
 use crate::status::view::MappingView;
+use double_natpmp_codec::natpmp::result::ResultCode;
+use double_natpmp_codec::protocol::Protocol;
 
 /// The largest request body accepted.
 const MAX_BODY: usize = 4096;

@@ -361,7 +361,7 @@ pub fn ago(then: SystemTime, now: SystemTime) -> String {
 mod tests {
     use super::*;
     use crate::mapping::events::RemovalReason;
-    use crate::protocol::Protocol;
+    use double_natpmp_codec::protocol::Protocol;
 
     fn key() -> MappingKey {
         MappingKey {

@@ -22,9 +22,9 @@ use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::store::lease::LeaseInfo;
 use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::server::ServerStats;
-use crate::natpmp::wire::MapRequest;
-use crate::protocol::Protocol;
 use crate::static_keeper::KeeperStats;
+use double_natpmp_codec::natpmp::wire::MapRequest;
+use double_natpmp_codec::protocol::Protocol;
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Output;
 use std::time::Duration;
 
-use double_natpmp::sim::gateway::{Gateway, GatewayConfig, Mode};
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimRoute, SimUser};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig, Mode};
+use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig, SimRoute, SimUser};
 
 const PASSWORD: &str = "s3cret";
 

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;
 
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
-use double_natpmp::sim::gateway::{Gateway, GatewayConfig, Mode};
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig, Mode};
 
 async fn gateway() -> Gateway {
     let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();

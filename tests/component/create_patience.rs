@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use double_natpmp::mapping::Orchestrator;
-use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::upstream::{
     AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
 };
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp_codec::natpmp::epoch::Epoch;
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use tokio::time::Instant;
 
 use common::fakes::*;
@@ -230,7 +230,7 @@ async fn c30_a_gateway_granting_more_than_asked_is_counted_on_for_what_was_asked
 #[tokio::test]
 async fn c17b_a_forward_posted_while_the_gateway_is_silent_for_2s_is_made() {
     use common::daemon::{gateway_config, http, start_with_token, TOKEN};
-    use double_natpmp::sim::gateway::Mode;
+    use double_natpmp_emulators::gateway::Mode;
     use hyper::{Method, StatusCode};
 
     let mut lab = start_with_token(gateway_config()).await;

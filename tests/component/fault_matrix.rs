@@ -29,7 +29,7 @@ use common::fakes::*;
 use double_natpmp::mapping::router::rule::{RuleComment, RuleKind};
 use double_natpmp::mapping::MappingConfig;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
+use double_natpmp_codec::natpmp::wire::{MapRequest, Protocol, ResultCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {

@@ -10,8 +10,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::daemon::{gateway_config, start, within};
-use double_natpmp::natpmp::wire::ResultCode;
-use double_natpmp::sim::gateway::Mode;
+use double_natpmp_codec::natpmp::wire::ResultCode;
+use double_natpmp_emulators::gateway::Mode;
 use tokio::net::UdpSocket;
 
 async fn health(listen: &str) -> Output {

@@ -2,10 +2,9 @@
 //! and fakes (mapping transactions, the NAT-PMP server, the RouterOS client and emulator, the
 //! VPN gateway client, the status API and page, the command line). No root needed.
 //!
-//! One test binary for the ring, so `tests/common` is compiled once for all its files.
+//! One test binary for the ring, so the test support crate is linked once for all its files.
 
-#[path = "../common/mod.rs"]
-mod common;
+use double_natpmp_test_support as common;
 
 mod cli;
 mod cli_check;

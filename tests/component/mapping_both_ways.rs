@@ -12,8 +12,8 @@ use double_natpmp::mapping::router::rule::RuleComment;
 use double_natpmp::mapping::store::lease::RuleKind;
 use double_natpmp::mapping::{MappingConfig, MappingKey, Origin};
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
 use double_natpmp::routeros::api::NatRule;
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use tokio::time::Instant;
 
 fn srcnat_config() -> MappingConfig {

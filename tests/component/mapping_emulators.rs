@@ -17,13 +17,13 @@ use clap::Parser;
 use double_natpmp::config::DaemonArgs;
 use double_natpmp::daemon::{self, DaemonError, Running};
 use double_natpmp::mapping::router::rule::{RuleComment, RuleKind};
-use double_natpmp::natpmp::wire::{
+use double_natpmp::shutdown::ShutdownTrigger;
+use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
     ResultCode, MAP_REQUEST_LEN, MAX_PACKET_LEN,
 };
-use double_natpmp::shutdown::ShutdownTrigger;
-use double_natpmp::sim::gateway::{Gateway, GatewayConfig, Mode};
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimUser};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig, Mode};
+use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimUser};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 

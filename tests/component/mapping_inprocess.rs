@@ -11,10 +11,10 @@ use std::time::Duration;
 use double_natpmp::mapping::router::rule::RuleComment;
 use double_natpmp::mapping::store::lease::RuleKind;
 use double_natpmp::mapping::{MappingConfig, Orchestrator, Origin};
-use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
 use double_natpmp::routeros::api::RuleId;
+use double_natpmp_codec::natpmp::epoch::Epoch;
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 

@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use double_natpmp::cidr::parse_cidr_list;
-use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply, NoMappings};
 use double_natpmp::natpmp::server::{Server, ServerConfig};
 use double_natpmp::natpmp::upstream::{
     AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
 };
-use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::refused::RefusedSources;
 use double_natpmp::shutdown::ShutdownTrigger;
+use double_natpmp_codec::natpmp::epoch::Epoch;
+use double_natpmp_codec::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use tokio::net::UdpSocket;
 
 use crate::common;

@@ -20,12 +20,12 @@ use std::time::Duration;
 use double_natpmp::daemon::DaemonError;
 use double_natpmp::mapping::{MappingConfig, MappingEvent};
 use double_natpmp::natpmp::handler::MapHandler;
-use double_natpmp::natpmp::wire::{
+use double_natpmp::refused::Refusal;
+use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, Protocol, Request, Response, ResultCode, MAP_REQUEST_LEN,
     MAX_PACKET_LEN,
 };
-use double_natpmp::refused::Refusal;
-use double_natpmp::sim::gateway::GatewayConfig;
+use double_natpmp_emulators::gateway::GatewayConfig;
 use hyper::{Method, StatusCode};
 use tokio::net::UdpSocket;
 

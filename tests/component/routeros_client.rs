@@ -1,5 +1,5 @@
 //! Our RouterOS API client (`routeros::{conn, tls, pool, api}`) against the RouterOS emulator
-//! (`sim::routeros`) over loopback: every typed operation and error kind, api-ssl with a
+//! (`emulators::routeros`) over loopback: every typed operation and error kind, api-ssl with a
 //! self-signed CA, and the faults (latency, trap, mid-reply close, hang, router down and back).
 
 use std::net::Ipv4Addr;
@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use double_natpmp::cli::args::daemon_args_from;
 use double_natpmp::config::DaemonArgs;
 use double_natpmp::daemon::{self, DaemonError};
-use double_natpmp::natpmp::wire::Protocol;
 use double_natpmp::routeros::api::{DstNatRule, Router, RouterApi, RouterError, RuleId};
 use double_natpmp::routeros::conn::{ApiConfig, Password};
 use double_natpmp::routeros::error::TlsProblem;
 use double_natpmp::routeros::tls::fingerprint_of;
 use double_natpmp::routeros::tls::TlsMode;
-use double_natpmp::routeros::wire::Command;
 use double_natpmp::shutdown::{Shutdown, ShutdownTrigger};
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimUser};
+use double_natpmp_codec::natpmp::wire::Protocol;
+use double_natpmp_codec::routeros::wire::Command;
+use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig, SimUser};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -55,7 +55,7 @@ fn rule(port: u16) -> DstNatRule {
     }
 }
 
-fn field<'a>(r: &'a double_natpmp::sim::routeros::SimNatRule, name: &str) -> Option<&'a str> {
+fn field<'a>(r: &'a double_natpmp_emulators::routeros::SimNatRule, name: &str) -> Option<&'a str> {
     r.fields.get(name).map(String::as_str)
 }
 

@@ -1,5 +1,5 @@
 //! Every RouterOS command the project sends, checked against RouterOS's own command trees
-//! (`src/sim/routeros/command_tree.txt`: `/console/inspect` of 7.19.6 to 7.24) for each
+//! (`crates/emulators/src/routeros/command_tree.txt`: `/console/inspect` of 7.19.6 to 7.24) for each
 //! version the README supports (its `<!-- routeros-versions: … -->` line):
 //! * each command of `routeros/*.rsc`: menu path, verb and argument names (`check.rs` says how
 //!   blocks, sub-commands, `:parse` strings and version tests are read);
@@ -19,7 +19,7 @@ mod rust_source;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use double_natpmp::sim::routeros::schema::{command_tree, CommandTree};
+use double_natpmp_emulators::routeros::schema::{command_tree, CommandTree};
 
 use check::{Checker, Finding, Stats};
 
@@ -149,7 +149,7 @@ fn summary(name: &str, s: &Stats) -> String {
 /// `Command::new` calls whose path is not a literal or const, on purpose.
 const UNREADABLE_ON_PURPOSE: &[(&str, &str)] = &[
     // The emulator's side: rebuilds a command it received.
-    ("src/routeros/wire.rs", "path"),
+    ("crates/codec/src/routeros/wire.rs", "path"),
 ];
 
 #[test]
@@ -168,7 +168,9 @@ fn every_daemon_api_command_is_valid_on_every_supported_version() {
             .display()
             .to_string();
         // The emulator answers commands (it does not send them); test modules talk to it.
-        if name.starts_with("src/sim/") || path.file_name().is_some_and(|f| f == "tests.rs") {
+        if name.starts_with("crates/emulators/src/")
+            || path.file_name().is_some_and(|f| f == "tests.rs")
+        {
             continue;
         }
         let (cmds, unreadable) = rust_source::extract(&read(path));

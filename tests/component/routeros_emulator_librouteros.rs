@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig};
+use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig};
 
 /// A parsed JSON value (just enough for the script's output; no serde in this crate).
 #[derive(Clone, Debug, PartialEq)]
@@ -332,10 +332,10 @@ async fn librouteros_sees_the_emulator_as_a_router() {
 /// same ids, fields and error texts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_and_librouteros_see_the_same_router() {
-    use double_natpmp::natpmp::wire::Protocol;
     use double_natpmp::routeros::api::Router as _;
     use double_natpmp::routeros::api::{DstNatRule, RouterApi, RouterError, RuleId};
     use double_natpmp::routeros::conn::{ApiConfig, Password};
+    use double_natpmp_codec::natpmp::wire::Protocol;
 
     let Some(py) = python() else { return };
     let sim = RouterSim::start(RouterSimConfig::default(), "127.0.0.1:0".parse().unwrap())

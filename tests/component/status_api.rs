@@ -15,7 +15,7 @@ use common::daemon::{
 };
 use common::skip::skip;
 use double_natpmp::mapping::MappingEvent;
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use hyper::{Method, StatusCode};
 
 #[tokio::test]

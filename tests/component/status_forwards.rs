@@ -7,8 +7,8 @@
 use crate::common;
 
 use common::daemon::{gateway_config, get_json, http, map, start_with_token, Client, Lab, TOKEN};
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
-use double_natpmp::sim::gateway::GatewayConfig;
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp_emulators::gateway::GatewayConfig;
 use hyper::{Method, StatusCode};
 
 /// The forward of 127.0.0.20's TCP 32400 as `/api/v1/mappings` shows it, if it is there.

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::daemon::{gateway_config, map, start, within, Client};
-use double_natpmp::natpmp::wire::Protocol;
 use double_natpmp::status::server::MAX_CONNECTIONS;
+use double_natpmp_codec::natpmp::wire::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use base64_decode::decode;
 use common::daemon::{gateway_config, get_json, map, start, Client};
 use common::skip::skip;
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;

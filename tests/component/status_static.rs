@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::daemon::{gateway_config, get_json, http, map, start, Client, Lab};
 use double_natpmp::mapping::Origin;
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
-use double_natpmp::sim::gateway::GatewayConfig;
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp_emulators::gateway::GatewayConfig;
 use hyper::{Method, StatusCode};
 
 const CLIENT: &str = "127.0.0.30";

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::daemon::{gateway_config, http, map, start, within, Client};
-use double_natpmp::natpmp::wire::{Protocol, ResultCode};
+use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use double_natpmp::natpmp::upstream::{
     Upstream, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamMap,
 };
-use double_natpmp::natpmp::wire::{
+use double_natpmp_codec::natpmp::wire::{
     encode_response, parse_request, MapResponse, Protocol, Request, Response, ResultCode,
 };
-use double_natpmp::sim::gateway::{Gateway, GatewayConfig, Mode};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig, Mode};
 use tokio::net::UdpSocket;
 
 const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);

@@ -2,10 +2,9 @@
 //! miniupnpd, libtorrent and nftables as real peers, the ARM builds under qemu-user. Needs root;
 //! without it each test skips loudly (`common::skip`), under CI=true it fails.
 //!
-//! One test binary for the ring, so `tests/common` is compiled once for all its files.
+//! One test binary for the ring, so the test support crate is linked once for all its files.
 
-#[path = "../common/mod.rs"]
-mod common;
+use double_natpmp_test_support as common;
 
 mod e2e_address;
 mod e2e_arm;

@@ -1,14 +1,16 @@
-//! The source layout, checked: no import cycle between files of `src/`, and no file of `src/`
-//! with more than 500 lines of non-test code (issue 9: one concept per file).
+//! The source layout, checked: no import cycle between files of `src/` and of the workspace
+//! crates it builds from (`crates/codec`, `crates/emulators`), and no such file with more than
+//! 500 lines of non-test code (issue 9: one concept per file).
 //!
-//! Std only, no compiler: every `.rs` file under `src/` is read with its comments, strings and
+//! Std only, no compiler: every `.rs` file of those crates is read with its comments, strings and
 //! test code (`#[cfg(test)]` items, and files declared by `#[cfg(test)] mod x;`) blanked out;
 //! the module tree is rebuilt from `mod x;` and inline `mod x { … }` declarations, starting at
-//! `src/lib.rs` (and `src/main.rs`, a crate of its own). A file imports another when it names
-//! a path into it: a `use` tree starting with `crate`, `super`, `self` or a child module, or an
-//! inline path like `crate::a::b::Name` in code. Each path resolves to the deepest module that
-//! exists for its prefix, and that module's file: `crate::mapping::MappingConfig` is
-//! `src/mapping/mod.rs`, `crate::natpmp::wire::Protocol` is `src/natpmp/wire.rs`. A `mod x;`
+//! each crate's `lib.rs` (and `src/main.rs`, a crate of its own). A file imports another when it
+//! names a path into it: a `use` tree starting with `crate`, `super`, `self`, a child module or
+//! another crate's name, or an inline path like `crate::a::b::Name` in code. Each path resolves
+//! to the deepest module that exists for its prefix, and that module's file:
+//! `crate::mapping::MappingConfig` is `src/mapping/mod.rs`,
+//! `double_natpmp_codec::natpmp::wire::Protocol` is `crates/codec/src/natpmp/wire.rs`. A `mod x;`
 //! declaration is not an import; a `pub use` re-export is.
 //!
 //! Lines of non-test code are the lines before the `#[cfg(test)]` that opens the file's test
@@ -25,7 +27,7 @@ const MAX_LINES: usize = 500;
 
 /// A source file: its text with comments, strings and test code blanked (same byte offsets).
 struct SourceFile {
-    /// Relative to the crate, e.g. `src/natpmp/wire.rs`.
+    /// Relative to the repository, e.g. `crates/codec/src/natpmp/wire.rs`.
     name: String,
     original: String,
     code: Vec<u8>,
@@ -59,6 +61,8 @@ struct Layout {
     edges: BTreeMap<(usize, usize), Vec<Import>>,
     /// Files no `mod` declaration reaches.
     unattached: Vec<usize>,
+    /// The root module of each library crate, by the name paths use.
+    crate_roots: BTreeMap<String, usize>,
 }
 
 // ------------------------------------------------------------------ lexing
@@ -359,13 +363,29 @@ fn mod_decl_at(code: &[u8], i: usize, test: bool, path_attr: Option<String>) -> 
     })
 }
 
+/// The crates the layout covers: the daemon (`src/`) and the workspace crates it builds from
+/// (the codec, the emulators). Each as its name in paths (`double_natpmp_codec::…`) and its
+/// `src/` relative to the repository. The test-support crate is test code, like `tests/`.
+const CRATES: &[(&str, &str)] = &[
+    ("double_natpmp", "src"),
+    ("double_natpmp_codec", "crates/codec/src"),
+    ("double_natpmp_emulators", "crates/emulators/src"),
+];
+
 impl Layout {
-    fn read(src: &Path) -> Layout {
+    /// The layout of the crates `crates` (name, `src/` relative to `root`); file names are
+    /// relative to `root`.
+    fn read(root: &Path, crates: &[(&str, &str)]) -> Layout {
         let mut paths = Vec::new();
-        let mut dirs = vec![src.to_path_buf()];
+        // A crate without files is none (the checker's own tests give only some).
+        let mut dirs: Vec<PathBuf> = crates
+            .iter()
+            .map(|(_, src)| root.join(src))
+            .filter(|dir| dir.is_dir())
+            .collect();
         while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).expect("read src/") {
-                let path = entry.expect("read src/").path();
+            for entry in std::fs::read_dir(&dir).expect("read a src/") {
+                let path = entry.expect("read a src/").path();
                 if path.is_dir() {
                     dirs.push(path);
                 } else if path.extension().is_some_and(|e| e == "rs") {
@@ -374,7 +394,6 @@ impl Layout {
             }
         }
         paths.sort();
-        let root = src.parent().expect("src/ has a parent");
         let files = paths
             .iter()
             .map(|p| {
@@ -394,14 +413,15 @@ impl Layout {
             modules: Vec::new(),
             edges: BTreeMap::new(),
             unattached: Vec::new(),
+            crate_roots: BTreeMap::new(),
         };
-        layout.build_modules(src, &paths);
+        layout.build_modules(root, crates, &paths);
         layout.build_edges();
         layout
     }
 
     /// Rebuilds the module tree from the crate roots; marks test-only files.
-    fn build_modules(&mut self, src: &Path, paths: &[PathBuf]) {
+    fn build_modules(&mut self, root: &Path, crates: &[(&str, &str)], paths: &[PathBuf]) {
         let index: BTreeMap<PathBuf, usize> = paths
             .iter()
             .enumerate()
@@ -410,10 +430,15 @@ impl Layout {
         let mut seen = BTreeSet::new();
         // (file, module, test-only) to scan; the crate roots first.
         let mut queue: VecDeque<(usize, usize, bool)> = VecDeque::new();
-        for root in ["lib.rs", "main.rs"] {
-            if let Some(&f) = index.get(&src.join(root)) {
-                let m = self.new_module(f, None, None);
-                queue.push_back((f, m, false));
+        for (name, src) in crates {
+            for crate_root in ["lib.rs", "main.rs"] {
+                if let Some(&f) = index.get(&root.join(src).join(crate_root)) {
+                    let m = self.new_module(f, None, None);
+                    if crate_root == "lib.rs" {
+                        self.crate_roots.insert((*name).to_owned(), m);
+                    }
+                    queue.push_back((f, m, false));
+                }
             }
         }
         while let Some((f, module, test_only)) = queue.pop_front() {
@@ -508,13 +533,16 @@ impl Layout {
         }
     }
 
-    /// The file a path names from `module`, if it starts inside this crate.
+    /// The file a path names from `module`, if it starts inside one of the crates read.
     fn resolve(&self, module: usize, segments: &[String]) -> Option<usize> {
         let mut current = match segments.first()?.as_str() {
             "crate" => self.root_of(module),
             "self" => module,
             "super" => self.modules[module].parent?,
-            first => *self.modules[module].children.get(first)?,
+            first => match self.modules[module].children.get(first) {
+                Some(&child) => child,
+                None => *self.crate_roots.get(first)?,
+            },
         };
         for seg in &segments[1..] {
             if seg == "super" {
@@ -848,7 +876,11 @@ fn shortest_cycle(next: &[Vec<usize>], group: &[usize]) -> Vec<usize> {
 // ------------------------------------------------------------------ the checks
 
 fn layout() -> Layout {
-    Layout::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, src) in CRATES {
+        assert!(root.join(src).is_dir(), "crate {name}: no {src}");
+    }
+    Layout::read(root, CRATES)
 }
 
 impl Layout {
@@ -928,11 +960,11 @@ fn no_import_cycle_between_files_and_no_file_over_500_lines_of_non_test_code() {
     let mut report = String::new();
     if !cycles.is_empty() {
         report += &format!(
-            "import cycles between files of src/ (each line: file:line -> file it imports, and the path):\n{cycles}"
+            "import cycles between source files (each line: file:line -> file it imports, and the path):\n{cycles}"
         );
     }
     if !oversized.is_empty() {
-        report += &format!("files of src/ with more than {MAX_LINES} lines of non-test code:\n");
+        report += &format!("source files with more than {MAX_LINES} lines of non-test code:\n");
         for (name, lines) in &oversized {
             report += &format!("  {name}: {lines} lines\n");
         }
@@ -971,8 +1003,8 @@ fn only_demo_and_the_emulator_subcommands_import_the_emulators() {
     let layout = layout();
     let runs_them = ["src/cli/demo.rs", "src/cli/sim.rs"];
     let wrong = layout.imports_between(
-        |f| !f.starts_with("src/sim/") && !runs_them.contains(&f),
-        |t| t.starts_with("src/sim/"),
+        |f| !f.starts_with("crates/emulators/") && !runs_them.contains(&f),
+        |t| t.starts_with("crates/emulators/"),
     );
     assert!(
         wrong.is_empty(),
@@ -988,7 +1020,9 @@ fn the_mapping_core_imports_natpmp_wire_only_in_its_natpmp_adapter() {
     let layout = layout();
     let wrong = layout.imports_between(
         |f| f.starts_with("src/mapping/") && f != "src/mapping/orchestrator.rs",
-        |t| t == "src/natpmp/wire.rs" || t.starts_with("src/natpmp/wire/"),
+        |t| {
+            t == "crates/codec/src/natpmp/wire.rs" || t.starts_with("crates/codec/src/natpmp/wire/")
+        },
     );
     assert!(
         wrong.is_empty(),
@@ -1010,7 +1044,7 @@ fn layout_of(files: &[(&str, &str)]) -> Layout {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let layout = Layout::read(&dir.join("src"));
+    let layout = Layout::read(&dir, &[("demo", "src"), ("demo_other", "other/src")]);
     let _ = std::fs::remove_dir_all(&dir);
     layout
 }
@@ -1044,6 +1078,24 @@ fn paths_resolve_to_the_deepest_module_file() {
             pair("src/b.rs", "src/a/mod.rs"),
             pair("src/b.rs", "src/a/wire.rs")
         ])
+    );
+}
+
+#[test]
+fn a_path_through_another_crates_name_is_an_import_of_its_file() {
+    let layout = layout_of(&[
+        ("src/lib.rs", "pub mod b;\n"),
+        (
+            "src/b.rs",
+            "use demo_other::codec::Word;\nuse tokio::net::UdpSocket;\n",
+        ),
+        ("other/src/lib.rs", "pub mod codec;\n"),
+        ("other/src/codec.rs", "pub struct Word;\n"),
+    ]);
+    assert_eq!(
+        edge_names(&layout),
+        BTreeSet::from([pair("src/b.rs", "other/src/codec.rs")]),
+        "a crate outside the layout (tokio) is no edge"
     );
 }
 

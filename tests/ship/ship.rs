@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::arm::Arch;
-use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -51,8 +51,8 @@ use crate::mapping::store::lease::RuleKind;
 use crate::mapping::store::ports::{parse_port_list, RouterView, TunnelScope};
 use crate::mapping::store::table::Hold;
 use crate::natpmp::upstream::Upstream;
-use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};
+use double_natpmp_codec::protocol::Protocol;
 
 /// What one reconcile pass found and did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -36,9 +36,9 @@ use crate::mapping::events::{Events, MappingEvent};
 use crate::mapping::router::epoch_watch::UpstreamEpochWatch;
 use crate::mapping::router::rule::{RuleComment, RuleKind};
 use crate::mapping::router::srcnat::{anchor, OutScope};
-use crate::natpmp::epoch::Epoch;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamMap};
 use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId, SrcNatRule};
+use double_natpmp_codec::natpmp::epoch::Epoch;
 
 /// How often a lost reply is looked up before the outcome is left to the reconciler.
 const SETTLE_TRIES: u32 = 3;

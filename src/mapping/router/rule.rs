@@ -35,8 +35,8 @@ use std::net::Ipv4Addr;
 
 use crate::mapping::config::MappingConfig;
 use crate::mapping::store::key::MappingKey;
-use crate::protocol::Protocol;
 use crate::routeros::api::{DstNatRule, RuleId, SrcNatRule};
+use double_natpmp_codec::protocol::Protocol;
 
 /// Which kind of router rule a lease owns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

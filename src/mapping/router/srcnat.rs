@@ -200,7 +200,7 @@ pub fn describe(rule: &NatRule) -> String {
 mod tests {
     use super::*;
     use crate::mapping::store::key::MappingKey;
-    use crate::protocol::Protocol;
+    use double_natpmp_codec::protocol::Protocol;
 
     fn srcnat(id: &str, pairs: &[(&str, &str)]) -> NatRule {
         let mut r = NatRule {

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::protocol::Protocol;
+use double_natpmp_codec::protocol::Protocol;
 
 /// The NAT-PMP identity of a mapping (C-29): retransmits and renewals of the same key are the
 /// same mapping, whatever external port they suggest.

@@ -246,7 +246,7 @@ mod tests {
         use Origin::*;
         let parent = MappingKey {
             client: std::net::Ipv4Addr::new(192, 168, 88, 20),
-            protocol: crate::protocol::Protocol::Tcp,
+            protocol: double_natpmp_codec::protocol::Protocol::Tcp,
             internal_port: 32400,
         };
         for made in [Api, Static] {

@@ -28,8 +28,8 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
-use crate::protocol::Protocol;
 use crate::routeros::api::{ListMember, NatRule, ServiceInfo};
+use double_natpmp_codec::protocol::Protocol;
 
 /// Preferred ports (suggested or internal) below this are not used as router ports.
 pub const MIN_PREFERRED_PORT: u16 = 1024;

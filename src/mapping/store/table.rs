@@ -32,7 +32,7 @@ use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{Lease, LeaseInfo};
 use crate::mapping::store::ports::{choose_port, slot, RouterView};
 use crate::mapping::store::slab::Leases;
-use crate::protocol::Protocol;
+use double_natpmp_codec::protocol::Protocol;
 
 /// Why a router port is held by us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

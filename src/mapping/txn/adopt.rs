@@ -34,8 +34,8 @@ use crate::mapping::router::rule::{wanted_rules, RuleComment, RuleOwner};
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router, RuleId};
+use double_natpmp_codec::protocol::Protocol;
 
 /// Upstream mappings made again at once after a restart.
 const PARALLEL: usize = 64;

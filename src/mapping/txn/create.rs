@@ -64,10 +64,10 @@ use crate::mapping::store::lease::{reply_lifetime, upstream_lifetime, Lease, Own
 use crate::mapping::store::table::Reservation;
 use crate::mapping::txn::patience::{make_rules, map_upstream, Patience, RuleSlot};
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError, UpstreamMap};
-use crate::protocol::Protocol;
 use crate::routeros::api::{Router, RuleId};
+use double_natpmp_codec::natpmp::result::ResultCode;
+use double_natpmp_codec::protocol::Protocol;
 
 /// What a create is asked to make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -50,10 +50,10 @@ use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{Lease, RuleKind};
 use crate::mapping::txn::twin::twin_key;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::protocol::Protocol;
 use crate::routeros::api::{NatRule, Router};
+use double_natpmp_codec::natpmp::result::ResultCode;
+use double_natpmp_codec::protocol::Protocol;
 
 /// The longest pause between two retries of a draining port's upstream delete.
 const DRAIN_MAX_PAUSE: Duration = Duration::from_secs(30);

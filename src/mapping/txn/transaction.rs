@@ -43,10 +43,10 @@ use crate::mapping::txn::patience::{map_upstream, Patience};
 use crate::mapping::txn::teardown::{delete, delete_all};
 use crate::mapping::txn::twin;
 use crate::natpmp::handler::MapReply;
-use crate::natpmp::result::ResultCode;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::protocol::Protocol;
 use crate::routeros::api::Router;
+use double_natpmp_codec::natpmp::result::ResultCode;
+use double_natpmp_codec::protocol::Protocol;
 
 /// Answers one command (never fails: a failure is a result code, C-17).
 pub async fn handle<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, command: Command) -> MapReply {

@@ -44,8 +44,8 @@ use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::Lease;
 use crate::mapping::txn::create::{create, Plan};
 use crate::natpmp::upstream::Upstream;
-use crate::protocol::Protocol;
 use crate::routeros::api::Router;
+use double_natpmp_codec::protocol::Protocol;
 
 /// The key of the UDP twin of the TCP mapping `parent`.
 pub fn twin_key(parent: MappingKey) -> MappingKey {

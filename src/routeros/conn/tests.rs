@@ -1,5 +1,7 @@
 use super::*;
-use crate::routeros::wire::{decode_sentence, encode_length, encode_sentence, MAX_WORD_LEN};
+use double_natpmp_codec::routeros::wire::{
+    decode_sentence, encode_length, encode_sentence, MAX_WORD_LEN,
+};
 use tokio::net::TcpListener;
 
 #[test]
@@ -162,7 +164,7 @@ async fn reply_sentence_over_the_size_cap_is_an_error_before_its_bytes_arrive_an
     let addr = fake_router(|_, tag| {
         let mut o = Vec::new();
         for w in ["!re".to_owned(), format!(".tag={tag}")] {
-            crate::routeros::wire::encode_word(w.as_bytes(), &mut o);
+            double_natpmp_codec::routeros::wire::encode_word(w.as_bytes(), &mut o);
         }
         encode_length(MAX_WORD_LEN, &mut o);
         o.resize(o.len() + MAX_WORD_LEN, b'a');

@@ -24,7 +24,7 @@
 //! `do=` runs on the versions it selects, `else=` on the others. A condition that mentions
 //! `$rosVersion` in any other way is a finding.
 
-use double_natpmp::sim::routeros::schema::{CommandTree, TreeVersion};
+use double_natpmp_emulators::routeros::schema::{CommandTree, TreeVersion};
 
 use super::rsc::{self, Cmd, Part, Word};
 use super::rust_source::ApiCommand;

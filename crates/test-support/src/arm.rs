@@ -4,8 +4,6 @@
 //! command runs). The registration has the `F` flag, so the ARM binaries run as they are, also
 //! in an empty root and inside containers.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 /// One ARM architecture the project ships.
@@ -66,10 +64,10 @@ impl Arch {
     /// registered. Under CI=true a missing one fails the test; locally it is a loud skip.
     pub fn available(self, test: &str, file: &Path, made_by: &str) -> bool {
         if !file.is_file() {
-            return super::skip::skip(test, &format!("needs {}: run {made_by}", file.display()));
+            return crate::skip::skip(test, &format!("needs {}: run {made_by}", file.display()));
         }
         if !self.runs_here() {
-            return super::skip::skip(
+            return crate::skip::skip(
                 test,
                 &format!(
                     "needs qemu-user for {} registered with binfmt_misc: run scripts/qemu-binfmt.sh",
@@ -82,5 +80,5 @@ impl Arch {
 }
 
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::repo_root()
 }

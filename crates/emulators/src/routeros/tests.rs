@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::routeros::wire::{decode_sentence, encode_sentence};
+use double_natpmp_codec::routeros::wire::{decode_sentence, encode_sentence};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::routeros::wire::{Reply, ReplyKind};
+use double_natpmp_codec::routeros::wire::{Reply, ReplyKind};
 
 /// An error the emulated router reports as `!trap =message=<text>` (then `!done`).
 /// The texts are the real ones where known (docs/routeros-api.md §2.1).

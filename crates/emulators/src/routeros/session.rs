@@ -18,7 +18,7 @@ use super::commands::{done, execute, route_row, Outcome};
 use super::config::SimUser;
 use super::state::{lock, take_armed, Shared};
 use super::trap::SimTrap;
-use crate::routeros::wire::{decode_sentence, Command, Reply};
+use double_natpmp_codec::routeros::wire::{decode_sentence, Command, Reply};
 
 /// How long one reply may take to write before the session is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -372,5 +372,5 @@ where
 }
 
 async fn sleep(d: Duration) {
-    crate::sim::delay::sleep(d).await;
+    crate::delay::sleep(d).await;
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use crate::natpmp::wire::ResultCode;
+use double_natpmp_codec::natpmp::wire::ResultCode;
 
 /// How the emulated gateway behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct GatewayConfig {
     /// Delay before each reply is sent.
     pub latency: Duration,
     /// How long the gateway has been up when the emulator starts: its epoch (SSSoE) starts
-    /// there, so a later [`lose_state`](crate::sim::gateway::Gateway::lose_state) is a visible
+    /// there, so a later [`lose_state`](crate::gateway::Gateway::lose_state) is a visible
     /// step back (RFC 6886 §3.6 allows 2 s of slack).
     pub up_for: Duration,
 }
@@ -47,7 +47,7 @@ impl Default for GatewayConfig {
 }
 
 /// What the gateway does with requests, set with
-/// [`Gateway::set_mode`](crate::sim::gateway::Gateway::set_mode).
+/// [`Gateway::set_mode`](crate::gateway::Gateway::set_mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Serve requests normally.

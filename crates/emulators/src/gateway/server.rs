@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::config::{GatewayConfig, Mode};
 use super::table::{GatewayMapping, MappingTable};
-use crate::natpmp::epoch::Epoch;
-use crate::natpmp::wire::{
+use double_natpmp_codec::natpmp::epoch::Epoch;
+use double_natpmp_codec::natpmp::wire::{
     encode_response, error_reply, parse_request, MapResponse, Request, Response, ResultCode,
     MAX_PACKET_LEN,
 };
@@ -333,7 +333,7 @@ fn handle(shared: &Arc<Shared>, socket: &Arc<UdpSocket>, packet: &[u8], from: So
         // A Weak handle: a delayed reply must not keep a closed (Unreachable) socket alive.
         let weak: Weak<UdpSocket> = Arc::downgrade(socket);
         tokio::spawn(async move {
-            crate::sim::delay::sleep(latency).await;
+            crate::delay::sleep(latency).await;
             if let Some(s) = weak.upgrade() {
                 send(&s, &reply, from);
             }

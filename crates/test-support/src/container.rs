@@ -12,32 +12,30 @@
 //! Without systemd podman logs that it cannot time health checks; the tests run them with
 //! `podman healthcheck run`.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::lab;
+use crate::lab;
 
 /// The options every container of the tests runs with, besides the README's own.
 pub const LOCKED_DOWN: [&str; 2] = ["--read-only", "--cap-drop=all"];
 
 /// The image file `scripts/image.sh` writes (a docker-archive, as RouterOS loads it).
 pub fn archive() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/image/double-natpmp-amd64.tar")
+    crate::repo_root().join("target/image/double-natpmp-amd64.tar")
 }
 
 /// The image's name in the archive (`scripts/image.sh` tags it with the crate version).
 pub fn image() -> String {
-    format!("localhost/double-natpmp:{}", env!("CARGO_PKG_VERSION"))
+    format!("localhost/double-natpmp:{}", double_natpmp::VERSION)
 }
 
 /// The static binary the image was built from (`scripts/static-build.sh`).
 pub fn static_binary() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/static/double-natpmp")
+    crate::repo_root().join("target/static/double-natpmp")
 }
 
 /// Whether this process can run the container tests: root and the namespace tools (see
@@ -66,7 +64,7 @@ pub fn available_with(test: &str, archive: &Path, made_by: &str) -> bool {
     } else {
         return true;
     };
-    super::skip::skip(test, &why)
+    crate::skip::skip(test, &why)
 }
 
 /// One podman with its own storage, configuration and locks, the image loaded. Dropping it

@@ -6,8 +6,6 @@
 //!
 //! Network safety: everything is bound to and sent to loopback only.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,13 +18,13 @@ use clap::Parser;
 use double_natpmp::config::DaemonArgs;
 use double_natpmp::daemon::{self, DaemonError, Running};
 use double_natpmp::mapping::MappingEvent;
-use double_natpmp::natpmp::wire::{
+use double_natpmp::shutdown::ShutdownTrigger;
+use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
     MAP_REQUEST_LEN, MAX_PACKET_LEN,
 };
-use double_natpmp::shutdown::ShutdownTrigger;
-use double_natpmp::sim::gateway::{Gateway, GatewayConfig};
-use double_natpmp::sim::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimRoute};
+use double_natpmp_emulators::gateway::{Gateway, GatewayConfig};
+use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig, SimNatRule, SimRoute};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request as HttpRequest, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -339,7 +337,7 @@ pub async fn get_json(addr: SocketAddr, path: &str, want: StatusCode) -> serde_j
 
 /// The Python with the `prometheus_client` package: the test command's `.venv`.
 pub fn metrics_parser() -> Option<std::path::PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let python = crate::repo_root().join(".venv/bin/python");
     let ok = Command::new(&python)
         .args(["-c", "import prometheus_client.openmetrics.parser"])
         .output()

@@ -1,8 +1,8 @@
 //! RouterOS API framing: words, sentences, commands and replies, without I/O.
 //!
-//! Shared by our client (`conn`) and our emulator (`sim::routeros`), so both speak exactly one
-//! encoding. A word is a 1..5-byte big-endian length prefix and that many bytes; a sentence is
-//! words ended by a zero-length word (docs/routeros-api.md §1.1, §1.2). The decoder never scans for
+//! Shared by the daemon's client and the RouterOS emulator, so both speak exactly one encoding.
+//! A word is a 1..5-byte big-endian length prefix and that many bytes; a sentence is words
+//! ended by a zero-length word (docs/routeros-api.md §1.1, §1.2). The decoder never scans for
 //! terminators: a 256-byte word's prefix `81 00` contains a zero byte.
 
 use thiserror::Error;

@@ -7,12 +7,12 @@
 //! a line appended to `target/tmp/skipped-tests.txt`, which the test command counts and prints
 //! at the end of the run.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 
 /// The file the skips of this run are recorded in (the test command empties it first).
-pub const RECORD: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped-tests.txt");
+pub fn record() -> std::path::PathBuf {
+    crate::target_tmp().join("skipped-tests.txt")
+}
 
 /// Skips `test` because of `why`: panics under `CI=true`, else records and announces the skip.
 /// Always returns `false`, so `if !available() { return; }` reads naturally.
@@ -24,7 +24,7 @@ pub fn skip(test: &str, why: &str) -> bool {
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(RECORD)
+        .open(record())
     {
         let _ = writeln!(f, "{test}: {why}");
     }

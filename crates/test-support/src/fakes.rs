@@ -3,24 +3,22 @@
 //! ProtonVPN-like gateway that counts exchanges and injects faults. Time is tokio's clock, so a
 //! test with a paused clock runs timeouts and lifetimes instantly and exactly.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use double_natpmp::mapping::{MappingConfig, Orchestrator};
-use double_natpmp::natpmp::epoch::Epoch;
 use double_natpmp::natpmp::handler::{MapHandler, MapReply};
 use double_natpmp::natpmp::upstream::{
     AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
 };
-use double_natpmp::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use double_natpmp::routeros::api::{
     DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterAddress, RouterError, RuleId,
     ServiceInfo, SrcNatRule,
 };
+use double_natpmp_codec::natpmp::epoch::Epoch;
+use double_natpmp_codec::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use tokio::time::Instant;
 
 pub const IFACE: &str = "wg-proton";

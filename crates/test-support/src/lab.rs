@@ -11,8 +11,6 @@
 //! kills every process it started and every process left in its namespaces, then deletes the
 //! namespaces (their veths and nft tables go with them), also when a test panics.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -77,7 +75,7 @@ pub fn available(test: &str) -> bool {
     } else {
         "needs ip, nft and natpmpc (see README: the test command installs them)"
     };
-    super::skip::skip(test, why)
+    crate::skip::skip(test, why)
 }
 
 /// The path of a program on PATH or in /usr/sbin.
@@ -618,10 +616,7 @@ pub fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration)
     }
 }
 
-/// The daemon binary built by cargo for this test run.
-pub fn daemon_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_double-natpmp")
-}
+pub use crate::daemon_bin;
 
 /// One empty network namespace with only loopback up, deleted (with every process in it) on
 /// drop: a private 127.0.0.1 where fixed ports such as 5351 are free.

@@ -1,11 +1,9 @@
 //! Traffic through the namespace lab: listeners on the LAN host, senders on the internet host,
 //! and what the two NAT layers hold (the router's and the gateway's nftables rules).
 
-#![allow(dead_code)]
-
 use std::time::{Duration, Instant};
 
-use super::lab::{self, Host, Lab, EXT_IP};
+use crate::lab::{self, Host, Lab, EXT_IP};
 
 /// The router's dst-nat rules (the mirror of the emulator's table).
 pub fn router_rules(lab: &Lab) -> Vec<String> {

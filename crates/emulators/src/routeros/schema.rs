@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use thiserror::Error;
 
 use super::trap::SimTrap;
-use crate::routeros::wire::Command;
+use double_natpmp_codec::routeros::wire::Command;
 
 /// The command trees, as made by `scripts/routeros-command-tree.py`.
 const DATA: &str = include_str!("command_tree.txt");

@@ -11,7 +11,7 @@ use super::state::{lock, Shared};
 use super::table::RuleChange;
 pub(crate) use super::trap::done;
 use super::trap::SimTrap;
-use crate::routeros::wire::{Command, Reply, ReplyKind};
+use double_natpmp_codec::routeros::wire::{Command, Reply, ReplyKind};
 
 /// What the session must do after a command.
 #[derive(Debug)]

@@ -2,6 +2,13 @@
 //! gateway that behaves like ProtonVPN's, and a RouterOS API server that follows the real wire
 //! protocol and reply texts. Both hold their replies for the injected latency with `delay`,
 //! exact to a tenth of a millisecond.
+//!
+//! A crate of its own so that the daemon's production code never reaches them: of the daemon
+//! only the `demo`, `sim-router` and `sim-gateway` subcommands use them (behind the daemon's
+//! `demo` feature, on by default), and the tests and benchmarks do.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod delay;
 pub mod gateway;

@@ -1,4 +1,4 @@
-//! The emulated gateway's mapping table and its rules (the module docs of `sim::gateway` list
+//! The emulated gateway's mapping table and its rules (the module docs of `emulators::gateway` list
 //! them): pure state, no socket; the caller passes the time.
 
 use std::collections::{HashMap, HashSet};
@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::GatewayConfig;
-use crate::natpmp::wire::{MapRequest, MapResponse, Protocol, ResultCode};
+use double_natpmp_codec::natpmp::wire::{MapRequest, MapResponse, Protocol, ResultCode};
 
 /// One mapping in the gateway's table, as
-/// [`Gateway::mappings`](crate::sim::gateway::Gateway::mappings) shows it.
+/// [`Gateway::mappings`](crate::gateway::Gateway::mappings) shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GatewayMapping {
     /// The peer's IP address.

@@ -1,0 +1,3 @@
+//! The RouterOS API's framing: words, sentences, commands and replies.
+
+pub mod wire;
