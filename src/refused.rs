@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use tracing::{info, warn};
 
-use crate::routeros::address::RouterAddress;
+use crate::mapping::router::seam::RouterAddress;
 
 /// Why a source is not a real client.
 #[derive(Clone, Debug, PartialEq, Eq)]

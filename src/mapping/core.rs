@@ -15,13 +15,13 @@ use tracing::{error, info, warn};
 use crate::mapping::config::MappingConfig;
 use crate::mapping::router::interface::{InterfaceProblem, Proof};
 use crate::mapping::router::layers::Layers;
+use crate::mapping::router::seam::ListMember;
 use crate::mapping::router::srcnat::OutScope;
 use crate::mapping::store::keylock::KeyLocks;
 use crate::mapping::store::limits::Limits;
 use crate::mapping::store::quota::QuotaHint;
 use crate::mapping::store::table::LeaseTable;
 use crate::refused::RefusedSources;
-use crate::routeros::api::ListMember;
 use crate::shutdown::ShutdownTrigger;
 
 /// Whether the in-interface may carry new rules, as of the last proof.

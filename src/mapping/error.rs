@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::mapping::router::seam::RouterError;
 use crate::natpmp::upstream::UpstreamError;
-use crate::routeros::error::RouterError;
 use double_natpmp_codec::natpmp::result::ResultCode;
 use double_natpmp_codec::protocol::Protocol;
 

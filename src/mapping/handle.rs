@@ -14,12 +14,12 @@ use crate::mapping::core::InterfaceState;
 use crate::mapping::events::MappingEvent;
 use crate::mapping::orchestrator::Orchestrator;
 use crate::mapping::request::Command;
+use crate::mapping::router::seam::Router;
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{Lease, LeaseInfo};
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::Upstream;
 use crate::refused::RefusedSources;
-use crate::routeros::api::Router;
 
 /// A reply that is on its way.
 type ReplyFuture = Pin<Box<dyn Future<Output = MapReply> + Send>>;

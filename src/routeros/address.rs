@@ -1,29 +1,10 @@
-//! One `/ip/address/print` row, as the daemon reads it (docs/routeros-api.md §2.5): the router's
-//! own addresses and their subnets, which are refused as clients (`crate::refused`).
-
-use std::net::Ipv4Addr;
+//! One `/ip/address/print` row read into the seam's [`RouterAddress`] (docs/routeros-api.md
+//! §2.5): the router's own addresses and their subnets, which are refused as clients
+//! (`crate::refused`).
 
 use super::nat::flag;
+use crate::mapping::router::seam::RouterAddress;
 use double_natpmp_codec::routeros::wire::Reply;
-
-/// One `/ip/address/print` row: an IPv4 address of the router and its subnet
-/// (docs/routeros-api.md §2.5).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouterAddress {
-    /// The address, from `address` (`a.b.c.d/nn`).
-    pub address: Ipv4Addr,
-    /// The prefix length, from `address`.
-    pub prefix: u8,
-    /// `interface`.
-    pub interface: String,
-    /// `disabled=true`: the router does not hold the address now.
-    pub disabled: bool,
-    /// `invalid=true`: configured, but not in use (shown for an address whose interface is
-    /// missing). Still the router's address.
-    pub invalid: bool,
-    /// `dynamic=true`: made by the router itself (a DHCP client, a PPP or VPN link).
-    pub dynamic: bool,
-}
 
 impl RouterAddress {
     /// Reads a row; `None` when `address` is missing or is not `a.b.c.d/nn` with nn ≤ 32.
@@ -39,24 +20,12 @@ impl RouterAddress {
             dynamic: flag(row, "dynamic"),
         })
     }
-
-    /// The subnet's network and broadcast addresses, when the subnet has them (a prefix of 30
-    /// or less: a /31 is a point-to-point pair, RFC 3021, and a /32 is the address alone).
-    pub fn network_and_broadcast(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
-        if self.prefix > 30 {
-            return None;
-        }
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
-        let network = u32::from(self.address) & mask;
-        Some((Ipv4Addr::from(network), Ipv4Addr::from(network | !mask)))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use double_natpmp_codec::routeros::wire::ReplyKind;
 
     #[test]

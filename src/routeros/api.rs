@@ -1,14 +1,17 @@
-//! Typed RouterOS operations the daemon needs, over the pooled connections.
+//! Typed RouterOS operations the daemon needs, over the pooled connections: [`RouterApi`],
+//! the RouterOS implementation of the mapping core's router seam ([`Router`]).
 
-use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-pub use super::address::RouterAddress;
 use super::conn::{ApiConfig, Response};
 pub use super::error::{trap_error, RouterError};
-pub use super::nat::{flag, DstNatRule, NatRule, RuleId, SrcNatRule, NAT_PROPLIST};
+use super::nat::{flag, NAT_PROPLIST};
 use super::pool::ApiPool;
+pub use crate::mapping::router::seam::{
+    DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterAddress, RuleId, ServiceInfo,
+    SrcNatRule,
+};
 use double_natpmp_codec::routeros::wire::{Command, Reply};
 
 /// What the router says about itself, for the start-up log.
@@ -20,116 +23,6 @@ pub struct RouterInfo {
     pub version: String,
     /// `/system/resource` board-name, if given.
     pub board: Option<String>,
-}
-
-/// One `/interface/print` row, as far as the daemon needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InterfaceInfo {
-    /// `name`.
-    pub name: String,
-    /// `type`, e.g. `wg`, `ovpn-out`, `ether` (docs/routeros-api.md, "Interface types").
-    pub kind: String,
-    /// `running=true`: the link is up.
-    pub running: bool,
-    /// `disabled=true`.
-    pub disabled: bool,
-}
-
-/// One `/ip/service/print` row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceInfo {
-    /// `name`, e.g. `api`, `winbox`.
-    pub name: String,
-    /// `port`.
-    pub port: u16,
-    /// `disabled=true`.
-    pub disabled: bool,
-}
-
-/// One `/interface/list/member/print` row: `interface` is a member of `list`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListMember {
-    /// `list`.
-    pub list: String,
-    /// `interface`.
-    pub interface: String,
-}
-
-/// What the daemon needs of the router. Implemented over the pool; tests may swap in a fake.
-pub trait Router: Send + Sync + 'static {
-    /// `/ip/firewall/nat/add chain=dstnat action=dst-nat …` in one command; returns the new id
-    /// from `!done =ret=`.
-    fn add_dstnat(
-        &self,
-        rule: &DstNatRule,
-    ) -> impl Future<Output = Result<RuleId, RouterError>> + Send;
-    /// `/ip/firewall/nat/remove =.id=…`; `NotFound` when it was already gone.
-    fn remove_rule(&self, id: &RuleId) -> impl Future<Output = Result<(), RouterError>> + Send;
-    /// `/ip/firewall/nat/set =.id=… =comment=…`; `NotFound` when it is gone.
-    fn set_comment(
-        &self,
-        id: &RuleId,
-        comment: &str,
-    ) -> impl Future<Output = Result<(), RouterError>> + Send;
-    /// Every rule of the `dstnat` chain, whatever its in-interface (with `.proplist`).
-    fn list_dstnat(&self) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
-    /// The same listing, each rule handed to `each` as it arrives, so thousands of rules are
-    /// never held at once; how many there were. By default, from [`Router::list_dstnat`].
-    fn scan_dstnat<F: FnMut(NatRule) + Send>(
-        &self,
-        mut each: F,
-    ) -> impl Future<Output = Result<usize, RouterError>> + Send {
-        async move {
-            let rules = self.list_dstnat().await?;
-            let count = rules.len();
-            rules.into_iter().for_each(&mut each);
-            Ok(count)
-        }
-    }
-    /// The dst-nat rules whose `dst-port` is exactly `dst_port` (`?chain=dstnat ?dst-port=…`):
-    /// the candidates among which a rule of ours is found by its comment, whatever its `.id`
-    /// is now.
-    fn find_dstnat(
-        &self,
-        dst_port: u16,
-    ) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
-    /// `/ip/firewall/nat/add chain=srcnat action=masquerade …` (placed before
-    /// `rule.place_before` when set) in one command; returns the new id from `!done =ret=`.
-    fn add_srcnat(
-        &self,
-        rule: &SrcNatRule,
-    ) -> impl Future<Output = Result<RuleId, RouterError>> + Send;
-    /// Every rule of the `srcnat` chain, in rule order (with `.proplist`).
-    fn list_srcnat(&self) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
-    /// The src-nat rules whose `to-ports` is exactly `to_port` (`?chain=srcnat ?to-ports=…`):
-    /// the candidates among which a src-nat rule of ours is found by its comment.
-    fn find_srcnat(
-        &self,
-        to_port: u16,
-    ) -> impl Future<Output = Result<Vec<NatRule>, RouterError>> + Send;
-    /// Every `/interface/list/member` row.
-    fn list_members(&self) -> impl Future<Output = Result<Vec<ListMember>, RouterError>> + Send;
-    /// Every `/ip/service` row.
-    fn services(&self) -> impl Future<Output = Result<Vec<ServiceInfo>, RouterError>> + Send;
-    /// The interface called `name`, or `None` when the router has none.
-    fn interface(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<InterfaceInfo>, RouterError>> + Send;
-    /// The interface the router would send traffic for `dst` out of
-    /// (`/ip/route/check =dst-ip=<dst> =once=`; needs the `test` policy).
-    fn route_interface(
-        &self,
-        dst: Ipv4Addr,
-    ) -> impl Future<Output = Result<String, RouterError>> + Send;
-    /// The IPv4 addresses configured on `interface` (`/ip/address/print ?interface=…`).
-    fn interface_addresses(
-        &self,
-        interface: &str,
-    ) -> impl Future<Output = Result<Vec<Ipv4Addr>, RouterError>> + Send;
-    /// Every `/ip/address` row: the router's own addresses on every interface, with their
-    /// subnets (the reconcile refuses them as clients, see [`crate::refused`]).
-    fn addresses(&self) -> impl Future<Output = Result<Vec<RouterAddress>, RouterError>> + Send;
 }
 
 /// The response, or the first `!trap` as a typed error.

@@ -8,5 +8,4 @@ pub mod conn;
 pub mod error;
 pub mod nat;
 pub mod pool;
-pub mod rule_id;
 pub mod tls;

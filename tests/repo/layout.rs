@@ -1031,6 +1031,23 @@ fn the_mapping_core_imports_natpmp_wire_only_in_its_natpmp_adapter() {
     );
 }
 
+/// The mapping core speaks to the router through its seam, in its own terms: of its files only
+/// the seam (`router/seam.rs`, which passes the router's error through) imports `crate::routeros`,
+/// the RouterOS implementation behind it.
+#[test]
+fn the_mapping_core_imports_routeros_only_in_its_router_seam() {
+    let layout = layout();
+    let wrong = layout.imports_between(
+        |f| f.starts_with("src/mapping/") && f != "src/mapping/router/seam.rs",
+        |t| t.starts_with("src/routeros/"),
+    );
+    assert!(
+        wrong.is_empty(),
+        "the mapping core imports RouterOS types outside its router seam:\n{}",
+        wrong.join("\n")
+    );
+}
+
 // ------------------------------------------------------------------ the checker's own tests
 
 /// The layout of a crate made of `files` (paths from the crate root), in a directory of its own.

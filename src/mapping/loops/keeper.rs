@@ -23,10 +23,10 @@ use tracing::{debug, info, warn};
 use crate::mapping::core::Core;
 use crate::mapping::events::MappingEvent;
 use crate::mapping::router::rule::{RuleComment, RuleKind};
+use crate::mapping::router::seam::Router;
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::reply_lifetime;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 
 /// Renewals running at once.
@@ -227,7 +227,7 @@ async fn record_external_port<R: Router, U: Upstream>(
     core: &Core<R, U>,
     key: MappingKey,
     comment: &RuleComment,
-    id: Option<&crate::routeros::api::RuleId>,
+    id: Option<&crate::mapping::router::seam::RuleId>,
     external_port: u16,
 ) {
     let Some(id) = id else { return };

@@ -45,13 +45,13 @@ use crate::mapping::events::MappingEvent;
 use crate::mapping::router::interface::prove;
 use crate::mapping::router::layers::Added;
 use crate::mapping::router::rule::{dst_nat_rule, src_nat_rule, wanted_rules, RuleOwner};
+use crate::mapping::router::seam::{NatRule, Router, RuleId};
 use crate::mapping::router::srcnat::{describe, shadowed, OutScope};
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::RuleKind;
 use crate::mapping::store::ports::{parse_port_list, RouterView, TunnelScope};
 use crate::mapping::store::table::Hold;
 use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::{NatRule, Router, RuleId};
 use double_natpmp_codec::protocol::Protocol;
 
 /// What one reconcile pass found and did.

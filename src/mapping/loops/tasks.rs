@@ -13,9 +13,9 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::MappingEvent;
 use crate::mapping::loops::reconcile;
+use crate::mapping::router::seam::Router;
 use crate::mapping::txn::teardown::expire;
 use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
 use crate::shutdown::Shutdown;
 
 /// The first retry after a failed reconcile pass (doubling, at most the interval).

@@ -17,9 +17,9 @@ use thiserror::Error;
 use crate::mapping::config::MappingConfig;
 use crate::mapping::error::MappingError;
 use crate::mapping::router::layers::Layers;
+use crate::mapping::router::seam::RouterError;
+use crate::mapping::router::seam::{Router, RouterAddress};
 use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::{Router, RouterAddress};
-use crate::routeros::error::RouterError;
 
 /// `/interface/print` types of the tunnels a VPN with NAT-PMP comes through: WireGuard and the
 /// client ends of OpenVPN, L2TP, SSTP and PPTP.

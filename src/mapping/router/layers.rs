@@ -35,9 +35,9 @@ use crate::mapping::error::MappingError;
 use crate::mapping::events::{Events, MappingEvent};
 use crate::mapping::router::epoch_watch::UpstreamEpochWatch;
 use crate::mapping::router::rule::{RuleComment, RuleKind};
+use crate::mapping::router::seam::{DstNatRule, NatRule, Router, RuleId, SrcNatRule};
 use crate::mapping::router::srcnat::{anchor, OutScope};
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamMap};
-use crate::routeros::api::{DstNatRule, NatRule, Router, RuleId, SrcNatRule};
 use double_natpmp_codec::natpmp::epoch::Epoch;
 
 /// How often a lost reply is looked up before the outcome is left to the reconciler.
@@ -97,7 +97,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
     pub async fn router_call<T>(
         &self,
         what: &'static str,
-        fut: impl Future<Output = Result<T, crate::routeros::api::RouterError>>,
+        fut: impl Future<Output = Result<T, crate::mapping::router::seam::RouterError>>,
     ) -> Result<T, MappingError> {
         let started = Instant::now();
         let result = match timeout(self.router_timeout, fut).await {
@@ -244,7 +244,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
         let Some(id) = &first.id else {
             return Err(MappingError::Router {
                 what: "look the rule up by its comment",
-                source: crate::routeros::api::RouterError::IncompleteReply {
+                source: crate::mapping::router::seam::RouterError::IncompleteReply {
                     command: "/ip/firewall/nat/print ?comment=".into(),
                     missing: ".id",
                 },

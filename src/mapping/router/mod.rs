@@ -2,6 +2,9 @@
 //! concept: the rules of ours and their place, and the bounds on every exchange with either
 //! layer.
 //!
+//! * [`seam`]: the router seam, the trait a router implements in the core's terms, with its
+//!   data: [`nat`] (the rules), [`facts`] (interfaces, services, lists, addresses) and
+//!   [`rule_id`] (a rule's opaque id).
 //! * [`layers`]: the router and the gateway under our bounds; rules found by comment, lost
 //!   replies settled at once.
 //! * [`epoch_watch`]: the upstream epoch watch (C-48), fed by every gateway reply the layers
@@ -12,7 +15,11 @@
 //!   before it (RFC 6886 §3.9, C-42).
 
 pub mod epoch_watch;
+pub mod facts;
 pub mod interface;
 pub mod layers;
+pub mod nat;
 pub mod rule;
+pub mod rule_id;
+pub mod seam;
 pub mod srcnat;

@@ -34,8 +34,8 @@
 use std::net::Ipv4Addr;
 
 use crate::mapping::config::MappingConfig;
+use crate::mapping::router::seam::{DstNatRule, RuleId, SrcNatRule};
 use crate::mapping::store::key::MappingKey;
-use crate::routeros::api::{DstNatRule, RuleId, SrcNatRule};
 use double_natpmp_codec::protocol::Protocol;
 
 /// Which kind of router rule a lease owns.

@@ -22,8 +22,8 @@ use std::net::Ipv4Addr;
 
 use crate::cidr::Cidr;
 use crate::mapping::router::rule::{RuleComment, RuleKind, RuleOwner};
+use crate::mapping::router::seam::{ListMember, NatRule, RuleId};
 use crate::mapping::store::ports::{parse_port_list, TunnelScope};
-use crate::routeros::api::{ListMember, NatRule, RuleId};
 
 /// Actions that do not end the chain: a rule with one of them never takes a packet away.
 const CONTINUING: &[&str] = &["passthrough", "log"];

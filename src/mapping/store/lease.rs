@@ -5,8 +5,8 @@ use tokio::time::Instant;
 
 use crate::mapping::router::rule::RuleComment;
 pub use crate::mapping::router::rule::RuleKind;
+use crate::mapping::router::seam::RuleId;
 pub use crate::mapping::store::key::MappingKey;
-use crate::routeros::api::RuleId;
 
 /// Where a mapping came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

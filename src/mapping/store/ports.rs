@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
-use crate::routeros::api::{ListMember, NatRule, ServiceInfo};
+use crate::mapping::router::seam::{ListMember, NatRule, ServiceInfo};
 use double_natpmp_codec::protocol::Protocol;
 
 /// Preferred ports (suggested or internal) below this are not used as router ports.

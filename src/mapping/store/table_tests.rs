@@ -1,6 +1,6 @@
 use super::*;
+use crate::mapping::router::seam::{NatRule, RuleId};
 use crate::mapping::store::lease::{Origin, OwnedRule, RuleKind};
-use crate::routeros::api::{NatRule, RuleId};
 
 fn key(port: u16) -> MappingKey {
     MappingKey {

@@ -31,10 +31,10 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::loops::keeper::next_renewal;
 use crate::mapping::router::rule::{wanted_rules, RuleComment, RuleOwner};
+use crate::mapping::router::seam::{NatRule, Router, RuleId};
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{reply_lifetime, Lease, Origin, OwnedRule, RuleKind};
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::routeros::api::{NatRule, Router, RuleId};
 use double_natpmp_codec::protocol::Protocol;
 
 /// Upstream mappings made again at once after a restart.

@@ -58,6 +58,7 @@ use crate::mapping::events::MappingEvent;
 use crate::mapping::loops::keeper::next_renewal;
 use crate::mapping::request::MappingRequest;
 use crate::mapping::router::rule::{wanted_rules, RuleComment, RuleKind};
+use crate::mapping::router::seam::{Router, RuleId};
 use crate::mapping::store::caps::{Caps, Refusal};
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
@@ -65,7 +66,6 @@ use crate::mapping::store::table::Reservation;
 use crate::mapping::txn::patience::{make_rules, map_upstream, Patience, RuleSlot};
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamError, UpstreamMap};
-use crate::routeros::api::{Router, RuleId};
 use double_natpmp_codec::natpmp::result::ResultCode;
 use double_natpmp_codec::protocol::Protocol;
 

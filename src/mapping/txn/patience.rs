@@ -29,8 +29,8 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::router::layers::Added;
 use crate::mapping::router::rule::{dst_nat_rule, src_nat_rule, RuleComment, RuleKind};
+use crate::mapping::router::seam::{Router, RuleId};
 use crate::natpmp::upstream::{MapGrant, Upstream, UpstreamMap};
-use crate::routeros::api::{Router, RuleId};
 
 /// One rule of a new mapping, as the attempts so far left it.
 pub(crate) struct RuleSlot {

@@ -46,12 +46,12 @@ use tracing::{debug, info, warn};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin, RemovalReason};
+use crate::mapping::router::seam::{NatRule, Router};
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{Lease, RuleKind};
 use crate::mapping::txn::twin::twin_key;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::routeros::api::{NatRule, Router};
 use double_natpmp_codec::natpmp::result::ResultCode;
 use double_natpmp_codec::protocol::Protocol;
 

@@ -36,6 +36,7 @@ use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::loops::keeper::next_renewal;
 use crate::mapping::request::{Command, MappingRequest};
+use crate::mapping::router::seam::Router;
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::{reply_lifetime, upstream_lifetime, Lease};
 use crate::mapping::txn::create::{create, Plan};
@@ -44,7 +45,6 @@ use crate::mapping::txn::teardown::{delete, delete_all};
 use crate::mapping::txn::twin;
 use crate::natpmp::handler::MapReply;
 use crate::natpmp::upstream::{Upstream, UpstreamMap};
-use crate::routeros::api::Router;
 use double_natpmp_codec::natpmp::result::ResultCode;
 use double_natpmp_codec::protocol::Protocol;
 

@@ -39,12 +39,12 @@ use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::Origin;
 use crate::mapping::request::MappingRequest;
+use crate::mapping::router::seam::Router;
 use crate::mapping::store::caps::Caps;
 use crate::mapping::store::key::MappingKey;
 use crate::mapping::store::lease::Lease;
 use crate::mapping::txn::create::{create, Plan};
 use crate::natpmp::upstream::Upstream;
-use crate::routeros::api::Router;
 use double_natpmp_codec::protocol::Protocol;
 
 /// The key of the UDP twin of the TCP mapping `parent`.
