@@ -14,8 +14,8 @@
 //! ([`value::MAX_PATIENCE`]), ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to 7d
 //! ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
 
-pub mod status;
-pub mod value;
+pub(crate) mod status;
+pub(crate) mod value;
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;

@@ -20,7 +20,7 @@ fn level(l: LogLevel) -> LevelFilter {
 }
 
 /// Installs the global subscriber. Calling it twice keeps the first one.
-pub fn init(log_level: LogLevel, format: LogFormat) {
+pub(crate) fn init(log_level: LogLevel, format: LogFormat) {
     // Our crate at the chosen level; dependencies at WARN unless debugging.
     let ours = level(log_level);
     let others = if log_level == LogLevel::Debug {

@@ -226,7 +226,7 @@ impl RefusedSources {
 /// found by connecting a UDP socket, which sends nothing; a router that cannot be resolved
 /// gives none. Loopback and unspecified addresses are left out: clients on this host's
 /// loopback are the demo's and the tests'.
-pub async fn daemon_addresses(listen: SocketAddr, router: &str) -> Vec<Ipv4Addr> {
+pub(crate) async fn daemon_addresses(listen: SocketAddr, router: &str) -> Vec<Ipv4Addr> {
     let mut own = Vec::new();
     if let SocketAddr::V4(v4) = listen {
         own.push(*v4.ip());

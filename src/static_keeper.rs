@@ -46,7 +46,7 @@ const RENEW_MIN: Duration = Duration::from_secs(1);
 
 /// What the keeper did, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct KeeperStats {
+pub(crate) struct KeeperStats {
     created: AtomicU64,
     create_failed: AtomicU64,
     renewed: AtomicU64,
@@ -56,7 +56,7 @@ pub struct KeeperStats {
 impl KeeperStats {
     /// `(result, count)` for each outcome: `created`, `create_failed`, `renewed`,
     /// `renew_failed`.
-    pub fn counts(&self) -> [(&'static str, u64); 4] {
+    pub(crate) fn counts(&self) -> [(&'static str, u64); 4] {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("created", load(&self.created)),
@@ -79,7 +79,10 @@ pub struct StaticRefused {
 
 /// Checks every static mapping's client against the sources that are not clients, as known
 /// at start (after the start reconcile read the router's addresses).
-pub fn check_clients(mapping: &MappingHandle, keys: &[MappingKey]) -> Result<(), StaticRefused> {
+pub(crate) fn check_clients(
+    mapping: &MappingHandle,
+    keys: &[MappingKey],
+) -> Result<(), StaticRefused> {
     for key in keys {
         if let Some(why) = mapping.refused().why(key.client) {
             return Err(StaticRefused {
@@ -99,7 +102,7 @@ struct Slot {
 
 /// Starts keeping `keys` alive, asking for `lifetime` seconds each time; stops when `shutdown`
 /// fires.
-pub fn spawn(
+pub(crate) fn spawn(
     mapping: MappingHandle,
     keys: Vec<MappingKey>,
     lifetime: u32,

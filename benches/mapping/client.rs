@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use double_natpmp::routeros::api::RouterApi;
-use double_natpmp::routeros::conn::{ApiConfig, Password};
+use double_natpmp::RouterApi;
+use double_natpmp::{ApiConfig, Password};
 use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, MapRequest, Protocol, Request, Response, ResultCode,
     MAP_REQUEST_LEN, MAX_PACKET_LEN,

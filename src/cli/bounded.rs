@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::routeros::api::RouterError;
 
 /// Bounds a router call on top of the client's own timeouts, so no step can hang.
-pub async fn bounded<T>(
+pub(super) async fn bounded<T>(
     limit: Duration,
     address: &str,
     what: &str,

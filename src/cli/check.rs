@@ -73,7 +73,7 @@ impl Report {
 }
 
 /// Runs `check`.
-pub async fn run(args: CheckArgs) -> ExitCode {
+pub(crate) async fn run(args: CheckArgs) -> ExitCode {
     let mut report = Report::default();
     run_steps(&args.daemon, &mut report).await;
     if report.failed {

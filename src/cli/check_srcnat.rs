@@ -13,7 +13,7 @@ use crate::routeros::api::{Router, RouterApi, RouterError};
 
 /// What the step found: one line of the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// `OK   <text>`.
     Ok(String),
     /// `FAIL <what>: <error>. Fix: <fix>`.
@@ -28,10 +28,10 @@ pub enum Verdict {
 }
 
 /// The step's name in the report.
-pub const WHAT: &str = "src-nat order (UDP_SRCNAT)";
+pub(crate) const WHAT: &str = "src-nat order (UDP_SRCNAT)";
 
 /// Checks the `srcnat` chain for `in_interface`, with UDP_SRCNAT `on` or off.
-pub async fn srcnat_order(
+pub(crate) async fn srcnat_order(
     router: &RouterApi,
     in_interface: &str,
     on: bool,

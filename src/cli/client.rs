@@ -70,7 +70,7 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 }
 
 /// Runs `client`.
-pub async fn run(args: ClientArgs) -> ExitCode {
+pub(crate) async fn run(args: ClientArgs) -> ExitCode {
     let gateway = match args.gateway {
         Some(g) => g,
         None => match std::fs::read_to_string("/proc/net/route")
@@ -284,7 +284,7 @@ fn result_hint(result: ResultCode) -> &'static str {
 
 /// The default gateway in the text of `/proc/net/route`: the first route to 0.0.0.0/0 that is
 /// up and has a gateway. The kernel prints addresses as host-order hex (little-endian here).
-pub fn default_gateway(proc_net_route: &str) -> Option<Ipv4Addr> {
+pub(crate) fn default_gateway(proc_net_route: &str) -> Option<Ipv4Addr> {
     const RTF_UP: u32 = 0x1;
     const RTF_GATEWAY: u32 = 0x2;
     proc_net_route.lines().skip(1).find_map(|line| {

@@ -29,7 +29,7 @@ const EXIT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 
 /// Why the demo could not run.
 #[derive(Debug, Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// An emulator could not start.
     #[error("cannot start the {what} emulator: {source}")]
     Emulator {
@@ -83,7 +83,7 @@ fn describe_rule(fields: &BTreeMap<String, String>) -> String {
 }
 
 /// Runs the demo until Ctrl-C (or `--duration`).
-pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
+pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let loopback: SocketAddr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut router_config = RouterSimConfig::default();
     // The route /ip/route/check finds toward the emulated gateway on 127.0.0.1.

@@ -7,11 +7,11 @@ use crate::routeros::error::TlsProblem;
 use double_natpmp_codec::natpmp::wire::ResultCode;
 
 /// The fix for the group's policies, as a RouterOS command.
-pub const POLICY_COMMAND: &str =
+pub(crate) const POLICY_COMMAND: &str =
     "/user group set <group of MIKROTIK_API_USER> policy=read,write,api,test";
 
 /// What to do about a router error.
-pub fn router_fix(e: &RouterError) -> String {
+pub(crate) fn router_fix(e: &RouterError) -> String {
     match e {
         RouterError::LoginRefused { .. } => format!(
             "check MIKROTIK_API_USER and MIKROTIK_API_PASSWORD against the router's /user list; the user's group also needs the 'api' policy ({POLICY_COMMAND})"
@@ -54,7 +54,7 @@ fn tls_fix(kind: TlsProblem) -> &'static str {
 }
 
 /// What to do when the upstream gateway does not answer as it should.
-pub fn upstream_fix(e: &UpstreamError) -> String {
+pub(crate) fn upstream_fix(e: &UpstreamError) -> String {
     match e {
         UpstreamError::Refused { .. } => "the gateway refuses NAT-PMP: enable port forwarding (NAT-PMP) for this VPN connection at the provider (ProtonVPN: a WireGuard config with NAT-PMP on, or the +pmp OpenVPN user name); also check VPN_GATEWAY".to_owned(),
         UpstreamError::Timeout { gateway, .. } => format!("no answer: check the route to the gateway through the VPN interface (/ip route check dst-ip={} once) and the srcnat masquerade of the container's traffic out the VPN interface (routeros/03-firewall.rsc); also check that port forwarding is enabled at the VPN provider", gateway.ip()),

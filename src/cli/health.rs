@@ -24,7 +24,7 @@ use crate::config::value::{loopback_if_unspecified, parse_listen_addr, parse_tim
 use double_natpmp_codec::natpmp::wire::ResultCode;
 
 /// The probe's opcode: one NAT-PMP does not define, answered with result 5 (C-16).
-pub const PROBE_OPCODE: u8 = 127;
+pub(crate) const PROBE_OPCODE: u8 = 127;
 /// The probe's length: version, opcode, two zero bytes, an 8-byte nonce.
 const PROBE_LEN: usize = 12;
 /// The first retransmission interval; it doubles after each try (as RFC 6886 §3.1 asks).
@@ -32,7 +32,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 
 /// Why the daemon did not answer the probe.
 #[derive(Debug, Error)]
-pub enum HealthError {
+pub(crate) enum HealthError {
     /// ICMP port unreachable: nothing listens.
     #[error("nothing listens for NAT-PMP at {target}: is the daemon running, and is LISTEN_ADDR the same as the daemon's?")]
     Refused {
@@ -70,7 +70,7 @@ pub struct HealthArgs {
 }
 
 /// Where to send the probe: LISTEN_ADDR, with an unspecified address replaced by 127.0.0.1.
-pub fn probe_target(listen: SocketAddr) -> Option<SocketAddrV4> {
+pub(crate) fn probe_target(listen: SocketAddr) -> Option<SocketAddrV4> {
     if listen.is_ipv6() {
         return None;
     }
@@ -81,7 +81,7 @@ pub fn probe_target(listen: SocketAddr) -> Option<SocketAddrV4> {
 }
 
 /// The probe with `nonce`.
-pub fn probe_packet(nonce: u64) -> [u8; PROBE_LEN] {
+pub(crate) fn probe_packet(nonce: u64) -> [u8; PROBE_LEN] {
     let mut p = [0u8; PROBE_LEN];
     p[1] = PROBE_OPCODE;
     p[4..].copy_from_slice(&nonce.to_be_bytes());
@@ -90,7 +90,7 @@ pub fn probe_packet(nonce: u64) -> [u8; PROBE_LEN] {
 
 /// Whether `reply` is the daemon's answer to `probe`: the probe echoed with the reply bit set
 /// and result 5 (C-16).
-pub fn is_echo(reply: &[u8], probe: &[u8; PROBE_LEN]) -> bool {
+pub(crate) fn is_echo(reply: &[u8], probe: &[u8; PROBE_LEN]) -> bool {
     reply.len() == PROBE_LEN
         && reply[0] == 0
         && reply[1] == PROBE_OPCODE | 0x80
@@ -109,7 +109,7 @@ fn nonce() -> u64 {
 
 /// Sends the probe to `target` and waits up to `budget` for its echo, retransmitting after
 /// 250 ms, then 500 ms, doubling.
-pub async fn probe(target: SocketAddrV4, budget: Duration) -> Result<(), HealthError> {
+pub(crate) async fn probe(target: SocketAddrV4, budget: Duration) -> Result<(), HealthError> {
     let io = |source| HealthError::Io { target, source };
     let local: SocketAddr = if target.ip().is_loopback() {
         (std::net::Ipv4Addr::LOCALHOST, 0).into()
@@ -150,7 +150,7 @@ pub async fn probe(target: SocketAddrV4, budget: Duration) -> Result<(), HealthE
 }
 
 /// Runs `health`.
-pub async fn run(args: HealthArgs) -> ExitCode {
+pub(crate) async fn run(args: HealthArgs) -> ExitCode {
     let Some(target) = probe_target(args.listen_addr) else {
         println!("unhealthy: LISTEN_ADDR={} is not IPv4", args.listen_addr);
         return ExitCode::FAILURE;

@@ -9,7 +9,7 @@ use double_natpmp_emulators::gateway::{Gateway, GatewayConfig, GatewayMapping};
 use double_natpmp_emulators::routeros::{NftMirror, RouterSim, RouterSimConfig, SimRoute, SimUser};
 
 /// Runs the gateway emulator until `stop` fires.
-pub async fn gateway(args: SimGatewayArgs, mut stop: Shutdown) -> std::io::Result<()> {
+pub(crate) async fn gateway(args: SimGatewayArgs, mut stop: Shutdown) -> std::io::Result<()> {
     let config = GatewayConfig {
         external_address: args.external_address,
         max_lifetime: args.max_lifetime,
@@ -66,7 +66,7 @@ async fn log_mapping_changes(gw: &Gateway) {
 }
 
 /// Runs the RouterOS emulator until `stop` fires.
-pub async fn router(args: SimRouterArgs, mut stop: Shutdown) -> std::io::Result<()> {
+pub(crate) async fn router(args: SimRouterArgs, mut stop: Shutdown) -> std::io::Result<()> {
     let policies: Vec<&str> = args.policies.split(',').map(str::trim).collect();
     // `--interface name[:type]`: the type /interface/print reports (e.g. `rtr-v:wg`).
     let mut names = Vec::new();

@@ -92,7 +92,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// Runs `status`.
-pub async fn run(args: StatusCmdArgs) -> ExitCode {
+pub(crate) async fn run(args: StatusCmdArgs) -> ExitCode {
     let Some(addr) = args.status_addr else {
         println!("the status server is off: start the daemon with STATUS_ADDR set (for example STATUS_ADDR=:8080), then run `STATUS_ADDR=:8080 double-natpmp status` (or --status-addr)");
         return ExitCode::FAILURE;

@@ -107,7 +107,7 @@ impl std::fmt::Debug for WebhookUrl {
 /// A URL as logs may show it: scheme, host and port, then `/***` in place of the path and the
 /// query (which may hold a secret, like a Home Assistant webhook id). A user name or password
 /// before the host is left out too.
-pub fn redact_url(uri: &Uri) -> String {
+pub(crate) fn redact_url(uri: &Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("http");
     let host = uri.host().unwrap_or_default();
     match uri.port_u16() {
@@ -126,11 +126,11 @@ pub struct StatusHostnames(pub Vec<String>);
 pub struct StaticMappings(pub Vec<MappingKey>);
 
 /// The longest pause between two webhook tries.
-pub const MAX_WEBHOOK_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const MAX_WEBHOOK_BACKOFF: Duration = Duration::from_secs(60);
 
 /// `STATUS_ADDR`: `:port`, `ip:port` or `[v6]:port`; a port must be given (there is no
 /// standard one).
-pub fn parse_status_addr(s: &str) -> Result<SocketAddr, Expected> {
+pub(crate) fn parse_status_addr(s: &str) -> Result<SocketAddr, Expected> {
     let want = "expected [ip]:port such as :8080 or 192.168.88.250:8080";
     let s = s.trim();
     if std::net::IpAddr::from_str(s).is_ok() {
@@ -140,16 +140,16 @@ pub fn parse_status_addr(s: &str) -> Result<SocketAddr, Expected> {
 }
 
 /// The longest STATUS_CONNECTION_TIMEOUT: an hour.
-pub const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `STATUS_CONNECTION_TIMEOUT`: 1 s to 1 h.
-pub fn parse_connection_timeout(s: &str) -> Result<Duration, Expected> {
+pub(crate) fn parse_connection_timeout(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, Duration::from_secs(1), MAX_CONNECTION_TIMEOUT)
 }
 
 /// `STATUS_HOSTNAMES`: host names or IP addresses, comma-separated, without ports; empty means
 /// none. Names are kept in lower case without a trailing dot, addresses in canonical text.
-pub fn parse_hostnames(s: &str) -> Result<StatusHostnames, Expected> {
+pub(crate) fn parse_hostnames(s: &str) -> Result<StatusHostnames, Expected> {
     let want = "expected host names or IP addresses without a port, comma-separated, such as natpmp.lan,192.168.88.250";
     let mut names: Vec<String> = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -177,12 +177,12 @@ fn is_dns_name(s: &str) -> bool {
 }
 
 /// `WEBHOOK_BACKOFF`: 1 ms to 1 minute.
-pub fn parse_backoff(s: &str) -> Result<Duration, Expected> {
+pub(crate) fn parse_backoff(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, MIN_TIMEOUT, MAX_WEBHOOK_BACKOFF)
 }
 
 /// `WEBHOOK_URL`: `http://host[:port]/path`; https is refused (no TLS client for it here).
-pub fn parse_webhook_url(s: &str) -> Result<WebhookUrl, Expected> {
+pub(crate) fn parse_webhook_url(s: &str) -> Result<WebhookUrl, Expected> {
     let want = "expected an http:// URL such as http://192.168.88.5:8123/api/webhook/natpmp (https is not supported: point it at a local receiver or a TLS proxy)";
     let uri = Uri::from_str(s.trim()).map_err(|_| Expected(want.to_owned()))?;
     let http = uri.scheme_str() == Some("http");
@@ -194,11 +194,11 @@ pub fn parse_webhook_url(s: &str) -> Result<WebhookUrl, Expected> {
 }
 
 /// Shortest API token accepted: a shorter one could be guessed.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 /// `API_TOKEN`: at least [`MIN_TOKEN_LEN`] characters, without spaces or control characters.
 /// The error never repeats the value.
-pub fn parse_token(s: &str) -> Result<Password, Expected> {
+pub(crate) fn parse_token(s: &str) -> Result<Password, Expected> {
     let s = s.trim();
     if s.chars().count() < MIN_TOKEN_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Expected(format!(
@@ -209,7 +209,7 @@ pub fn parse_token(s: &str) -> Result<Password, Expected> {
 }
 
 /// `STATIC_MAPPINGS`: `protocol:client:port` items, comma-separated; empty means none.
-pub fn parse_static_mappings(s: &str) -> Result<StaticMappings, Expected> {
+pub(crate) fn parse_static_mappings(s: &str) -> Result<StaticMappings, Expected> {
     let want = "expected protocol:client:port items, comma-separated, such as tcp:192.168.88.20:32400,udp:192.168.88.20:32400 (port 1 to 65535)";
     let mut keys: Vec<MappingKey> = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {

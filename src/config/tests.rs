@@ -150,6 +150,23 @@ fn durations_are_shown_in_their_largest_exact_unit() {
 }
 
 #[test]
+fn fingerprint_parses_with_and_without_colons_in_either_case() {
+    // Moved from routeros/tls.rs, whose copy of this parser nothing used.
+    let plain = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+    let colons = plain
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let a = parse_fingerprint(plain).unwrap();
+    assert_eq!(a, parse_fingerprint(&colons).unwrap());
+    assert_eq!(a.0[0], 0x00);
+    assert_eq!(a.0[31], 0xFF);
+    assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+}
+
+#[test]
 fn fingerprint_with_colons() {
     let hex = "AB:".repeat(31) + "AB";
     assert_eq!(parse_fingerprint(&hex), Ok(Fingerprint([0xAB; 32])));

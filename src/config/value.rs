@@ -17,20 +17,20 @@ use thiserror::Error;
 use crate::routeros::conn::Password;
 
 /// Default NAT-PMP port of the upstream gateway and of our listener.
-pub const NATPMP_PORT: u16 = 5351;
+pub(crate) const NATPMP_PORT: u16 = 5351;
 
 /// Longest timeout (MIKROTIK_API_TIMEOUT, UPSTREAM_TIMEOUT, UPSTREAM_RETRY, SHUTDOWN_TIMEOUT,
 /// EXPIRY_GRACE, and the subcommands' `--timeout`): one day.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Shortest timeout: 1 ms (zero cannot work).
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// Shortest interval of a periodic task (ADDRESS_REFRESH, RECONCILE_INTERVAL): one second;
 /// asking the router or the gateway more often helps nobody.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest interval of a periodic task: one week.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest MAX_LIFETIME, in seconds: one week.
-pub const MAX_LIFETIME_LIMIT: u32 = 7 * 24 * 3600;
+pub(crate) const MAX_LIFETIME_LIMIT: u32 = 7 * 24 * 3600;
 
 /// Log verbosity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,7 @@ pub struct Fingerprint(pub [u8; 32]);
 /// A value that does not parse; the text is what is expected.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{0}")]
-pub struct Expected(pub String);
+pub(crate) struct Expected(pub String);
 
 fn expected(s: &str) -> Expected {
     Expected(s.to_owned())
@@ -102,7 +102,7 @@ fn expected(s: &str) -> Expected {
 
 /// `VPN_GATEWAY`: IPv4 with an optional port (default 5351); a unicast address and a port
 /// other than 0.
-pub fn parse_gateway(s: &str) -> Result<SocketAddrV4, Expected> {
+pub(crate) fn parse_gateway(s: &str) -> Result<SocketAddrV4, Expected> {
     let want = "expected the gateway's IPv4 address such as 10.2.0.1, optionally with :port";
     let s = s.trim();
     let addr = match Ipv4Addr::from_str(s) {
@@ -117,7 +117,7 @@ pub fn parse_gateway(s: &str) -> Result<SocketAddrV4, Expected> {
 }
 
 /// `MIKROTIK_API_ADDRESS`: `host`, `host:port`, `[v6]:port` or a bare IPv6 address; port not 0.
-pub fn parse_host_port(s: &str) -> Result<HostPort, Expected> {
+pub(crate) fn parse_host_port(s: &str) -> Result<HostPort, Expected> {
     let want = "expected host[:port], such as 172.30.254.1:8728 or router.lan";
     let s = s.trim();
     if s.is_empty() {
@@ -164,7 +164,7 @@ pub fn parse_host_port(s: &str) -> Result<HostPort, Expected> {
 
 /// `LISTEN_ADDR` of `health`: `:port` (all IPv4 addresses, as the original tool took it),
 /// `ip:port` or `ip`.
-pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
+pub(crate) fn parse_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
     let want = "expected [ip]:port such as :5351 or 192.168.88.250:5351";
     let s = s.trim();
     if let Some(port) = s.strip_prefix(':') {
@@ -181,7 +181,7 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
 
 /// The daemon's `LISTEN_ADDR`: as [`parse_listen_addr`], IPv4 only (NAT-PMP is IPv4; an IPv6
 /// socket would see every client as a foreign address and drop it).
-pub fn parse_natpmp_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
+pub(crate) fn parse_natpmp_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
     let want =
         "expected an IPv4 [ip]:port such as :5351 or 192.168.88.250:5351 (NAT-PMP is IPv4 only)";
     match parse_listen_addr(s) {
@@ -192,7 +192,7 @@ pub fn parse_natpmp_listen_addr(s: &str) -> Result<SocketAddr, Expected> {
 
 /// The address to reach a socket bound to `addr` from this host: an unspecified address
 /// (`0.0.0.0` or `::`) replaced by 127.0.0.1, any other left as it is.
-pub fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
     } else {
@@ -201,7 +201,7 @@ pub fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
 }
 
 /// `LOG_LEVEL`: DEBUG, INFO, WARN (or WARNING), ERROR, any case; TRACE counts as DEBUG.
-pub fn parse_log_level(s: &str) -> Result<LogLevel, Expected> {
+pub(crate) fn parse_log_level(s: &str) -> Result<LogLevel, Expected> {
     match s.trim().to_ascii_lowercase().as_str() {
         "trace" | "debug" => Ok(LogLevel::Debug),
         "info" => Ok(LogLevel::Info),
@@ -212,7 +212,7 @@ pub fn parse_log_level(s: &str) -> Result<LogLevel, Expected> {
 }
 
 /// Booleans: true/false, yes/no, 1/0, on/off (any case).
-pub fn parse_bool(s: &str) -> Result<bool, Expected> {
+pub(crate) fn parse_bool(s: &str) -> Result<bool, Expected> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" | "on" => Ok(true),
         "false" | "no" | "0" | "off" | "" => Ok(false),
@@ -225,7 +225,7 @@ const DURATION_FORMS: &str = "such as 250ms, 2s, 10m, 1h or 1d (a bare number me
 /// Durations: `250ms`, `2s`, `10m`, `1h`, `1d`, or a bare number of seconds. A value too large
 /// for a [`Duration`] is refused, not saturated; the settings' own bounds come on top
 /// ([`parse_timeout`], [`parse_grace`], [`parse_interval`]).
-pub fn parse_duration(s: &str) -> Result<Duration, Expected> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, Expected> {
     let want = format!("expected a duration {DURATION_FORMS}");
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -244,7 +244,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, Expected> {
 }
 
 /// A duration within `min..=max`.
-pub fn parse_duration_within(s: &str, min: Duration, max: Duration) -> Result<Duration, Expected> {
+pub(crate) fn parse_duration_within(
+    s: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, Expected> {
     let out_of_range = || {
         Expected(format!(
             "expected a duration from {} to {}, {DURATION_FORMS}",
@@ -260,30 +264,30 @@ pub fn parse_duration_within(s: &str, min: Duration, max: Duration) -> Result<Du
 }
 
 /// A timeout: 1 ms to 1 day.
-pub fn parse_timeout(s: &str) -> Result<Duration, Expected> {
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, MIN_TIMEOUT, MAX_TIMEOUT)
 }
 
 /// A grace period: 0 to 1 day.
-pub fn parse_grace(s: &str) -> Result<Duration, Expected> {
+pub(crate) fn parse_grace(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, Duration::ZERO, MAX_TIMEOUT)
 }
 
 /// The longest CREATE_PATIENCE: a minute (a client gives up long before).
-pub const MAX_PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const MAX_PATIENCE: Duration = Duration::from_secs(60);
 
 /// CREATE_PATIENCE: 0 to 1 minute.
-pub fn parse_patience(s: &str) -> Result<Duration, Expected> {
+pub(crate) fn parse_patience(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, Duration::ZERO, MAX_PATIENCE)
 }
 
 /// The interval of a periodic task: 1 s to 1 week.
-pub fn parse_interval(s: &str) -> Result<Duration, Expected> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, Expected> {
     parse_duration_within(s, MIN_INTERVAL, MAX_INTERVAL)
 }
 
 /// A duration in the largest unit that shows it exactly (`1d`, `10m`, `250ms`).
-pub fn show_duration(d: Duration) -> String {
+pub(crate) fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         return "0s".to_owned();
@@ -302,7 +306,7 @@ pub fn show_duration(d: Duration) -> String {
 }
 
 /// A SHA-256 fingerprint in hex, with or without colons.
-pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, Expected> {
+pub(crate) fn parse_fingerprint(s: &str) -> Result<Fingerprint, Expected> {
     let want = "expected a SHA-256 fingerprint: 64 hex digits, colons allowed";
     let hex: Vec<u8> = s
         .trim()
@@ -321,7 +325,7 @@ pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, Expected> {
 }
 
 /// MIKROTIK_API_TLS_SERVER_NAME: a DNS name or an IP address, as the certificate names it.
-pub fn parse_server_name(s: &str) -> Result<String, Expected> {
+pub(crate) fn parse_server_name(s: &str) -> Result<String, Expected> {
     let s = s.trim();
     match ServerName::try_from(s) {
         Ok(_) => Ok(s.to_owned()),
@@ -332,7 +336,7 @@ pub fn parse_server_name(s: &str) -> Result<String, Expected> {
 }
 
 /// A name that must not be empty (MIKROTIK_API_USER, MIKROTIK_IN_INTERFACE).
-pub fn parse_name(s: &str) -> Result<String, Expected> {
+pub(crate) fn parse_name(s: &str) -> Result<String, Expected> {
     let s = s.trim();
     if s.is_empty() {
         return Err(expected("expected a name, not an empty value"));
@@ -341,6 +345,6 @@ pub fn parse_name(s: &str) -> Result<String, Expected> {
 }
 
 /// A password, kept in a type whose `Debug` and `Display` never show it.
-pub fn parse_password(s: &str) -> Result<Password, Expected> {
+pub(crate) fn parse_password(s: &str) -> Result<Password, Expected> {
     Ok(Password::new(s))
 }

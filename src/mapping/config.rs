@@ -11,18 +11,18 @@ use crate::mapping::store::limits::LimitsConfig;
 
 /// Default router port range for R when neither the suggested nor the internal port is free:
 /// high ports, away from the well-known and registered ranges most LAN services use.
-pub const DEFAULT_ROUTER_PORTS: RangeInclusive<u16> = 40000..=65000;
+pub(crate) const DEFAULT_ROUTER_PORTS: RangeInclusive<u16> = 40000..=65000;
 /// Default cap on any lifetime we grant (seconds).
-pub const DEFAULT_MAX_LIFETIME: u32 = 3600;
+pub(crate) const DEFAULT_MAX_LIFETIME: u32 = 3600;
 /// Default interval between reconcile passes.
-pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 /// Default CREATE_PATIENCE: how long a new mapping keeps trying through transient failures.
 /// libtorrent (qBittorrent, Deluge) sends a request up to 9 times, 250 ms × n apart, and gives
 /// up about 11.25 s after its first send, then waits two hours: 9 s answers well inside that.
-pub const DEFAULT_CREATE_PATIENCE: Duration = Duration::from_secs(9);
+pub(crate) const DEFAULT_CREATE_PATIENCE: Duration = Duration::from_secs(9);
 /// The longest any duration setting may be: longer ones could overflow deadline arithmetic,
 /// and no router owner means a week-long timeout.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What the orchestrator needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]

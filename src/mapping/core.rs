@@ -38,14 +38,14 @@ pub enum InterfaceState {
 /// Counts background work (undo after an uncertain failure, draining ports) so a stop or a
 /// test can wait for it to finish.
 #[derive(Debug, Default)]
-pub struct Background {
+pub(crate) struct Background {
     running: AtomicUsize,
     idle: Notify,
 }
 
 impl Background {
     /// Runs `work` in the background, counted.
-    pub fn spawn(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
         self.running.fetch_add(1, Ordering::SeqCst);
         let me = Arc::clone(self);
         tokio::spawn(async move {
@@ -64,7 +64,7 @@ impl Background {
     }
 
     /// Resolves once no background work is running.
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         loop {
             let idle = self.idle.notified();
             if self.running.load(Ordering::SeqCst) == 0 {
@@ -76,7 +76,7 @@ impl Background {
 }
 
 /// The shared state of the mapping core.
-pub struct Core<R, U> {
+pub(crate) struct Core<R, U> {
     /// The router and the gateway under our bounds.
     pub layers: Layers<R, U>,
     /// The only store of leases and router-port holds.
@@ -114,7 +114,7 @@ pub struct Core<R, U> {
 
 impl<R, U> Core<R, U> {
     /// The shared state, with nothing proven and nothing running.
-    pub fn new(layers: Layers<R, U>, config: MappingConfig) -> Core<R, U> {
+    pub(crate) fn new(layers: Layers<R, U>, config: MappingConfig) -> Core<R, U> {
         let (stop, _) = ShutdownTrigger::new();
         // A gateway on loopback is an emulator on this host (the demo, tests), whose clients
         // share its address.
@@ -143,7 +143,7 @@ impl<R, U> Core<R, U> {
     }
 
     /// Enters the transaction gate, unless shutting down.
-    pub async fn enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
+    pub(crate) async fn enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
         if self.is_closing() {
             return None;
         }
@@ -155,7 +155,7 @@ impl<R, U> Core<R, U> {
     }
 
     /// Enters the transaction gate without waiting: `None` when shutting down.
-    pub fn try_enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
+    pub(crate) fn try_enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
         if self.is_closing() {
             return None;
         }
@@ -163,29 +163,29 @@ impl<R, U> Core<R, U> {
     }
 
     /// Closes the gate for new transactions and waits until those in it have left.
-    pub async fn close(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+    pub(crate) async fn close(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.closing.store(true, Ordering::SeqCst);
         self.stop.trigger();
         self.gate.write().await
     }
 
     /// Refuses every new transaction from now on, without waiting (a crash, for tests).
-    pub fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         self.closing.store(true, Ordering::SeqCst);
     }
 
     /// Whether a stop has begun.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
 
     /// Records the interface-list members a reconcile pass listed.
-    pub fn set_members(&self, members: Vec<ListMember>) {
+    pub(crate) fn set_members(&self, members: Vec<ListMember>) {
         *self.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
     }
 
     /// Which src-nat rules catch traffic out of the VPN interface, as of the last listing.
-    pub fn out_scope(&self) -> OutScope {
+    pub(crate) fn out_scope(&self) -> OutScope {
         let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
         OutScope::new(&self.config.in_interface, &members)
     }
@@ -195,12 +195,12 @@ impl<R, U> Core<R, U> {
     }
 
     /// The in-interface's state.
-    pub fn interface(&self) -> InterfaceState {
+    pub(crate) fn interface(&self) -> InterfaceState {
         self.interface_state().clone()
     }
 
     /// Why new rules may not be added now, if they may not.
-    pub fn interface_problem(&self) -> Option<String> {
+    pub(crate) fn interface_problem(&self) -> Option<String> {
         match &*self.interface_state() {
             InterfaceState::Proven(_) => None,
             InterfaceState::Unusable(p) => Some(p.to_string()),
@@ -212,7 +212,7 @@ impl<R, U> Core<R, U> {
     }
 
     /// The router's addresses on the in-interface, as of the last proof.
-    pub fn tunnel_addresses(&self) -> Vec<Ipv4Addr> {
+    pub(crate) fn tunnel_addresses(&self) -> Vec<Ipv4Addr> {
         match &*self.interface_state() {
             InterfaceState::Proven(p) => p.addresses.clone(),
             _ => Vec::new(),
@@ -220,7 +220,7 @@ impl<R, U> Core<R, U> {
     }
 
     /// Records a proof's result, logging what changed.
-    pub fn set_interface(&self, result: Result<Proof, InterfaceProblem>) {
+    pub(crate) fn set_interface(&self, result: Result<Proof, InterfaceProblem>) {
         let name = &self.config.in_interface;
         let mut state = self.interface_state();
         match result {

@@ -14,7 +14,7 @@ use crate::mapping::store::key::MappingKey;
 pub use crate::mapping::store::lease::Origin;
 
 /// How many events a slow listener may fall behind before it loses some.
-pub const EVENT_BUFFER: usize = 1024;
+pub(crate) const EVENT_BUFFER: usize = 1024;
 
 /// Why a mapping ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,7 +133,7 @@ pub enum MappingEvent {
 
 /// The sending side, owned by the mapping core.
 #[derive(Debug)]
-pub struct Events {
+pub(crate) struct Events {
     tx: broadcast::Sender<MappingEvent>,
 }
 
@@ -145,18 +145,18 @@ impl Default for Events {
 
 impl Events {
     /// A channel nobody listens to yet.
-    pub fn new() -> Events {
+    pub(crate) fn new() -> Events {
         let (tx, _) = broadcast::channel(EVENT_BUFFER);
         Events { tx }
     }
 
     /// Sends an event to every listener; never waits (nobody listening is fine).
-    pub fn emit(&self, event: MappingEvent) {
+    pub(crate) fn emit(&self, event: MappingEvent) {
         let _ = self.tx.send(event);
     }
 
     /// A new listener, which sees every event from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
         self.tx.subscribe()
     }
 }

@@ -66,7 +66,7 @@ impl<R: Router, U: Upstream> Facade for Orchestrator<R, U> {
 
 /// The mapping core without its type parameters; see the module docs.
 #[derive(Clone)]
-pub struct MappingHandle {
+pub(crate) struct MappingHandle {
     core: Arc<dyn Facade>,
 }
 
@@ -88,42 +88,42 @@ impl<R: Router, U: Upstream> From<Orchestrator<R, U>> for MappingHandle {
 
 impl MappingHandle {
     /// A snapshot of the live mappings, sorted by key.
-    pub fn leases(&self) -> Vec<LeaseInfo> {
+    pub(crate) fn leases(&self) -> Vec<LeaseInfo> {
         self.core.leases()
     }
 
     /// The live lease of `key`.
-    pub fn lease(&self, key: &MappingKey) -> Option<Lease> {
+    pub(crate) fn lease(&self, key: &MappingKey) -> Option<Lease> {
         self.core.lease(key)
     }
 
     /// The number of live mappings.
-    pub fn lease_count(&self) -> usize {
+    pub(crate) fn lease_count(&self) -> usize {
         self.core.lease_count()
     }
 
     /// The mapping core's configuration.
-    pub fn config(&self) -> &MappingConfig {
+    pub(crate) fn config(&self) -> &MappingConfig {
         self.core.config()
     }
 
     /// Whether the VPN interface is proven usable, as of the last reconcile pass.
-    pub fn interface(&self) -> InterfaceState {
+    pub(crate) fn interface(&self) -> InterfaceState {
         self.core.interface()
     }
 
     /// The sources that are not real clients, as of the last reconcile pass.
-    pub fn refused(&self) -> &Arc<RefusedSources> {
+    pub(crate) fn refused(&self) -> &Arc<RefusedSources> {
         self.core.refused()
     }
 
     /// A listener for what happens to mappings from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
         self.core.subscribe()
     }
 
     /// Answers a command ([`Orchestrator::request`]).
-    pub async fn request(&self, command: Command) -> MapReply {
+    pub(crate) async fn request(&self, command: Command) -> MapReply {
         self.core.request(command).await
     }
 }

@@ -43,26 +43,20 @@
 //! * Renewals and retransmits cost no router command, and no upstream exchange while the
 //!   upstream mapping is known to be valid: the keeper renews it.
 
-pub mod config;
-pub mod core;
-pub mod error;
-pub mod events;
-pub mod handle;
-pub mod loops;
-pub mod orchestrator;
-pub mod request;
-pub mod router;
-pub mod store;
-pub mod txn;
+pub(crate) mod config;
+pub(crate) mod core;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod handle;
+pub(crate) mod loops;
+pub(crate) mod orchestrator;
+pub(crate) mod request;
+pub(crate) mod router;
+pub(crate) mod store;
+pub(crate) mod txn;
 
-pub use config::{
-    MappingConfig, DEFAULT_MAX_LIFETIME, DEFAULT_RECONCILE_INTERVAL, DEFAULT_ROUTER_PORTS,
-};
-pub use error::MappingError;
-pub use events::{MappingEvent, Origin, RemovalReason};
-pub use handle::MappingHandle;
-pub use loops::reconcile::ReconcileReport;
-pub use orchestrator::{Orchestrator, ShutdownReport};
-pub use request::{Command, MappingRequest};
-pub use store::lease::{Lease, LeaseInfo, MappingKey};
-pub use store::table::LeaseTable;
+pub(crate) use config::MappingConfig;
+pub(crate) use error::MappingError;
+pub(crate) use events::MappingEvent;
+pub(crate) use handle::MappingHandle;
+pub(crate) use orchestrator::Orchestrator;

@@ -326,7 +326,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
 /// The NAT-PMP front end's request as the core's [`Command`] (the edge's translation): lifetime 0
 /// deletes the mapping (C-33), and with internal port 0 every mapping of the client for the
 /// protocol (C-36); the suggested external port is ignored on deletion.
-pub fn from_natpmp(client: Ipv4Addr, request: MapRequest, origin: Origin) -> Command {
+pub(crate) fn from_natpmp(client: Ipv4Addr, request: MapRequest, origin: Origin) -> Command {
     match (request.lifetime, request.internal_port) {
         (0, 0) => Command::DeleteAll {
             client,

@@ -34,11 +34,11 @@ pub struct AddressCache<U> {
 
 /// Called with (old, new) when the upstream's external address changes: the mapping layer
 /// re-creates its mappings (a new address means the gateway's state is new too).
-pub type ChangeObserver = Arc<dyn Fn(Ipv4Addr, Ipv4Addr) + Send + Sync>;
+pub(crate) type ChangeObserver = Arc<dyn Fn(Ipv4Addr, Ipv4Addr) + Send + Sync>;
 
 /// Called with the upstream's SSSoE from each address reply (C-48: the mapping layer watches it
 /// for a gateway that lost its state).
-pub type EpochObserver = Arc<dyn Fn(u32) + Send + Sync>;
+pub(crate) type EpochObserver = Arc<dyn Fn(u32) + Send + Sync>;
 
 /// The value behind `mutex`, also after a panic elsewhere while it was held (every value here
 /// is a plain one, consistent at any moment).

@@ -4,9 +4,9 @@
 //! packet format, result codes, opcodes and the epoch clock are the codec crate's
 //! (`double_natpmp_codec::natpmp`).
 
-pub mod address_cache;
-pub mod handler;
-pub mod rate;
-pub mod server;
+pub(crate) mod address_cache;
+pub(crate) mod handler;
+pub(crate) mod rate;
+pub(crate) mod server;
 mod slots;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -24,14 +24,14 @@ struct Bucket {
 
 /// The per-client token buckets (see the module docs).
 #[derive(Debug)]
-pub struct ClientRate {
+pub(crate) struct ClientRate {
     per_second: u32,
     clients: Mutex<HashMap<Ipv4Addr, Bucket>>,
 }
 
 impl ClientRate {
     /// `per_second` requests a second for each client, bursts of twice that.
-    pub fn new(per_second: u32) -> ClientRate {
+    pub(crate) fn new(per_second: u32) -> ClientRate {
         ClientRate {
             per_second,
             clients: Mutex::new(HashMap::new()),
@@ -39,7 +39,7 @@ impl ClientRate {
     }
 
     /// Requests a second, per client.
-    pub fn per_second(&self) -> u32 {
+    pub(crate) fn per_second(&self) -> u32 {
         self.per_second
     }
 
@@ -52,7 +52,7 @@ impl ClientRate {
     }
 
     /// Takes one request from `client`'s bucket; `false` when it is empty.
-    pub fn allow(&self, client: Ipv4Addr, now: Instant) -> bool {
+    pub(crate) fn allow(&self, client: Ipv4Addr, now: Instant) -> bool {
         let rate = f64::from(self.per_second);
         let burst = self.burst();
         let mut clients = self.clients();
@@ -79,7 +79,7 @@ impl ClientRate {
     }
 
     /// Whether a refusal of `client` should be logged now (at most once per minute).
-    pub fn should_log(&self, client: Ipv4Addr, now: Instant) -> bool {
+    pub(crate) fn should_log(&self, client: Ipv4Addr, now: Instant) -> bool {
         let mut clients = self.clients();
         let bucket = clients.entry(client).or_insert(Bucket {
             tokens: 0.0,

@@ -25,8 +25,8 @@ impl RouterAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
     use double_natpmp_codec::routeros::wire::ReplyKind;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn address_row_gives_the_address_its_subnet_and_flags() {

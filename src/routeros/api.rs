@@ -5,10 +5,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::conn::{ApiConfig, Response};
-pub use super::error::{trap_error, RouterError};
+pub(crate) use super::error::{trap_error, RouterError};
 use super::nat::{flag, NAT_PROPLIST};
 use super::pool::ApiPool;
-pub use crate::mapping::router::seam::{
+pub(crate) use crate::mapping::router::seam::{
     DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterAddress, RuleId, ServiceInfo,
     SrcNatRule,
 };
@@ -61,7 +61,7 @@ pub struct RouterApi {
 }
 
 impl RouterApi {
-    /// A client with up to `pool_size` connections (default [`super::pool::DEFAULT_POOL_SIZE`])
+    /// A client with up to `pool_size` connections (MIKROTIK_POOL_SIZE, 4 by default)
     /// where a caller waits at most `wait_timeout` for a free one. Connects lazily; fails only
     /// when the TLS settings cannot be used.
     pub fn new(

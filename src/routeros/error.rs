@@ -145,7 +145,7 @@ fn policy_for(path: &str) -> Option<&'static str> {
 }
 
 /// Maps a `!trap` of command `path` to a typed error (docs/routeros-api.md §2.1, §2.3, §2.6).
-pub fn trap_error(path: &str, trap: &Reply) -> RouterError {
+pub(crate) fn trap_error(path: &str, trap: &Reply) -> RouterError {
     let message = trap.get("message").unwrap_or("(no message)").to_owned();
     let category = trap.get("category").and_then(|c| c.parse::<u8>().ok());
     let command = path.to_owned();

@@ -2,10 +2,10 @@
 //! `double_natpmp_codec::routeros::wire`), TLS, the pool,
 //! and the typed operations the daemon needs.
 
-pub mod address;
-pub mod api;
-pub mod conn;
-pub mod error;
-pub mod nat;
-pub mod pool;
-pub mod tls;
+pub(crate) mod address;
+pub(crate) mod api;
+pub(crate) mod conn;
+pub(crate) mod error;
+pub(crate) mod nat;
+pub(crate) mod pool;
+pub(crate) mod tls;

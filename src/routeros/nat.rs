@@ -5,7 +5,7 @@ use crate::mapping::router::seam::{NatRule, RuleId};
 use double_natpmp_codec::routeros::wire::Reply;
 
 /// The `.proplist` of our NAT rule listings.
-pub const NAT_PROPLIST: &str = ".id,chain,action,protocol,in-interface,in-interface-list,out-interface,out-interface-list,src-address,src-port,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
+pub(crate) const NAT_PROPLIST: &str = ".id,chain,action,protocol,in-interface,in-interface-list,out-interface,out-interface-list,src-address,src-port,dst-port,to-addresses,to-ports,comment,disabled,dynamic";
 
 /// Whether a RouterOS boolean property's text says true (`true`/`yes`).
 fn is_true(text: &str) -> bool {
@@ -13,7 +13,7 @@ fn is_true(text: &str) -> bool {
 }
 
 /// A RouterOS boolean property (`true`/`yes`).
-pub fn flag(row: &Reply, name: &str) -> bool {
+pub(crate) fn flag(row: &Reply, name: &str) -> bool {
     row.get(name).is_some_and(is_true)
 }
 

@@ -18,12 +18,10 @@ use super::conn::{ApiConfig, Connection, Connector, Response};
 use super::error::RouterError;
 use double_natpmp_codec::routeros::wire::{Command, Reply};
 
-/// Default number of connections.
-pub const DEFAULT_POOL_SIZE: usize = 4;
 /// First backoff window after a failed connect.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest backoff window.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct Backoff {

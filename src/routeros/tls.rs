@@ -53,32 +53,6 @@ pub enum TlsMode {
     Insecure,
 }
 
-/// A fingerprint string that is not 32 hex bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("TLS fingerprint {0:?} is not a SHA-256 fingerprint: expected 64 hex digits, with or without ':' between bytes")]
-pub struct FingerprintError(pub String);
-
-/// Parses a SHA-256 fingerprint written as 64 hex digits, with or without `:` (or spaces)
-/// between the bytes, in either case (as `openssl x509 -fingerprint -sha256` or RouterOS's
-/// `/certificate print` show it).
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], FingerprintError> {
-    let hex: Vec<u8> = text
-        .trim()
-        .bytes()
-        .filter(|b| *b != b':' && *b != b' ')
-        .collect();
-    let err = || FingerprintError(text.to_owned());
-    if hex.len() != 64 {
-        return Err(err());
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let digits = std::str::from_utf8(pair).map_err(|_| err())?;
-        out[i] = u8::from_str_radix(digits, 16).map_err(|_| err())?;
-    }
-    Ok(out)
-}
-
 /// SHA-256 of a certificate's DER: the fingerprint [`TlsMode::Verify`] pins.
 pub fn fingerprint_of(cert_der: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
@@ -96,7 +70,7 @@ fn hex_colons(bytes: &[u8]) -> String {
 }
 
 /// The prepared TLS client for one API address.
-pub struct TlsClient {
+pub(crate) struct TlsClient {
     connector: TlsConnector,
     server_name: ServerName<'static>,
     /// `server_name` as the user wrote it, for messages.
@@ -107,7 +81,7 @@ impl TlsClient {
     /// Builds the client for `mode` (not [`TlsMode::Plain`]) and `address` (`host:port`). Reads
     /// the CA file now, so a wrong path is reported at start-up. Logs a warning for
     /// [`TlsMode::Insecure`].
-    pub fn new(mode: &TlsMode, address: &str) -> Result<TlsClient, RouterError> {
+    pub(crate) fn new(mode: &TlsMode, address: &str) -> Result<TlsClient, RouterError> {
         let fail = |kind: TlsProblem, message: String| RouterError::Tls {
             address: address.to_owned(),
             kind,
@@ -226,7 +200,7 @@ impl TlsClient {
     /// Runs the TLS handshake on a connected socket. The caller bounds it with its connect
     /// timeout. A refused certificate or a TLS alert is [`RouterError::Tls`]; the network
     /// failing half-way (a reset while the router reboots) is [`RouterError::Connection`].
-    pub async fn handshake(
+    pub(crate) async fn handshake(
         &self,
         tcp: TcpStream,
         address: &str,
@@ -382,27 +356,6 @@ impl ServerCertVerifier for PinnedVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprint_parses_with_and_without_colons() {
-        let plain = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
-        let colons = plain
-            .as_bytes()
-            .chunks(2)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join(":");
-        let a = parse_fingerprint(plain).unwrap();
-        assert_eq!(a, parse_fingerprint(&colons).unwrap());
-        assert_eq!(a[0], 0x00);
-        assert_eq!(a[31], 0xFF);
-    }
-
-    #[test]
-    fn fingerprint_of_wrong_length_or_digits_is_rejected() {
-        assert!(parse_fingerprint("abcd").is_err());
-        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
-    }
 
     #[test]
     fn host_is_taken_from_address_forms() {

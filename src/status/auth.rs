@@ -13,7 +13,7 @@ use crate::routeros::conn::Password;
 
 /// How a request's credentials compare to the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The right token.
     Allowed,
     /// No `Authorization: Bearer` header (401).
@@ -24,7 +24,7 @@ pub enum Verdict {
 
 /// The API token, kept as its SHA-256 digest.
 #[derive(Clone)]
-pub struct Token {
+pub(crate) struct Token {
     digest: [u8; 32],
 }
 
@@ -42,14 +42,14 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 impl Token {
     /// The token from API_TOKEN or API_TOKEN_FILE.
-    pub fn new(token: &Password) -> Token {
+    pub(crate) fn new(token: &Password) -> Token {
         Token {
             digest: sha256(token.expose().as_bytes()),
         }
     }
 
     /// Checks the `Authorization` header of a request.
-    pub fn check(&self, headers: &HeaderMap) -> Verdict {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Verdict {
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Verdict::Missing;
         };

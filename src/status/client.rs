@@ -16,7 +16,7 @@ const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
 /// Why a request got no answer.
 #[derive(Debug, Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The URL has no host.
     #[error("{uri}: expected an http:// URL with a host")]
     NoHost {
@@ -67,10 +67,10 @@ pub enum ClientError {
 }
 
 /// A request body: its content type and bytes.
-pub type Payload = (&'static str, Vec<u8>);
+pub(crate) type Payload = (&'static str, Vec<u8>);
 
 /// Sends one request to `uri` and reads the whole answer, within `limit`.
-pub async fn send(
+pub(crate) async fn send(
     uri: &Uri,
     method: Method,
     body: Option<Payload>,

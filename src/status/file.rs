@@ -29,14 +29,14 @@ use crate::status::state::StatusState;
 use crate::status::view::MappingView;
 
 /// The shortest time between two writes.
-pub const MIN_SPACING: Duration = Duration::from_secs(1);
+pub(crate) const MIN_SPACING: Duration = Duration::from_secs(1);
 /// The temporary file's mode (before the umask): the owner writes, everyone reads.
 const MODE: u32 = 0o644;
 /// How often an entry found at the temporary name is removed before this write gives up.
 const TRIES: usize = 3;
 
 /// Writes `bytes` to `path` atomically (a temporary file made exclusively, then a rename).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -91,7 +91,7 @@ fn shown(mappings: &[MappingView]) -> Vec<MappingView> {
 
 /// Starts the writer: it writes at once, then after the changes signalled on `changes` (see
 /// the module's rules), and a last time when the sender is dropped.
-pub fn spawn(
+pub(crate) fn spawn(
     path: PathBuf,
     state: Arc<StatusState>,
     changes: watch::Receiver<u64>,

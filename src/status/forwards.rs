@@ -177,7 +177,7 @@ fn failure(result: ResultCode) -> Response<Body> {
 }
 
 /// `POST /api/v1/forwards`: creates or renews a forward; answers the lease.
-pub async fn create(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn create(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
     if let Some(r) = refused(state, &req) {
         return r;
     }
@@ -241,7 +241,7 @@ pub async fn create(state: &StatusState, req: Request<Incoming>) -> Response<Bod
 
 /// `DELETE /api/v1/forwards/{protocol}/{client}/{internal_port}`: removes a mapping from both
 /// layers; answers what was removed, 404 when there is none.
-pub async fn delete(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn delete(state: &StatusState, req: Request<Incoming>) -> Response<Body> {
     if let Some(r) = refused(state, &req) {
         return r;
     }

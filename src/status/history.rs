@@ -16,10 +16,10 @@ use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::store::lease::MappingKey;
 
 /// How many events the page's list keeps.
-pub const RECENT_EVENTS: usize = 50;
+pub(crate) const RECENT_EVENTS: usize = 50;
 
 /// Seconds since 1970 (the JSON's time format).
-pub fn unix_seconds(t: SystemTime) -> u64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
@@ -28,7 +28,7 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
 /// One event as the page, the API and the webhook show it. Fields that do not apply are left
 /// out of the JSON.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct EventRecord {
+pub(crate) struct EventRecord {
     /// `created`, `external_port_changed`, `removed`, `upstream_lost`, `upstream_healed`,
     /// `failed`, `reconciled`, `reconcile_failed`.
     pub event: &'static str,
@@ -73,7 +73,7 @@ pub struct EventRecord {
 
 impl EventRecord {
     /// Whether the webhook receives this kind of event.
-    pub fn for_webhook(&self) -> bool {
+    pub(crate) fn for_webhook(&self) -> bool {
         matches!(
             self.event,
             "created" | "external_port_changed" | "removed" | "upstream_lost" | "upstream_healed"
@@ -84,7 +84,7 @@ impl EventRecord {
 /// When a mapping was made and last renewed (wall clock, in Unix seconds: what the page and
 /// the API show, in a third of the room of two `SystemTime`s), and where it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Times {
+pub(crate) struct Times {
     /// Created.
     pub created: u64,
     /// Last renewed (the creation counts).
@@ -95,7 +95,7 @@ pub struct Times {
 
 /// The last outcome seen from one far side.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Contact {
+pub(crate) struct Contact {
     /// The last time it answered.
     pub last_ok: Option<SystemTime>,
     /// The last failure, when it is newer than the last answer: when, and its kind.
@@ -123,7 +123,7 @@ struct Inner {
 
 /// See the module docs. Shared between the event listener (writes) and the HTTP handlers.
 #[derive(Debug, Default)]
-pub struct History {
+pub(crate) struct History {
     inner: Mutex<Inner>,
 }
 
@@ -146,7 +146,7 @@ impl History {
     /// An empty history; `started` counts as the router's last answer (the daemon only starts
     /// serving once the router answered and the start reconcile ran). The gateway has none
     /// until its first exchange is seen.
-    pub fn new(started: SystemTime) -> History {
+    pub(crate) fn new(started: SystemTime) -> History {
         let history = History::default();
         history.lock().router.ok(started);
         history
@@ -158,7 +158,7 @@ impl History {
 
     /// Learns from one event seen at `at`; returns its record when the page lists it.
     /// `external_address` is the VPN's address as now known, for the record.
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         event: &MappingEvent,
         at: SystemTime,
@@ -326,29 +326,29 @@ impl History {
     }
 
     /// Forgets the times of keys that are no longer live (after lost events).
-    pub fn retain(&self, live: impl Fn(&MappingKey) -> bool) {
+    pub(crate) fn retain(&self, live: impl Fn(&MappingKey) -> bool) {
         self.lock().times.retain(|k, _| live(k));
     }
 
     /// The times of `key`, when its creation was seen.
-    pub fn times(&self, key: &MappingKey) -> Option<Times> {
+    pub(crate) fn times(&self, key: &MappingKey) -> Option<Times> {
         self.lock().times.get(key).copied()
     }
 
     /// The last events, newest first.
-    pub fn recent(&self) -> Vec<EventRecord> {
+    pub(crate) fn recent(&self) -> Vec<EventRecord> {
         self.lock().recent.iter().rev().cloned().collect()
     }
 
     /// The router's and the gateway's last outcomes.
-    pub fn contacts(&self) -> (Contact, Contact) {
+    pub(crate) fn contacts(&self) -> (Contact, Contact) {
         let inner = self.lock();
         (inner.router.clone(), inner.gateway.clone())
     }
 }
 
 /// `3s ago`, `5m ago`: how long before `now` `then` was.
-pub fn ago(then: SystemTime, now: SystemTime) -> String {
+pub(crate) fn ago(then: SystemTime, now: SystemTime) -> String {
     let d = now.duration_since(then).unwrap_or(Duration::ZERO).as_secs();
     match d {
         0..=119 => format!("{d}s ago"),

@@ -23,7 +23,7 @@ use crate::config::status::StatusHostnames;
 
 /// What a request's `Host` is allowed to see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reach {
+pub(crate) enum Reach {
     /// Every route.
     All,
     /// `/healthz` and `/readyz` only: an IP literal of another address.
@@ -34,20 +34,20 @@ pub enum Reach {
 
 /// The `Host` values the server answers (see the module's rules).
 #[derive(Clone, Debug, Default)]
-pub struct HostRule {
+pub(crate) struct HostRule {
     names: Vec<String>,
 }
 
 impl HostRule {
     /// The rule with STATUS_HOSTNAMES.
-    pub fn new(names: &StatusHostnames) -> HostRule {
+    pub(crate) fn new(names: &StatusHostnames) -> HostRule {
         HostRule {
             names: names.0.clone(),
         }
     }
 
     /// What a request that arrived at `local` may see.
-    pub fn reach<B>(&self, req: &Request<B>, local: SocketAddr) -> Reach {
+    pub(crate) fn reach<B>(&self, req: &Request<B>, local: SocketAddr) -> Reach {
         // The authority of an absolute-form target wins over Host (RFC 9112 §3.2.2).
         let host = match req.uri().authority() {
             Some(a) => Some(a.as_str().to_owned()),

@@ -17,7 +17,7 @@ use crate::status::state::StatusState;
 use crate::status::webhook::Webhook;
 
 /// Where the listener sends what it learns besides the history and the metrics.
-pub struct Sinks {
+pub(crate) struct Sinks {
     /// The webhook's queue.
     pub webhook: Option<Webhook>,
     /// Bumped when the mappings changed (the status file's writer waits on it).
@@ -26,7 +26,7 @@ pub struct Sinks {
 
 /// Starts the listener; it stops when `stop` fires, after taking the events already sent (so
 /// the removals of a shutdown still reach the webhook and the file), and then drops the sinks.
-pub fn spawn(
+pub(crate) fn spawn(
     state: Arc<StatusState>,
     mut events: broadcast::Receiver<MappingEvent>,
     sinks: Sinks,

@@ -27,14 +27,14 @@ use double_natpmp_codec::natpmp::wire::MapRequest;
 use double_natpmp_codec::protocol::Protocol;
 
 /// The exposition's content type.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Labels1 = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
 
 /// Every metric the daemon exports; see the module docs.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     mappings: Family<Labels2, Gauge>,
     requests: Family<Labels2, Counter>,
@@ -74,7 +74,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// All metrics at zero, registered.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("double_natpmp");
         let m = Metrics {
             registry: Registry::default(),
@@ -188,7 +188,7 @@ impl Metrics {
     }
 
     /// Counts one mapping event.
-    pub fn record(&self, event: &MappingEvent) {
+    pub(crate) fn record(&self, event: &MappingEvent) {
         match event {
             MappingEvent::Created { key, origin, .. } => {
                 self.created
@@ -247,7 +247,7 @@ impl Metrics {
     }
 
     /// Counts one answered NAT-PMP mapping request.
-    pub fn request(&self, protocol: Protocol, result: u16) {
+    pub(crate) fn request(&self, protocol: Protocol, result: u16) {
         let opcode = number_label(u16::from(protocol.opcode()));
         self.requests
             .get_or_create(&[("opcode", opcode), ("result", number_label(result))])
@@ -255,23 +255,23 @@ impl Metrics {
     }
 
     /// Counts one webhook delivery (`ok`, or `failed` after every retry).
-    pub fn webhook(&self, delivered: bool) {
+    pub(crate) fn webhook(&self, delivered: bool) {
         let result = if delivered { "ok" } else { "failed" };
         self.webhook.get_or_create(&[("result", result)]).inc();
     }
 
     /// Counts one event dropped because the webhook queue was full.
-    pub fn webhook_dropped(&self) {
+    pub(crate) fn webhook_dropped(&self) {
         self.webhook_dropped.inc();
     }
 
     /// Counts events the listener lost.
-    pub fn events_missed(&self, n: u64) {
+    pub(crate) fn events_missed(&self, n: u64) {
         self.events_missed.inc_by(n);
     }
 
     /// The exposition now: the gauges and the server's and keeper's counters are read first.
-    pub fn encode(
+    pub(crate) fn encode(
         &self,
         leases: &[LeaseInfo],
         server: Option<&ServerStats>,
@@ -321,14 +321,14 @@ impl Metrics {
 
 /// The orchestrator seen through the NAT-PMP server, counting each answered mapping request by
 /// opcode and result code.
-pub struct CountingHandler<H> {
+pub(crate) struct CountingHandler<H> {
     inner: H,
     metrics: Arc<Metrics>,
 }
 
 impl<H> CountingHandler<H> {
     /// Counts what `inner` answers into `metrics`.
-    pub fn new(inner: H, metrics: Arc<Metrics>) -> CountingHandler<H> {
+    pub(crate) fn new(inner: H, metrics: Arc<Metrics>) -> CountingHandler<H> {
         CountingHandler { inner, metrics }
     }
 }

@@ -22,19 +22,19 @@
 //! the daemon's [`Shutdown`]; [`Services::finish`] (after the mapping core removed its
 //! mappings) lets the webhook and the file see those last removals, within a bound.
 
-pub mod auth;
-pub mod client;
-pub mod file;
-pub mod forwards;
-pub mod history;
-pub mod host;
-pub mod listener;
-pub mod metrics;
-pub mod respond;
-pub mod server;
-pub mod state;
-pub mod view;
-pub mod webhook;
+pub(crate) mod auth;
+pub(crate) mod client;
+pub(crate) mod file;
+pub(crate) mod forwards;
+pub(crate) mod history;
+pub(crate) mod host;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod respond;
+pub(crate) mod server;
+pub(crate) mod state;
+pub(crate) mod view;
+pub(crate) mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,12 +54,12 @@ use crate::routeros::conn::Password;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::static_keeper::{self, KeeperStats};
 
-pub use self::metrics::{CountingHandler, Metrics};
-pub use self::state::{ExternalAddress, StatusState};
+pub(crate) use self::metrics::{CountingHandler, Metrics};
+pub(crate) use self::state::{ExternalAddress, StatusState};
 
 /// How long the webhook and the status file get at the end of a shutdown, after the mappings
 /// were removed: short, since a container runtime kills a daemon that takes long to stop.
-pub const FINISH_BOUND: Duration = Duration::from_secs(2);
+pub(crate) const FINISH_BOUND: Duration = Duration::from_secs(2);
 
 /// Why the status services could not start.
 #[derive(Debug, Error)]
@@ -76,7 +76,7 @@ pub enum StatusError {
 }
 
 /// What [`Services::start`] needs.
-pub struct Setup {
+pub(crate) struct Setup {
     /// The settings.
     pub args: StatusArgs,
     /// The API token, read from API_TOKEN or API_TOKEN_FILE ([`StatusArgs::token`]).
@@ -96,7 +96,7 @@ pub struct Setup {
 }
 
 /// The running status services.
-pub struct Services {
+pub(crate) struct Services {
     /// Where the HTTP server listens, when it runs.
     pub addr: Option<SocketAddr>,
     stop_listener: ShutdownTrigger,
@@ -108,7 +108,7 @@ pub struct Services {
 impl Services {
     /// Starts the event listener, and what the settings turn on: the HTTP server, the webhook,
     /// the status file, the static keeper. The server and the keeper stop when `shutdown` fires.
-    pub async fn start(setup: Setup, shutdown: Shutdown) -> Result<Services, StatusError> {
+    pub(crate) async fn start(setup: Setup, shutdown: Shutdown) -> Result<Services, StatusError> {
         let args = setup.args;
         // Subscribed first: nothing that happens from here on is missed.
         let events = setup.mapping.subscribe();
@@ -196,7 +196,7 @@ impl Services {
     /// Stops the listener once it has taken the events sent so far, then gives the webhook and
     /// the status file up to [`FINISH_BOUND`] to finish; waits for the server and the keeper
     /// (which the daemon's shutdown already stopped).
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let bound = FINISH_BOUND;
         self.stop_listener.trigger();
         let _ = self.listener.await;

@@ -8,10 +8,10 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 /// A response body.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// A response with `body` of `content_type`.
-pub fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -26,7 +26,7 @@ pub fn respond(
 }
 
 /// `value` as a JSON response.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(body) => respond(status, "application/json", body),
         Err(e) => error(
@@ -37,7 +37,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 /// `{"error": message}`.
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     #[derive(Serialize)]
     struct Error<'a> {
         error: &'a str,

@@ -50,7 +50,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// How the server treats its clients.
 #[derive(Clone, Debug)]
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     /// The `Host` values answered (STATUS_HOSTNAMES and the server's own address).
     pub hosts: HostRule,
     /// How long one connection may stay open (STATUS_CONNECTION_TIMEOUT).
@@ -58,7 +58,7 @@ pub struct ServeConfig {
 }
 
 /// Serves `listener` until `shutdown` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<StatusState>,
     config: ServeConfig,

@@ -19,10 +19,10 @@ use crate::status::metrics::Metrics;
 use crate::status::view::{MappingView, Readiness, StatusView};
 
 /// Reads the VPN gateway's external address as the daemon knows it now.
-pub type ExternalAddress = Arc<dyn Fn() -> Option<Ipv4Addr> + Send + Sync>;
+pub(crate) type ExternalAddress = Arc<dyn Fn() -> Option<Ipv4Addr> + Send + Sync>;
 
 /// See the module docs.
-pub struct StatusState {
+pub(crate) struct StatusState {
     /// The mapping core.
     pub mapping: MappingHandle,
     /// Times and events learned from the core's events.
@@ -43,7 +43,7 @@ pub struct StatusState {
 
 impl StatusState {
     /// Every live mapping, sorted by key.
-    pub fn mappings(&self) -> Vec<MappingView> {
+    pub(crate) fn mappings(&self) -> Vec<MappingView> {
         let external = (self.external)();
         let grace = self.mapping.config().expiry_grace;
         let now = Instant::now();
@@ -55,7 +55,7 @@ impl StatusState {
     }
 
     /// The live mapping of `key`, as [`mappings`](Self::mappings) shows it.
-    pub fn mapping(&self, key: &MappingKey) -> Option<MappingView> {
+    pub(crate) fn mapping(&self, key: &MappingKey) -> Option<MappingView> {
         let lease = self.mapping.lease(key)?;
         let info = LeaseInfo { key: *key, lease };
         Some(MappingView::new(
@@ -68,7 +68,7 @@ impl StatusState {
     }
 
     /// The readiness checks now.
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         Readiness::new(
             &self.history,
             &self.mapping.interface(),
@@ -78,7 +78,7 @@ impl StatusState {
     }
 
     /// The page's summary.
-    pub fn status(&self) -> StatusView {
+    pub(crate) fn status(&self) -> StatusView {
         StatusView {
             version: env!("CARGO_PKG_VERSION"),
             external_address: (self.external)(),
@@ -91,7 +91,7 @@ impl StatusState {
     }
 
     /// The metrics exposition now.
-    pub fn metrics_text(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn metrics_text(&self) -> Result<String, std::fmt::Error> {
         self.metrics.encode(
             &self.mapping.leases(),
             self.server_stats.as_deref(),

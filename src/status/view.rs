@@ -15,7 +15,7 @@ use crate::status::history::{ago, Contact, EventRecord, History};
 
 /// One live mapping (`/api/v1/mappings`, STATUS_FILE, the forwards API).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MappingView {
+pub(crate) struct MappingView {
     /// The LAN client.
     pub client: Ipv4Addr,
     /// `tcp` or `udp`.
@@ -43,7 +43,7 @@ pub struct MappingView {
 
 impl MappingView {
     /// The view of one lease; `grace` is EXPIRY_GRACE (the deadline includes it).
-    pub fn new(
+    pub(crate) fn new(
         info: &LeaseInfo,
         history: &History,
         external_address: Option<Ipv4Addr>,
@@ -77,7 +77,7 @@ impl MappingView {
 
 /// One readiness check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// `router`, `gateway` or `interface`.
     pub name: &'static str,
     /// Whether it passes.
@@ -88,7 +88,7 @@ pub struct Check {
 
 /// `/readyz`: every check, and whether all pass.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// All checks pass.
     pub ready: bool,
     /// Each check.
@@ -123,7 +123,7 @@ impl Readiness {
     /// The checks as of now: the router answered its last command, the gateway answered its
     /// last exchange and the external address is known (asked every ADDRESS_REFRESH), the VPN
     /// interface is proven.
-    pub fn new(
+    pub(crate) fn new(
         history: &History,
         interface: &InterfaceState,
         external_address: Option<Ipv4Addr>,
@@ -169,7 +169,7 @@ impl Readiness {
 
 /// `/api/v1/status`: what the page shows besides the mappings.
 #[derive(Clone, Debug, Serialize)]
-pub struct StatusView {
+pub(crate) struct StatusView {
     /// The daemon's version.
     pub version: &'static str,
     /// The VPN's external address, when known.

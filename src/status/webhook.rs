@@ -22,7 +22,7 @@ use crate::status::metrics::Metrics;
 
 /// How to deliver.
 #[derive(Clone)]
-pub struct WebhookConfig {
+pub(crate) struct WebhookConfig {
     /// Where to (logged only [redacted](redact_url)).
     pub url: Uri,
     /// Limit of one delivery.
@@ -49,7 +49,7 @@ impl std::fmt::Debug for WebhookConfig {
 
 /// The sending side of the queue.
 #[derive(Debug)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     tx: mpsc::Sender<EventRecord>,
     metrics: Arc<Metrics>,
 }
@@ -57,14 +57,14 @@ pub struct Webhook {
 impl Webhook {
     /// Starts the delivery task; it ends once the [`Webhook`] is dropped and the queue is
     /// delivered.
-    pub fn start(config: WebhookConfig, metrics: Arc<Metrics>) -> (Webhook, JoinHandle<()>) {
+    pub(crate) fn start(config: WebhookConfig, metrics: Arc<Metrics>) -> (Webhook, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let task = tokio::spawn(deliver_all(rx, config, Arc::clone(&metrics)));
         (Webhook { tx, metrics }, task)
     }
 
     /// Queues `record` for delivery; never waits. A full queue drops it (counted).
-    pub fn offer(&self, record: EventRecord) {
+    pub(crate) fn offer(&self, record: EventRecord) {
         match self.tx.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(r)) => {

@@ -9,11 +9,9 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use double_natpmp::mapping::Orchestrator;
-use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::natpmp::upstream::{
-    AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
-};
+use double_natpmp::Orchestrator;
+use double_natpmp::{AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap};
+use double_natpmp::{MapHandler, MapReply};
 use double_natpmp_codec::natpmp::epoch::Epoch;
 use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use tokio::time::Instant;

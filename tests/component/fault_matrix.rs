@@ -26,9 +26,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::fakes::*;
-use double_natpmp::mapping::router::rule::{RuleComment, RuleKind};
-use double_natpmp::mapping::MappingConfig;
-use double_natpmp::natpmp::handler::{MapHandler, MapReply};
+use double_natpmp::MappingConfig;
+use double_natpmp::{MapHandler, MapReply};
+use double_natpmp::{RuleComment, RuleKind};
 use double_natpmp_codec::natpmp::wire::{MapRequest, Protocol, ResultCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +91,8 @@ fn renewing() -> MapRequest {
     map(Protocol::Tcp, 6881, 0, 60)
 }
 
-fn renewing_key() -> double_natpmp::mapping::MappingKey {
-    double_natpmp::mapping::MappingKey {
+fn renewing_key() -> double_natpmp::MappingKey {
+    double_natpmp::MappingKey {
         client: lan(10),
         protocol: Protocol::Tcp,
         internal_port: 6881,
@@ -220,7 +220,7 @@ async fn cell(fault: Fault, step: Step, variant: Variant) -> (usize, usize, usiz
     if step == Step::Reconcile {
         // An orphan of ours, and a live rule someone deleted.
         let orphan = RuleComment::new(
-            double_natpmp::mapping::MappingKey {
+            double_natpmp::MappingKey {
                 client: lan(13),
                 protocol: Protocol::Tcp,
                 internal_port: 7002,
@@ -277,7 +277,7 @@ async fn cell(fault: Fault, step: Step, variant: Variant) -> (usize, usize, usiz
     c.orch.settled().await;
     let last = c.ask(10, renewing()).await;
 
-    let owned: HashSet<(double_natpmp::mapping::MappingKey, u16, RuleKind)> = c
+    let owned: HashSet<(double_natpmp::MappingKey, u16, RuleKind)> = c
         .orch
         .leases()
         .iter()
@@ -289,7 +289,7 @@ async fn cell(fault: Fault, step: Step, variant: Variant) -> (usize, usize, usiz
                 .collect::<Vec<_>>()
         })
         .collect();
-    let leases: HashSet<(double_natpmp::mapping::MappingKey, u16)> = c
+    let leases: HashSet<(double_natpmp::MappingKey, u16)> = c
         .orch
         .leases()
         .iter()
@@ -336,7 +336,7 @@ async fn cell(fault: Fault, step: Step, variant: Variant) -> (usize, usize, usiz
     }
     if variant == Variant::BothWays && a_ok {
         // Its UDP twin lives with it on both layers, with its src-nat rule.
-        let twin_key = double_natpmp::mapping::MappingKey {
+        let twin_key = double_natpmp::MappingKey {
             protocol: Protocol::Udp,
             ..renewing_key()
         };

@@ -8,11 +8,11 @@ use crate::common;
 use std::time::Duration;
 
 use common::fakes::*;
-use double_natpmp::mapping::router::rule::RuleComment;
-use double_natpmp::mapping::store::lease::RuleKind;
-use double_natpmp::mapping::{MappingConfig, MappingKey, Origin};
-use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::routeros::api::NatRule;
+use double_natpmp::NatRule;
+use double_natpmp::RuleComment;
+use double_natpmp::RuleKind;
+use double_natpmp::{MapHandler, MapReply};
+use double_natpmp::{MappingConfig, MappingKey, Origin};
 use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use tokio::time::Instant;
 
@@ -46,7 +46,7 @@ fn comment_of(rule: &NatRule) -> RuleComment {
 }
 
 /// The position of the rule with this id in the srcnat chain.
-fn position(router: &FakeRouter, id: &double_natpmp::routeros::api::RuleId) -> usize {
+fn position(router: &FakeRouter, id: &double_natpmp::RuleId) -> usize {
     router
         .srcnat_chain()
         .iter()
@@ -434,7 +434,7 @@ async fn a_tcp_mapping_gets_its_udp_twin_on_both_layers() {
     // The status API can tell: the twin's Created event names its origin.
     let mut twin_event = false;
     while let Ok(e) = events.try_recv() {
-        if let double_natpmp::mapping::MappingEvent::Created { key: k, origin, .. } = e {
+        if let double_natpmp::MappingEvent::Created { key: k, origin, .. } = e {
             twin_event |= k == udp.key && origin == Origin::Twin(tcp.key);
         }
     }

@@ -14,10 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use double_natpmp::config::DaemonArgs;
 use double_natpmp::daemon::{self, DaemonError, Running};
-use double_natpmp::mapping::router::rule::{RuleComment, RuleKind};
-use double_natpmp::shutdown::ShutdownTrigger;
+use double_natpmp::DaemonArgs;
+use double_natpmp::ShutdownTrigger;
+use double_natpmp::{RuleComment, RuleKind};
 use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
     ResultCode, MAP_REQUEST_LEN, MAX_PACKET_LEN,
@@ -1252,7 +1252,7 @@ async fn a_gateway_that_lost_its_state_is_healed_by_the_daemon_and_renewals_repo
         within(Duration::from_secs(5), "the comment update", async {
             loop {
                 match events.recv().await {
-                    Ok(double_natpmp::mapping::MappingEvent::RouterCommand { what, .. })
+                    Ok(double_natpmp::MappingEvent::RouterCommand { what, .. })
                         if what.starts_with("record the new external port") =>
                     {
                         break

@@ -8,11 +8,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use double_natpmp::mapping::router::rule::RuleComment;
-use double_natpmp::mapping::store::lease::RuleKind;
-use double_natpmp::mapping::{MappingConfig, Orchestrator, Origin};
-use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::routeros::api::RuleId;
+use double_natpmp::RuleComment;
+use double_natpmp::RuleId;
+use double_natpmp::RuleKind;
+use double_natpmp::{MapHandler, MapReply};
+use double_natpmp::{MappingConfig, Orchestrator, Origin};
 use double_natpmp_codec::natpmp::epoch::Epoch;
 use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use tokio::task::JoinSet;
@@ -1401,7 +1401,7 @@ async fn c48_upstream_epoch_going_backwards_resets_our_epoch() {
 
 #[tokio::test(start_paused = true)]
 async fn every_change_of_a_mapping_is_an_event_in_order() {
-    use double_natpmp::mapping::{MappingEvent, Origin, RemovalReason};
+    use double_natpmp::{MappingEvent, Origin, RemovalReason};
     let (_router, upstream, orch) = fresh().await;
     let mut events = orch.subscribe();
     let first = ask_ok(&orch, Protocol::Tcp, 6881, 60).await;
@@ -1448,7 +1448,7 @@ async fn every_change_of_a_mapping_is_an_event_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_static_mapping_never_expires() {
-    use double_natpmp::mapping::Origin;
+    use double_natpmp::Origin;
     let (router, _upstream, orch) = fresh().await;
     success(
         orch.handle_from(lan(20), map(Protocol::Tcp, 32400, 0, 60), Origin::Static)
@@ -1461,12 +1461,8 @@ async fn a_static_mapping_never_expires() {
     assert_eq!(router.our_rules().len(), 1);
 }
 
-fn orch_key(
-    client: Ipv4Addr,
-    protocol: Protocol,
-    internal_port: u16,
-) -> double_natpmp::mapping::MappingKey {
-    double_natpmp::mapping::MappingKey {
+fn orch_key(client: Ipv4Addr, protocol: Protocol, internal_port: u16) -> double_natpmp::MappingKey {
+    double_natpmp::MappingKey {
         client,
         protocol,
         internal_port,
@@ -1483,7 +1479,7 @@ async fn limited(
     max_per_client: usize,
     requests_per_second: u32,
 ) -> (FakeRouter, FakeUpstream, Orch) {
-    use double_natpmp::mapping::store::limits::LimitsConfig;
+    use double_natpmp::LimitsConfig;
     let (router, upstream) = (FakeRouter::default(), FakeUpstream::new());
     let limits = LimitsConfig {
         max_mappings,

@@ -6,14 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use double_natpmp::cidr::parse_cidr_list;
-use double_natpmp::natpmp::handler::{MapHandler, MapReply, NoMappings};
-use double_natpmp::natpmp::server::{Server, ServerConfig};
-use double_natpmp::natpmp::upstream::{
-    AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
-};
-use double_natpmp::refused::RefusedSources;
-use double_natpmp::shutdown::ShutdownTrigger;
+use double_natpmp::parse_cidr_list;
+use double_natpmp::RefusedSources;
+use double_natpmp::ShutdownTrigger;
+use double_natpmp::{AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap};
+use double_natpmp::{MapHandler, MapReply, NoMappings};
+use double_natpmp::{Server, ServerConfig};
 use double_natpmp_codec::natpmp::epoch::Epoch;
 use double_natpmp_codec::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use tokio::net::UdpSocket;
@@ -62,7 +60,7 @@ impl MapHandler for Granting {
 struct Running {
     addr: SocketAddr,
     stop: ShutdownTrigger,
-    stats: Arc<double_natpmp::natpmp::server::ServerStats>,
+    stats: Arc<double_natpmp::ServerStats>,
     task: tokio::task::JoinHandle<()>,
 }
 

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use double_natpmp::daemon::DaemonError;
-use double_natpmp::mapping::{MappingConfig, MappingEvent};
-use double_natpmp::natpmp::handler::MapHandler;
-use double_natpmp::refused::Refusal;
+use double_natpmp::MapHandler;
+use double_natpmp::Refusal;
+use double_natpmp::{MappingConfig, MappingEvent};
 use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, Protocol, Request, Response, ResultCode, MAP_REQUEST_LEN,
     MAX_PACKET_LEN,

@@ -332,9 +332,9 @@ async fn librouteros_sees_the_emulator_as_a_router() {
 /// same ids, fields and error texts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_and_librouteros_see_the_same_router() {
-    use double_natpmp::routeros::api::Router as _;
-    use double_natpmp::routeros::api::{DstNatRule, RouterApi, RouterError, RuleId};
-    use double_natpmp::routeros::conn::{ApiConfig, Password};
+    use double_natpmp::Router as _;
+    use double_natpmp::{ApiConfig, Password};
+    use double_natpmp::{DstNatRule, RouterApi, RouterError, RuleId};
     use double_natpmp_codec::natpmp::wire::Protocol;
 
     let Some(py) = python() else { return };

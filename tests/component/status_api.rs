@@ -14,7 +14,7 @@ use common::daemon::{
     value, wait_event, Client, TOKEN,
 };
 use common::skip::skip;
-use double_natpmp::mapping::MappingEvent;
+use double_natpmp::MappingEvent;
 use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use hyper::{Method, StatusCode};
 

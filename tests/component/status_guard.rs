@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::daemon::{gateway_config, map, start, within, Client};
-use double_natpmp::status::server::MAX_CONNECTIONS;
+use double_natpmp::MAX_STATUS_CONNECTIONS;
 use double_natpmp_codec::natpmp::wire::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -159,7 +159,7 @@ async fn clients_that_never_finish_a_request_or_never_read_free_their_slots_afte
     let started = Instant::now();
     let mut stalled = Vec::new();
     let never_read = 8;
-    for i in 0..MAX_CONNECTIONS {
+    for i in 0..MAX_STATUS_CONNECTIONS {
         if i < never_read {
             // Asks for the page a thousand times in one go and reads none of it: the server's
             // writes stop once the socket buffers are full.

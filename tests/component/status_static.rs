@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::daemon::{gateway_config, get_json, http, map, start, Client, Lab};
-use double_natpmp::mapping::Origin;
+use double_natpmp::Origin;
 use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use double_natpmp_emulators::gateway::GatewayConfig;
 use hyper::{Method, StatusCode};

@@ -4,9 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use double_natpmp::natpmp::upstream::{
-    Upstream, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamMap,
-};
+use double_natpmp::{Upstream, UpstreamClient, UpstreamConfig, UpstreamError, UpstreamMap};
 use double_natpmp_codec::natpmp::wire::{
     encode_response, parse_request, MapResponse, Protocol, Request, Response, ResultCode,
 };

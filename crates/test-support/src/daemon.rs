@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
-use double_natpmp::config::DaemonArgs;
 use double_natpmp::daemon::{self, DaemonError, Running};
-use double_natpmp::mapping::MappingEvent;
-use double_natpmp::shutdown::ShutdownTrigger;
+use double_natpmp::DaemonArgs;
+use double_natpmp::MappingEvent;
+use double_natpmp::ShutdownTrigger;
 use double_natpmp_codec::natpmp::wire::{
     encode_request, parse_response, MapRequest, MapResponse, Protocol, Request, Response,
     MAP_REQUEST_LEN, MAX_PACKET_LEN,

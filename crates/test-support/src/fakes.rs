@@ -8,15 +8,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use double_natpmp::mapping::{MappingConfig, Orchestrator};
-use double_natpmp::natpmp::handler::{MapHandler, MapReply};
-use double_natpmp::natpmp::upstream::{
-    AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap,
-};
-use double_natpmp::routeros::api::{
+use double_natpmp::{AddressReply, MapGrant, Upstream, UpstreamError, UpstreamMap};
+use double_natpmp::{
     DstNatRule, InterfaceInfo, ListMember, NatRule, Router, RouterAddress, RouterError, RuleId,
     ServiceInfo, SrcNatRule,
 };
+use double_natpmp::{MapHandler, MapReply};
+use double_natpmp::{MappingConfig, Orchestrator};
 use double_natpmp_codec::natpmp::epoch::Epoch;
 use double_natpmp_codec::natpmp::wire::{MapRequest, Protocol, ResultCode};
 use tokio::time::Instant;

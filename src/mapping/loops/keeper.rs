@@ -38,7 +38,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// When to renew a mapping granted for `lifetime` seconds at `now`: at about half of it, with
 /// ±10 % jitter; never sooner than 1 s.
-pub fn next_renewal(now: Instant, lifetime: u32) -> Instant {
+pub(crate) fn next_renewal(now: Instant, lifetime: u32) -> Instant {
     let half_ms = u64::from(lifetime) * 500;
     let jitter = half_ms / 10;
     let ms = if jitter == 0 {
@@ -55,7 +55,10 @@ fn retry_pause(failures: u32) -> Duration {
 }
 
 /// Renews what is due until `shutdown`.
-pub async fn keeper_loop<R: Router, U: Upstream>(core: Arc<Core<R, U>>, mut shutdown: Shutdown) {
+pub(crate) async fn keeper_loop<R: Router, U: Upstream>(
+    core: Arc<Core<R, U>>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let next = core.table.next_renewal();
         let sleep = async {
@@ -76,7 +79,7 @@ pub async fn keeper_loop<R: Router, U: Upstream>(core: Arc<Core<R, U>>, mut shut
 }
 
 /// Makes every live lease's upstream mapping again at once (the gateway lost its state).
-pub fn heal<R: Router, U: Upstream>(core: &Core<R, U>, why: &str) {
+pub(crate) fn heal<R: Router, U: Upstream>(core: &Core<R, U>, why: &str) {
     let n = core.table.renew_all_now(Instant::now());
     if n > 0 {
         warn!(
@@ -90,7 +93,7 @@ pub fn heal<R: Router, U: Upstream>(core: &Core<R, U>, why: &str) {
 }
 
 /// Renews every lease whose renewal is due, [`PARALLEL`] at a time.
-pub async fn renew_due<R: Router, U: Upstream>(core: &Arc<Core<R, U>>) {
+pub(crate) async fn renew_due<R: Router, U: Upstream>(core: &Arc<Core<R, U>>) {
     let due = core.table.renewals_due(Instant::now());
     if due.is_empty() {
         return;

@@ -7,6 +7,6 @@
 //!   re-bound, the router view refreshed), at start and every `reconcile_interval`.
 //! * [`tasks`]: the expiry and reconcile loops.
 
-pub mod keeper;
-pub mod reconcile;
-pub mod tasks;
+pub(crate) mod keeper;
+pub(crate) mod reconcile;
+pub(crate) mod tasks;

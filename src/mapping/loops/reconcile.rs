@@ -226,7 +226,7 @@ impl<'a, R, U> Sorter<'a, R, U> {
 }
 
 /// One reconcile pass (see the module docs).
-pub async fn pass<R: Router, U: Upstream>(
+pub(crate) async fn pass<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
 ) -> Result<ReconcileReport, MappingError> {
     let Some(_gate) = core.enter().await else {

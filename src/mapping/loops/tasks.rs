@@ -29,7 +29,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 /// Removes every lease whose deadline has passed.
-pub async fn expire_due<R: Router, U: Upstream>(core: &Arc<Core<R, U>>) {
+pub(crate) async fn expire_due<R: Router, U: Upstream>(core: &Arc<Core<R, U>>) {
     let due = core.table.due(Instant::now());
     let mut set = JoinSet::new();
     for key in due {
@@ -40,7 +40,10 @@ pub async fn expire_due<R: Router, U: Upstream>(core: &Arc<Core<R, U>>) {
 }
 
 /// Sleeps until the earliest deadline and expires what is due, until `shutdown`.
-pub async fn expiry_loop<R: Router, U: Upstream>(core: Arc<Core<R, U>>, mut shutdown: Shutdown) {
+pub(crate) async fn expiry_loop<R: Router, U: Upstream>(
+    core: Arc<Core<R, U>>,
+    mut shutdown: Shutdown,
+) {
     while !shutdown.is_shutdown() {
         let next = core.table.next_deadline();
         tokio::select! {
@@ -52,7 +55,10 @@ pub async fn expiry_loop<R: Router, U: Upstream>(core: Arc<Core<R, U>>, mut shut
 }
 
 /// Runs a reconcile pass every interval (sooner after a failure), until `shutdown`.
-pub async fn reconcile_loop<R: Router, U: Upstream>(core: Arc<Core<R, U>>, mut shutdown: Shutdown) {
+pub(crate) async fn reconcile_loop<R: Router, U: Upstream>(
+    core: Arc<Core<R, U>>,
+    mut shutdown: Shutdown,
+) {
     let period = core.config.reconcile_interval;
     let mut wait = period;
     let mut retry = RECONCILE_RETRY.min(period);

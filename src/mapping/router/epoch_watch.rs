@@ -7,18 +7,18 @@ use tokio::time::Instant;
 /// Tracks the upstream's SSSoE and tells when it went backwards by the RFC 6886 §3.6 client rule:
 /// the new value is more than 2 s below the last value plus 7/8 of the time elapsed since.
 #[derive(Debug, Default)]
-pub struct UpstreamEpochWatch {
+pub(crate) struct UpstreamEpochWatch {
     last: Option<(u32, Instant)>,
 }
 
 impl UpstreamEpochWatch {
     /// A watch that has seen nothing yet.
-    pub fn new() -> UpstreamEpochWatch {
+    pub(crate) fn new() -> UpstreamEpochWatch {
         UpstreamEpochWatch::default()
     }
 
     /// Records `sssoe` seen at `now`; `true` when it shows the gateway lost its mapping state.
-    pub fn observe(&mut self, sssoe: u32, now: Instant) -> bool {
+    pub(crate) fn observe(&mut self, sssoe: u32, now: Instant) -> bool {
         let lost = match self.last {
             Some((prev, at)) => {
                 let elapsed = now.saturating_duration_since(at);
@@ -34,7 +34,7 @@ impl UpstreamEpochWatch {
 
 /// How far below the conservative estimate the epoch may be before it counts as a reset
 /// (RFC 6886 §3.6: 2 seconds).
-pub const SLACK: Duration = Duration::from_secs(2);
+pub(crate) const SLACK: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

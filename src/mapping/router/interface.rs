@@ -23,7 +23,7 @@ use crate::natpmp::upstream::Upstream;
 
 /// `/interface/print` types of the tunnels a VPN with NAT-PMP comes through: WireGuard and the
 /// client ends of OpenVPN, L2TP, SSTP and PPTP.
-pub const TUNNEL_TYPES: &[&str] = &["wg", "ovpn-out", "l2tp-out", "sstp-out", "pptp-out"];
+pub(crate) const TUNNEL_TYPES: &[&str] = &["wg", "ovpn-out", "l2tp-out", "sstp-out", "pptp-out"];
 
 /// Why the in-interface cannot carry our rules; each message says how to fix it.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub struct Proof {
 /// Proves the in-interface of `config`; its addresses are taken from `addresses` (the pass's
 /// `/ip/address/print`). `Err` only when the router could not be asked; a failed proof is
 /// `Ok(Err(problem))`.
-pub async fn prove<R: Router, U: Upstream>(
+pub(crate) async fn prove<R: Router, U: Upstream>(
     layers: &Layers<R, U>,
     config: &MappingConfig,
     addresses: &[RouterAddress],

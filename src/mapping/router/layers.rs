@@ -47,7 +47,7 @@ const SETTLE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How an add ended.
 #[derive(Debug)]
-pub enum Added {
+pub(crate) enum Added {
     /// The rule exists with this id.
     Yes(RuleId),
     /// The rule was not made.
@@ -57,7 +57,7 @@ pub enum Added {
 }
 
 /// The router and the VPN gateway under our bounds.
-pub struct Layers<R, U> {
+pub(crate) struct Layers<R, U> {
     /// The router.
     pub router: R,
     /// The VPN gateway.
@@ -74,7 +74,7 @@ pub struct Layers<R, U> {
 
 impl<R: Router, U: Upstream> Layers<R, U> {
     /// Both sides with these bounds; `epoch` is ours, reset when the gateway lost its state.
-    pub fn new(
+    pub(crate) fn new(
         router: R,
         upstream: U,
         router_timeout: Duration,
@@ -94,7 +94,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
     }
 
     /// A router command under our bound.
-    pub async fn router_call<T>(
+    pub(crate) async fn router_call<T>(
         &self,
         what: &'static str,
         fut: impl Future<Output = Result<T, crate::mapping::router::seam::RouterError>>,
@@ -164,7 +164,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
 
     /// Adds `rule`, whose comment is `identity` (see the module docs for how a lost reply is
     /// settled).
-    pub async fn add_rule(&self, rule: &DstNatRule, identity: &RuleComment) -> Added {
+    pub(crate) async fn add_rule(&self, rule: &DstNatRule, identity: &RuleComment) -> Added {
         let result = self
             .router_call("add the dst-nat rule", self.router.add_dstnat(rule))
             .await;
@@ -173,7 +173,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
 
     /// Adds the src-nat rule `make` builds, placed before the first rule that would catch the
     /// traffic otherwise (`make` gets that rule's id); `identity` is its comment.
-    pub async fn add_src_rule(
+    pub(crate) async fn add_src_rule(
         &self,
         scope: &OutScope,
         make: impl Fn(Option<RuleId>) -> SrcNatRule,
@@ -236,7 +236,10 @@ impl<R: Router, U: Upstream> Layers<R, U> {
     /// with its id when it exists (extra copies are removed, so one dst-port never has two
     /// rules), `None` when there is none now, an error when the router could not tell (also
     /// when it shows the rule without an id).
-    pub async fn find_made(&self, identity: &RuleComment) -> Result<Option<RuleId>, MappingError> {
+    pub(crate) async fn find_made(
+        &self,
+        identity: &RuleComment,
+    ) -> Result<Option<RuleId>, MappingError> {
         let found = self.find(identity).await?;
         let Some((first, extra)) = found.split_first() else {
             return Ok(None);
@@ -264,7 +267,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
     /// Removes every rule that is `rule` (by its comment's key and router port), whatever its
     /// id now (`known` is the id we last saw, for the log). `Ok` once none is left, with how
     /// many this call removed.
-    pub async fn remove_rule(
+    pub(crate) async fn remove_rule(
         &self,
         rule: &RuleComment,
         known: Option<&RuleId>,
@@ -274,14 +277,14 @@ impl<R: Router, U: Upstream> Layers<R, U> {
 
     /// Our rules that are `rule`, as the router shows them now (a read: it changes nothing, so
     /// it may run while the gateway's delete is under way). For [`Layers::remove_found`].
-    pub async fn look_up(&self, rule: &RuleComment) -> Result<Vec<NatRule>, MappingError> {
+    pub(crate) async fn look_up(&self, rule: &RuleComment) -> Result<Vec<NatRule>, MappingError> {
         self.find(rule).await
     }
 
     /// [`Layers::remove_rule`], starting from what an earlier [`Layers::look_up`] found
     /// (`None`: looked up now). A lookup that failed is the removal's failure, as it would
     /// have been had it run now.
-    pub async fn remove_found(
+    pub(crate) async fn remove_found(
         &self,
         rule: &RuleComment,
         known: Option<&RuleId>,
@@ -329,7 +332,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
 
     /// An upstream map/renew/delete under our bound; a grant for lifetime > 0 must carry a port
     /// and a lifetime.
-    pub async fn upstream_map(
+    pub(crate) async fn upstream_map(
         &self,
         what: &'static str,
         ask: UpstreamMap,
@@ -365,7 +368,7 @@ impl<R: Router, U: Upstream> Layers<R, U> {
 
     /// Feeds an upstream SSSoE to the epoch watch; resets our epoch when the gateway lost its
     /// state (C-48). Returns whether it did.
-    pub fn observe_epoch(&self, sssoe: u32) -> bool {
+    pub(crate) fn observe_epoch(&self, sssoe: u32) -> bool {
         let lost = self
             .epoch_watch
             .lock()

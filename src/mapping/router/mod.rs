@@ -14,12 +14,12 @@
 //! * [`srcnat`]: UDP_SRCNAT: where a src-nat rule goes in the `srcnat` chain, and what comes
 //!   before it (RFC 6886 §3.9, C-42).
 
-pub mod epoch_watch;
-pub mod facts;
-pub mod interface;
-pub mod layers;
-pub mod nat;
-pub mod rule;
-pub mod rule_id;
-pub mod seam;
-pub mod srcnat;
+pub(crate) mod epoch_watch;
+pub(crate) mod facts;
+pub(crate) mod interface;
+pub(crate) mod layers;
+pub(crate) mod nat;
+pub(crate) mod rule;
+pub(crate) mod rule_id;
+pub(crate) mod seam;
+pub(crate) mod srcnat;

@@ -60,7 +60,7 @@ impl RuleKind {
 
 /// The rules a live mapping of `key` owns on the router under `config`: its dst-nat rule, and
 /// for UDP with UDP_SRCNAT its src-nat rule.
-pub fn wanted_rules(config: &MappingConfig, key: &MappingKey) -> &'static [RuleKind] {
+pub(crate) fn wanted_rules(config: &MappingConfig, key: &MappingKey) -> &'static [RuleKind] {
     if config.udp_srcnat && key.protocol == Protocol::Udp {
         &[RuleKind::DstNat, RuleKind::SrcNat]
     } else {
@@ -69,13 +69,13 @@ pub fn wanted_rules(config: &MappingConfig, key: &MappingKey) -> &'static [RuleK
 }
 
 /// The marker every comment of ours starts with.
-pub const MARKER: &str = "double-natpmp:";
+pub(crate) const MARKER: &str = "double-natpmp:";
 /// The prefix of version-1 comments.
-pub const V1_PREFIX: &str = "double-natpmp:v1 ";
+pub(crate) const V1_PREFIX: &str = "double-natpmp:v1 ";
 /// The prefix of version-2 comments.
-pub const V2_PREFIX: &str = "double-natpmp:v2 ";
+pub(crate) const V2_PREFIX: &str = "double-natpmp:v2 ";
 /// The comment prefix of rules made by the original tool (recognised as ours).
-pub const ORIGINAL_TOOL_PREFIX: &str = "double-natpmp-";
+pub(crate) const ORIGINAL_TOOL_PREFIX: &str = "double-natpmp-";
 
 /// The data a comment of ours carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +189,7 @@ impl RuleComment {
 }
 
 /// The dst-nat rule of `key` at router port R, its comment carrying `comment`'s data.
-pub fn dst_nat_rule(config: &MappingConfig, comment: &RuleComment) -> DstNatRule {
+pub(crate) fn dst_nat_rule(config: &MappingConfig, comment: &RuleComment) -> DstNatRule {
     let key = comment.key;
     DstNatRule {
         protocol: key.protocol,
@@ -203,7 +203,7 @@ pub fn dst_nat_rule(config: &MappingConfig, comment: &RuleComment) -> DstNatRule
 
 /// The src-nat rule of a UDP mapping (`comment` is its `k=snat` comment), placed before
 /// `place_before` (see `srcnat.rs` for how that rule is chosen).
-pub fn src_nat_rule(
+pub(crate) fn src_nat_rule(
     config: &MappingConfig,
     comment: &RuleComment,
     place_before: Option<RuleId>,
@@ -222,7 +222,7 @@ pub fn src_nat_rule(
 
 /// Who owns a NAT rule, judged from its comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleOwner {
+pub(crate) enum RuleOwner {
     /// Ours; the data if the comment is one we can read.
     Ours(Option<RuleComment>),
     /// Left by the original tool (`double-natpmp-…`): ours, without data.
@@ -233,7 +233,7 @@ pub enum RuleOwner {
 
 impl RuleOwner {
     /// Classifies a rule by its comment and `dynamic` flag.
-    pub fn of(comment: Option<&str>, dynamic: bool) -> RuleOwner {
+    pub(crate) fn of(comment: Option<&str>, dynamic: bool) -> RuleOwner {
         let Some(comment) = comment else {
             return RuleOwner::Foreign;
         };
@@ -249,7 +249,7 @@ impl RuleOwner {
     }
 
     /// Ours or the original tool's.
-    pub fn is_ours(&self) -> bool {
+    pub(crate) fn is_ours(&self) -> bool {
         !matches!(self, RuleOwner::Foreign)
     }
 }

@@ -30,20 +30,20 @@ const CONTINUING: &[&str] = &["passthrough", "log"];
 
 /// Which src-nat rules can catch traffic that leaves through the VPN interface.
 #[derive(Clone, Debug)]
-pub struct OutScope {
+pub(crate) struct OutScope {
     scope: TunnelScope,
 }
 
 impl OutScope {
     /// The scope of `interface`, given every `/interface/list/member` row.
-    pub fn new(interface: &str, members: &[ListMember]) -> OutScope {
+    pub(crate) fn new(interface: &str, members: &[ListMember]) -> OutScope {
         OutScope {
             scope: TunnelScope::new(interface, members),
         }
     }
 
     /// Whether `rule` takes UDP leaving through the interface (any LAN source).
-    pub fn catches(&self, rule: &NatRule) -> bool {
+    pub(crate) fn catches(&self, rule: &NatRule) -> bool {
         if rule.chain.as_deref() != Some("srcnat") || rule.disabled {
             return false;
         }
@@ -69,7 +69,7 @@ impl OutScope {
     }
 
     /// Whether `rule` takes UDP that `client` sends from `port` through the interface.
-    pub fn catches_client(&self, rule: &NatRule, client: Ipv4Addr, port: u16) -> bool {
+    pub(crate) fn catches_client(&self, rule: &NatRule, client: Ipv4Addr, port: u16) -> bool {
         self.catches(rule)
             && rule
                 .src_address
@@ -119,7 +119,7 @@ fn port_matches(text: &str, port: u16) -> bool {
 /// The rule a new src-nat rule of ours goes before: the first rule of the `srcnat` listing
 /// (in rule order) that is not ours, not dynamic, and catches tunnel-bound UDP. `None` when no
 /// rule does (the new rule is appended).
-pub fn anchor<'a>(rules: &'a [NatRule], scope: &OutScope) -> Option<&'a RuleId> {
+pub(crate) fn anchor<'a>(rules: &'a [NatRule], scope: &OutScope) -> Option<&'a RuleId> {
     rules
         .iter()
         .filter(|r| !r.dynamic && !RuleOwner::of(r.comment.as_deref(), r.dynamic).is_ours())
@@ -129,7 +129,7 @@ pub fn anchor<'a>(rules: &'a [NatRule], scope: &OutScope) -> Option<&'a RuleId> 
 
 /// A src-nat rule of ours that comes too late.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shadowed {
+pub(crate) struct Shadowed {
     /// Our rule's comment.
     pub ours: RuleComment,
     /// Our rule's id.
@@ -141,7 +141,7 @@ pub struct Shadowed {
 /// Every src-nat rule of ours in `rules` (the `srcnat` listing, in rule order) that a rule
 /// above it takes the traffic away from: what leaves from the client's port is caught there,
 /// not by ours.
-pub fn shadowed(rules: &[NatRule], scope: &OutScope) -> Vec<Shadowed> {
+pub(crate) fn shadowed(rules: &[NatRule], scope: &OutScope) -> Vec<Shadowed> {
     let mut out = Vec::new();
     // The rules seen so far that are not ours and take tunnel-bound UDP from someone: one
     // pass, each comment read once.
@@ -174,7 +174,7 @@ pub fn shadowed(rules: &[NatRule], scope: &OutScope) -> Vec<Shadowed> {
 }
 
 /// A rule in a few words, as a router owner knows it from `/ip firewall nat print`.
-pub fn describe(rule: &NatRule) -> String {
+pub(crate) fn describe(rule: &NatRule) -> String {
     let mut words = vec![format!(
         "{} action={}",
         rule.id.as_ref().map_or("(no id)", |i| i.as_str()),

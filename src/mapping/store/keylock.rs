@@ -27,25 +27,25 @@ use crate::natpmp::handler::MapReply;
 
 /// What a key's lock remembers while requests for the key are queued on it.
 #[derive(Debug, Default)]
-pub struct KeyState {
+pub(crate) struct KeyState {
     /// The last mapping request served under this lock, when it finished, and its answer.
     last: Option<(Instant, MappingRequest, MapReply)>,
 }
 
 /// The per-key locks.
 #[derive(Debug, Default)]
-pub struct KeyLocks {
+pub(crate) struct KeyLocks {
     locks: DashMap<MappingKey, Arc<Mutex<KeyState>>>,
 }
 
 impl KeyLocks {
     /// No locks yet.
-    pub fn new() -> KeyLocks {
+    pub(crate) fn new() -> KeyLocks {
         KeyLocks::default()
     }
 
     /// Waits for `key`'s lock.
-    pub async fn lock(&self, key: MappingKey) -> KeyLock<'_> {
+    pub(crate) async fn lock(&self, key: MappingKey) -> KeyLock<'_> {
         let mutex = self.locks.entry(key).or_default().value().clone();
         let guard = mutex.lock_owned().await;
         KeyLock {
@@ -56,7 +56,7 @@ impl KeyLocks {
     }
 
     /// Takes `key`'s lock when nobody holds it or waits for it; `None` otherwise (never waits).
-    pub fn try_lock(&self, key: MappingKey) -> Option<KeyLock<'_>> {
+    pub(crate) fn try_lock(&self, key: MappingKey) -> Option<KeyLock<'_>> {
         let mutex = self.locks.entry(key).or_default().value().clone();
         let guard = mutex.try_lock_owned().ok()?;
         Some(KeyLock {
@@ -67,18 +67,13 @@ impl KeyLocks {
     }
 
     /// How many keys have a lock entry (held or waited for).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.locks.len()
-    }
-
-    /// Whether no key has a lock entry.
-    pub fn is_empty(&self) -> bool {
-        self.locks.is_empty()
     }
 }
 
 /// A held key lock; its map entry goes away when nobody holds or waits for it.
-pub struct KeyLock<'a> {
+pub(crate) struct KeyLock<'a> {
     locks: &'a DashMap<MappingKey, Arc<Mutex<KeyState>>>,
     key: MappingKey,
     guard: Option<OwnedMutexGuard<KeyState>>,
@@ -87,7 +82,7 @@ pub struct KeyLock<'a> {
 impl KeyLock<'_> {
     /// The answer of an identical request that finished while this one, which arrived at
     /// `arrived`, waited for the lock.
-    pub fn answered_while_waiting(
+    pub(crate) fn answered_while_waiting(
         &self,
         arrived: Instant,
         request: &MappingRequest,
@@ -104,7 +99,11 @@ impl KeyLock<'_> {
     }
 
     /// Remembers how this request ended, for the copies queued behind it.
-    pub fn record(&mut self, request: MappingRequest, outcome: &Result<MapReply, MappingError>) {
+    pub(crate) fn record(
+        &mut self,
+        request: MappingRequest,
+        outcome: &Result<MapReply, MappingError>,
+    ) {
         if let Some(state) = self.guard.as_mut() {
             let reply = match outcome {
                 Ok(reply) => *reply,

@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 use crate::mapping::router::rule::RuleComment;
-pub use crate::mapping::router::rule::RuleKind;
+pub(crate) use crate::mapping::router::rule::RuleKind;
 use crate::mapping::router::seam::RuleId;
 pub use crate::mapping::store::key::MappingKey;
 
@@ -219,12 +219,12 @@ pub struct LeaseInfo {
 
 /// The lifetime we ask the VPN gateway for: what the client asked, capped at `max_lifetime`
 /// (never more than asked, C-30).
-pub fn upstream_lifetime(asked: u32, max_lifetime: u32) -> u32 {
+pub(crate) fn upstream_lifetime(asked: u32, max_lifetime: u32) -> u32 {
     asked.min(max_lifetime)
 }
 
 /// The lifetime we grant the client: min(asked, upstream grant, local cap) (C-30).
-pub fn reply_lifetime(asked: u32, granted: u32, max_lifetime: u32) -> u32 {
+pub(crate) fn reply_lifetime(asked: u32, granted: u32, max_lifetime: u32) -> u32 {
     asked.min(granted).min(max_lifetime)
 }
 

@@ -35,14 +35,14 @@ impl Default for LimitsConfig {
 
 /// The caps and the per-client rate of mapping requests.
 #[derive(Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     config: LimitsConfig,
     rate: ClientRate,
 }
 
 impl Limits {
     /// Limits with these settings.
-    pub fn new(config: LimitsConfig) -> Limits {
+    pub(crate) fn new(config: LimitsConfig) -> Limits {
         Limits {
             config,
             rate: ClientRate::new(config.requests_per_second),
@@ -50,17 +50,17 @@ impl Limits {
     }
 
     /// The settings.
-    pub fn config(&self) -> &LimitsConfig {
+    pub(crate) fn config(&self) -> &LimitsConfig {
         &self.config
     }
 
     /// Takes one mapping request from `client`'s bucket; `false` when it is empty.
-    pub fn allow(&self, client: Ipv4Addr, now: Instant) -> bool {
+    pub(crate) fn allow(&self, client: Ipv4Addr, now: Instant) -> bool {
         self.rate.allow(client, now)
     }
 
     /// Whether a refusal of `client` should be logged now (at most once per minute).
-    pub fn should_log(&self, client: Ipv4Addr, now: Instant) -> bool {
+    pub(crate) fn should_log(&self, client: Ipv4Addr, now: Instant) -> bool {
         self.rate.should_log(client, now)
     }
 }

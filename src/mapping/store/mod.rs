@@ -13,12 +13,12 @@
 //! * [`caps`]: the caps as a new mapping meets them, counting the creates in flight.
 //! * [`quota`]: the gateway's quota: when a new mapping asks the gateway before the router.
 
-pub mod caps;
-pub mod key;
-pub mod keylock;
-pub mod lease;
-pub mod limits;
-pub mod ports;
-pub mod quota;
-pub mod slab;
-pub mod table;
+pub(crate) mod caps;
+pub(crate) mod key;
+pub(crate) mod keylock;
+pub(crate) mod lease;
+pub(crate) mod limits;
+pub(crate) mod ports;
+pub(crate) mod quota;
+pub(crate) mod slab;
+pub(crate) mod table;

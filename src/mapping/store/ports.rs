@@ -32,10 +32,10 @@ use crate::mapping::router::seam::{ListMember, NatRule, ServiceInfo};
 use double_natpmp_codec::protocol::Protocol;
 
 /// Preferred ports (suggested or internal) below this are not used as router ports.
-pub const MIN_PREFERRED_PORT: u16 = 1024;
+pub(crate) const MIN_PREFERRED_PORT: u16 = 1024;
 
 /// Parses a RouterOS port list such as `1000-2000,3000`; `None` if any part is malformed.
-pub fn parse_port_list(text: &str) -> Option<Vec<RangeInclusive<u16>>> {
+pub(crate) fn parse_port_list(text: &str) -> Option<Vec<RangeInclusive<u16>>> {
     let mut out = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
@@ -56,7 +56,7 @@ pub fn parse_port_list(text: &str) -> Option<Vec<RangeInclusive<u16>>> {
 }
 
 /// The index of a protocol in per-protocol arrays.
-pub fn slot(protocol: Protocol) -> usize {
+pub(crate) fn slot(protocol: Protocol) -> usize {
     match protocol {
         Protocol::Udp => 0,
         Protocol::Tcp => 1,
@@ -197,7 +197,7 @@ impl RouterView {
 
 /// Which dst-nat rules can catch traffic that arrives through the VPN interface.
 #[derive(Clone, Debug)]
-pub struct TunnelScope {
+pub(crate) struct TunnelScope {
     interface: String,
     lists: HashSet<String>,
 }
@@ -208,7 +208,7 @@ const BUILT_IN_LISTS: &[&str] = &["all", "static"];
 
 impl TunnelScope {
     /// The scope of `interface`, given every `/interface/list/member` row.
-    pub fn new(interface: &str, members: &[ListMember]) -> TunnelScope {
+    pub(crate) fn new(interface: &str, members: &[ListMember]) -> TunnelScope {
         let mut lists: HashSet<String> = BUILT_IN_LISTS.iter().map(|l| (*l).to_owned()).collect();
         lists.extend(
             members
@@ -223,7 +223,7 @@ impl TunnelScope {
     }
 
     /// Whether `rule`'s interface matchers let tunnel traffic through (both must, when set).
-    pub fn catches(&self, rule: &NatRule) -> bool {
+    pub(crate) fn catches(&self, rule: &NatRule) -> bool {
         self.matches(
             rule.in_interface.as_deref(),
             rule.in_interface_list.as_deref(),
@@ -232,7 +232,7 @@ impl TunnelScope {
 
     /// Whether an interface matcher and an interface-list matcher (either may be unset) let
     /// the tunnel's traffic through.
-    pub fn matches(&self, interface: Option<&str>, list: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, interface: Option<&str>, list: Option<&str>) -> bool {
         let interface_ok = match interface.map(str::trim) {
             None | Some("") => true,
             Some(v) => match v.strip_prefix('!') {
@@ -254,7 +254,7 @@ impl TunnelScope {
 /// Chooses a router port for `protocol`: the first of `preferred` (0 and ports below 1024
 /// skipped) that `is_used` says is free, else the next free port of `range` from `cursor`
 /// (next-fit; `cursor` moves past the port taken). `None` when every port of the range is used.
-pub fn choose_port(
+pub(crate) fn choose_port(
     protocol: Protocol,
     preferred: &[u16],
     range: &RangeInclusive<u16>,

@@ -16,11 +16,11 @@ use tokio::time::Instant;
 
 /// How long creates stay sequential after the gateway answered 4: the longest lifetime
 /// ProtonVPN grants, after which mappings nobody renews have lapsed.
-pub const QUOTA_HOLD: Duration = Duration::from_secs(60);
+pub(crate) const QUOTA_HOLD: Duration = Duration::from_secs(60);
 
 /// Whether to ask the gateway before the router (see the module docs).
 #[derive(Debug, Default)]
-pub struct QuotaHint {
+pub(crate) struct QuotaHint {
     until: Mutex<Option<Instant>>,
 }
 
@@ -30,17 +30,17 @@ impl QuotaHint {
     }
 
     /// Whether a create at `now` should ask the gateway first.
-    pub fn sequential(&self, now: Instant) -> bool {
+    pub(crate) fn sequential(&self, now: Instant) -> bool {
         self.slot().is_some_and(|until| now < until)
     }
 
     /// The gateway answered 4 at `now`.
-    pub fn exhausted(&self, now: Instant) {
+    pub(crate) fn exhausted(&self, now: Instant) {
         *self.slot() = Some(now + QUOTA_HOLD);
     }
 
     /// The gateway has room again (it granted a mapping, or one of ours was deleted there).
-    pub fn room(&self) {
+    pub(crate) fn room(&self) {
         *self.slot() = None;
     }
 }

@@ -15,7 +15,7 @@ use crate::mapping::store::lease::Lease;
 
 /// The live leases by key (see the module docs).
 #[derive(Debug, Default)]
-pub struct Leases {
+pub(crate) struct Leases {
     index: HashMap<MappingKey, u32>,
     slots: Vec<(MappingKey, Lease)>,
 }
@@ -26,22 +26,22 @@ impl Leases {
     }
 
     /// The lease of `key`.
-    pub fn get(&self, key: &MappingKey) -> Option<&Lease> {
+    pub(crate) fn get(&self, key: &MappingKey) -> Option<&Lease> {
         self.slot(key).map(|i| &self.slots[i].1)
     }
 
     /// The lease of `key`, to change it.
-    pub fn get_mut(&mut self, key: &MappingKey) -> Option<&mut Lease> {
+    pub(crate) fn get_mut(&mut self, key: &MappingKey) -> Option<&mut Lease> {
         self.slot(key).map(|i| &mut self.slots[i].1)
     }
 
     /// Whether `key` has a lease.
-    pub fn contains_key(&self, key: &MappingKey) -> bool {
+    pub(crate) fn contains_key(&self, key: &MappingKey) -> bool {
         self.index.contains_key(key)
     }
 
     /// Puts `lease` in as `key`'s, in place of any it had.
-    pub fn insert(&mut self, key: MappingKey, lease: Lease) {
+    pub(crate) fn insert(&mut self, key: MappingKey, lease: Lease) {
         match self.slot(&key) {
             Some(i) => self.slots[i].1 = lease,
             None => {
@@ -54,7 +54,7 @@ impl Leases {
     }
 
     /// Takes `key`'s lease out.
-    pub fn remove(&mut self, key: &MappingKey) -> Option<Lease> {
+    pub(crate) fn remove(&mut self, key: &MappingKey) -> Option<Lease> {
         let i = self.index.remove(key)? as usize;
         let (_, lease) = self.slots.swap_remove(i);
         if let Some((moved, _)) = self.slots.get(i) {
@@ -64,32 +64,32 @@ impl Leases {
     }
 
     /// How many leases.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
     /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
     /// Every key and its lease, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&MappingKey, &Lease)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&MappingKey, &Lease)> {
         self.slots.iter().map(|(k, l)| (k, l))
     }
 
     /// Every key.
-    pub fn keys(&self) -> impl Iterator<Item = &MappingKey> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &MappingKey> {
         self.slots.iter().map(|(k, _)| k)
     }
 
     /// Every lease.
-    pub fn values(&self) -> impl Iterator<Item = &Lease> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Lease> {
         self.slots.iter().map(|(_, l)| l)
     }
 
     /// Every lease, to change them.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Lease> {
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Lease> {
         self.slots.iter_mut().map(|(_, l)| l)
     }
 }

@@ -44,7 +44,7 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// What a start found on the router and made of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AdoptReport {
+pub(crate) struct AdoptReport {
     /// Rules of ours that became live leases again.
     pub adopted: usize,
     /// Of those, leases whose upstream mapping was made again.
@@ -75,7 +75,7 @@ fn candidate<R, U>(core: &Core<R, U>, rule: &NatRule) -> Option<(RuleComment, Ru
 }
 
 /// Adopts the router's rules of ours as leases (see the module docs).
-pub async fn adopt<R: Router, U: Upstream>(
+pub(crate) async fn adopt<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
 ) -> Result<AdoptReport, MappingError> {
     // Each listed rule is looked at as it arrives; only the candidates are kept.

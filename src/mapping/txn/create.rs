@@ -71,7 +71,7 @@ use double_natpmp_codec::protocol::Protocol;
 
 /// What a create is asked to make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// What was asked (for a twin, what its TCP mapping asked, as UDP, with its external
     /// port suggested and [`Origin::Twin`](crate::mapping::events::Origin::Twin)).
     pub request: MappingRequest,
@@ -83,7 +83,7 @@ pub struct Plan {
 impl Plan {
     /// A new mapping for `request`, preferring the suggested port, then the internal port, as
     /// the router port.
-    pub fn new(request: MappingRequest) -> Plan {
+    pub(crate) fn new(request: MappingRequest) -> Plan {
         Plan {
             preferred: [request.suggested_external_port, request.internal_port],
             request,
@@ -91,7 +91,7 @@ impl Plan {
     }
 
     /// A new mapping for `request`, preferring `router_port`, then the internal port.
-    pub fn preferring(request: MappingRequest, router_port: u16) -> Plan {
+    pub(crate) fn preferring(request: MappingRequest, router_port: u16) -> Plan {
         Plan {
             preferred: [router_port, request.internal_port],
             request,
@@ -189,7 +189,7 @@ fn is_quota(e: &MappingError) -> bool {
 
 /// Makes a new mapping on both layers (see the module docs); the caller holds the key's lock.
 /// Returns the reply and the new lease's serial.
-pub async fn create<R: Router, U: Upstream>(
+pub(crate) async fn create<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     plan: Plan,
 ) -> Result<(MapReply, u64), MappingError> {

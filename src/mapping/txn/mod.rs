@@ -11,9 +11,9 @@
 //! * [`twin`]: MAP_BOTH_PROTOCOLS: the UDP twin of a TCP mapping, made, kept and ended with it.
 //! * [`adopt`]: a start without loss: the router's rules of ours become leases again.
 
-pub mod adopt;
-pub mod create;
-pub mod patience;
-pub mod teardown;
-pub mod transaction;
-pub mod twin;
+pub(crate) mod adopt;
+pub(crate) mod create;
+pub(crate) mod patience;
+pub(crate) mod teardown;
+pub(crate) mod transaction;
+pub(crate) mod twin;

@@ -59,11 +59,11 @@ use double_natpmp_codec::protocol::Protocol;
 const DRAIN_MAX_PAUSE: Duration = Duration::from_secs(30);
 /// How old a teardown's early lookup of its rules may be when they are removed by the ids it
 /// found (far less than a router's reboot, the only thing that renumbers rules).
-pub const LOOKUP_FRESH: Duration = Duration::from_secs(1);
+pub(crate) const LOOKUP_FRESH: Duration = Duration::from_secs(1);
 
 /// Why a teardown runs: what a failure on the way may leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Teardown {
+pub(crate) enum Teardown {
     /// The client asked: a router failure is its answer (3).
     Delete,
     /// Not renewed in time.
@@ -84,7 +84,7 @@ impl Teardown {
 
 /// How a teardown ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// Both layers are gone; R is free.
     Removed,
     /// The upstream delete failed: R drains in the background (or, at shutdown, the rule is
@@ -104,7 +104,7 @@ fn deleted(result: ResultCode) -> MapReply {
 
 /// A delete of one mapping from `by` (C-33, C-34, C-35): a NAT-PMP request cannot delete what
 /// an administrator made.
-pub async fn delete<R: Router, U: Upstream>(
+pub(crate) async fn delete<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     by: Origin,
@@ -148,7 +148,7 @@ pub async fn delete<R: Router, U: Upstream>(
 
 /// A delete of all of `client`'s mappings of one protocol from `by` (C-36): what `by` may not
 /// undo stays, and the answer is then 2.
-pub async fn delete_all<R: Router, U: Upstream>(
+pub(crate) async fn delete_all<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     client: Ipv4Addr,
     protocol: Protocol,
@@ -271,7 +271,7 @@ async fn remove_rules<R: Router, U: Upstream>(
 
 /// Removes both layers of `key`'s lease, upstream first (the caller holds the key lock). Only a
 /// [`Teardown::Delete`] returns an error: the rule could not be removed.
-pub async fn teardown<R: Router, U: Upstream>(
+pub(crate) async fn teardown<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     lease: &Lease,
@@ -384,7 +384,7 @@ async fn drain<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, lease
 }
 
 /// Ends the lease of `key` if its deadline has passed (the expiry task calls this).
-pub async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingKey) {
+pub(crate) async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingKey) {
     let Some(_gate) = core.enter().await else {
         return;
     };
@@ -412,7 +412,7 @@ pub async fn expire<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: Mapping
 
 /// Ends `key`'s lease at shutdown: `None` when it was already gone, else whether both layers
 /// went.
-pub async fn remove_for_shutdown<R: Router, U: Upstream>(
+pub(crate) async fn remove_for_shutdown<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
 ) -> Option<bool> {

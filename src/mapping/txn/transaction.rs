@@ -49,7 +49,10 @@ use double_natpmp_codec::natpmp::result::ResultCode;
 use double_natpmp_codec::protocol::Protocol;
 
 /// Answers one command (never fails: a failure is a result code, C-17).
-pub async fn handle<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, command: Command) -> MapReply {
+pub(crate) async fn handle<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    command: Command,
+) -> MapReply {
     let client = command.client();
     let key = command.key();
     let outcome = match core.enter().await {
@@ -105,7 +108,7 @@ pub async fn handle<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, command: Com
 /// or waits for the key, the lease is the client's own (not a twin it would take over), its
 /// upstream mapping is valid, and the client's rate allows the request. The reply is the one
 /// [`handle`] would give. `None`: the request goes the whole way through [`handle`].
-pub fn answer_now<R: Router, U: Upstream>(
+pub(crate) fn answer_now<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     request: MappingRequest,
 ) -> Option<MapReply> {

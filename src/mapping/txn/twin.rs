@@ -48,7 +48,7 @@ use crate::natpmp::upstream::Upstream;
 use double_natpmp_codec::protocol::Protocol;
 
 /// The key of the UDP twin of the TCP mapping `parent`.
-pub fn twin_key(parent: MappingKey) -> MappingKey {
+pub(crate) fn twin_key(parent: MappingKey) -> MappingKey {
     MappingKey {
         protocol: Protocol::Udp,
         ..parent
@@ -58,7 +58,11 @@ pub fn twin_key(parent: MappingKey) -> MappingKey {
 /// A renewal of the TCP mapping `parent` (live with `serial`): when MAP_BOTH_PROTOCOLS is on
 /// and its twin is missing (it could not be made, or a UDP mapping the client took over was
 /// deleted since), the twin is made again in the background.
-pub fn ensure<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey, serial: u64) {
+pub(crate) fn ensure<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    parent: MappingKey,
+    serial: u64,
+) {
     if core.config.map_both_protocols
         && parent.protocol == Protocol::Tcp
         && !core.table.contains(&twin_key(parent))
@@ -68,7 +72,11 @@ pub fn ensure<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey
 }
 
 /// Makes the twin of the TCP mapping `parent` (live with `serial`) in the background.
-pub fn spawn<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey, serial: u64) {
+pub(crate) fn spawn<R: Router, U: Upstream>(
+    core: &Arc<Core<R, U>>,
+    parent: MappingKey,
+    serial: u64,
+) {
     let core2 = Arc::clone(core);
     core.background
         .spawn(async move { Box::pin(make(&core2, parent, serial)).await });
@@ -120,7 +128,7 @@ async fn make<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, parent: MappingKey
 /// The client asks for the UDP mapping `twin` is the twin of: it becomes the client's own
 /// (the caller holds the key's lock). Refused, the twin left as it is, when the client has as
 /// many mappings as it may.
-pub fn take_over<R: Router, U: Upstream>(
+pub(crate) fn take_over<R: Router, U: Upstream>(
     core: &Arc<Core<R, U>>,
     key: MappingKey,
     twin: &Lease,
@@ -172,7 +180,7 @@ async fn unmark<R: Router, U: Upstream>(core: &Core<R, U>, key: MappingKey, seri
 }
 
 /// The TCP mapping `parent` was renewed for `lifetime`: its twin's lifetime follows.
-pub fn follow<R, U>(core: &Core<R, U>, parent: MappingKey, lifetime: u32) {
+pub(crate) fn follow<R, U>(core: &Core<R, U>, parent: MappingKey, lifetime: u32) {
     if parent.protocol != Protocol::Tcp {
         return;
     }
