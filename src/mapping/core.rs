@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::mapping::config::MappingConfig;
+use crate::mapping::events::Events;
 use crate::mapping::router::interface::{InterfaceProblem, Proof};
 use crate::mapping::router::layers::Layers;
 use crate::mapping::router::seam::ListMember;
@@ -78,32 +79,35 @@ impl Background {
 /// The shared state of the mapping core.
 pub(crate) struct Core<R, U> {
     /// The router and the gateway under our bounds.
-    pub layers: Layers<R, U>,
+    pub(crate) layers: Layers<R, U>,
+    /// What happens to mappings, for whoever listens: the transactions and the loops emit
+    /// here; the layers hold a sender of the same channel for the router commands they run.
+    pub(crate) events: Events,
     /// The only store of leases and router-port holds.
-    pub table: Arc<LeaseTable>,
+    pub(crate) table: Arc<LeaseTable>,
     /// Per-key serialization and the retransmission memo.
-    pub locks: KeyLocks,
+    pub(crate) locks: KeyLocks,
     /// The configuration.
-    pub config: MappingConfig,
+    pub(crate) config: MappingConfig,
     /// Wakes the expiry task when a new deadline appears.
-    pub expiry_wake: Notify,
+    pub(crate) expiry_wake: Notify,
     /// Wakes the keeper when a renewal became due sooner than it sleeps.
-    pub keeper_wake: Notify,
+    pub(crate) keeper_wake: Notify,
     /// Set while the keeper re-makes every mapping after a loss (to tell when it is healed).
-    pub healing: AtomicBool,
+    pub(crate) healing: AtomicBool,
     /// Stops the background tasks.
-    pub stop: ShutdownTrigger,
+    pub(crate) stop: ShutdownTrigger,
     /// The caps on mappings and the per-client request rate.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Background undo and drain work.
-    pub background: Arc<Background>,
+    pub(crate) background: Arc<Background>,
     /// The background loops, aborted at shutdown.
-    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Whether new mappings ask the gateway first for a while (its quota was used up).
-    pub quota: QuotaHint,
+    pub(crate) quota: QuotaHint,
     /// The sources that are not real clients; the router's part is refreshed by each reconcile
     /// pass.
-    pub refused: Arc<RefusedSources>,
+    pub(crate) refused: Arc<RefusedSources>,
     /// The router's interface-list members, as of the last reconcile pass (which lists say a
     /// src-nat rule's out-interface-list holds the VPN interface).
     members: Mutex<Vec<ListMember>>,
@@ -122,6 +126,7 @@ impl<R, U> Core<R, U> {
             config.vpn_gateway.filter(|g| !g.is_loopback()),
         ));
         Core {
+            events: layers.events.clone(),
             layers,
             table: Arc::new(LeaseTable::new(config.router_ports.clone())),
             locks: KeyLocks::new(),

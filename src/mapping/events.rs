@@ -131,8 +131,9 @@ pub enum MappingEvent {
     },
 }
 
-/// The sending side, owned by the mapping core.
-#[derive(Debug)]
+/// The sending side, owned by the mapping core (`Core::events`); the router layers hold a
+/// clone of it for the router commands they run.
+#[derive(Clone, Debug)]
 pub(crate) struct Events {
     tx: broadcast::Sender<MappingEvent>,
 }

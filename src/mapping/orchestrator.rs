@@ -229,7 +229,7 @@ impl<R: Router, U: Upstream> Orchestrator<R, U> {
 
     /// A listener for what happens to mappings from now on ([`MappingEvent`]).
     pub fn subscribe(&self) -> broadcast::Receiver<MappingEvent> {
-        self.core.layers.events.subscribe()
+        self.core.events.subscribe()
     }
 
     /// How many mapping keys have a lock entry now (held or waited for); 0 when idle.

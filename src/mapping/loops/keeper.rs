@@ -123,8 +123,7 @@ pub(crate) async fn renew_due<R: Router, U: Upstream>(core: &Arc<Core<R, U>>) {
             mappings = renewed,
             "every mapping is made again at the VPN gateway"
         );
-        core.layers
-            .events
+        core.events
             .emit(MappingEvent::UpstreamHealed { mappings: renewed });
     } else if recovered {
         // Renewals failed and now succeed: the gateway may have lost state meanwhile.
@@ -192,7 +191,7 @@ async fn renew_one<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingK
             debug!(mapping = %key, router_port = lease.router_port, external_port = grant.external_port, lifetime = grant.lifetime, "upstream mapping kept alive");
             if moved {
                 info!(mapping = %key, router_port = lease.router_port, old_external_port = lease.external_port, external_port = grant.external_port, "the VPN gateway moved the mapping: the client's next renewal gets the new port");
-                core.layers.events.emit(MappingEvent::ExternalPortChanged {
+                core.events.emit(MappingEvent::ExternalPortChanged {
                     key,
                     old: lease.external_port,
                     new: grant.external_port,

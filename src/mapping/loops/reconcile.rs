@@ -351,7 +351,7 @@ pub(crate) async fn pass<R: Router, U: Upstream>(
     }
 
     core.table.apply_refresh(generation, view);
-    core.layers.events.emit(MappingEvent::Reconciled {
+    core.events.emit(MappingEvent::Reconciled {
         orphans_removed: report.orphans_removed,
         recreated: report.recreated,
         interface_ok: report.interface_ok,

@@ -75,7 +75,7 @@ pub(crate) async fn reconcile_loop<R: Router, U: Upstream>(
             }
             Err(MappingError::ShuttingDown) => break,
             Err(e) => {
-                core.layers.events.emit(MappingEvent::ReconcileFailed);
+                core.events.emit(MappingEvent::ReconcileFailed);
                 warn!("reconcile failed, retrying in {retry:?}: {e}");
                 wait = retry;
                 retry = (retry * 2).min(period);

@@ -67,7 +67,7 @@ pub(crate) struct Layers<R, U> {
     epoch: Arc<Epoch>,
     epoch_watch: Mutex<UpstreamEpochWatch>,
     /// Where what happens is told.
-    pub events: Events,
+    pub(crate) events: Events,
     /// Notified when the gateway lost its state: the keeper makes every mapping again.
     pub heal_needed: tokio::sync::Notify,
 }

@@ -408,7 +408,7 @@ fn commit<R: Router, U: Upstream>(
         serial: 0,
     });
     core.expiry_wake.notify_one();
-    core.layers.events.emit(MappingEvent::Created {
+    core.events.emit(MappingEvent::Created {
         key,
         router_port,
         external_port: grant.external_port,

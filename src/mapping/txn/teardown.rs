@@ -280,7 +280,7 @@ pub(crate) async fn teardown<R: Router, U: Upstream>(
     let result = teardown_layers(core, key, lease, mode).await;
     // The lease has left the table in every outcome (a failure leaves a draining or suspect
     // port, never a lease).
-    core.layers.events.emit(MappingEvent::Removed {
+    core.events.emit(MappingEvent::Removed {
         key,
         router_port: lease.router_port,
         external_port: lease.external_port,

@@ -93,7 +93,7 @@ pub(crate) async fn handle<R: Router, U: Upstream>(
             } else {
                 info!(mapping = %key, %result, "request refused: {e}");
             }
-            core.layers.events.emit(MappingEvent::Failed {
+            core.events.emit(MappingEvent::Failed {
                 client,
                 result: result as u16,
                 message: e.to_string(),
@@ -205,7 +205,7 @@ fn from_lease<R, U>(
         l.lifetime = held;
         l.deadline = deadline;
     });
-    core.layers.events.emit(MappingEvent::Renewed {
+    core.events.emit(MappingEvent::Renewed {
         key,
         lifetime: held,
     });
@@ -278,13 +278,13 @@ async fn renew<R: Router, U: Upstream>(
         l.keep_failures = 0;
     });
     core.keeper_wake.notify_one();
-    core.layers.events.emit(MappingEvent::Renewed {
+    core.events.emit(MappingEvent::Renewed {
         key,
         lifetime: held,
     });
     twin::follow(core, key, held);
     if grant.external_port != lease.external_port {
-        core.layers.events.emit(MappingEvent::ExternalPortChanged {
+        core.events.emit(MappingEvent::ExternalPortChanged {
             key,
             old: lease.external_port,
             new: grant.external_port,
