@@ -9,12 +9,13 @@
 //! than the one asked). CHANGE-REQUEST picks the answering socket (other IP and/or port);
 //! RESPONSE-PORT sends the answer to the request's source IP at that port.
 //!
-//! Without RFC 5780 it answers like coturn without its `rfc5780` line: no OTHER-ADDRESS, and a
-//! request carrying CHANGE-REQUEST or RESPONSE-PORT gets error 420 (Unknown Attribute) with
-//! UNKNOWN-ATTRIBUTES naming them. Answering 420 rather than ignoring the attribute is what
-//! RFC 8489 §6.3.1 asks of a server that does not know a comprehension-required attribute (both
-//! are), and it lets a client say "inbound not tested" at once instead of after a silent
-//! answer from the wrong address or a full retransmission schedule.
+//! Without RFC 5780 it answers like coturn 4.6.1 without its `rfc5780` line (docs/stun.md §7):
+//! no OTHER-ADDRESS, a request carrying CHANGE-REQUEST gets error 420 (Unknown Attribute) from
+//! the socket asked, and RESPONSE-PORT is ignored (the answer goes to the request's source).
+//! Answering 420 rather than ignoring CHANGE-REQUEST is what coturn does and what RFC 8489
+//! §6.3.1 asks of a server that does not know a comprehension-required attribute; it lets a
+//! client say "inbound not tested" at once instead of after a full retransmission schedule.
+//! Unlike coturn, the 420 names the attribute in UNKNOWN-ATTRIBUTES, as RFC 8489 §14.9 asks.
 //!
 //! Requests with other unknown comprehension-required attributes get 420 too; anything that is
 //! not a Binding Request (responses, indications, other methods, garbage) is counted and
@@ -42,8 +43,8 @@ pub struct StunConfig {
     pub alternate_ip: IpAddr,
     /// The primary and alternate port, bound on both IPs; `None` picks a free pair.
     pub ports: Option<(u16, u16)>,
-    /// `true`: RFC 5780 (OTHER-ADDRESS, CHANGE-REQUEST, RESPONSE-PORT honoured); `false`: a
-    /// plain RFC 8489 server that answers those attributes with error 420.
+    /// `true`: RFC 5780 (OTHER-ADDRESS, CHANGE-REQUEST, RESPONSE-PORT honoured); `false`:
+    /// like coturn without `rfc5780`: CHANGE-REQUEST gets error 420, RESPONSE-PORT is ignored.
     pub rfc5780: bool,
     /// The SOFTWARE attribute of every answer, if any.
     pub software: Option<String>,
@@ -220,17 +221,14 @@ fn answer(shared: &Shared, ip: usize, port: usize, datagram: &[u8], from: Socket
     };
     let id = request.transaction_id;
     let mut unknown = request.unknown_required.clone();
-    if !shared.config.rfc5780 {
-        unknown.extend(
-            [kind::CHANGE_REQUEST, kind::RESPONSE_PORT]
-                .into_iter()
-                .filter(|k| request.attributes.iter().any(|a| a.kind() == *k)),
-        );
+    let rfc5780 = shared.config.rfc5780;
+    if !rfc5780 && request.change_request().is_some() {
+        unknown.push(kind::CHANGE_REQUEST);
     }
     let (reply, from_ip, from_port, to) = if unknown.is_empty() {
         let change = request.change_request().unwrap_or_default();
         let (rip, rport) = (ip ^ usize::from(change.ip), port ^ usize::from(change.port));
-        let to = match request.response_port() {
+        let to = match request.response_port().filter(|_| rfc5780) {
             Some(p) => SocketAddr::new(from.ip(), p),
             None => from,
         };
@@ -350,7 +348,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_rfc5780_there_is_no_other_address_and_change_request_gets_420() {
+    async fn without_rfc5780_there_is_no_other_address_response_port_is_ignored_and_change_request_gets_420(
+    ) {
         let config = StunConfig {
             rfc5780: false,
             software: None,
@@ -369,6 +368,21 @@ mod tests {
         assert_eq!(m.class, Class::Success);
         assert_eq!(m.other_address(), None);
         assert_eq!(m.xor_mapped_address(), c.local_addr().ok());
+
+        let (listening, redirected) = (client().await, txid());
+        let port = listening.local_addr().expect("addr").port();
+        c.send_to(
+            &encode_binding_request(redirected, ChangeRequest::NONE, Some(port)),
+            server.primary(),
+        )
+        .await
+        .expect("send");
+        let (m, _) = answer_to(&c, redirected).await;
+        assert_eq!(
+            m.class,
+            Class::Success,
+            "RESPONSE-PORT is ignored, as coturn does"
+        );
 
         let changed = txid();
         c.send_to(

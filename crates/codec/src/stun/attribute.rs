@@ -169,9 +169,11 @@ impl Attribute {
                 if !(3..=6).contains(&class) || number > 99 {
                     return Err("ERROR-CODE is outside 300..=699");
                 }
+                // coturn counts its zero padding into the reason's length: cut trailing NULs.
+                let end = reason.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
                 Attribute::ErrorCode(ErrorCode {
                     code: class * 100 + number,
-                    reason: String::from_utf8_lossy(reason).into_owned(),
+                    reason: String::from_utf8_lossy(&reason[..end]).into_owned(),
                 })
             }
             kind::UNKNOWN_ATTRIBUTES => {

@@ -163,6 +163,22 @@ fn error_response_round_trips_with_its_code_and_reason() {
 }
 
 #[test]
+fn coturns_zero_padded_reason_phrase_reads_without_the_zeros() {
+    // coturn 4.6.1 without `rfc5780`, answering a CHANGE-REQUEST (docs/stun.md §7): the
+    // ERROR-CODE length (76) counts two NUL bytes of padding.
+    let reason = b"Unknown attribute: TURN server was configured without RFC 5780 support";
+    let mut m = vec![0x01, 0x11, 0x00, 80, 0x21, 0x12, 0xa4, 0x42];
+    m.extend_from_slice(&[1; 12]);
+    m.extend_from_slice(&[0x00, 0x09, 0x00, 76, 0, 0, 4, 20]);
+    m.extend_from_slice(reason);
+    m.extend_from_slice(&[0, 0]);
+    let back = decode_message(&m).expect("coturn's error");
+    let e = back.error_code().expect("ERROR-CODE");
+    assert_eq!(e.code, 420);
+    assert_eq!(e.reason.as_bytes(), reason);
+}
+
+#[test]
 fn a_response_to_another_transaction_is_not_ours() {
     let m = decode_message(&RFC5769_IPV4_RESPONSE).expect("the RFC's response");
     assert!(!m.is_response_to(TransactionId([0; 12])));
