@@ -15,7 +15,7 @@
 //! Answering 420 rather than ignoring CHANGE-REQUEST is what coturn does and what RFC 8489
 //! §6.3.1 asks of a server that does not know a comprehension-required attribute; it lets a
 //! client say "inbound not tested" at once instead of after a full retransmission schedule.
-//! Unlike coturn, the 420 names the attribute in UNKNOWN-ATTRIBUTES, as RFC 8489 §14.9 asks.
+//! Unlike coturn, the 420 names the attribute in UNKNOWN-ATTRIBUTES, as RFC 8489 §14.13 asks.
 //!
 //! Requests with other unknown comprehension-required attributes get 420 too; anything that is
 //! not a Binding Request (responses, indications, other methods, garbage) is counted and

@@ -1,9 +1,9 @@
 //! The STUN attributes the reachability self-test reads or writes, their values on the wire,
-//! and the type codes of the registry (RFC 8489 §18.3, RFC 5780 §9.1).
+//! and the type codes of the registry (RFC 8489 §18.3, and RFC 5780 for its four).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::message::{TransactionId, MAGIC_COOKIE};
+use super::header::{TransactionId, MAGIC_COOKIE};
 
 /// Attribute type codes. 0x0000-0x7FFF are comprehension-required, 0x8000-0xFFFF optional
 /// (RFC 8489 §14).
@@ -16,7 +16,7 @@ pub mod kind {
     pub const MESSAGE_INTEGRITY: u16 = 0x0008;
     /// ERROR-CODE (RFC 8489 §14.8).
     pub const ERROR_CODE: u16 = 0x0009;
-    /// UNKNOWN-ATTRIBUTES (RFC 8489 §14.9).
+    /// UNKNOWN-ATTRIBUTES (RFC 8489 §14.13).
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
     /// MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6): may follow MESSAGE-INTEGRITY.
     pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;

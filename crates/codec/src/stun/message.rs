@@ -7,78 +7,15 @@ use thiserror::Error;
 
 use super::attribute::{kind, Attribute, ChangeRequest, ErrorCode};
 use super::crc32::crc32;
-
-/// The fixed value of bytes 4..8 of every STUN message (RFC 8489 §5).
-pub const MAGIC_COOKIE: u32 = 0x2112_A442;
-/// Size of the message header.
-pub const HEADER_LEN: usize = 20;
-/// FINGERPRINT is the CRC-32 of the message XOR this ("STUN" in ASCII, RFC 8489 §14.7).
-pub const FINGERPRINT_XOR: u32 = 0x5354_554E;
+use super::header::{
+    message_type, split_type, Class, Method, TransactionId, FINGERPRINT_XOR, HEADER_LEN,
+    MAGIC_COOKIE,
+};
 
 /// Longest SOFTWARE value or reason phrase we write (RFC 8489 §14.8, §14.14: 763 bytes).
 const MAX_TEXT: usize = 763;
 /// Attribute header: type and length.
 const ATTR_HEADER_LEN: usize = 4;
-
-/// The 96-bit transaction id that pairs a response with its request (RFC 8489 §5). The codec
-/// does not draw it: the caller brings 12 random bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TransactionId(pub [u8; 12]);
-
-/// The class of a message (RFC 8489 §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Class {
-    /// A request (C1C0 = 00).
-    Request,
-    /// An indication (01): never answered.
-    Indication,
-    /// A success response (10).
-    Success,
-    /// An error response (11).
-    Error,
-}
-
-impl Class {
-    fn bits(self) -> u16 {
-        match self {
-            Class::Request => 0b00,
-            Class::Indication => 0b01,
-            Class::Success => 0b10,
-            Class::Error => 0b11,
-        }
-    }
-
-    fn from_bits(bits: u16) -> Class {
-        match bits & 0b11 {
-            0b00 => Class::Request,
-            0b01 => Class::Indication,
-            0b10 => Class::Success,
-            _ => Class::Error,
-        }
-    }
-}
-
-/// A 12-bit STUN method (RFC 8489 §18.2); only Binding is served here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Method(pub u16);
-
-impl Method {
-    /// Binding (0x001), the only method of the self-test.
-    pub const BINDING: Method = Method(0x001);
-}
-
-/// The message type: method bits interleaved with the two class bits (RFC 8489 §5, figure 3).
-fn message_type(method: Method, class: Class) -> u16 {
-    let m = method.0 & 0x0FFF;
-    let c = class.bits();
-    (m & 0x000F) | ((m & 0x0070) << 1) | ((m & 0x0F80) << 2) | ((c & 1) << 4) | ((c & 2) << 7)
-}
-
-fn split_type(t: u16) -> (Method, Class) {
-    let method = (t & 0x000F) | ((t >> 1) & 0x0070) | ((t >> 2) & 0x0F80);
-    let class = ((t >> 4) & 1) | ((t >> 7) & 2);
-    (Method(method), Class::from_bits(class))
-}
 
 /// Why a datagram is not a STUN message we accept.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -128,7 +65,7 @@ pub enum StunError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// FINGERPRINT does not match: corrupted, or not STUN (RFC 8489 §7.3).
+    /// FINGERPRINT does not match: corrupted, or not STUN (RFC 8489 §14.7).
     #[error("STUN FINGERPRINT {found:#010x} does not match the message's {expected:#010x}")]
     FingerprintMismatch {
         /// The value carried.
@@ -156,7 +93,7 @@ pub struct Message {
     /// The attributes we understand, in order; unknown ones and those after
     /// MESSAGE-INTEGRITY (§14.5) are left out.
     pub attributes: Vec<Attribute>,
-    /// Types of comprehension-required attributes we did not understand (RFC 8489 §7.3.1:
+    /// Types of comprehension-required attributes we did not understand (RFC 8489 §6.3:
     /// a request with any deserves error 420, a response with any must be discarded). Never
     /// written by [`encode_message`].
     pub unknown_required: Vec<u16>,
@@ -418,7 +355,7 @@ fn truncate_utf8(bytes: &mut Vec<u8>, max: usize) {
 }
 
 /// A Binding Request with FINGERPRINT; with CHANGE-REQUEST when `change` sets a flag, and with
-/// RESPONSE-PORT when `response_port` is given (RFC 5780 §4.4, §7.2, §7.5).
+/// RESPONSE-PORT when `response_port` is given (RFC 5780 §7.2, §7.5).
 pub fn encode_binding_request(
     id: TransactionId,
     change: ChangeRequest,

@@ -16,11 +16,13 @@
 //! We need no authentication, so MESSAGE-INTEGRITY is read over but never checked, and the
 //! CRC-32 of FINGERPRINT is a 1 KiB table built at compile time.
 //!
-//! The pieces: `message` (header, decoding and encoding, FINGERPRINT), `attribute` (the
-//! attributes we understand), `crc32`, `retransmit` (the schedule).
+//! The pieces: `header` (cookie, transaction id, method and class), `message` (decoding and
+//! encoding, FINGERPRINT), `attribute` (the attributes we understand), `crc32`, `retransmit`
+//! (the schedule).
 
 mod attribute;
 mod crc32;
+mod header;
 mod message;
 mod retransmit;
 
@@ -28,11 +30,12 @@ mod retransmit;
 mod tests;
 
 pub use attribute::{kind, Attribute, ChangeRequest, ErrorCode};
+pub use header::{Class, Method, TransactionId, FINGERPRINT_XOR, HEADER_LEN, MAGIC_COOKIE};
 pub use message::{
-    binding_error, binding_success, decode_message, encode_binding_request, encode_message, Class,
-    Message, Method, StunError, TransactionId, FINGERPRINT_XOR, HEADER_LEN, MAGIC_COOKIE,
+    binding_error, binding_success, decode_message, encode_binding_request, encode_message,
+    Message, StunError,
 };
 pub use retransmit::{Retransmission, Waits};
 
-/// The UDP port STUN servers listen on (RFC 8489 §18.9).
+/// The UDP port STUN servers listen on by default (RFC 8489).
 pub const DEFAULT_PORT: u16 = 3478;
