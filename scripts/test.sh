@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for p in natpmpc miniupnpd-nftables python3-libtorrent nftables iproute2 procps chromium file curl \
+for p in natpmpc miniupnpd-nftables coturn python3-libtorrent nftables iproute2 procps chromium file curl \
   buildah podman runc skopeo conmon netavark \
   qemu-user-static; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")

@@ -1,6 +1,7 @@
 //! The lab ring: the daemon end to end in network namespaces (docs/lab.md): natpmpc,
-//! miniupnpd, libtorrent and nftables as real peers, the ARM builds under qemu-user. Needs root;
-//! without it each test skips loudly (`common::skip`), under CI=true it fails.
+//! miniupnpd, libtorrent and nftables as real peers, the ARM builds under qemu-user, and the
+//! STUN codec against coturn. Needs root; without it each test skips loudly (`common::skip`),
+//! under CI=true it fails.
 //!
 //! One test binary for the ring, so the test support crate is linked once for all its files.
 
@@ -13,3 +14,4 @@ mod e2e_libtorrent;
 mod e2e_mapping;
 mod e2e_restart;
 mod status_lab;
+mod stun_coturn;

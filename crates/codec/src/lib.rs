@@ -7,6 +7,8 @@
 //! * [`natpmp`]: RFC 6886 packets in both directions ([`natpmp::wire`]), the result codes, the
 //!   opcode of each protocol, and the epoch clock (seconds since start of epoch).
 //! * [`routeros`]: RouterOS API words and sentences ([`routeros::wire`]).
+//! * [`stun`]: STUN Binding messages (RFC 8489) with RFC 5780's NAT behaviour discovery
+//!   attributes, and the retransmission schedule, for the reachability self-test.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -14,3 +16,4 @@
 pub mod natpmp;
 pub mod protocol;
 pub mod routeros;
+pub mod stun;

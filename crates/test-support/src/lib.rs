@@ -1,6 +1,7 @@
 //! Test support shared by the daemon's integration tests (`tests/{component,lab,ship,repo}`):
 //! the daemon started in process or as a process, the namespace lab with
-//! real peers, podman, qemu, fakes, and one way to skip. A crate of its own (`publish = false`)
+//! real peers, coturn as a real STUN server (`stun_lab`), podman, qemu, fakes, and one way to
+//! skip. A crate of its own (`publish = false`)
 //! so that the four test binaries share one compiled copy.
 
 // Fixtures are made with `new()` and started on purpose; a `Default` would hide that.
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod fakes;
 pub mod lab;
 pub mod skip;
+pub mod stun_lab;
 pub mod traffic;
 
 /// The repository's root: the daemon's package, two levels above this crate.
