@@ -14,6 +14,7 @@
 //! ([`value::MAX_PATIENCE`]), ADDRESS_REFRESH and RECONCILE_INTERVAL 1s to 7d
 //! ([`value::MAX_INTERVAL`]), MAX_LIFETIME 1 to 604800 s ([`value::MAX_LIFETIME_LIMIT`]).
 
+pub(crate) mod reachability;
 pub(crate) mod status;
 pub(crate) mod value;
 
@@ -233,6 +234,10 @@ pub struct DaemonArgs {
     /// The status server, the forwards API, the webhook, the status file, static mappings.
     #[command(flatten)]
     pub status: StatusArgs,
+
+    /// The reachability self-test (REACHABILITY_CHECK, STUN_SERVERS, …).
+    #[command(flatten)]
+    pub reachability: crate::config::reachability::ReachabilityArgs,
 
     /// Give every UDP mapping a src-nat rule too, placed before the VPN interface's masquerade,
     /// so what the client sends from its internal port leaves the tunnel from the mapped port

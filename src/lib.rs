@@ -49,6 +49,7 @@ pub mod daemon;
 mod logging;
 mod mapping;
 mod natpmp;
+mod reachability;
 mod refused;
 mod routeros;
 mod shutdown;

@@ -231,15 +231,38 @@ pub(crate) async fn daemon_addresses(listen: SocketAddr, router: &str) -> Vec<Ip
     if let SocketAddr::V4(v4) = listen {
         own.push(*v4.ip());
     }
-    if let Ok(socket) = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
-        if socket.connect(router).await.is_ok() {
-            if let Ok(SocketAddr::V4(local)) = socket.local_addr() {
-                own.push(*local.ip());
-            }
-        }
-    }
+    own.extend(address_toward(router).await);
     own.retain(|a| !a.is_loopback() && !a.is_unspecified());
     own
+}
+
+/// The address this host reaches `router` (`host:port`) from, found by connecting a UDP
+/// socket, which sends nothing; `None` when the router cannot be resolved or reached.
+pub(crate) async fn address_toward(router: &str) -> Option<Ipv4Addr> {
+    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .ok()?;
+    socket.connect(router).await.ok()?;
+    match socket.local_addr().ok()? {
+        SocketAddr::V4(local) => Some(*local.ip()),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// The daemon's own address as the router sees it, for the reachability check's test
+/// mapping: the one it reaches the router from, unless that is loopback (the router's API on
+/// this host, as in a lab), then LISTEN_ADDR's address when it names one; loopback is kept
+/// when nothing else is known (the demo, where everything is on loopback).
+pub(crate) async fn address_for_router(listen: SocketAddr, router: &str) -> Option<Ipv4Addr> {
+    let toward = address_toward(router).await;
+    let listening = match listen {
+        SocketAddr::V4(v4) if !v4.ip().is_unspecified() => Some(*v4.ip()),
+        _ => None,
+    };
+    match toward {
+        Some(ip) if !ip.is_loopback() => Some(ip),
+        _ => listening.or(toward),
+    }
 }
 
 #[cfg(test)]

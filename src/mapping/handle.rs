@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::mapping::config::MappingConfig;
+use crate::mapping::error::MappingError;
 use crate::mapping::core::InterfaceState;
 use crate::mapping::events::MappingEvent;
 use crate::mapping::orchestrator::Orchestrator;
@@ -23,6 +24,8 @@ use crate::refused::RefusedSources;
 
 /// A reply that is on its way.
 type ReplyFuture = Pin<Box<dyn Future<Output = MapReply> + Send>>;
+/// A reconcile pass that is on its way.
+type ReconcileFuture = Pin<Box<dyn Future<Output = Result<(), MappingError>> + Send>>;
 
 /// What the handle asks of the core (implemented by every [`Orchestrator`]).
 trait Facade: Send + Sync {
@@ -34,6 +37,8 @@ trait Facade: Send + Sync {
     fn refused(&self) -> &Arc<RefusedSources>;
     fn subscribe(&self) -> broadcast::Receiver<MappingEvent>;
     fn request(&self, command: Command) -> ReplyFuture;
+    fn quota_full(&self) -> bool;
+    fn reconcile(&self) -> ReconcileFuture;
 }
 
 impl<R: Router, U: Upstream> Facade for Orchestrator<R, U> {
@@ -61,6 +66,13 @@ impl<R: Router, U: Upstream> Facade for Orchestrator<R, U> {
     fn request(&self, command: Command) -> ReplyFuture {
         let orchestrator = self.clone();
         Box::pin(async move { orchestrator.request(command).await })
+    }
+    fn quota_full(&self) -> bool {
+        Orchestrator::quota_full(self)
+    }
+    fn reconcile(&self) -> ReconcileFuture {
+        let orchestrator = self.clone();
+        Box::pin(async move { orchestrator.reconcile().await.map(|_| ()) })
     }
 }
 
@@ -125,5 +137,16 @@ impl MappingHandle {
     /// Answers a command ([`Orchestrator::request`]).
     pub(crate) async fn request(&self, command: Command) -> MapReply {
         self.core.request(command).await
+    }
+
+    /// Whether the gateway's port quota was found used up a moment ago.
+    pub(crate) fn quota_full(&self) -> bool {
+        self.core.quota_full()
+    }
+
+    /// One reconcile pass now ([`Orchestrator::reconcile`]): orphans removed, missing rules of
+    /// live mappings made again.
+    pub(crate) async fn reconcile(&self) -> Result<(), MappingError> {
+        self.core.reconcile().await
     }
 }

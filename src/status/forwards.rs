@@ -121,7 +121,7 @@ struct Deleted {
 }
 
 /// Checks the token; `Some(response)` when the request is refused.
-fn refused(state: &StatusState, req: &Request<Incoming>) -> Option<Response<Body>> {
+pub(crate) fn refused(state: &StatusState, req: &Request<Incoming>) -> Option<Response<Body>> {
     let token = state.token.as_ref()?;
     match token.check(req.headers()) {
         Verdict::Allowed => None,

@@ -30,7 +30,8 @@ pub(crate) fn unix_seconds(t: SystemTime) -> u64 {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct EventRecord {
     /// `created`, `external_port_changed`, `removed`, `upstream_lost`, `upstream_healed`,
-    /// `failed`, `reconciled`, `reconcile_failed`.
+    /// `failed`, `reconciled`, `reconcile_failed`, `reachability` (a new verdict of the
+    /// reachability check).
     pub event: &'static str,
     /// When it happened, seconds since 1970.
     pub time: u64,
@@ -76,7 +77,12 @@ impl EventRecord {
     pub(crate) fn for_webhook(&self) -> bool {
         matches!(
             self.event,
-            "created" | "external_port_changed" | "removed" | "upstream_lost" | "upstream_healed"
+            "created"
+                | "external_port_changed"
+                | "removed"
+                | "upstream_lost"
+                | "upstream_healed"
+                | "reachability"
         )
     }
 }
@@ -317,12 +323,14 @@ impl History {
             }),
         };
         if let Some(r) = &record {
-            if inner.recent.len() == RECENT_EVENTS {
-                inner.recent.pop_front();
-            }
-            inner.recent.push_back(r.clone());
+            push(&mut inner.recent, r.clone());
         }
         record
+    }
+
+    /// Lists a record that does not come from the mapping core (a new reachability verdict).
+    pub(crate) fn note(&self, record: EventRecord) {
+        push(&mut self.lock().recent, record);
     }
 
     /// Forgets the times of keys that are no longer live (after lost events).
@@ -345,6 +353,14 @@ impl History {
         let inner = self.lock();
         (inner.router.clone(), inner.gateway.clone())
     }
+}
+
+/// Appends to the page's list, dropping the oldest past [`RECENT_EVENTS`].
+fn push(recent: &mut VecDeque<EventRecord>, record: EventRecord) {
+    if recent.len() == RECENT_EVENTS {
+        recent.pop_front();
+    }
+    recent.push_back(record);
 }
 
 /// `3s ago`, `5m ago`: how long before `now` `then` was.

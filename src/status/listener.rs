@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::mapping::events::MappingEvent;
+use crate::reachability::outcome::Outcome;
 use crate::shutdown::Shutdown;
+use crate::status::reachability;
 use crate::status::state::StatusState;
 use crate::status::webhook::Webhook;
 
@@ -22,6 +24,9 @@ pub(crate) struct Sinks {
     pub webhook: Option<Webhook>,
     /// Bumped when the mappings changed (the status file's writer waits on it).
     pub file: Option<watch::Sender<u64>>,
+    /// The reachability check's results: a new verdict is an event for the page's list and the
+    /// webhook.
+    pub reachability: Option<watch::Receiver<Option<Arc<Outcome>>>>,
 }
 
 /// Starts the listener; it stops when `stop` fires, after taking the events already sent (so
@@ -29,16 +34,22 @@ pub(crate) struct Sinks {
 pub(crate) fn spawn(
     state: Arc<StatusState>,
     mut events: broadcast::Receiver<MappingEvent>,
-    sinks: Sinks,
+    mut sinks: Sinks,
     mut stop: Shutdown,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut verdicts = sinks.reachability.take();
+        let mut shown: Option<Arc<Outcome>> = None;
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     Ok(e) => handle(&state, &sinks, &e),
                     Err(RecvError::Lagged(n)) => lagged(&state, &sinks, n),
                     Err(RecvError::Closed) => return,
+                },
+                changed = changed(&mut verdicts) => match changed {
+                    Some(outcome) => verdict(&state, &sinks, &mut shown, outcome),
+                    None => verdicts = None,
                 },
                 _ = stop.recv() => break,
             }
@@ -51,6 +62,41 @@ pub(crate) fn spawn(
             }
         }
     })
+}
+
+/// The next result of the reachability check; `None` when its task is gone. Pends forever
+/// when there is no check.
+async fn changed(
+    verdicts: &mut Option<watch::Receiver<Option<Arc<Outcome>>>>,
+) -> Option<Option<Arc<Outcome>>> {
+    match verdicts {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A new result: an event when it says something new (the first one, a new verdict, exit or
+/// pairing), for the page's list and the webhook.
+fn verdict(
+    state: &StatusState,
+    sinks: &Sinks,
+    shown: &mut Option<Arc<Outcome>>,
+    outcome: Option<Arc<Outcome>>,
+) {
+    let Some(outcome) = outcome else { return };
+    let new = shown.as_ref().is_none_or(|s| outcome.differs_from(s));
+    *shown = Some(Arc::clone(&outcome));
+    if !new {
+        return;
+    }
+    let record = reachability::record(&outcome, SystemTime::now());
+    state.history.note(record.clone());
+    if let Some(webhook) = &sinks.webhook {
+        webhook.offer(record);
+    }
 }
 
 fn lagged(state: &StatusState, sinks: &Sinks, n: u64) {

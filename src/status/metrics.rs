@@ -22,6 +22,7 @@ use crate::mapping::events::{MappingEvent, Origin};
 use crate::mapping::store::lease::LeaseInfo;
 use crate::natpmp::handler::{MapHandler, MapReply};
 use crate::natpmp::server::ServerStats;
+use crate::reachability::outcome::{ExitAddress, Outcome};
 use crate::static_keeper::KeeperStats;
 use double_natpmp_codec::natpmp::wire::MapRequest;
 use double_natpmp_codec::protocol::Protocol;
@@ -53,6 +54,10 @@ pub(crate) struct Metrics {
     webhook: Family<Labels1, Counter>,
     webhook_dropped: Counter,
     events_missed: Counter,
+    reachable: Gauge,
+    exit_matches: Gauge,
+    outbound_paired: Gauge,
+    reachability_checked: Gauge,
 }
 
 /// Latency buckets: 1 ms doubling to about 8 s.
@@ -95,8 +100,37 @@ impl Metrics {
             webhook: Family::default(),
             webhook_dropped: Counter::default(),
             events_missed: Counter::default(),
+            reachable: Gauge::default(),
+            exit_matches: Gauge::default(),
+            outbound_paired: Gauge::default(),
+            reachability_checked: Gauge::default(),
         };
         let r = &mut registry;
+        // -1 until a check tells (REACHABILITY_CHECK).
+        for g in [&m.reachable, &m.exit_matches, &m.outbound_paired] {
+            g.set(-1);
+        }
+        r.register(
+            "reachable",
+            "The reachability check: 1 when a third party reached the test mapping's external port through both NAT layers, 0 when it did not, -1 when not tested",
+            m.reachable.clone(),
+        );
+        r.register(
+            "reachability_exit_address_matches",
+            "The reachability check: 1 when the internet saw the test mapping's traffic come from the address the gateway's NAT-PMP reports, 0 when from another, -1 when not known",
+            m.exit_matches.clone(),
+        );
+        r.register(
+            "reachability_outbound_paired",
+            "The reachability check: 1 when outbound UDP left from the external port, 0 when from another port, -1 when not known",
+            m.outbound_paired.clone(),
+        );
+        r.register_with_unit(
+            "reachability_last_check_timestamp",
+            "When the last reachability check ended, seconds since 1970 (0: none yet)",
+            Unit::Seconds,
+            m.reachability_checked.clone(),
+        );
         r.register(
             "mappings",
             "Live mappings by protocol and origin",
@@ -276,7 +310,18 @@ impl Metrics {
         leases: &[LeaseInfo],
         server: Option<&ServerStats>,
         keeper: &KeeperStats,
+        reachability: Option<&Outcome>,
     ) -> Result<String, std::fmt::Error> {
+        if let Some(o) = reachability {
+            let tri = |v: Option<bool>| v.map_or(-1, i64::from);
+            self.reachable.set(tri(o.reachable()));
+            self.exit_matches.set(tri(
+                o.exit_address.map(|e| e == ExitAddress::Matches),
+            ));
+            self.outbound_paired.set(tri(o.outbound_paired));
+            self.reachability_checked
+                .set(i64::try_from(o.checked_at).unwrap_or(i64::MAX));
+        }
         for protocol in Protocol::ALL {
             for origin in [Origin::NatPmp, Origin::Api, Origin::Static] {
                 let n = leases

@@ -30,6 +30,7 @@ pub(crate) mod history;
 pub(crate) mod host;
 pub(crate) mod listener;
 pub(crate) mod metrics;
+pub(crate) mod reachability;
 pub(crate) mod respond;
 pub(crate) mod server;
 pub(crate) mod state;
@@ -51,6 +52,7 @@ use crate::config::status::StatusArgs;
 use crate::mapping::MappingHandle;
 use crate::natpmp::server::ServerStats;
 use crate::routeros::conn::Password;
+use crate::reachability::service::ReachabilityHandle;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::static_keeper::{self, KeeperStats};
 
@@ -93,6 +95,8 @@ pub(crate) struct Setup {
     pub server_stats: Option<Arc<ServerStats>>,
     /// The metrics (shared with the [`CountingHandler`] in front of the orchestrator).
     pub metrics: Arc<Metrics>,
+    /// The reachability check, when the daemon runs one.
+    pub reachability: Option<ReachabilityHandle>,
 }
 
 /// The running status services.
@@ -123,6 +127,7 @@ impl Services {
             external: setup.external,
             token,
             allowed: setup.allowed,
+            reachability: setup.reachability.clone(),
         });
         let mut stopping = Vec::new();
         let mut addr = None;
@@ -168,7 +173,11 @@ impl Services {
         let listener = listener::spawn(
             Arc::clone(&state),
             events,
-            listener::Sinks { webhook, file },
+            listener::Sinks {
+                webhook,
+                file,
+                reachability: setup.reachability.as_ref().map(ReachabilityHandle::watch),
+            },
             stop_rx,
         );
         if !args.static_mappings.0.is_empty() {

@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::shutdown::Shutdown;
 use crate::status::forwards;
+use crate::status::reachability;
 use crate::status::host::{HostRule, Reach};
 use crate::status::metrics::CONTENT_TYPE as METRICS_TYPE;
 use crate::status::respond::{error, json, respond, Body};
@@ -189,6 +190,10 @@ async fn route(
         },
         "/api/v1/mappings" if get => json(StatusCode::OK, &state.mappings()),
         "/api/v1/status" if get => json(StatusCode::OK, &state.status()),
+        "/api/v1/reachability" if get => reachability::get(state),
+        "/api/v1/reachability" if forwards_on && method == Method::POST => {
+            reachability::post(state, req).await
+        }
         "/api/v1/forwards" if forwards_on && method == Method::POST => {
             forwards::create(state, req).await
         }
@@ -197,6 +202,8 @@ async fn route(
         }
         "/" | "/index.html" | "/healthz" | "/readyz" | "/metrics" | "/api/v1/mappings"
         | "/api/v1/status" => not_allowed("GET, HEAD"),
+        "/api/v1/reachability" if forwards_on => not_allowed("GET, HEAD, POST"),
+        "/api/v1/reachability" => not_allowed("GET, HEAD"),
         "/api/v1/forwards" if forwards_on => not_allowed("POST"),
         p if forwards_on && p.starts_with("/api/v1/forwards/") => not_allowed("DELETE"),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),

@@ -13,9 +13,11 @@ use crate::mapping::store::lease::{LeaseInfo, MappingKey};
 use crate::mapping::MappingHandle;
 use crate::natpmp::server::ServerStats;
 use crate::static_keeper::KeeperStats;
+use crate::reachability::service::ReachabilityHandle;
 use crate::status::auth::Token;
 use crate::status::history::{unix_seconds, History};
 use crate::status::metrics::Metrics;
+use crate::status::reachability::ReachabilityView;
 use crate::status::view::{MappingView, Readiness, StatusView};
 
 /// Reads the VPN gateway's external address as the daemon knows it now.
@@ -39,6 +41,8 @@ pub(crate) struct StatusState {
     pub token: Option<Token>,
     /// ALLOWED_CLIENTS: the forwards API serves only these clients.
     pub allowed: CidrList,
+    /// The reachability check, when the daemon runs one.
+    pub reachability: Option<ReachabilityHandle>,
 }
 
 impl StatusState {
@@ -86,16 +90,29 @@ impl StatusState {
             mappings: self.mapping.lease_count(),
             health: self.readiness(),
             events: self.history.recent(),
+            reachability: self.reachability_view(),
             now: unix_seconds(SystemTime::now()),
         }
     }
 
+    /// The reachability check's view, when the daemon runs one.
+    pub(crate) fn reachability_view(&self) -> Option<ReachabilityView> {
+        let handle = self.reachability.as_ref()?;
+        Some(ReachabilityView::new(
+            handle.periodic(),
+            handle.latest(),
+            SystemTime::now(),
+        ))
+    }
+
     /// The metrics exposition now.
     pub(crate) fn metrics_text(&self) -> Result<String, std::fmt::Error> {
+        let reachability = self.reachability.as_ref().and_then(|r| r.latest());
         self.metrics.encode(
             &self.mapping.leases(),
             self.server_stats.as_deref(),
             &self.keeper,
+            reachability.as_deref(),
         )
     }
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::mapping::core::InterfaceState;
 use crate::mapping::events::Origin;
 use crate::mapping::store::lease::LeaseInfo;
+use crate::status::reachability::ReachabilityView;
 use crate::status::history::{ago, Contact, EventRecord, History};
 
 /// One live mapping (`/api/v1/mappings`, STATUS_FILE, the forwards API).
@@ -182,6 +183,9 @@ pub(crate) struct StatusView {
     pub health: Readiness,
     /// The last events, newest first.
     pub events: Vec<EventRecord>,
+    /// The reachability check's line and last result (absent when the daemon runs none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<ReachabilityView>,
     /// Now, seconds since 1970 (the page shows times relative to it).
     pub now: u64,
 }

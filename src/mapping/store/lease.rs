@@ -21,16 +21,20 @@ pub enum Origin {
     /// The UDP twin of this TCP mapping (MAP_BOTH_PROTOCOLS): made, kept, deleted and ended
     /// with it; never expires by itself.
     Twin(MappingKey),
+    /// The reachability self-test's own short-lived mapping, for the daemon's own address
+    /// (REACHABILITY_CHECK): made, probed and deleted by one check.
+    SelfTest,
 }
 
 impl Origin {
-    /// `natpmp`, `api`, `static` or `twin`.
+    /// `natpmp`, `api`, `static`, `twin` or `selftest`.
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::NatPmp => "natpmp",
             Origin::Api => "api",
             Origin::Static => "static",
             Origin::Twin(_) => "twin",
+            Origin::SelfTest => "selftest",
         }
     }
 
@@ -45,7 +49,7 @@ impl Origin {
     /// Whether a lease of this origin ends when its client stops renewing it (a static one
     /// never does; a twin ends with its TCP mapping).
     pub fn expires(self) -> bool {
-        matches!(self, Origin::NatPmp | Origin::Api)
+        matches!(self, Origin::NatPmp | Origin::Api | Origin::SelfTest)
     }
 
     /// Whether an administrator made it: a forward of the API (`API_TOKEN`) or a static
