@@ -25,6 +25,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::bounded::bounded;
+use crate::cli::check_internet;
 use crate::cli::check_srcnat::{srcnat_order, Verdict};
 use crate::cli::fixes::{router_fix, upstream_fix};
 use crate::config::DaemonArgs;
@@ -42,6 +43,11 @@ pub struct CheckArgs {
     /// The daemon's settings (the same environment variables).
     #[command(flatten)]
     pub daemon: DaemonArgs,
+
+    /// Instead of the set-up steps: ask the running daemon (STATUS_ADDR, API_TOKEN) to prove
+    /// its forwarded port from the internet now, with STUN, and explain the result.
+    #[arg(long)]
+    pub from_internet: bool,
 }
 
 /// The lifetime asked for the upstream test mapping; it is deleted at once anyway.
@@ -74,6 +80,9 @@ impl Report {
 
 /// Runs `check`.
 pub(crate) async fn run(args: CheckArgs) -> ExitCode {
+    if args.from_internet {
+        return check_internet::run(&args.daemon).await;
+    }
     let mut report = Report::default();
     run_steps(&args.daemon, &mut report).await;
     if report.failed {

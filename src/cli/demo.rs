@@ -7,9 +7,15 @@
 //! the gateway's mappings is printed, so a newcomer sees both NAT layers being made and removed.
 //! The status page, the API and `/metrics` are served on `--status-addr` (STATUS_ADDR,
 //! 127.0.0.1:8080 by default), so the mapping also appears in a browser.
+//!
+//! A STUN server emulator with a second address (127.0.0.2) stands in for the internet, and
+//! the reachability check is on: at start the daemon proves a test mapping of its own through
+//! both emulated NAT layers (`double_natpmp_emulators::path`), so the page says "reachable from the internet:
+//! yes".
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -20,7 +26,9 @@ use crate::config::DaemonArgs;
 use crate::daemon::{self, DaemonError};
 use crate::shutdown::ShutdownTrigger;
 use double_natpmp_emulators::gateway::{Gateway, GatewayConfig};
+use double_natpmp_emulators::path::EmulatedPath;
 use double_natpmp_emulators::routeros::{RouterSim, RouterSimConfig, SimRoute};
+use double_natpmp_emulators::stun::{StunConfig, StunServer};
 
 /// The VPN interface name the emulated router has.
 const VPN_INTERFACE: &str = "wg-proton";
@@ -53,6 +61,7 @@ fn daemon_args(
     status: SocketAddr,
     router: SocketAddr,
     gateway: SocketAddr,
+    stun: SocketAddr,
 ) -> Result<DaemonArgs, DemoError> {
     let flags = [
         "double-natpmp".to_owned(),
@@ -65,6 +74,8 @@ fn daemon_args(
         "--upstream-timeout=1s".to_owned(),
         "--shutdown-timeout=5s".to_owned(),
         format!("--status-addr={status}"),
+        "--reachability-check=true".to_owned(),
+        format!("--stun-servers={stun}"),
     ];
     daemon_args_from(flags).map_err(|e| DemoError::Settings(e.to_string()))
 }
@@ -96,12 +107,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
             gateway: Ipv4Addr::LOCALHOST,
         },
     );
-    let router = RouterSim::start(router_config, loopback)
-        .await
-        .map_err(|source| DemoError::Emulator {
-            what: "RouterOS API",
-            source,
-        })?;
+    let router = Arc::new(
+        RouterSim::start(router_config, loopback)
+            .await
+            .map_err(|source| DemoError::Emulator {
+                what: "RouterOS API",
+                source,
+            })?,
+    );
     let gateway = Gateway::start(
         GatewayConfig {
             external_address: EXIT_ADDRESS,
@@ -114,6 +127,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
         what: "NAT-PMP gateway",
         source,
     })?;
+    let gateway = Arc::new(gateway);
+    let stun = StunServer::start_behind(
+        StunConfig::default(),
+        EmulatedPath::new(Arc::clone(&router), Arc::clone(&gateway), EXIT_ADDRESS),
+    )
+    .await
+    .map_err(|source| DemoError::Emulator {
+        what: "STUN server",
+        source,
+    })?;
 
     let (stop, stopped) = ShutdownTrigger::new();
     let daemon_args = daemon_args(
@@ -121,6 +144,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
         args.status_addr,
         router.local_addr(),
         gateway.local_addr(),
+        stun.primary(),
     )?;
     let running = daemon::start(daemon_args, stopped).await?;
     let listen = running.listen;
@@ -131,6 +155,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
         router.local_addr()
     );
     println!("  VPN gateway emulator    {} (ProtonVPN-like: exit {EXIT_ADDRESS}, lifetime <= 60 s, random ports)", gateway.local_addr());
+    println!(
+        "  STUN server emulator    {} (RFC 5780: other address {}; the \"internet\" of the reachability check)",
+        stun.primary(),
+        stun.other()
+    );
     println!("  daemon (NAT-PMP)        {listen}");
     if let Some(status) = running.status {
         let page = loopback_if_unspecified(status);

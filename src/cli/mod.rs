@@ -3,6 +3,7 @@
 pub mod args;
 mod bounded;
 pub(crate) mod check;
+mod check_internet;
 pub(crate) mod check_srcnat;
 pub(crate) mod client;
 #[cfg(feature = "demo")]

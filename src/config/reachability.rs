@@ -76,7 +76,11 @@ pub(crate) fn parse_stun_servers(s: &str) -> Result<StunServers, Expected> {
 
 /// REACHABILITY_INTERVAL: 1 minute to 1 week.
 fn parse_reachability_interval(s: &str) -> Result<Duration, Expected> {
-    parse_duration_within(s, Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600))
+    parse_duration_within(
+        s,
+        Duration::from_secs(60),
+        Duration::from_secs(7 * 24 * 3600),
+    )
 }
 
 /// REACHABILITY_SETTLE: 0 to 1 minute.
@@ -97,9 +101,19 @@ mod tests {
 
     #[test]
     fn bad_stun_servers_are_refused_with_what_is_expected() {
-        for bad in ["", "a,,b", "stun.example:0", "stun.example:x", "[2001:db8::1]:3478", "sp ace"] {
+        for bad in [
+            "",
+            "a,,b",
+            "stun.example:0",
+            "stun.example:x",
+            "[2001:db8::1]:3478",
+            "sp ace",
+        ] {
             let e = parse_stun_servers(bad).unwrap_err();
-            assert!(e.0.contains("host[:port] separated by commas"), "{bad}: {e:?}");
+            assert!(
+                e.0.contains("host[:port] separated by commas"),
+                "{bad}: {e:?}"
+            );
         }
         let many = vec!["s.example"; 17].join(",");
         assert!(parse_stun_servers(&many).is_err());
@@ -107,7 +121,10 @@ mod tests {
 
     #[test]
     fn the_interval_is_a_minute_to_a_week() {
-        assert_eq!(parse_reachability_interval("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(
+            parse_reachability_interval("30m").unwrap(),
+            Duration::from_secs(1800)
+        );
         assert!(parse_reachability_interval("59s").is_err());
         assert!(parse_reachability_interval("8d").is_err());
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::mapping::config::MappingConfig;
-use crate::mapping::error::MappingError;
 use crate::mapping::core::InterfaceState;
+use crate::mapping::error::MappingError;
 use crate::mapping::events::MappingEvent;
 use crate::mapping::orchestrator::Orchestrator;
 use crate::mapping::request::Command;

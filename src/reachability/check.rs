@@ -167,9 +167,7 @@ async fn prove(ctx: &Context, socket: &UdpSocket, key: MappingKey, external_port
         seen_from: seen,
         exit_address,
         outbound_paired: seen.map(|s| s.port() == external_port),
-        inbound: Inbound::NotTested {
-            why: String::new(),
-        },
+        inbound: Inbound::NotTested { why: String::new() },
         healed: false,
     };
     outcome.inbound = match answer.other_address() {
@@ -225,7 +223,10 @@ async fn inbound(socket: &UdpSocket, server: SocketAddr, external_port: u16) -> 
 
 /// `host[:port]` to its first IPv4 address (port 3478 when none is given).
 async fn resolve(name: &str) -> Option<SocketAddr> {
-    let with_port = if name.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if name
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         name.to_owned()
     } else {
         format!("{name}:{DEFAULT_PORT}")

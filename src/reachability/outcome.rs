@@ -275,8 +275,16 @@ mod tests {
         assert!(mismatch.problem().unwrap().0.starts_with("exit mismatch"));
         assert!(mismatch.problem().unwrap().1.contains("another server"));
         let outside = tested(Inbound::Reached, ExitAddress::OutsideTunnel);
-        assert!(outside.problem().unwrap().0.starts_with("outside the tunnel"));
-        assert!(outside.problem().unwrap().1.contains("route the daemon's address"));
+        assert!(outside
+            .problem()
+            .unwrap()
+            .0
+            .starts_with("outside the tunnel"));
+        assert!(outside
+            .problem()
+            .unwrap()
+            .1
+            .contains("route the daemon's address"));
         let unreached = tested(Inbound::NotReached, ExitAddress::Matches);
         assert!(unreached.problem().unwrap().0.contains("not reached"));
         assert_eq!(unreached.reachable(), Some(false));
@@ -294,7 +302,10 @@ mod tests {
         assert_eq!(o.reachable(), None);
         assert_eq!(o.problem(), None);
         let line = o.line(at(1_000));
-        assert!(line.contains("not tested (the STUN server does not do RFC 5780)"), "{line}");
+        assert!(
+            line.contains("not tested (the STUN server does not do RFC 5780)"),
+            "{line}"
+        );
         assert!(!line.contains(": no,"), "{line}");
     }
 

@@ -133,9 +133,15 @@ mod tests {
             // A stray, then an answer to another transaction, then the real one.
             server.send_to(b"not stun", peer).await.unwrap();
             let other = binding_success(TransactionId([9; 12]), peer, to, None);
-            server.send_to(&encode_message(&other, true), peer).await.unwrap();
+            server
+                .send_to(&encode_message(&other, true), peer)
+                .await
+                .unwrap();
             let real = binding_success(request.transaction_id, peer, to, None);
-            server.send_to(&encode_message(&real, true), peer).await.unwrap();
+            server
+                .send_to(&encode_message(&real, true), peer)
+                .await
+                .unwrap();
         });
         let (answer, source) = binding(&client, to, Ask::default(), quick()).await.unwrap();
         assert_eq!(answer.xor_mapped_address(), Some(from));
@@ -155,7 +161,10 @@ mod tests {
             let (len, peer) = server.recv_from(&mut buf).await.unwrap();
             let request = decode_message(&buf[..len]).unwrap();
             let answer = binding_success(request.transaction_id, peer, to, None);
-            server.send_to(&encode_message(&answer, true), peer).await.unwrap();
+            server
+                .send_to(&encode_message(&answer, true), peer)
+                .await
+                .unwrap();
         });
         assert!(binding(&client, to, Ask::default(), quick()).await.is_ok());
         serve.await.unwrap();
@@ -171,7 +180,10 @@ mod tests {
             let (len, peer) = server.recv_from(&mut buf).await.unwrap();
             let request = decode_message(&buf[..len]).unwrap();
             let answer = binding_error(request.transaction_id, 420, "Unknown Attribute");
-            server.send_to(&encode_message(&answer, true), peer).await.unwrap();
+            server
+                .send_to(&encode_message(&answer, true), peer)
+                .await
+                .unwrap();
             server
         });
         let ask = Ask {

@@ -109,7 +109,11 @@ pub(crate) fn spawn(
             }
             if schedule.periodic {
                 let quota = matches!(outcome.blocked, Some(Blocked::QuotaFull));
-                let after = if quota { QUOTA_RETRY } else { schedule.interval };
+                let after = if quota {
+                    QUOTA_RETRY
+                } else {
+                    schedule.interval
+                };
                 next = Some(Instant::now() + after);
             }
         }

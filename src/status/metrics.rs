@@ -315,9 +315,8 @@ impl Metrics {
         if let Some(o) = reachability {
             let tri = |v: Option<bool>| v.map_or(-1, i64::from);
             self.reachable.set(tri(o.reachable()));
-            self.exit_matches.set(tri(
-                o.exit_address.map(|e| e == ExitAddress::Matches),
-            ));
+            self.exit_matches
+                .set(tri(o.exit_address.map(|e| e == ExitAddress::Matches)));
             self.outbound_paired.set(tri(o.outbound_paired));
             self.reachability_checked
                 .set(i64::try_from(o.checked_at).unwrap_or(i64::MAX));

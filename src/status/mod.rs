@@ -51,8 +51,8 @@ use crate::cidr::CidrList;
 use crate::config::status::StatusArgs;
 use crate::mapping::MappingHandle;
 use crate::natpmp::server::ServerStats;
-use crate::routeros::conn::Password;
 use crate::reachability::service::ReachabilityHandle;
+use crate::routeros::conn::Password;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::static_keeper::{self, KeeperStats};
 

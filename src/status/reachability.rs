@@ -37,7 +37,9 @@ impl ReachabilityView {
         let line = match &last {
             Some(o) => o.line(now),
             None if periodic => "reachable from the internet: not checked yet".to_owned(),
-            None => "reachable from the internet: not checked (REACHABILITY_CHECK is off)".to_owned(),
+            None => {
+                "reachable from the internet: not checked (REACHABILITY_CHECK is off)".to_owned()
+            }
         };
         ReachabilityView {
             periodic,
@@ -52,7 +54,10 @@ impl ReachabilityView {
 pub(crate) fn get(state: &StatusState) -> Response<Body> {
     match state.reachability_view() {
         Some(view) => json(StatusCode::OK, &view),
-        None => error(StatusCode::NOT_FOUND, "the reachability check is not available"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "the reachability check is not available",
+        ),
     }
 }
 
@@ -62,7 +67,10 @@ pub(crate) async fn post(state: &StatusState, req: Request<Incoming>) -> Respons
         return r;
     }
     let Some(handle) = &state.reachability else {
-        return error(StatusCode::NOT_FOUND, "the reachability check is not available");
+        return error(
+            StatusCode::NOT_FOUND,
+            "the reachability check is not available",
+        );
     };
     match handle.check_now().await {
         Some(outcome) => json(

@@ -34,9 +34,9 @@ use tracing::{debug, info, warn};
 
 use crate::shutdown::Shutdown;
 use crate::status::forwards;
-use crate::status::reachability;
 use crate::status::host::{HostRule, Reach};
 use crate::status::metrics::CONTENT_TYPE as METRICS_TYPE;
+use crate::status::reachability;
 use crate::status::respond::{error, json, respond, Body};
 use crate::status::state::StatusState;
 

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use crate::mapping::core::InterfaceState;
 use crate::mapping::events::Origin;
 use crate::mapping::store::lease::LeaseInfo;
-use crate::status::reachability::ReachabilityView;
 use crate::status::history::{ago, Contact, EventRecord, History};
+use crate::status::reachability::ReachabilityView;
 
 /// One live mapping (`/api/v1/mappings`, STATUS_FILE, the forwards API).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -16,6 +16,7 @@ mod mapping_both_ways;
 mod mapping_emulators;
 mod mapping_inprocess;
 mod natpmp_server;
+mod reachability;
 mod refused_clients;
 mod routeros_client;
 mod routeros_commands;

@@ -13,5 +13,6 @@
 
 pub mod delay;
 pub mod gateway;
+pub mod path;
 pub mod routeros;
 pub mod stun;

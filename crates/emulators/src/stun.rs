@@ -20,6 +20,11 @@
 //! Requests with other unknown comprehension-required attributes get 420 too; anything that is
 //! not a Binding Request (responses, indications, other methods, garbage) is counted and
 //! dropped.
+//!
+//! On loopback there is no NAT between a client and the server, so the demo gives the server a
+//! [`NatPath`] ([`StunServer::start_behind`]): the address the internet would see a client's
+//! packet come from (the reflexive address it answers) and where a packet to an address of the
+//! internet side would arrive (its answer is sent there, or dropped when nothing forwards it).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -63,6 +68,36 @@ impl Default for StunConfig {
     }
 }
 
+/// Both NAT layers between a client and the internet, as the demo emulates them on loopback.
+pub trait NatPath: Send + Sync + 'static {
+    /// The address the internet sees a packet from `source` to `destination` come from.
+    fn outbound(&self, source: SocketAddr, destination: SocketAddr) -> SocketAddr;
+    /// Where a packet from `source` on the internet to `destination` arrives; `None` when
+    /// nothing forwards it.
+    fn inbound(&self, source: SocketAddr, destination: SocketAddr) -> Option<SocketAddr>;
+}
+
+impl<T: NatPath> NatPath for Arc<T> {
+    fn outbound(&self, source: SocketAddr, destination: SocketAddr) -> SocketAddr {
+        T::outbound(self, source, destination)
+    }
+    fn inbound(&self, source: SocketAddr, destination: SocketAddr) -> Option<SocketAddr> {
+        T::inbound(self, source, destination)
+    }
+}
+
+/// No NAT: the internet sees the source, and a packet arrives where it was sent.
+struct NoNat;
+
+impl NatPath for NoNat {
+    fn outbound(&self, source: SocketAddr, _destination: SocketAddr) -> SocketAddr {
+        source
+    }
+    fn inbound(&self, _source: SocketAddr, destination: SocketAddr) -> Option<SocketAddr> {
+        Some(destination)
+    }
+}
+
 /// Attempts at finding a port free on both IPs when [`StunConfig::ports`] is `None`.
 const PORT_PICKS: usize = 32;
 
@@ -75,6 +110,13 @@ struct Shared {
     addrs: [[SocketAddr; 2]; 2],
     config: StunConfig,
     requests: watch::Sender<u64>,
+    path: Box<dyn NatPath>,
+}
+
+impl std::fmt::Debug for dyn NatPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NatPath")
+    }
 }
 
 /// A running STUN server emulator. Dropping it stops its tasks.
@@ -87,6 +129,11 @@ pub struct StunServer {
 impl StunServer {
     /// Binds the four sockets and serves Binding Requests on each from a tokio task.
     pub async fn start(config: StunConfig) -> io::Result<StunServer> {
+        StunServer::start_behind(config, NoNat).await
+    }
+
+    /// Like [`StunServer::start`], with the clients behind `path` (see the module docs).
+    pub async fn start_behind(config: StunConfig, path: impl NatPath) -> io::Result<StunServer> {
         let ips = [config.primary_ip, config.alternate_ip];
         if ips[0] == ips[1] {
             return Err(io::Error::new(
@@ -108,6 +155,7 @@ impl StunServer {
             addrs,
             config,
             requests: watch::Sender::new(0),
+            path: Box::new(path),
         });
         let mut tasks = Vec::with_capacity(4);
         for ip in 0..2 {
@@ -220,6 +268,8 @@ fn answer(shared: &Shared, ip: usize, port: usize, datagram: &[u8], from: Socket
         }
     };
     let id = request.transaction_id;
+    // Where the internet sees the request come from.
+    let from = shared.path.outbound(from, shared.addrs[ip][port]);
     let mut unknown = request.unknown_required.clone();
     let rfc5780 = shared.config.rfc5780;
     if !rfc5780 && request.change_request().is_some() {
@@ -243,6 +293,10 @@ fn answer(shared: &Shared, ip: usize, port: usize, datagram: &[u8], from: Socket
         let reply =
             binding_error(id, 420, "Unknown Attribute").with(Attribute::UnknownAttributes(unknown));
         (reply, ip, port, from)
+    };
+    let Some(to) = shared.path.inbound(shared.addrs[from_ip][from_port], to) else {
+        tracing::debug!(%to, "STUN emulator: nothing forwards the answer's destination");
+        return;
     };
     let reply = with_software(reply, &shared.config);
     let bytes = encode_message(&reply, true);

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,8 +50,10 @@ struct Flags {
 
 /// Both emulators and the daemon.
 pub struct Lab {
-    pub router: RouterSim,
-    pub gateway: Gateway,
+    /// Shared, so that an [`EmulatedPath`](double_natpmp_emulators::path::EmulatedPath) can
+    /// read both tables.
+    pub router: Arc<RouterSim>,
+    pub gateway: Arc<Gateway>,
     pub daemon: Running,
     pub stop: Option<ShutdownTrigger>,
 }
@@ -106,14 +109,18 @@ pub async fn try_start(
     router: RouterSimConfig,
     gateway: GatewayConfig,
     flags: &[(&str, String)],
-) -> Result<Lab, (RouterSim, Gateway, DaemonError)> {
+) -> Result<Lab, (Arc<RouterSim>, Arc<Gateway>, DaemonError)> {
     let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
-    let router = RouterSim::start(router, any)
-        .await
-        .expect("router emulator");
-    let gateway = Gateway::start(gateway, any)
-        .await
-        .expect("gateway emulator");
+    let router = Arc::new(
+        RouterSim::start(router, any)
+            .await
+            .expect("router emulator"),
+    );
+    let gateway = Arc::new(
+        Gateway::start(gateway, any)
+            .await
+            .expect("gateway emulator"),
+    );
     let mut argv: Vec<String> = vec!["double-natpmp".into()];
     let mut flag = |name: &str, value: String| {
         // A test's own value of a flag replaces the usual one.
