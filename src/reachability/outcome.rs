@@ -177,6 +177,16 @@ impl Outcome {
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.checked_at),
             now,
         );
+        self.text(&format!(", checked {when}"))
+    }
+
+    /// The line without the check's age, for an event: "reachable from the internet: yes,
+    /// UDP, via stun.example.net:3478".
+    pub(crate) fn summary(&self) -> String {
+        self.text(",")
+    }
+
+    fn text(&self, when: &str) -> String {
         let via = self
             .server
             .as_deref()
@@ -188,7 +198,7 @@ impl Outcome {
             (Inbound::NotTested { why }, None) => format!("not tested ({why})"),
             (_, None) => "not tested".to_owned(),
         };
-        let mut line = format!("reachable from the internet: {verdict}, checked {when}{via}");
+        let mut line = format!("reachable from the internet: {verdict}{when}{via}");
         if let Some((cause, _)) = self.problem() {
             line.push_str("; ");
             line.push_str(cause);
@@ -266,6 +276,11 @@ mod tests {
         assert_eq!(
             o.line(at(1_240)),
             "reachable from the internet: yes, UDP, checked 4m ago via stun.example:3478"
+        );
+        // An event keeps no age that would go stale.
+        assert_eq!(
+            o.summary(),
+            "reachable from the internet: yes, UDP, via stun.example:3478"
         );
     }
 

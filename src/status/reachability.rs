@@ -83,7 +83,7 @@ pub(crate) async fn post(state: &StatusState, req: Request<Incoming>) -> Respons
 
 /// The event record of a new verdict (the page's list and the webhook).
 pub(crate) fn record(outcome: &Outcome, at: SystemTime) -> EventRecord {
-    let mut message = outcome.line(at);
+    let mut message = outcome.summary();
     if let Some((_, fix)) = outcome.problem() {
         message.push_str(". Fix: ");
         message.push_str(fix);

@@ -23,11 +23,11 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 /// The gateway emulator's external address (GatewayConfig's default).
-const EXIT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+pub(crate) const EXIT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 
 /// The emulators, the daemon with the forwards API on (the check is started by POST), and a
 /// STUN server behind both emulated layers leaving from `exit`.
-async fn lab(
+pub(crate) async fn lab(
     gateway: GatewayConfig,
     stun: StunConfig,
     exit: Ipv4Addr,
@@ -48,7 +48,7 @@ async fn lab(
 }
 
 /// `POST /api/v1/reachability` with the token: the view of the check it ran.
-async fn check_now(lab: &Lab) -> Value {
+pub(crate) async fn check_now(lab: &Lab) -> Value {
     let bearer = format!("Bearer {TOKEN}");
     let (status, _, body) = http(
         lab.status(),
@@ -273,5 +273,61 @@ async fn a_check_needs_the_token_and_only_get_and_post_are_served() {
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers["allow"], "GET, HEAD, POST");
+    assert!(lab.gateway.mappings().is_empty(), "no check ran");
+}
+
+/// `double-natpmp check --from-internet` with the daemon's own settings (`extra` on top).
+async fn check_from_internet(lab: &Lab, extra: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_double-natpmp"));
+    cmd.args(["check", "--from-internet"])
+        .env_clear()
+        .env("VPN_GATEWAY", lab.gateway.local_addr().to_string())
+        .env("MIKROTIK_API_ADDRESS", lab.router.local_addr().to_string())
+        .env("MIKROTIK_API_PASSWORD", "admin")
+        .env("STATUS_ADDR", lab.status().to_string())
+        .envs(extra.iter().copied())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("check --from-internet finished within 60 s")
+        .expect("run the binary")
+}
+
+#[tokio::test]
+async fn check_from_internet_runs_a_check_in_the_daemon_and_explains_it() {
+    let (lab, _stun) = lab(gateway_config(), StunConfig::default(), EXIT, &[]).await;
+    let out = check_from_internet(&lab, &[("API_TOKEN", TOKEN)]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("reachable from the internet: yes, UDP"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the internet saw the test come from:     198.51.100.7:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a third party reached the external port:  yes"),
+        "{stdout}"
+    );
+    let last = get_json(lab.status(), "/api/v1/reachability", StatusCode::OK).await;
+    assert_eq!(
+        text(&last, "/last/inbound/result"),
+        "reached",
+        "the daemon ran it"
+    );
+}
+
+#[tokio::test]
+async fn check_from_internet_without_the_token_says_what_to_set_and_fails() {
+    let (lab, _stun) = lab(gateway_config(), StunConfig::default(), EXIT, &[]).await;
+    let out = check_from_internet(&lab, &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL check from the internet: no API token. Fix: set API_TOKEN"),
+        "{stdout}"
+    );
     assert!(lab.gateway.mappings().is_empty(), "no check ran");
 }

@@ -278,3 +278,71 @@ async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console
     drop(browser);
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_reachability_line_after_a_check() {
+    let Some(binary) = chromium() else {
+        skip(
+            "the_page_shows_the_reachability_line_after_a_check",
+            "chromium not found: apt-get install -y chromium",
+        );
+        return;
+    };
+    let (mut lab, _stun) = crate::reachability::lab(
+        gateway_config(),
+        double_natpmp_emulators::stun::StunConfig::default(),
+        crate::reachability::EXIT,
+        &[],
+    )
+    .await;
+    let view = crate::reachability::check_now(&lab).await;
+    assert_eq!(view["last"]["inbound"]["result"], "reached", "{view}");
+    let status = lab.status();
+    let browser = tokio::task::spawn_blocking(move || Browser::start(&binary))
+        .await
+        .expect("join");
+    let targets = get_json(
+        ([127, 0, 0, 1], browser.port).into(),
+        "/json/list",
+        StatusCode::OK,
+    )
+    .await;
+    let ws_url = targets
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["type"] == "page"))
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+        .expect("a page target")
+        .to_owned();
+    let url = format!("http://{status}/");
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let page = tokio::task::spawn_blocking(move || {
+        let (ws, _) = tungstenite::connect(ws_url.as_str()).expect("connect to DevTools");
+        let mut page = Page {
+            ws,
+            next: 0,
+            errors: Vec::new(),
+        };
+        page.call("Runtime.enable", json!({}));
+        page.call("Log.enable", json!({}));
+        page.call("Page.enable", json!({}));
+        page.call("Page.navigate", json!({ "url": url }));
+        let line = "document.getElementById('reachability')";
+        page.until(
+            &format!("{line}.innerText.startsWith('reachable from the internet: yes, UDP, checked')"),
+            "the reachability line",
+        );
+        assert_eq!(page.eval(&format!("{line}.className")), json!("ok"));
+        assert_eq!(page.eval(&format!("{line}.hidden")), json!(false));
+        page.until(
+            "document.getElementById('events').innerText.includes('reachable from the internet: yes')",
+            "the verdict in the last events",
+        );
+        page.screenshot(&artifacts.join("status-page-reachability.png"));
+        page
+    })
+    .await
+    .expect("join");
+    assert!(page.errors.is_empty(), "console errors: {:#?}", page.errors);
+    drop(browser);
+    lab.stop().await;
+}
