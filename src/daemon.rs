@@ -333,11 +333,12 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     let listen = server.local_addr();
     let stats = server.stats();
     let bound = args.shutdown_timeout;
-    let reachability = start_reachability(
+    let cache = server.addresses();
+    let reachability = reachability::start(
         &args,
         &router_address,
         MappingHandle::from(orchestrator.clone()),
-        server.addresses(),
+        Arc::new(move || cache.cached()),
         shutdown.clone(),
     )
     .await;
@@ -413,43 +414,6 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
         status,
         done,
     })
-}
-
-/// Starts the reachability check's task (docs/reachability.md): it runs on its own when
-/// REACHABILITY_CHECK is on, and on request (the status API) either way.
-async fn start_reachability(
-    args: &DaemonArgs,
-    router_address: &str,
-    mapping: MappingHandle,
-    addresses: Arc<AddressCache<UpstreamClient>>,
-    shutdown: Shutdown,
-) -> ReachabilityHandle {
-    let settings = &args.reachability;
-    let own_address = address_for_router(args.listen_addr, router_address).await;
-    if settings.reachability_check {
-        info!(
-            servers = %settings.stun_servers.0.join(","),
-            interval = ?settings.reachability_interval,
-            own_address = ?own_address,
-            "reachability check on: a test mapping is probed from the internet by STUN"
-        );
-    }
-    let events = mapping.subscribe();
-    reachability::service::spawn(
-        reachability::check::Context {
-            mapping,
-            own_address,
-            external: Arc::new(move || addresses.cached()),
-            servers: settings.stun_servers.0.clone(),
-            settle: settings.reachability_settle,
-        },
-        reachability::service::Schedule {
-            periodic: settings.reachability_check,
-            interval: settings.reachability_interval,
-        },
-        events,
-        shutdown,
-    )
 }
 
 /// Starts the orchestrator (adoption, the first reconcile), retrying with back-off while the

@@ -27,8 +27,8 @@ pub struct ReachabilityArgs {
     pub reachability_check: bool,
 
     /// The STUN servers the check asks, host[:port] separated by commas (port 3478 when none),
-    /// tried in order until one answers; they should do RFC 5780, or the inbound test is "not
-    /// tested". The default lists five public ones.
+    /// tried in order until one answers; 1 to 16; they should do RFC 5780, or the inbound
+    /// test is "not tested". The default lists five public ones.
     #[arg(long, env = "STUN_SERVERS", value_name = "STUN_SERVERS", default_value = DEFAULT_STUN_SERVERS, value_parser = parse_stun_servers)]
     pub stun_servers: StunServers,
 

@@ -12,3 +12,52 @@ pub(crate) mod check;
 pub(crate) mod outcome;
 pub(crate) mod probe;
 pub(crate) mod service;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use tracing::info;
+
+use crate::config::DaemonArgs;
+use crate::mapping::MappingHandle;
+use crate::reachability::service::ReachabilityHandle;
+use crate::refused::address_for_router;
+use crate::shutdown::Shutdown;
+
+/// Starts the check's task: it runs on its own when REACHABILITY_CHECK is on, and on request
+/// (the status API) either way. `router` is MIKROTIK_API_ADDRESS (the daemon's address toward
+/// it is the test mapping's client); `external` reads the gateway's external address.
+pub(crate) async fn start(
+    args: &DaemonArgs,
+    router: &str,
+    mapping: MappingHandle,
+    external: Arc<dyn Fn() -> Option<Ipv4Addr> + Send + Sync>,
+    shutdown: Shutdown,
+) -> ReachabilityHandle {
+    let settings = &args.reachability;
+    let own_address = address_for_router(args.listen_addr, router).await;
+    if settings.reachability_check {
+        info!(
+            servers = %settings.stun_servers.0.join(","),
+            interval = ?settings.reachability_interval,
+            own_address = ?own_address,
+            "reachability check on: a test mapping is probed from the internet by STUN"
+        );
+    }
+    let events = mapping.subscribe();
+    service::spawn(
+        check::Context {
+            mapping,
+            own_address,
+            external,
+            servers: settings.stun_servers.0.clone(),
+            settle: settings.reachability_settle,
+        },
+        service::Schedule {
+            periodic: settings.reachability_check,
+            interval: settings.reachability_interval,
+        },
+        events,
+        shutdown,
+    )
+}

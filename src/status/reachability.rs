@@ -3,52 +3,17 @@
 //! (`POST /api/v1/reachability`, with the API token), and the event each change of the verdict
 //! gives the page's list and the webhook.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::Serialize;
 
 use crate::reachability::outcome::Outcome;
 use crate::status::forwards;
 use crate::status::history::{unix_seconds, EventRecord};
 use crate::status::respond::{error, json, Body};
 use crate::status::state::StatusState;
-
-/// What the page and the API show of the last check.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct ReachabilityView {
-    /// Whether checks run on their own (REACHABILITY_CHECK).
-    pub periodic: bool,
-    /// The page's line, e.g. "reachable from the internet: yes, UDP, checked 4m ago via …".
-    pub line: String,
-    /// The fix for a failure, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<&'static str>,
-    /// The last check, when one ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<Outcome>,
-}
-
-impl ReachabilityView {
-    /// The view of `last` (none yet when `None`).
-    pub(crate) fn new(periodic: bool, last: Option<Arc<Outcome>>, now: SystemTime) -> Self {
-        let line = match &last {
-            Some(o) => o.line(now),
-            None if periodic => "reachable from the internet: not checked yet".to_owned(),
-            None => {
-                "reachable from the internet: not checked (REACHABILITY_CHECK is off)".to_owned()
-            }
-        };
-        ReachabilityView {
-            periodic,
-            fix: last.as_ref().and_then(|o| o.problem()).map(|(_, fix)| fix),
-            line,
-            last: last.map(|o| Outcome::clone(&o)),
-        }
-    }
-}
+use crate::status::view::ReachabilityView;
 
 /// `GET /api/v1/reachability`.
 pub(crate) fn get(state: &StatusState) -> Response<Body> {

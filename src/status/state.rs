@@ -17,8 +17,7 @@ use crate::static_keeper::KeeperStats;
 use crate::status::auth::Token;
 use crate::status::history::{unix_seconds, History};
 use crate::status::metrics::Metrics;
-use crate::status::reachability::ReachabilityView;
-use crate::status::view::{MappingView, Readiness, StatusView};
+use crate::status::view::{MappingView, ReachabilityView, Readiness, StatusView};
 
 /// Reads the VPN gateway's external address as the daemon knows it now.
 pub(crate) type ExternalAddress = Arc<dyn Fn() -> Option<Ipv4Addr> + Send + Sync>;

@@ -3,6 +3,7 @@
 //! snapshot, the [`History`] and what the daemon knows of the gateway; no I/O.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -11,8 +12,8 @@ use tokio::time::Instant;
 use crate::mapping::core::InterfaceState;
 use crate::mapping::events::Origin;
 use crate::mapping::store::lease::LeaseInfo;
+use crate::reachability::outcome::Outcome;
 use crate::status::history::{ago, Contact, EventRecord, History};
-use crate::status::reachability::ReachabilityView;
 
 /// One live mapping (`/api/v1/mappings`, STATUS_FILE, the forwards API).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -188,4 +189,38 @@ pub(crate) struct StatusView {
     pub reachability: Option<ReachabilityView>,
     /// Now, seconds since 1970 (the page shows times relative to it).
     pub now: u64,
+}
+
+/// What the page and the API show of the last check.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ReachabilityView {
+    /// Whether checks run on their own (REACHABILITY_CHECK).
+    pub periodic: bool,
+    /// The page's line, e.g. "reachable from the internet: yes, UDP, checked 4m ago via …".
+    pub line: String,
+    /// The fix for a failure, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<&'static str>,
+    /// The last check, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<Outcome>,
+}
+
+impl ReachabilityView {
+    /// The view of `last` (none yet when `None`).
+    pub(crate) fn new(periodic: bool, last: Option<Arc<Outcome>>, now: SystemTime) -> Self {
+        let line = match &last {
+            Some(o) => o.line(now),
+            None if periodic => "reachable from the internet: not checked yet".to_owned(),
+            None => {
+                "reachable from the internet: not checked (REACHABILITY_CHECK is off)".to_owned()
+            }
+        };
+        ReachabilityView {
+            periodic,
+            fix: last.as_ref().and_then(|o| o.problem()).map(|(_, fix)| fix),
+            line,
+            last: last.map(|o| Outcome::clone(&o)),
+        }
+    }
 }
