@@ -16,7 +16,14 @@
 //!    without RFC 5780 gives "not tested", never "closed".
 //! 5. The heal: when that answer does not arrive while the router and the gateway answer, a
 //!    reconcile pass makes missing rules of live mappings again (the test mapping's too), and
-//!    the proof runs once more. Its result stands.
+//!    the proof runs once more, asking for the answer from the other IP at the same port
+//!    (CHANGE-REQUEST "change IP" only). Its result stands. The retry needs another source:
+//!    the first try's answers, which found no rule, left a connection-tracking entry without
+//!    NAT on the router (and on a gateway whose forward was missing) for the tuple
+//!    other-IP:other-port → external port; an answer on the same tuple matches that entry
+//!    until it times out (30 s for unreplied UDP on Linux, RouterOS included), so the rule
+//!    made again never sees it. Another IP than the one the socket sent to still proves a
+//!    third party reaches the port.
 //! 6. The test mapping is deleted.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -174,14 +181,19 @@ async fn prove(ctx: &Context, socket: &UdpSocket, key: MappingKey, external_port
         None => Inbound::NotTested {
             why: "the STUN server does not do RFC 5780".into(),
         },
-        Some(_) => inbound(socket, server, external_port).await,
+        Some(_) => inbound(socket, server, external_port, ChangeRequest::IP_AND_PORT).await,
     };
     if outcome.inbound == Inbound::NotReached {
         info!(mapping = %key, "the test mapping was not reached from the internet: a reconcile pass, then one more try");
         match ctx.mapping.reconcile().await {
             Ok(()) => {
                 outcome.healed = true;
-                outcome.inbound = inbound(socket, server, external_port).await;
+                // A new tuple (see the module docs, step 5): other IP, same port.
+                let other_ip = ChangeRequest {
+                    ip: true,
+                    port: false,
+                };
+                outcome.inbound = inbound(socket, server, external_port, other_ip).await;
             }
             Err(e) => debug!("the heal's reconcile pass failed: {e}"),
         }
@@ -205,10 +217,15 @@ async fn first_answer(ctx: &Context, socket: &UdpSocket) -> Option<(String, Sock
     None
 }
 
-/// Step 4: the answer from the server's other address to the external port.
-async fn inbound(socket: &UdpSocket, server: SocketAddr, external_port: u16) -> Inbound {
+/// Step 4: the answer from the server's other address (`change`) to the external port.
+async fn inbound(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    external_port: u16,
+    change: ChangeRequest,
+) -> Inbound {
     let ask = Ask {
-        change: ChangeRequest::IP_AND_PORT,
+        change,
         response_port: Some(external_port),
     };
     match binding(socket, server, ask, SCHEDULE).await {

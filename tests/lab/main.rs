@@ -13,5 +13,6 @@ mod e2e_both_ways;
 mod e2e_libtorrent;
 mod e2e_mapping;
 mod e2e_restart;
+mod reachability;
 mod status_lab;
 mod stun_coturn;

@@ -529,6 +529,21 @@ impl Lab {
         );
     }
 
+    /// [`Lab::allow_tunnel_egress`], but the tunnel's traffic leaves from `exit` (added to
+    /// `vpn-wan`) instead of [`EXT_IP`], which the gateway keeps reporting: a VPN whose exit
+    /// address is not the one its NAT-PMP reports. Answers to `exit` come back (the internet
+    /// host's ARP for it is answered on `vpn-wan`).
+    pub fn allow_tunnel_egress_from(&self, exit: &str) {
+        self.sh(
+            Host::Vpn,
+            &format!(
+                "ip addr add {exit}/24 dev vpn-wan && \
+                 nft insert rule inet filter forward iifname vpn-r oifname vpn-wan accept && \
+                 nft add rule inet filter postrouting oifname vpn-wan ip saddr 10.2.0.0/24 snat ip to {exit}"
+            ),
+        );
+    }
+
     /// Starts our NAT-PMP gateway emulator at 10.2.0.1:5351 in the VPN namespace.
     pub fn start_gateway_emulator(&mut self, extra: &[&str]) -> mpsc::Receiver<String> {
         let mut argv = vec![daemon_bin(), "sim-gateway", "--listen", "10.2.0.1:5351"];

@@ -9,6 +9,9 @@
 //! turnserver, and waits until it answers a Binding Request; [`exchange`] is a blocking STUN
 //! transaction with RFC 8489's retransmissions. Dropping the [`Coturn`] kills the one process
 //! it started; dropping the outer [`Netns`] removes the namespace and anything left in it.
+//!
+//! For the namespace lab ([`Lab`]), [`LabCoturn`] starts coturn in the lab's internet host from
+//! outside, so the daemon's probes cross both NAT layers to reach it.
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -21,7 +24,7 @@ use double_natpmp_codec::stun::{
     decode_message, encode_binding_request, ChangeRequest, Message, Retransmission, TransactionId,
 };
 
-use crate::lab::{which, Netns};
+use crate::lab::{which, Host, Lab, Netns, INET_IP};
 
 /// coturn's primary listening IP.
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -294,4 +297,129 @@ pub fn exchange(
         }
     }
     None
+}
+
+/// In the namespace lab (`tests/lab/reachability.rs`): coturn's second listening address on
+/// the lab's internet host (RFC 5780 only), beside `lab::INET_IP`; its OTHER-ADDRESS is this
+/// address at [`ALT_PORT`].
+pub const LAB_ALT_IP: &str = "198.51.101.2";
+
+/// How long (seconds) coturn may take to answer its first Binding Request.
+const LAB_READY_WITHIN_S: u32 = 10;
+
+/// Polls each `ip:port` given as an argument with a Binding Request (no attributes, RFC 8489
+/// §6) until it answers, within the deadline given first; exits non-zero otherwise.
+const LAB_READY: &str = r#"
+import os, socket, sys, time
+deadline = time.monotonic() + float(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.1)
+for target in sys.argv[2:]:
+    ip, port = target.rsplit(':', 1)
+    while True:
+        tid = os.urandom(12)
+        s.sendto(b'\x00\x01\x00\x00\x21\x12\xa4\x42' + tid, (ip, int(port)))
+        try:
+            while True:
+                data, _ = s.recvfrom(1500)
+                if data[8:20] == tid:
+                    break
+            break
+        except socket.timeout:
+            if time.monotonic() > deadline:
+                sys.exit('no answer from ' + target)
+print('ready', flush=True)
+"#;
+
+/// coturn running in a [`Lab`]'s internet host, started from outside with `ip netns exec`
+/// (unlike [`Coturn`], which runs in the namespace its test re-runs in); dropping it kills that
+/// one process (the lab sweeps the rest of its namespaces).
+pub struct LabCoturn {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LabCoturn {
+    /// Starts coturn in `lab`'s internet host on [`INET_IP`](crate::lab::INET_IP):[`PORT`]; with
+    /// [`CoturnMode::Rfc5780`] also on [`LAB_ALT_IP`] (added to `inet0`) and [`ALT_PORT`], with the
+    /// `rfc5780` line. Waits (bounded) until every listening address answers a Binding Request
+    /// sent from inside the namespace.
+    pub fn start(lab: &Lab, mode: CoturnMode) -> LabCoturn {
+        let rfc5780 = mode == CoturnMode::Rfc5780;
+        if rfc5780 {
+            lab.sh(
+                Host::Inet,
+                &format!("ip addr add {LAB_ALT_IP}/24 dev inet0"),
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("turn.conf");
+        let mut c = format!("listening-ip={INET_IP}\n");
+        if rfc5780 {
+            c += &format!("listening-ip={LAB_ALT_IP}\n");
+        }
+        c += &format!("listening-port={PORT}\n");
+        if rfc5780 {
+            c += &format!("alt-listening-port={ALT_PORT}\nrfc5780\n");
+        }
+        c += "no-tls\nno-dtls\nno-cli\nstun-only\n";
+        c += &format!("pidfile={}\n", dir.path().join("turn.pid").display());
+        std::fs::write(&conf, c).expect("write turn.conf");
+        let log = dir.path().join("turn.log");
+        let turnserver = which("turnserver").expect("turnserver is not installed");
+        // `ip netns exec` execs turnserver: the child is coturn itself.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns(Host::Inet)])
+            .arg(turnserver)
+            .args([
+                "-c",
+                conf.to_str().unwrap_or_default(),
+                "--log-file",
+                "stdout",
+            ])
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).expect("turn.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn turnserver");
+        let coturn = LabCoturn {
+            child,
+            log,
+            _dir: dir,
+        };
+        let mut targets = vec![format!("{INET_IP}:{PORT}")];
+        if rfc5780 {
+            targets.push(format!("{LAB_ALT_IP}:{ALT_PORT}"));
+        }
+        let within = LAB_READY_WITHIN_S.to_string();
+        let mut argv = vec!["python3", "-c", LAB_READY, within.as_str()];
+        argv.extend(targets.iter().map(String::as_str));
+        let out = lab.exec(Host::Inet, &argv);
+        assert!(
+            out.status.success(),
+            "coturn did not answer at {targets:?} within {LAB_READY_WITHIN_S} s: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            coturn.log()
+        );
+        coturn
+    }
+
+    /// What STUN_SERVERS names for it: `198.51.101.1:3478`.
+    pub fn server(&self) -> String {
+        format!("{INET_IP}:{PORT}")
+    }
+
+    /// coturn's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for LabCoturn {
+    fn drop(&mut self) {
+        // Only the process this started; the lab sweeps its namespaces.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
