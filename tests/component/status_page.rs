@@ -189,22 +189,9 @@ impl Page {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console_errors() {
-    let Some(binary) = chromium() else {
-        skip(
-            "the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console_errors",
-            "chromium not found: apt-get install -y chromium",
-        );
-        return;
-    };
-    let mut lab = start(gateway_config(), &[]).await;
-    let status = lab.status();
-    let client = Client::on(60, lab.daemon.listen).await;
-    let reply = client.ask(map(Protocol::Tcp, 6881, 3600)).await;
-    assert_eq!(reply.result, ResultCode::Success);
-    let external = reply.external_port;
-
+/// Starts Chromium and opens the status page at `status` in it, with the runtime, the log and
+/// the page events on (console errors are collected).
+async fn open(binary: PathBuf, status: std::net::SocketAddr) -> (Browser, Page) {
     let browser = tokio::task::spawn_blocking(move || Browser::start(&binary))
         .await
         .expect("join");
@@ -221,7 +208,6 @@ async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console
         .expect("a page target")
         .to_owned();
     let url = format!("http://{status}/");
-    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let page = tokio::task::spawn_blocking(move || {
         let (ws, _) = tungstenite::connect(ws_url.as_str()).expect("connect to DevTools");
         let mut page = Page {
@@ -233,6 +219,33 @@ async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console
         page.call("Log.enable", json!({}));
         page.call("Page.enable", json!({}));
         page.call("Page.navigate", json!({ "url": url }));
+        page
+    })
+    .await
+    .expect("join");
+    (browser, page)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console_errors() {
+    let Some(binary) = chromium() else {
+        skip(
+            "the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console_errors",
+            "chromium not found: apt-get install -y chromium",
+        );
+        return;
+    };
+    let mut lab = start(gateway_config(), &[]).await;
+    let status = lab.status();
+    let client = Client::on(60, lab.daemon.listen).await;
+    let reply = client.ask(map(Protocol::Tcp, 6881, 3600)).await;
+    assert_eq!(reply.result, ResultCode::Success);
+    let external = reply.external_port;
+
+    let (browser, page) = open(binary, status).await;
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let page = tokio::task::spawn_blocking(move || {
+        let mut page = page;
         let row = "document.querySelector('tr[data-key=\"tcp/127.0.0.60/6881\"]')";
         page.until(&format!("{row} !== null"), "the mapping's row");
         let text = page
@@ -298,34 +311,10 @@ async fn the_page_shows_the_reachability_line_after_a_check() {
     let view = crate::reachability::check_now(&lab).await;
     assert_eq!(view["last"]["inbound"]["result"], "reached", "{view}");
     let status = lab.status();
-    let browser = tokio::task::spawn_blocking(move || Browser::start(&binary))
-        .await
-        .expect("join");
-    let targets = get_json(
-        ([127, 0, 0, 1], browser.port).into(),
-        "/json/list",
-        StatusCode::OK,
-    )
-    .await;
-    let ws_url = targets
-        .as_array()
-        .and_then(|t| t.iter().find(|t| t["type"] == "page"))
-        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-        .expect("a page target")
-        .to_owned();
-    let url = format!("http://{status}/");
+    let (browser, page) = open(binary, status).await;
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let page = tokio::task::spawn_blocking(move || {
-        let (ws, _) = tungstenite::connect(ws_url.as_str()).expect("connect to DevTools");
-        let mut page = Page {
-            ws,
-            next: 0,
-            errors: Vec::new(),
-        };
-        page.call("Runtime.enable", json!({}));
-        page.call("Log.enable", json!({}));
-        page.call("Page.enable", json!({}));
-        page.call("Page.navigate", json!({ "url": url }));
+        let mut page = page;
         let line = "document.getElementById('reachability')";
         page.until(
             &format!("{line}.innerText.startsWith('reachable from the internet: yes, UDP, checked')"),

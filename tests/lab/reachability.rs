@@ -369,19 +369,9 @@ fn assert_no_rule_to_the_daemon(lab: &Lab) {
 /// returns (HTTP status, body).
 fn curl(lab: &Lab, extra: &[&str], path: &str) -> (u16, String) {
     let url = format!("http://{STATUS_ADDR}{path}");
-    let mut argv = vec!["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}"];
-    argv.extend_from_slice(extra);
-    argv.push(&url);
-    let out = lab.exec(Host::Router, &argv);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code = code.trim().parse().unwrap_or_else(|_| {
-        panic!(
-            "curl {path} printed no status: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, body.to_owned())
+    let mut args = extra.to_vec();
+    args.push(&url);
+    lab.curl(Host::Router, &args, 60)
 }
 
 /// `GET path`, answered 200 with JSON.

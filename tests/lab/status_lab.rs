@@ -16,18 +16,7 @@ const API: &str = "http://127.0.0.1:8080/api/v1/forwards";
 
 /// Runs curl in the router namespace; returns (HTTP status, body).
 fn curl(lab: &Lab, args: &[&str]) -> (u16, String) {
-    let mut argv = vec!["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}"];
-    argv.extend_from_slice(args);
-    let out = lab.exec(Host::Router, &argv);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code = code.trim().parse().unwrap_or_else(|_| {
-        panic!(
-            "curl {args:?} printed no status: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, body.to_owned())
+    lab.curl(Host::Router, args, 10)
 }
 
 #[test]

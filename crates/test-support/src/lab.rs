@@ -248,6 +248,24 @@ impl Lab {
             .expect("ip netns exec")
     }
 
+    /// Runs curl in `h` with `args` (the URL among them), waiting at most `max_seconds`;
+    /// returns (HTTP status, body).
+    pub fn curl(&self, h: Host, args: &[&str], max_seconds: u32) -> (u16, String) {
+        let max = max_seconds.to_string();
+        let mut argv = vec!["curl", "-sS", "--max-time", &max, "-w", "\n%{http_code}"];
+        argv.extend_from_slice(args);
+        let out = self.exec(h, &argv);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code = code.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "curl {args:?} printed no status: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, body.to_owned())
+    }
+
     /// Loads an nft ruleset into a host.
     pub fn nft(&self, h: Host, ruleset: &str) {
         let path = self.dir.path().join(format!("{}.nft", h.suffix()));

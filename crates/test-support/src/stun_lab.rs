@@ -140,19 +140,7 @@ impl Coturn {
         let conf = dir.path().join("turn.conf");
         std::fs::write(&conf, config(mode)).expect("write turn.conf");
         let log = dir.path().join("turn.log");
-        let turnserver = which("turnserver").expect("turnserver is not installed");
-        let child = Command::new(turnserver)
-            .args([
-                "-c",
-                conf.to_str().unwrap_or_default(),
-                "--log-file",
-                "stdout",
-            ])
-            .stdin(Stdio::null())
-            .stdout(File::create(&log).expect("turn.log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn turnserver");
+        let child = spawn_turnserver(None, &conf, &log);
         let mut coturn = Coturn {
             child,
             mode,
@@ -367,22 +355,7 @@ impl LabCoturn {
         c += &format!("pidfile={}\n", dir.path().join("turn.pid").display());
         std::fs::write(&conf, c).expect("write turn.conf");
         let log = dir.path().join("turn.log");
-        let turnserver = which("turnserver").expect("turnserver is not installed");
-        // `ip netns exec` execs turnserver: the child is coturn itself.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns(Host::Inet)])
-            .arg(turnserver)
-            .args([
-                "-c",
-                conf.to_str().unwrap_or_default(),
-                "--log-file",
-                "stdout",
-            ])
-            .stdin(Stdio::null())
-            .stdout(File::create(&log).expect("turn.log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn turnserver");
+        let child = spawn_turnserver(Some(&lab.ns(Host::Inet)), &conf, &log);
         let coturn = LabCoturn {
             child,
             log,
@@ -422,4 +395,29 @@ impl Drop for LabCoturn {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts turnserver with `conf`, its log going to `log`; inside namespace `netns` when given
+/// (`ip netns exec` execs turnserver, so the child is coturn itself).
+fn spawn_turnserver(netns: Option<&str>, conf: &std::path::Path, log: &std::path::Path) -> Child {
+    let turnserver = which("turnserver").expect("turnserver is not installed");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(turnserver);
+            c
+        }
+        None => Command::new(turnserver),
+    };
+    cmd.args([
+        "-c",
+        conf.to_str().unwrap_or_default(),
+        "--log-file",
+        "stdout",
+    ])
+    .stdin(Stdio::null())
+    .stdout(File::create(log).expect("turn.log"))
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn turnserver")
 }
