@@ -12,7 +12,9 @@
 #      tunnel's address (the provider answers only that address).
 #   4. forward: accept new connections that the daemon's dst-nat rules forward from the VPN.
 #   5. optional: replies to those connections go back into the tunnel (only needed when the
-#      LAN's default route is not the tunnel).
+#      LAN's default route is not the tunnel); also optional (containerViaVpn): the container's
+#      own traffic to the internet through the tunnel, when the daemon's reachability check
+#      says "outside the tunnel" (docs/reachability.md §5).
 #   6. RouterOS's own NAT-PMP service off (if it was on, 99-uninstall.rsc turns it on again).
 #   7. a /32 route to the VPN gateway through the VPN interface, when there is no /32 route to
 #      it (a WireGuard tunnel address such as ProtonVPN's 10.2.0.2/32 gives no route to
@@ -45,6 +47,8 @@
 :local vpnGateway "10.2.0.1"
 :local hostMode "no"
 :local returnPath "no"
+# "yes": the container's own traffic (not to the router itself) is routed through the tunnel.
+:local containerViaVpn "no"
 
 :if ([:len [/interface find name=$vpnInterface]] = 0) do={
     :error ("double-natpmp: there is no interface named " . $vpnInterface . "; set vpnInterface to your VPN interface")
@@ -133,13 +137,24 @@
     :put "double-natpmp: no drop rule in chain forward (no defconf drop all from WAN not DSTNATed): the forward rule went to the end of the chain"
 }
 
-# --- 5. Optional return path: replies of VPN-forwarded connections leave through the tunnel.
-:if ($returnPath = "yes") do={
+# --- 5. Optional: a routing table whose default route is the tunnel, for the return path and
+# for the container's own traffic.
+:if (($returnPath = "yes") || ($containerViaVpn = "yes")) do={
     :if ([:len [/routing table find name="via-natpmp"]] = 0) do={
         /routing table add name=via-natpmp fib comment="natpmp: return path"
     }
     /ip route remove [find comment="natpmp: return path"]
     /ip route add dst-address=0.0.0.0/0 gateway=$vpnInterface routing-table=via-natpmp comment="natpmp: return path"
+}
+# The container's own traffic through the tunnel; its traffic to the router itself (the API,
+# DNS) stays local. Not in host mode: it would move the whole LAN host's traffic.
+/ip firewall mangle remove [find comment="natpmp: the container's traffic through the tunnel"]
+:if (($containerViaVpn = "yes") && ($hostMode = "no")) do={
+    /ip firewall mangle add chain=prerouting src-address=$containerIp dst-address-type=!local action=mark-routing new-routing-mark=via-natpmp passthrough=no comment="natpmp: the container's traffic through the tunnel"
+    :put "double-natpmp: the container's own traffic goes through the tunnel (containerViaVpn)"
+}
+# The return path: replies of VPN-forwarded connections leave through the tunnel.
+:if ($returnPath = "yes") do={
     /ip firewall mangle remove [find comment~"^natpmp: (mark inbound VPN connections|route replies via the tunnel)"]
     /ip firewall mangle add chain=prerouting in-interface=$vpnInterface connection-state=new action=mark-connection new-connection-mark=natpmp-in passthrough=yes comment="natpmp: mark inbound VPN connections"
     # Replies arrive from any LAN interface: the LAN interface list, not one bridge.
