@@ -157,7 +157,7 @@ impl Outcome {
             )),
             Some(ExitAddress::OutsideTunnel) => return Some((
                 "outside the tunnel: this host's traffic leaves through the router's own internet address, not the VPN",
-                "route the daemon's address through the VPN interface (docs/reachability.md §5 shows how for the router's container)",
+                "route the daemon's address through the VPN interface (for the router's container: containerViaVpn in 03-firewall.rsc, docs/reachability.md §5)",
             )),
             Some(ExitAddress::Matches) | None => {}
         }

@@ -62,7 +62,7 @@ pub(crate) async fn check_now(lab: &Lab) -> Value {
     serde_json::from_str(&body).expect("JSON")
 }
 
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
+pub(crate) fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("no {pointer} in {v}"))

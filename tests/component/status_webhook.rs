@@ -202,3 +202,60 @@ async fn next(
         .await
         .expect("the receiver runs")
 }
+
+/// A new verdict of the reachability check reaches the webhook as a `reachability` event; a
+/// check that says the same again sends none. `/readyz` keeps its meaning whatever the check
+/// finds (here an exit mismatch).
+#[tokio::test]
+async fn a_new_reachability_verdict_is_posted_once_and_readyz_ignores_it() {
+    let (receiver, mut posts) = flaky_receiver(0).await;
+    let (lab, stun) = crate::reachability::lab(
+        gateway_config(),
+        double_natpmp_emulators::stun::StunConfig::default(),
+        std::net::Ipv4Addr::new(198, 51, 100, 99),
+        &[("webhook-url", format!("http://{receiver}/hook"))],
+    )
+    .await;
+    let view = crate::reachability::check_now(&lab).await;
+    assert_eq!(
+        crate::reachability::text(&view, "/last/exit_address"),
+        "differs"
+    );
+    // The test mapping's own created and removed events come too; the verdict is among them.
+    let verdict = loop {
+        let (_, body) = next(&mut posts).await;
+        if body["event"] == "reachability" {
+            break body;
+        }
+    };
+    let message = verdict["message"].as_str().expect("message");
+    assert!(message.contains("exit mismatch"), "{message}");
+    assert!(
+        message.contains("Fix: connect to another server"),
+        "{message}"
+    );
+    assert_eq!(verdict["external_address"], "198.51.100.7");
+    let (status, _, _) = http(lab.status(), Method::GET, "/readyz", &[], None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "readiness does not depend on the check"
+    );
+    // The same verdict again, then another (the STUN server gone): the next reachability event
+    // is the third check's, so the second sent none (the webhook keeps the events' order).
+    crate::reachability::check_now(&lab).await;
+    stun.shutdown().await;
+    let view = crate::reachability::check_now(&lab).await;
+    assert_eq!(
+        crate::reachability::text(&view, "/last/blocked/kind"),
+        "no_server"
+    );
+    let next_verdict = loop {
+        let (_, body) = next(&mut posts).await;
+        if body["event"] == "reachability" {
+            break body;
+        }
+    };
+    let message = next_verdict["message"].as_str().expect("message");
+    assert!(message.contains("no STUN server answered"), "{message}");
+}

@@ -11,6 +11,34 @@ use std::time::Duration;
 
 use common::lab::{self, Netns};
 
+/// The demo status page's reachability line, once its first check has a result (10 s at most).
+fn reachability_line(ns: &Netns) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ns
+            .command(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                "http://127.0.0.1:8080/api/v1/reachability",
+            ])
+            .output()
+            .expect("curl");
+        let view: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if view.get("last").is_some() {
+            return view["line"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reachability result: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn demo_maps_a_port_for_natpmpc_and_cleans_up_on_sigterm() {
     if !lab::available("demo_maps_a_port_for_natpmpc_and_cleans_up_on_sigterm") {
@@ -42,6 +70,13 @@ fn demo_maps_a_port_for_natpmpc_and_cleans_up_on_sigterm() {
     // The demo shows both layers being made.
     lab::wait_for_line(&lines, "+ router   dst-nat rule", Duration::from_secs(5));
     lab::wait_for_line(&lines, "+ gateway  mapping", Duration::from_secs(5));
+
+    // Its reachability check proved a test mapping through both emulated layers.
+    let line = reachability_line(&ns);
+    assert!(
+        line.starts_with("reachable from the internet: yes, UDP"),
+        "{line}"
+    );
 
     // SIGTERM: the daemon removes its mapping from both layers and the demo exits 0.
     let status = std::process::Command::new("kill")
