@@ -132,7 +132,9 @@ async fn make(ctx: &Context, key: MappingKey) -> Result<u16, Blocked> {
         .await;
     match reply.result {
         ResultCode::Success => Ok(reply.external_port),
-        ResultCode::OutOfResources => Err(Blocked::QuotaFull),
+        // A 4 is the gateway's quota when the core just saw it refuse (else MAX_MAPPINGS or
+        // the per-client rate, which are the daemon's own limits).
+        ResultCode::OutOfResources if ctx.mapping.quota_full() => Err(Blocked::QuotaFull),
         other => Err(Blocked::MappingFailed {
             result: other as u16,
         }),
