@@ -47,8 +47,8 @@
 :local lanNetworks "192.168.88.0/24"
 # --- A DNS server for the container. Empty (the default): none is set, and the container uses
 #     the router's own DNS servers (/ip dns; with none there the container would not start, so
-#     the script stops). The daemon resolves nothing when MIKROTIK_API_ADDRESS is an IP
-#     address. A server set here must be reachable from the container: the router's side of
+#     the script stops). The daemon resolves the STUN servers of its reachability check
+#     (REACHABILITY_CHECK) and any host name in MIKROTIK_API_ADDRESS or WEBHOOK_URL. A server set here must be reachable from the container: the router's side of
 #     the /30 (routerIp, with /ip dns allow-remote-requests=yes and an input rule accepting
 #     UDP 53 from the container), or a server beyond the router; not the router's LAN address,
 #     since the default firewall drops the container bridge's input.

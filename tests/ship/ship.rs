@@ -108,6 +108,100 @@ fn runs_in_an_empty_root_within_4_mib(bin: &Path, what: &str) {
     );
 }
 
+/// A DNS server for one test, in Python's standard library: it answers every A query with
+/// 127.0.0.1 and prints each name it was asked for.
+const DNS_RESPONDER: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    d, a = s.recvfrom(512)
+    q = d[12:]
+    i = 0
+    labels = []
+    while q[i] != 0:
+        labels.append(q[i + 1:i + 1 + q[i]].decode())
+        i += q[i] + 1
+    question = q[:i + 5]
+    a_record = struct.unpack(">H", question[-4:-2])[0] == 1
+    print("asked " + ".".join(labels), flush=True)
+    answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton("127.0.0.1")
+    header = d[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 1 if a_record else 0, 0, 0)
+    s.sendto(header + question + (answer if a_record else b""), a)
+"#;
+
+/// The static binary resolves host names with nothing but /etc/hosts and /etc/resolv.conf in
+/// its root (a scratch image's, or RouterOS's container's): glibc's own files and DNS lookups,
+/// no NSS module. STUN_SERVERS' default names and MIKROTIK_API_ADDRESS depend on it. The names
+/// resolve to 127.0.0.1, where nothing listens: "connection refused" shows the name resolved.
+#[test]
+fn static_binary_resolves_names_from_etc_hosts_and_dns_in_an_empty_root() {
+    let test = "static_binary_resolves_names_from_etc_hosts_and_dns_in_an_empty_root";
+    let Some(bin) = static_binary(test) else {
+        return;
+    };
+    if !common::lab::available(test) {
+        return;
+    }
+    let ns = common::lab::Netns::new();
+    let mut dns = ns
+        .command(&["python3", "-c", DNS_RESPONDER])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the DNS responder");
+    let (tx, asked) = std::sync::mpsc::channel();
+    let stdout = dns.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    common::lab::wait_for_line(&asked, "ready", Duration::from_secs(10));
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(&bin, root.path().join("double-natpmp")).expect("copy the binary");
+    std::fs::create_dir(root.path().join("etc")).expect("etc");
+    std::fs::write(root.path().join("etc/hosts"), "127.0.0.1 router.example\n").expect("hosts");
+    std::fs::write(
+        root.path().join("etc/resolv.conf"),
+        "nameserver 127.0.0.1\n",
+    )
+    .expect("resolv.conf");
+    let chroot = in_path("chroot").expect("chroot (coreutils) is installed");
+    for name in ["router.example", "stun.dns.example"] {
+        let root_dir = root.path().to_str().expect("a UTF-8 temp path");
+        let chroot_bin = chroot.to_str().expect("a UTF-8 path");
+        let address = format!("--mikrotik-api-address={name}:1");
+        let out = ns
+            .command(&[
+                chroot_bin,
+                root_dir,
+                "/double-natpmp",
+                "check",
+                "--vpn-gateway=127.0.0.1",
+                &address,
+                "--mikrotik-api-password=x",
+                "--mikrotik-api-timeout=1s",
+                "--upstream-timeout=1s",
+            ])
+            .env_clear()
+            .output()
+            .expect("run check in the empty root");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("RouterOS API at {name}:1: Connection refused")),
+            "{name} did not resolve: {text}"
+        );
+    }
+    common::lab::wait_for_line(&asked, "asked stun.dns.example", Duration::from_secs(1));
+    let _ = dns.kill();
+    let _ = dns.wait();
+}
+
 #[test]
 fn static_binary_runs_in_an_empty_root() {
     let Some(bin) = static_binary("static_binary_runs_in_an_empty_root") else {
