@@ -73,7 +73,9 @@ pub(crate) struct EventRecord {
 }
 
 impl EventRecord {
-    /// Whether the webhook receives this kind of event.
+    /// Whether the webhook receives this kind of event. The reachability check's own test
+    /// mapping, made and removed at each check, stays on the page: the webhook gets the check's
+    /// verdict (`reachability`) instead.
     pub(crate) fn for_webhook(&self) -> bool {
         matches!(
             self.event,
@@ -83,7 +85,7 @@ impl EventRecord {
                 | "upstream_lost"
                 | "upstream_healed"
                 | "reachability"
-        )
+        ) && self.origin != Some("selftest")
     }
 }
 

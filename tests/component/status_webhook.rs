@@ -224,6 +224,10 @@ async fn a_new_reachability_verdict_is_posted_once_and_readyz_ignores_it() {
     // The test mapping's own created and removed events come too; the verdict is among them.
     let verdict = loop {
         let (_, body) = next(&mut posts).await;
+        assert_ne!(
+            body["origin"], "selftest",
+            "the test mapping is not posted: {body}"
+        );
         if body["event"] == "reachability" {
             break body;
         }
@@ -252,6 +256,10 @@ async fn a_new_reachability_verdict_is_posted_once_and_readyz_ignores_it() {
     );
     let next_verdict = loop {
         let (_, body) = next(&mut posts).await;
+        assert_ne!(
+            body["origin"], "selftest",
+            "the test mapping is not posted: {body}"
+        );
         if body["event"] == "reachability" {
             break body;
         }
