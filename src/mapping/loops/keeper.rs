@@ -36,19 +36,6 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest pause between retries.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// When to renew a mapping granted for `lifetime` seconds at `now`: at about half of it, with
-/// ±10 % jitter; never sooner than 1 s.
-pub(crate) fn next_renewal(now: Instant, lifetime: u32) -> Instant {
-    let half_ms = u64::from(lifetime) * 500;
-    let jitter = half_ms / 10;
-    let ms = if jitter == 0 {
-        half_ms
-    } else {
-        half_ms - jitter + fastrand::u64(0..=2 * jitter)
-    };
-    now + Duration::from_millis(ms.max(1000))
-}
-
 fn retry_pause(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(5);
     (RETRY_FIRST * 2u32.pow(exp)).min(RETRY_MAX)
@@ -179,11 +166,7 @@ async fn renew_one<R: Router, U: Upstream>(core: &Arc<Core<R, U>>, key: MappingK
             let now = Instant::now();
             let moved = grant.external_port != lease.external_port;
             core.table.update(&key, |l| {
-                l.external_port = grant.external_port;
-                l.upstream_lifetime = grant.lifetime;
-                l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
-                l.renew_at = next_renewal(now, grant.lifetime);
-                l.keep_failures = 0;
+                l.take_grant(grant.external_port, grant.lifetime, now);
                 // The client's lifetime stays what it was granted; a shorter upstream grant
                 // shortens what the next reply grants (C-30).
                 l.lifetime = reply_lifetime(l.lifetime, grant.lifetime, core.config.max_lifetime);
@@ -257,6 +240,7 @@ async fn record_external_port<R: Router, U: Upstream>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::store::lease::next_renewal;
 
     #[test]
     fn renewals_come_at_about_half_the_lifetime_and_retries_back_off() {

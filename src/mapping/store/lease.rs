@@ -1,6 +1,8 @@
 //! A mapping's identity ([`MappingKey`]) and what it owns on both layers ([`Lease`]), with the
 //! lifetime arithmetic of C-30.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use crate::mapping::router::rule::RuleComment;
@@ -184,6 +186,18 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Takes a grant of the gateway made at `now`: the external port, the upstream lifetime and
+    /// deadline, when to renew it, and no failed renewal since. (The client's side, its
+    /// lifetime and deadline, is the caller's: a client's renewal, the keeper and a start's
+    /// adoption each set it their way.)
+    pub fn take_grant(&mut self, external_port: u16, upstream_lifetime: u32, now: Instant) {
+        self.external_port = external_port;
+        self.upstream_lifetime = upstream_lifetime;
+        self.upstream_deadline = now + Duration::from_secs(u64::from(upstream_lifetime));
+        self.renew_at = next_renewal(now, upstream_lifetime);
+        self.keep_failures = 0;
+    }
+
     /// The id of the lease's rule of `kind`, as last seen.
     pub fn rule_id(&self, kind: RuleKind) -> Option<&RuleId> {
         self.rules.get(kind)
@@ -230,6 +244,19 @@ pub(crate) fn upstream_lifetime(asked: u32, max_lifetime: u32) -> u32 {
 /// The lifetime we grant the client: min(asked, upstream grant, local cap) (C-30).
 pub(crate) fn reply_lifetime(asked: u32, granted: u32, max_lifetime: u32) -> u32 {
     asked.min(granted).min(max_lifetime)
+}
+
+/// When to renew a mapping granted for `lifetime` seconds at `now`: at about half of it, with
+/// ±10 % jitter; never sooner than 1 s.
+pub(crate) fn next_renewal(now: Instant, lifetime: u32) -> Instant {
+    let half_ms = u64::from(lifetime) * 500;
+    let jitter = half_ms / 10;
+    let ms = if jitter == 0 {
+        half_ms
+    } else {
+        half_ms - jitter + fastrand::u64(0..=2 * jitter)
+    };
+    now + Duration::from_millis(ms.max(1000))
 }
 
 #[cfg(test)]

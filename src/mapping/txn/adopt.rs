@@ -29,7 +29,6 @@ use tracing::{info, warn};
 
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
-use crate::mapping::loops::keeper::next_renewal;
 use crate::mapping::router::rule::{wanted_rules, RuleComment, RuleOwner};
 use crate::mapping::router::seam::{NatRule, Router, RuleId};
 use crate::mapping::store::key::MappingKey;
@@ -227,10 +226,7 @@ async fn remap<R: Router, U: Upstream>(
             let lifetime = reply_lifetime(lease.lifetime, grant.lifetime, core.config.max_lifetime);
             core.table.update(&key, |l| {
                 l.lifetime = lifetime;
-                l.external_port = grant.external_port;
-                l.upstream_lifetime = grant.lifetime;
-                l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
-                l.renew_at = next_renewal(now, grant.lifetime);
+                l.take_grant(grant.external_port, grant.lifetime, now);
             });
             if last.is_some_and(|e| e != grant.external_port) {
                 info!(mapping = %key, old_external_port = ?last, external_port = grant.external_port, "after the restart the VPN gateway gave another external port");

@@ -55,13 +55,14 @@ use tracing::{debug, info, warn};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::MappingEvent;
-use crate::mapping::loops::keeper::next_renewal;
 use crate::mapping::request::MappingRequest;
 use crate::mapping::router::rule::{wanted_rules, RuleComment, RuleKind};
 use crate::mapping::router::seam::{Router, RuleId};
 use crate::mapping::store::caps::{Caps, Refusal};
 use crate::mapping::store::key::MappingKey;
-use crate::mapping::store::lease::{reply_lifetime, upstream_lifetime, Lease, OwnedRule};
+use crate::mapping::store::lease::{
+    next_renewal, reply_lifetime, upstream_lifetime, Lease, OwnedRule,
+};
 use crate::mapping::store::table::Reservation;
 use crate::mapping::txn::patience::{make_rules, map_upstream, Patience, RuleSlot};
 use crate::natpmp::handler::MapReply;

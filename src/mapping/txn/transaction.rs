@@ -26,7 +26,6 @@
 //! Deletes, expiry and shutdown are in `teardown.rs`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -34,7 +33,6 @@ use tracing::{debug, info, warn};
 use crate::mapping::core::Core;
 use crate::mapping::error::MappingError;
 use crate::mapping::events::{MappingEvent, Origin};
-use crate::mapping::loops::keeper::next_renewal;
 use crate::mapping::request::{Command, MappingRequest};
 use crate::mapping::router::seam::Router;
 use crate::mapping::store::key::MappingKey;
@@ -269,13 +267,9 @@ async fn renew<R: Router, U: Upstream>(
     let (held, deadline) =
         lease.renewed(origin, lifetime, core.config.client_deadline(now, lifetime));
     core.table.update(&key, |l| {
-        l.external_port = grant.external_port;
+        l.take_grant(grant.external_port, grant.lifetime, now);
         l.lifetime = held;
         l.deadline = deadline;
-        l.upstream_deadline = now + Duration::from_secs(u64::from(grant.lifetime));
-        l.upstream_lifetime = grant.lifetime;
-        l.renew_at = next_renewal(now, grant.lifetime);
-        l.keep_failures = 0;
     });
     core.keeper_wake.notify_one();
     core.events.emit(MappingEvent::Renewed {
