@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use base64_decode::decode;
 use common::daemon::{gateway_config, get_json, map, start, Client};
-use common::skip::skip;
 use double_natpmp_codec::natpmp::wire::{Protocol, ResultCode};
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -49,17 +48,6 @@ mod base64_decode {
     }
 }
 
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::split_paths(&path)
-                .map(|p| p.join(name))
-                .find(|p| p.is_file())
-        })
-}
-
 /// Headless Chromium with the DevTools protocol on a port of its choosing; killed on drop.
 struct Browser {
     child: Child,
@@ -71,17 +59,9 @@ impl Browser {
     fn start(binary: &Path) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let child = Command::new(binary)
+            .args(common::chromium::QUIET)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 "--disable-extensions",
-                "--hide-scrollbars",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
                 "--window-size=900,900",
@@ -228,11 +208,9 @@ async fn open(binary: PathBuf, status: std::net::SocketAddr) -> (Browser, Page) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console_errors() {
-    let Some(binary) = chromium() else {
-        skip(
-            "the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console_errors",
-            "chromium not found: apt-get install -y chromium",
-        );
+    let Some(binary) = common::chromium::find(
+        "the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console_errors",
+    ) else {
         return;
     };
     let mut lab = start(gateway_config(), &[]).await;
@@ -294,11 +272,8 @@ async fn the_page_shows_a_new_mapping_and_updates_after_a_delete_without_console
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_reachability_line_after_a_check() {
-    let Some(binary) = chromium() else {
-        skip(
-            "the_page_shows_the_reachability_line_after_a_check",
-            "chromium not found: apt-get install -y chromium",
-        );
+    let Some(binary) = common::chromium::find("the_page_shows_the_reachability_line_after_a_check")
+    else {
         return;
     };
     let (mut lab, _stun) = crate::reachability::lab(

@@ -48,11 +48,7 @@ fn in_path(name: &str) -> Option<PathBuf> {
 fn in_empty_root(bin: &Path, args: &[&str]) -> std::process::Output {
     let root = tempfile::tempdir().expect("temp dir");
     std::fs::copy(bin, root.path().join("double-natpmp")).expect("copy the binary");
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
+    let is_root = common::is_root();
     // Absolute paths: the child's environment is cleared, PATH included.
     let chroot = in_path("chroot").expect("chroot (coreutils) is installed");
     let mut cmd = if is_root {
@@ -495,31 +491,14 @@ fn flow_diagram_renders_in_headless_chromium() {
     ] {
         assert!(text.contains(label), "the diagram names {label:?}");
     }
-    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find_map(in_path)
-    else {
-        let _: Option<()> = missing(
-            "flow_diagram_renders_in_headless_chromium",
-            "chromium not found: apt-get install -y chromium",
-        );
+    let Some(chromium) = common::chromium::find("flow_diagram_renders_in_headless_chromium") else {
         return;
     };
     let tmp = tempfile::tempdir().expect("temp dir");
     let png = tmp.path().join("flow.png");
     let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1200,800",
-        ])
+        .args(common::chromium::QUIET)
+        .arg("--window-size=1200,800")
         .arg(format!(
             "--user-data-dir={}",
             tmp.path().join("profile").display()

@@ -61,11 +61,7 @@ pub const MASQUERADE_RULE: &str =
 /// Whether this process may build namespaces. Under CI=true a lab test must run: a missing
 /// capability fails the test. Locally it prints a loud notice and the caller returns early.
 pub fn available(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
+    let root = crate::is_root();
     let tools = ["ip", "nft", "natpmpc"].iter().all(|t| which(t).is_some());
     if root && tools {
         return true;

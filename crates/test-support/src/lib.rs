@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 pub mod arm;
+pub mod chromium;
 pub mod container;
 pub mod daemon;
 pub mod fakes;
@@ -18,6 +19,15 @@ pub mod lab;
 pub mod skip;
 pub mod stun_lab;
 pub mod traffic;
+
+/// Whether this process runs as root (namespaces, chroot, podman's own storage need it).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
 
 /// The repository's root: the daemon's package, two levels above this crate.
 pub fn repo_root() -> &'static Path {

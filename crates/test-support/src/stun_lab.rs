@@ -54,12 +54,7 @@ pub enum CoturnMode {
 /// Whether this process may run the coturn lab: root, `ip` and `turnserver`. Under CI=true a
 /// missing piece fails the test (`skip`), otherwise it is skipped loudly.
 pub fn available(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root {
+    if !crate::is_root() {
         return crate::skip::skip(test, "needs root for network namespaces");
     }
     if which("ip").is_none() || which("turnserver").is_none() {
