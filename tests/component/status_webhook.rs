@@ -195,6 +195,22 @@ async fn a_receiver_that_never_answers_does_not_delay_transactions() {
     );
 }
 
+/// The next `reachability` event posted; no post on the way is the test mapping's own.
+async fn next_verdict(
+    posts: &mut mpsc::UnboundedReceiver<(StatusCode, serde_json::Value)>,
+) -> serde_json::Value {
+    loop {
+        let (_, body) = next(posts).await;
+        assert_ne!(
+            body["origin"], "selftest",
+            "the test mapping is not posted: {body}"
+        );
+        if body["event"] == "reachability" {
+            return body;
+        }
+    }
+}
+
 async fn next(
     posts: &mut mpsc::UnboundedReceiver<(StatusCode, serde_json::Value)>,
 ) -> (StatusCode, serde_json::Value) {
@@ -222,16 +238,7 @@ async fn a_new_reachability_verdict_is_posted_once_and_readyz_ignores_it() {
         "differs"
     );
     // The test mapping's own created and removed events come too; the verdict is among them.
-    let verdict = loop {
-        let (_, body) = next(&mut posts).await;
-        assert_ne!(
-            body["origin"], "selftest",
-            "the test mapping is not posted: {body}"
-        );
-        if body["event"] == "reachability" {
-            break body;
-        }
-    };
+    let verdict = next_verdict(&mut posts).await;
     let message = verdict["message"].as_str().expect("message");
     assert!(message.contains("exit mismatch"), "{message}");
     assert!(
@@ -254,16 +261,7 @@ async fn a_new_reachability_verdict_is_posted_once_and_readyz_ignores_it() {
         crate::reachability::text(&view, "/last/blocked/kind"),
         "no_server"
     );
-    let next_verdict = loop {
-        let (_, body) = next(&mut posts).await;
-        assert_ne!(
-            body["origin"], "selftest",
-            "the test mapping is not posted: {body}"
-        );
-        if body["event"] == "reachability" {
-            break body;
-        }
-    };
+    let next_verdict = next_verdict(&mut posts).await;
     let message = next_verdict["message"].as_str().expect("message");
     assert!(message.contains("no STUN server answered"), "{message}");
 }
