@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod counter;
 pub mod delay;
 pub mod gateway;
 pub mod path;

@@ -31,12 +31,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::counter::Counter;
 use double_natpmp_codec::stun::{
     binding_error, binding_success, decode_message, encode_message, kind, Attribute, Class,
     Message, Method,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How the emulated STUN server behaves.
@@ -109,7 +109,7 @@ struct Shared {
     sockets: Sockets,
     addrs: [[SocketAddr; 2]; 2],
     config: StunConfig,
-    requests: watch::Sender<u64>,
+    requests: Counter,
     path: Box<dyn NatPath>,
 }
 
@@ -154,7 +154,7 @@ impl StunServer {
             sockets,
             addrs,
             config,
-            requests: watch::Sender::new(0),
+            requests: Counter::new(),
             path: Box::new(path),
         });
         let mut tasks = Vec::with_capacity(4);
@@ -186,17 +186,12 @@ impl StunServer {
 
     /// Datagrams received so far on any of the four sockets, whatever they held.
     pub fn requests_received(&self) -> u64 {
-        *self.shared.requests.borrow()
+        self.shared.requests.get()
     }
 
     /// Waits until at least `n` datagrams were received; `false` if `timeout` passed first.
     pub async fn wait_for_requests(&self, n: u64, timeout: Duration) -> bool {
-        let mut rx = self.shared.requests.subscribe();
-        let reached = matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await,
-            Ok(Ok(_))
-        );
-        reached
+        self.shared.requests.wait_for(n, timeout).await
     }
 
     /// Stops the server and waits for its tasks to end; the ports are free afterwards.
@@ -248,7 +243,7 @@ async fn serve(shared: Arc<Shared>, ip: usize, port: usize) {
     loop {
         match shared.sockets[ip][port].recv_from(&mut buf).await {
             Ok((n, from)) => {
-                shared.requests.send_modify(|c| *c += 1);
+                shared.requests.bump();
                 answer(&shared, ip, port, &buf[..n], from);
             }
             // ICMP errors from earlier answers surface here on Linux; keep serving.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use crate::counter::Counter;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,7 +33,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     epoch: Epoch,
-    requests: watch::Sender<u64>,
+    requests: Counter,
     map_requests: AtomicU64,
     /// Bumped on every change of the table, for [`Gateway::wait_for_mappings`].
     generation: watch::Sender<u64>,
@@ -99,7 +100,7 @@ impl Gateway {
                 table: MappingTable::default(),
             }),
             epoch: Epoch::starting_at(origin),
-            requests: watch::Sender::new(0),
+            requests: Counter::new(),
             map_requests: AtomicU64::new(0),
             generation: watch::Sender::new(0),
         });
@@ -154,7 +155,7 @@ impl Gateway {
 
     /// Datagrams received so far (any content, in any mode but [`Mode::Unreachable`]).
     pub fn requests_received(&self) -> u64 {
-        *self.shared.requests.borrow()
+        self.shared.requests.get()
     }
 
     /// Well-formed mapping requests (op 1 or 2) received so far.
@@ -164,12 +165,7 @@ impl Gateway {
 
     /// Waits until at least `n` datagrams were received; `false` if `timeout` passed first.
     pub async fn wait_for_requests(&self, n: u64, timeout: Duration) -> bool {
-        let mut rx = self.shared.requests.subscribe();
-        let reached = matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await,
-            Ok(Ok(_))
-        );
-        reached
+        self.shared.requests.wait_for(n, timeout).await
     }
 
     /// Waits until `pred` holds for [`Gateway::mappings`]; `false` if `timeout` passed first.
@@ -269,7 +265,7 @@ async fn run(
 
 /// Serves one datagram.
 fn handle(shared: &Arc<Shared>, socket: &Arc<UdpSocket>, packet: &[u8], from: SocketAddr) {
-    shared.requests.send_modify(|c| *c += 1);
+    shared.requests.bump();
     let epoch = shared.epoch.sssoe();
     let mut out = [0u8; MAX_PACKET_LEN];
     let request = parse_request(packet);
