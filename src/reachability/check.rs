@@ -146,12 +146,7 @@ async fn prove(ctx: &Context, socket: &UdpSocket, key: MappingKey, external_port
     let external_address = (ctx.external)();
     let router_port = ctx.mapping.lease(&key).map(|l| l.router_port);
     let Some((name, server, answer)) = first_answer(ctx, socket).await else {
-        return Outcome::blocked(
-            SystemTime::now(),
-            Blocked::NoServer {
-                error: "no STUN server answered".into(),
-            },
-        );
+        return Outcome::blocked(SystemTime::now(), Blocked::NoServer);
     };
     let seen = match answer.reflexive_address() {
         Some(SocketAddr::V4(v4)) => Some(v4),
@@ -167,8 +162,30 @@ async fn prove(ctx: &Context, socket: &UdpSocket, key: MappingKey, external_port
         (Some(seen), Some(ext)) => Some(classify_exit(*seen.ip(), ext, is_router_address)),
         _ => None,
     };
-    let mut outcome = Outcome {
-        checked_at: 0,
+    let mut inbound_result = match answer.other_address() {
+        None => Inbound::NotTested {
+            why: "the STUN server does not do RFC 5780".into(),
+        },
+        Some(_) => inbound(socket, server, external_port, ChangeRequest::IP_AND_PORT).await,
+    };
+    let mut healed = false;
+    if inbound_result == Inbound::NotReached {
+        info!(mapping = %key, "the test mapping was not reached from the internet: a reconcile pass, then one more try");
+        match ctx.mapping.reconcile().await {
+            Ok(()) => {
+                healed = true;
+                // A new tuple (see the module docs, step 5): other IP, same port.
+                let other_ip = ChangeRequest {
+                    ip: true,
+                    port: false,
+                };
+                inbound_result = inbound(socket, server, external_port, other_ip).await;
+            }
+            Err(e) => debug!("the heal's reconcile pass failed: {e}"),
+        }
+    }
+    Outcome {
+        checked_at: crate::status::history::unix_seconds(SystemTime::now()),
         server: Some(name),
         blocked: None,
         external: external_address.map(|a| SocketAddrV4::new(a, external_port)),
@@ -176,32 +193,9 @@ async fn prove(ctx: &Context, socket: &UdpSocket, key: MappingKey, external_port
         seen_from: seen,
         exit_address,
         outbound_paired: seen.map(|s| s.port() == external_port),
-        inbound: Inbound::NotTested { why: String::new() },
-        healed: false,
-    };
-    outcome.inbound = match answer.other_address() {
-        None => Inbound::NotTested {
-            why: "the STUN server does not do RFC 5780".into(),
-        },
-        Some(_) => inbound(socket, server, external_port, ChangeRequest::IP_AND_PORT).await,
-    };
-    if outcome.inbound == Inbound::NotReached {
-        info!(mapping = %key, "the test mapping was not reached from the internet: a reconcile pass, then one more try");
-        match ctx.mapping.reconcile().await {
-            Ok(()) => {
-                outcome.healed = true;
-                // A new tuple (see the module docs, step 5): other IP, same port.
-                let other_ip = ChangeRequest {
-                    ip: true,
-                    port: false,
-                };
-                outcome.inbound = inbound(socket, server, external_port, other_ip).await;
-            }
-            Err(e) => debug!("the heal's reconcile pass failed: {e}"),
-        }
+        inbound: inbound_result,
+        healed,
     }
-    outcome.checked_at = crate::status::history::unix_seconds(SystemTime::now());
-    outcome
 }
 
 /// The first server that answers a plain Binding Request: its name, address and answer.

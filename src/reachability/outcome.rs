@@ -50,11 +50,8 @@ pub(crate) enum Blocked {
         /// The NAT-PMP result code the transaction gave.
         result: u16,
     },
-    /// No STUN server answered a Binding Request.
-    NoServer {
-        /// The last error, for the log.
-        error: String,
-    },
+    /// No STUN server answered a Binding Request (each one's error is logged as it happens).
+    NoServer,
     /// The daemon does not know its own address toward the router.
     NoOwnAddress,
 }
@@ -100,7 +97,7 @@ impl Outcome {
             Blocked::MappingFailed { result } => {
                 format!("the test mapping could not be made (result {result})")
             }
-            Blocked::NoServer { .. } => "no STUN server answered".to_owned(),
+            Blocked::NoServer => "no STUN server answered".to_owned(),
             Blocked::NoOwnAddress => "the daemon's address toward the router is unknown".into(),
         };
         Outcome {
@@ -140,7 +137,7 @@ impl Outcome {
                     "the test mapping could not be made",
                     "see the daemon's log and `double-natpmp check` for the router or the gateway",
                 ),
-                Blocked::NoServer { .. } => (
+                Blocked::NoServer => (
                     "no STUN server answered",
                     "check STUN_SERVERS and that the daemon's host may send UDP to the internet",
                 ),
