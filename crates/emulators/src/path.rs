@@ -55,28 +55,25 @@ impl EmulatedPath {
         self.layers.set((router, gateway)).is_ok()
     }
 
-    /// The `(router port, to-address, to-port)` of the router's UDP rules of `chain`.
-    fn rules(&self, chain: &str) -> Vec<(String, Option<u16>, String, Option<u16>)> {
-        let Some((router, _)) = self.layers.get() else {
-            return Vec::new();
-        };
-        router
-            .nat_rules()
-            .into_iter()
-            .filter(|r| r.fields.get("chain").map(String::as_str) == Some(chain))
-            .filter(|r| r.fields.get("protocol").map(String::as_str) == Some("udp"))
-            .filter(|r| r.fields.get("disabled").map(String::as_str) != Some("true"))
-            .map(|r| {
-                let get = |k: &str| r.fields.get(k).cloned().unwrap_or_default();
-                let port = |k: &str| r.fields.get(k).and_then(|v| v.parse().ok());
-                (
-                    get("src-address"),
-                    port("src-port").or(port("dst-port")),
-                    get("to-addresses"),
-                    port("to-ports"),
-                )
-            })
-            .collect()
+    /// The `to-addresses` and `to-ports` of the first enabled UDP rule of `chain` whose fields
+    /// have the values of `matches`.
+    fn rule(&self, chain: &str, matches: &[(&str, String)]) -> Option<(String, u16)> {
+        let (router, _) = self.layers.get()?;
+        router.nat_rules().into_iter().find_map(|r| {
+            let field = |k: &str| r.fields.get(k).map(String::as_str);
+            let wanted = field("chain") == Some(chain)
+                && field("protocol") == Some("udp")
+                && field("disabled") != Some("true")
+                && matches.iter().all(|(k, v)| field(k) == Some(v.as_str()));
+            if !wanted {
+                return None;
+            }
+            let to_port = field("to-ports")?.parse().ok()?;
+            Some((
+                field("to-addresses").unwrap_or_default().to_owned(),
+                to_port,
+            ))
+        })
     }
 
     /// The gateway's UDP mapping whose `pick` port is `port`: (internal, external).
@@ -100,13 +97,15 @@ impl NatPath for EmulatedPath {
         if self.layers.get().is_none() {
             return source;
         }
-        let ip = source.ip().to_string();
         let router_port = self
-            .rules("srcnat")
-            .into_iter()
-            .find(|(src, sport, _, _)| *src == ip && *sport == Some(source.port()))
-            .and_then(|(_, _, _, to)| to)
-            .unwrap_or(source.port());
+            .rule(
+                "srcnat",
+                &[
+                    ("src-address", source.ip().to_string()),
+                    ("src-port", source.port().to_string()),
+                ],
+            )
+            .map_or(source.port(), |(_, to_port)| to_port);
         let exit_port = self
             .mapping(|internal, _| internal == router_port)
             .map_or(router_port, |(_, external)| external);
@@ -123,12 +122,8 @@ impl NatPath for EmulatedPath {
             return Some(*inside);
         }
         let (router_port, _) = self.mapping(|_, external| external == destination.port())?;
-        self.rules("dstnat")
-            .into_iter()
-            .find(|(_, dport, _, _)| *dport == Some(router_port))
-            .and_then(|(_, _, to, to_port)| {
-                let ip: Ipv4Addr = to.parse().ok()?;
-                Some(SocketAddr::from((ip, to_port?)))
-            })
+        let (to, to_port) = self.rule("dstnat", &[("dst-port", router_port.to_string())])?;
+        let ip: Ipv4Addr = to.parse().ok()?;
+        Some(SocketAddr::from((ip, to_port)))
     }
 }
