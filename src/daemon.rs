@@ -21,7 +21,7 @@ use crate::mapping::{MappingConfig, MappingError, MappingEvent, MappingHandle, O
 use crate::natpmp::server::{Server, ServerConfig, ServerError, ServerStats};
 use crate::natpmp::upstream::{UpstreamClient, UpstreamConfig};
 use crate::reachability;
-use crate::refused::daemon_addresses;
+use crate::refused::{address_toward, daemon_addresses};
 use crate::routeros::api::{Router, RouterApi, RouterError};
 use crate::routeros::conn::ApiConfig;
 use crate::routeros::error::TlsProblem;
@@ -277,10 +277,12 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     )
     .await?;
     // C-39a: the router's addresses came with the start reconcile; the daemon's own are read
-    // once, here. A static mapping for a source that is not a client stops the start.
+    // once, here (the way to the router also names the reachability check's client). A static
+    // mapping for a source that is not a client stops the start.
+    let toward_router = address_toward(&router_address).await;
     orchestrator
         .refused()
-        .set_daemon_addresses(daemon_addresses(args.listen_addr, &router_address).await);
+        .set_daemon_addresses(daemon_addresses(args.listen_addr, toward_router));
     if let Err(e) = static_keeper::check_clients(
         &MappingHandle::from(orchestrator.clone()),
         &args.status.static_mappings.0,
@@ -335,12 +337,11 @@ pub async fn start(args: DaemonArgs, mut shutdown: Shutdown) -> Result<Running, 
     let cache = server.addresses();
     let reachability = reachability::start(
         &args,
-        &router_address,
+        toward_router,
         MappingHandle::from(orchestrator.clone()),
         Arc::new(move || cache.cached()),
         shutdown.clone(),
-    )
-    .await;
+    );
     let addresses = server.addresses();
     let services = Services::start(
         Setup {

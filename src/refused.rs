@@ -221,23 +221,22 @@ impl RefusedSources {
     }
 }
 
-/// The daemon's own IPv4 addresses: LISTEN_ADDR's, when it names one, and the one this host
-/// reaches the router from (`router` is MIKROTIK_API_ADDRESS, `host:port`). The second is
-/// found by connecting a UDP socket, which sends nothing; a router that cannot be resolved
-/// gives none. Loopback and unspecified addresses are left out: clients on this host's
-/// loopback are the demo's and the tests'.
-pub(crate) async fn daemon_addresses(listen: SocketAddr, router: &str) -> Vec<Ipv4Addr> {
+/// The daemon's own IPv4 addresses: LISTEN_ADDR's, when it names one, and `toward`, the one
+/// this host reaches the router from ([`address_toward`]). Loopback and unspecified addresses
+/// are left out: clients on this host's loopback are the demo's and the tests'.
+pub(crate) fn daemon_addresses(listen: SocketAddr, toward: Option<Ipv4Addr>) -> Vec<Ipv4Addr> {
     let mut own = Vec::new();
     if let SocketAddr::V4(v4) = listen {
         own.push(*v4.ip());
     }
-    own.extend(address_toward(router).await);
+    own.extend(toward);
     own.retain(|a| !a.is_loopback() && !a.is_unspecified());
     own
 }
 
-/// The address this host reaches `router` (`host:port`) from, found by connecting a UDP
-/// socket, which sends nothing; `None` when the router cannot be resolved or reached.
+/// The address this host reaches `router` (MIKROTIK_API_ADDRESS, `host:port`) from, found by
+/// connecting a UDP socket, which sends nothing; `None` when the router cannot be resolved or
+/// reached.
 pub(crate) async fn address_toward(router: &str) -> Option<Ipv4Addr> {
     let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .await
@@ -250,11 +249,10 @@ pub(crate) async fn address_toward(router: &str) -> Option<Ipv4Addr> {
 }
 
 /// The daemon's own address as the router sees it, for the reachability check's test
-/// mapping: the one it reaches the router from, unless that is loopback (the router's API on
-/// this host, as in a lab), then LISTEN_ADDR's address when it names one; loopback is kept
-/// when nothing else is known (the demo, where everything is on loopback).
-pub(crate) async fn address_for_router(listen: SocketAddr, router: &str) -> Option<Ipv4Addr> {
-    let toward = address_toward(router).await;
+/// mapping: `toward`, the one it reaches the router from, unless that is loopback (the
+/// router's API on this host, as in a lab), then LISTEN_ADDR's address when it names one;
+/// loopback is kept when nothing else is known (the demo, where everything is on loopback).
+pub(crate) fn address_for_router(listen: SocketAddr, toward: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
     let listening = match listen {
         SocketAddr::V4(v4) if !v4.ip().is_unspecified() => Some(*v4.ip()),
         _ => None,
@@ -339,20 +337,32 @@ mod tests {
 
     #[tokio::test]
     async fn the_daemons_own_addresses_are_listen_addrs_and_never_loopback() {
-        let router = "127.0.0.1:8728";
+        let router = address_toward("127.0.0.1:8728").await;
         assert_eq!(
-            daemon_addresses("192.168.88.2:5351".parse().unwrap(), router).await,
+            daemon_addresses("192.168.88.2:5351".parse().unwrap(), router),
             vec![ip("192.168.88.2")]
         );
         // Unspecified, and the way to the router is loopback: nothing of the host's own.
-        assert!(daemon_addresses("0.0.0.0:5351".parse().unwrap(), router)
-            .await
-            .is_empty());
-        assert!(
-            daemon_addresses("127.0.0.1:5351".parse().unwrap(), "no such host")
-                .await
-                .is_empty()
+        assert!(daemon_addresses("0.0.0.0:5351".parse().unwrap(), router).is_empty());
+        assert!(daemon_addresses(
+            "127.0.0.1:5351".parse().unwrap(),
+            address_toward("no such host").await
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn the_test_mappings_address_is_the_way_to_the_router_unless_that_is_loopback() {
+        let listen = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let lan = Some(ip("172.30.254.2"));
+        let lo = Some(Ipv4Addr::LOCALHOST);
+        assert_eq!(address_for_router(listen("0.0.0.0:5351"), lan), lan);
+        assert_eq!(
+            address_for_router(listen("192.168.88.250:5351"), lo),
+            Some(ip("192.168.88.250"))
         );
+        assert_eq!(address_for_router(listen("0.0.0.0:5351"), lo), lo);
+        assert_eq!(address_for_router(listen("0.0.0.0:5351"), None), None);
     }
 
     #[test]

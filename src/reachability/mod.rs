@@ -25,17 +25,18 @@ use crate::refused::address_for_router;
 use crate::shutdown::Shutdown;
 
 /// Starts the check's task: it runs on its own when REACHABILITY_CHECK is on, and on request
-/// (the status API) either way. `router` is MIKROTIK_API_ADDRESS (the daemon's address toward
-/// it is the test mapping's client); `external` reads the gateway's external address.
-pub(crate) async fn start(
+/// (the status API) either way. `toward_router` is the daemon's address toward the router
+/// (the test mapping's client, see [`address_for_router`]); `external` reads the gateway's
+/// external address.
+pub(crate) fn start(
     args: &DaemonArgs,
-    router: &str,
+    toward_router: Option<Ipv4Addr>,
     mapping: MappingHandle,
     external: Arc<dyn Fn() -> Option<Ipv4Addr> + Send + Sync>,
     shutdown: Shutdown,
 ) -> ReachabilityHandle {
     let settings = &args.reachability;
-    let own_address = address_for_router(args.listen_addr, router).await;
+    let own_address = address_for_router(args.listen_addr, toward_router);
     if settings.reachability_check {
         info!(
             servers = %settings.stun_servers.0.join(","),
