@@ -2,8 +2,11 @@
 //! self-test now (`POST /api/v1/reachability` at STATUS_ADDR, with API_TOKEN: the same
 //! settings the daemon reads) and explains the result, one line per finding. It goes through
 //! the daemon because only the daemon may make mappings on its router: a second process making
-//! its own would fight the daemon's reconciler. Exit 0 when a third party reached the port,
-//! 1 otherwise.
+//! its own would fight the daemon's reconciler. A check can outlast the status server's
+//! STATUS_CONNECTION_TIMEOUT (every STUN server silent: 5.5 s each); when the server closes the
+//! connection first, the check goes on in the daemon, and this command reads its result from
+//! `GET /api/v1/reachability` once it is newer than the request. Exit 0 when a third party
+//! reached the port, 1 otherwise.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,6 +20,8 @@ use crate::status::client;
 
 /// Long enough for a check that tries every configured STUN server and heals once.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often the result is read when the daemon closed the connection before the check ended.
+const POLL: Duration = Duration::from_millis(500);
 
 /// Runs `check --from-internet`.
 pub(crate) async fn run(args: &DaemonArgs) -> ExitCode {
@@ -41,6 +46,8 @@ pub(crate) async fn run(args: &DaemonArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     println!("asking the daemon at {addr} to prove its forwarded port from the internet (STUN)…");
+    let asked_at = unix_now();
+    let deadline = tokio::time::Instant::now() + CHECK_TIMEOUT;
     let answer = client::send(
         &uri,
         Method::POST,
@@ -51,6 +58,16 @@ pub(crate) async fn run(args: &DaemonArgs) -> ExitCode {
     .await;
     let (status, body) = match answer {
         Ok(a) => a,
+        Err(e) if matches!(e, client::ClientError::Http { .. }) => {
+            // The server closed the connection during the check (its connection time limit).
+            match newer_result(&uri, asked_at, deadline).await {
+                Some(answer) => answer,
+                None => {
+                    println!("FAIL check from the internet: the daemon closed the connection ({e}) and gave no result within {CHECK_TIMEOUT:?}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         Err(e) => {
             println!(
                 "FAIL check from the internet: the daemon's status server does not answer: {e}"
@@ -74,6 +91,30 @@ pub(crate) async fn run(args: &DaemonArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Seconds since 1970.
+fn unix_now() -> u64 {
+    crate::status::history::unix_seconds(std::time::SystemTime::now())
+}
+
+/// `GET uri` until its last check ended at `asked_at` or later (or `deadline` passes).
+async fn newer_result(
+    uri: &Uri,
+    asked_at: u64,
+    deadline: tokio::time::Instant,
+) -> Option<(StatusCode, bytes::Bytes)> {
+    while tokio::time::Instant::now() < deadline {
+        if let Ok((status, body)) = client::send(uri, Method::GET, None, None, POLL * 4).await {
+            let view: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let checked = view.pointer("/last/checked_at").and_then(Value::as_u64);
+            if status == StatusCode::OK && checked.is_some_and(|t| t >= asked_at) {
+                return Some((status, body));
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    None
 }
 
 /// Prints the daemon's answer, one finding per line.

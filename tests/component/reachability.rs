@@ -331,3 +331,31 @@ async fn check_from_internet_without_the_token_says_what_to_set_and_fails() {
     );
     assert!(lab.gateway.mappings().is_empty(), "no check ran");
 }
+
+#[tokio::test]
+async fn check_from_internet_outlasting_the_status_connection_limit_reads_the_result_after() {
+    // Every STUN server silent: the check takes its whole schedule (5.5 s), past the status
+    // server's connection limit of 1 s (+1 s for a response under way).
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let (lab, _stun) = lab(
+        gateway_config(),
+        StunConfig::default(),
+        EXIT,
+        &[
+            ("stun-servers", silent_addr),
+            ("status-connection-timeout", "1s".into()),
+        ],
+    )
+    .await;
+    let out = check_from_internet(&lab, &[("API_TOKEN", TOKEN)]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("reachable from the internet: not tested (no STUN server answered)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Fix: check STUN_SERVERS"), "{stdout}");
+}
