@@ -77,7 +77,8 @@ pub enum Command {
     /// Ask a NAT-PMP gateway for the external address, or map or delete a port (like natpmpc).
     Client(ClientArgs),
     /// Diagnose a set-up: router API, login, policies, VPN interface, upstream NAT-PMP, and a
-    /// test mapping made and removed on both layers.
+    /// test mapping made and removed on both layers; with --from-internet, have the running
+    /// daemon prove its forwarded port from the internet.
     Check(CheckArgs),
     /// Exit 0 when the daemon answers NAT-PMP (for a container HEALTHCHECK; needs no shell).
     Health(HealthArgs),
